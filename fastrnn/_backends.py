@@ -1,0 +1,111 @@
+"""Finding the kernels: which backends load here, which one a layer uses, threads.
+
+A backend is a module that implements the kernel contract written at the top
+of `fastrnn/_reference.py` (same function names and argument order) plus
+`name` and `set_num_threads(n)`.
+"""
+
+import importlib
+import os
+import warnings
+
+# Best first: the compiled extension, then Numba, then the NumPy reference.
+BACKEND_MODULES = {
+    "cpp": "fastrnn._core",
+    "numba": "fastrnn._numba",
+    "numpy": "fastrnn._reference",
+}
+
+KERNELS = ("rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward",
+           "set_num_threads")
+
+_loaded = {}          # name -> module
+_load_errors = {}     # name -> why it could not be loaded
+_num_threads = None
+_warned_fallback = False
+
+
+def _try_load(name):
+    if name in _loaded or name in _load_errors:
+        return _loaded.get(name)
+    try:
+        module = importlib.import_module(BACKEND_MODULES[name])
+    except Exception as exc:  # an extension that fails to load can raise anything
+        _load_errors[name] = f"{type(exc).__name__}: {exc}"
+        return None
+    missing = [kernel for kernel in KERNELS if not hasattr(module, kernel)]
+    if missing:
+        _load_errors[name] = f"{module.__name__} lacks {', '.join(missing)}"
+        return None
+    _loaded[name] = module
+    module.set_num_threads(get_num_threads())
+    return module
+
+
+def available_backends():
+    """Names of the backends that can run here, best first."""
+    return [name for name in BACKEND_MODULES if _try_load(name) is not None]
+
+
+def unavailable_backends():
+    """{name: reason} for the backends that failed to load."""
+    available_backends()
+    return dict(_load_errors)
+
+
+def get_backend(name=None):
+    """The backend module for `name`, else $FASTRNN_BACKEND, else the best available."""
+    global _warned_fallback
+    if name is None:
+        name = os.environ.get("FASTRNN_BACKEND") or None
+    if name is not None:
+        if not isinstance(name, str) or name not in BACKEND_MODULES:
+            raise ValueError(
+                f"unknown backend {name!r}; choose one of {sorted(BACKEND_MODULES)}")
+        module = _try_load(name)
+        if module is None:
+            raise ValueError(
+                f"backend {name!r} is not available here ({_load_errors[name]}); "
+                f"available: {available_backends()}")
+        return module
+    best = available_backends()[0]
+    if best != "cpp" and not _warned_fallback:
+        _warned_fallback = True
+        warnings.warn(
+            f"fastrnn: compiled backend unavailable ({_load_errors.get('cpp')}); "
+            f"using {best!r}", RuntimeWarning, stacklevel=3)
+    return _loaded[best]
+
+
+def _default_num_threads():
+    env = os.environ.get("FASTRNN_NUM_THREADS")
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise ValueError(f"FASTRNN_NUM_THREADS must be a positive integer, got {env!r}")
+        if n < 1:
+            raise ValueError(f"FASTRNN_NUM_THREADS must be a positive integer, got {env!r}")
+        return n
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def get_num_threads():
+    """Threads the kernels use (default: $FASTRNN_NUM_THREADS, else the usable CPUs)."""
+    global _num_threads
+    if _num_threads is None:
+        _num_threads = _default_num_threads()
+    return _num_threads
+
+
+def set_num_threads(n):
+    """Set the threads every backend uses from now on."""
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"number of threads must be a positive integer, got {n!r}")
+    _num_threads = n
+    for module in _loaded.values():
+        module.set_num_threads(n)

@@ -1,0 +1,41 @@
+"""What fastrnn finds on this machine: version, backends, CPU, kernel path, threads."""
+
+from importlib import metadata
+
+from . import _backends
+
+try:
+    __version__ = metadata.version("fastrnn")
+except metadata.PackageNotFoundError:  # running from a source tree
+    __version__ = "0+unknown"
+
+
+def _cpu_flags():
+    """x86 feature flags the kernels care about, from /proc/cpuinfo (Linux)."""
+    wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl")
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return [name for name in wanted if name in flags]
+    except OSError:
+        pass
+    return []
+
+
+def info():
+    """A dict describing this installation; `fastrnn info` prints it."""
+    backends = _backends.available_backends()
+    result = {
+        "version": __version__,
+        "backends": backends,
+        "default_backend": backends[0],
+        "unavailable": _backends.unavailable_backends(),
+        "threads": _backends.get_num_threads(),
+        "cpu_features": _cpu_flags(),
+    }
+    if "cpp" in backends:
+        core = _backends.get_backend("cpp")
+        result.update(core.build_info())
+    return result

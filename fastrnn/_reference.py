@@ -1,0 +1,163 @@
+"""The NumPy reference backend: the math spelled out plainly.
+
+Every faster backend is tested against these functions, and these against
+finite differences and PyTorch. Clarity wins over speed here, but the
+structure is already the fast one: the input projection of all time steps is
+one GEMM before the loop, and the weight gradients are GEMMs after it.
+
+Sizes: T time steps, B batch, I input size, H hidden size, G gates (1 RNN,
+4 LSTM). Kernels are time-major: x (T, B, I), y (T, B, H). Weights use
+torch's layout: w_ih (G*H, I), w_hh (G*H, H); b is b_ih + b_hh, (G*H,).
+
+Kernel contract, shared by every backend (same names, same argument order):
+
+    rnn_forward(x, h0, w_ih, w_hh, b, training) -> (y, saved)
+    rnn_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx)
+        -> (dx, dh0, dw_ih, dw_hh, db)
+    lstm_forward(x, h0, c0, w_ih, w_hh, b, training) -> (y, cT, saved)
+    lstm_backward(saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx)
+        -> (dx, dh0, dc0, dw_ih, dw_hh, db)
+
+`saved` is whatever forward keeps for BPTT (None when not training); only
+the same backend's backward reads it. dy may be None (no loss on y); dx is
+None when need_dx is False. db is the gradient of both b_ih and b_hh.
+"""
+
+import numpy as np
+
+name = "numpy"
+
+
+def _sigmoid(a):
+    # Split by sign so exp never overflows for large |a|.
+    e = np.exp(-np.abs(a))
+    return np.where(a >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(a.dtype, copy=False)
+
+
+def _previous_states(s0, s):
+    """s_{t-1} for t = 1..T: (T, B, H) from s0 (B, H) and s (T, B, H)."""
+    return np.concatenate([s0[None], s[:-1]], axis=0)
+
+
+def _weight_grads(da, x, h_prev):
+    """dW_ih, dW_hh, db from the pre-activation gradients da (T, B, G*H)."""
+    T, B, GH = da.shape
+    da2 = da.reshape(T * B, GH)
+    dw_ih = da2.T @ x.reshape(T * B, -1)
+    dw_hh = da2.T @ h_prev.reshape(T * B, -1)
+    db = da2.sum(axis=0)
+    return dw_ih, dw_hh, db
+
+
+# ---------------------------------------------------------------- RNN (tanh)
+#   a_t = x_t W_ih^T + h_{t-1} W_hh^T + b
+#   h_t = tanh(a_t)
+
+
+def rnn_forward(x, h0, w_ih, w_hh, b, training=True):
+    T, B, _ = x.shape
+    H = h0.shape[1]
+    xw = (x.reshape(T * B, -1) @ w_ih.T + b).reshape(T, B, H)
+    y = np.empty((T, B, H), dtype=x.dtype)
+    h = h0
+    for t in range(T):
+        h = np.tanh(xw[t] + h @ w_hh.T)
+        y[t] = h
+    return y, None
+
+
+def rnn_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True):
+    # BPTT, for t = T..1:
+    #   dh_t   = dy_t + dh_t(from t+1)                      (1)
+    #   da_t   = dh_t * (1 - h_t^2)                         (2)
+    #   dh_{t-1} (from t) = da_t W_hh                       (3)
+    # after the loop, one GEMM each:
+    #   dW_ih = sum_t da_t^T x_t,  dW_hh = sum_t da_t^T h_{t-1},
+    #   db = sum_t da_t,  dx_t = da_t W_ih
+    T = x.shape[0]
+    da = np.empty_like(y)
+    dh = dhT.copy()
+    for t in range(T - 1, -1, -1):
+        if dy is not None:
+            dh = dh + dy[t]
+        da[t] = dh * (1.0 - y[t] * y[t])
+        dh = da[t] @ w_hh
+    dw_ih, dw_hh, db = _weight_grads(da, x, _previous_states(h0, y))
+    dx = da @ w_ih if need_dx else None
+    return dx, dh, dw_ih, dw_hh, db
+
+
+# ---------------------------------------------------------------------- LSTM
+#   a_t = x_t W_ih^T + h_{t-1} W_hh^T + b, split into gate order i, f, g, o
+#   i = sigmoid(a_i), f = sigmoid(a_f), g = tanh(a_g), o = sigmoid(a_o)
+#   c_t = f * c_{t-1} + i * g
+#   h_t = o * tanh(c_t)
+# saved = (c, gates): every c_t (T, B, H) and the activated gates (T, B, 4H).
+
+
+def lstm_forward(x, h0, c0, w_ih, w_hh, b, training=True):
+    T, B, _ = x.shape
+    H = h0.shape[1]
+    xw = (x.reshape(T * B, -1) @ w_ih.T + b).reshape(T, B, 4 * H)
+    y = np.empty((T, B, H), dtype=x.dtype)
+    c_all = np.empty((T, B, H), dtype=x.dtype) if training else None
+    gates = np.empty((T, B, 4 * H), dtype=x.dtype) if training else None
+    h, c = h0, c0
+    for t in range(T):
+        a = xw[t] + h @ w_hh.T
+        i = _sigmoid(a[:, :H])
+        f = _sigmoid(a[:, H:2 * H])
+        g = np.tanh(a[:, 2 * H:3 * H])
+        o = _sigmoid(a[:, 3 * H:])
+        c = f * c + i * g
+        h = o * np.tanh(c)
+        y[t] = h
+        if training:
+            c_all[t] = c
+            gates[t] = np.concatenate([i, f, g, o], axis=1)
+    saved = (c_all, gates) if training else None
+    return y, c, saved
+
+
+def lstm_backward(saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx=True):
+    # BPTT, for t = T..1, with dh, dc carried from step t+1:
+    #   dh_t  = dy_t + dh                                   (1)
+    #   do    = dh_t * tanh(c_t)                            (2)
+    #   dc_t  = dc + dh_t * o * (1 - tanh(c_t)^2)           (3)
+    #   di    = dc_t * g,  dg = dc_t * i                    (4)
+    #   df    = dc_t * c_{t-1}                              (5)
+    #   dc    = dc_t * f            (carried to t-1)        (6)
+    #   da    = [di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)]  (7)
+    #   dh    = da W_hh             (carried to t-1)        (8)
+    # after the loop: weight, bias and input gradients as one GEMM each.
+    if saved is None:
+        raise ValueError("lstm_backward needs the state saved by a training forward")
+    c_all, gates = saved
+    T, B, H = y.shape
+    c_prev = _previous_states(c0, c_all)
+    da = np.empty_like(gates)
+    dh = dhT.copy()
+    dc = dcT.copy()
+    for t in range(T - 1, -1, -1):
+        i = gates[t, :, :H]
+        f = gates[t, :, H:2 * H]
+        g = gates[t, :, 2 * H:3 * H]
+        o = gates[t, :, 3 * H:]
+        if dy is not None:
+            dh = dh + dy[t]
+        tanh_c = np.tanh(c_all[t])
+        do = dh * tanh_c
+        dc = dc + dh * o * (1.0 - tanh_c * tanh_c)
+        da[t, :, :H] = dc * g * i * (1.0 - i)
+        da[t, :, H:2 * H] = dc * c_prev[t] * f * (1.0 - f)
+        da[t, :, 2 * H:3 * H] = dc * i * (1.0 - g * g)
+        da[t, :, 3 * H:] = do * o * (1.0 - o)
+        dc = dc * f
+        dh = da[t] @ w_hh
+    dw_ih, dw_hh, db = _weight_grads(da, x, _previous_states(h0, y))
+    dx = da @ w_ih if need_dx else None
+    return dx, dh, dc, dw_ih, dw_hh, db
+
+
+def set_num_threads(n):
+    """The reference runs on NumPy's BLAS; its threads are left to the user."""

@@ -1,0 +1,153 @@
+"""Bad input to the layers raises ValueError or TypeError naming the problem."""
+
+import numpy as np
+import pytest
+
+import fastrnn
+from conftest import BACKENDS, make_layer
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+def lstm(backend, **kw):
+    return fastrnn.LSTM(3, 4, backend=backend, **kw)
+
+
+def x_ok(B=2, T=5, I=3):
+    return np.zeros((B, T, I), np.float32)
+
+
+@pytest.mark.parametrize("x, match", [
+    (np.zeros((5, 3), np.float32), "3-D"),
+    (np.zeros((1, 2, 5, 3), np.float32), "3-D"),
+    (np.zeros((2, 5, 4), np.float32), "input_size=3"),
+    (np.zeros((0, 5, 3), np.float32), "at least one"),
+    (np.zeros((2, 0, 3), np.float32), "at least one"),
+])
+def test_forward_rejects_bad_x(backend, x, match):
+    with pytest.raises(ValueError, match=match):
+        lstm(backend).forward(x)
+
+
+@pytest.mark.parametrize("x", [np.array([["a"]]), np.zeros((2, 5, 3), bool),
+                               np.zeros((2, 5, 3), complex), object()])
+def test_forward_rejects_non_real_x(backend, x):
+    with pytest.raises(TypeError, match="x must"):
+        lstm(backend).forward(x)
+
+
+def test_forward_rejects_bad_state(backend):
+    layer = lstm(backend)
+    h = np.zeros((2, 4), np.float32)
+    with pytest.raises(ValueError, match=r"h0 must have shape \(2, 4\)"):
+        layer.forward(x_ok(), (np.zeros((3, 4)), h))
+    with pytest.raises(ValueError, match=r"c0 must have shape \(2, 4\)"):
+        layer.forward(x_ok(), (h, np.zeros((2, 5))))
+    with pytest.raises(TypeError, match=r"pair \(h, c\)"):
+        layer.forward(x_ok(), h)
+    with pytest.raises(ValueError, match=r"h0 must have shape \(2, 4\)"):
+        fastrnn.RNN(3, 4, backend=backend).forward(x_ok(), np.zeros((2, 4, 1)))
+
+
+def test_backward_before_forward(backend):
+    with pytest.raises(ValueError, match="forward"):
+        lstm(backend).backward()
+
+
+def test_backward_after_inference_forward(backend):
+    layer = lstm(backend)
+    layer.forward(x_ok(), training=False)
+    with pytest.raises(ValueError, match="training=True"):
+        layer.backward()
+
+
+def test_backward_rejects_bad_dy_and_dstate(backend):
+    layer = lstm(backend)
+    layer.forward(x_ok())
+    with pytest.raises(ValueError, match=r"dy must have shape \(2, 5, 4\)"):
+        layer.backward(np.zeros((5, 2, 4), np.float32))
+    with pytest.raises(ValueError, match=r"dh_T"):
+        layer.backward(None, (np.zeros((2, 3)), None))
+    with pytest.raises(TypeError, match="dstate"):
+        layer.backward(None, np.zeros((2, 4)))
+    with pytest.raises(TypeError, match="dy must hold real numbers"):
+        layer.backward(np.full((2, 5, 4), "x"))
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_state_dict_keys_and_shapes_are_checked(backend, cell):
+    layer = make_layer(cell, 3, 4, backend=backend)
+    good = layer.state_dict()
+    missing = dict(good)
+    del missing["weight_hh_l0"]
+    with pytest.raises(ValueError, match="missing.*weight_hh_l0"):
+        layer.load_state_dict(missing)
+    extra = dict(good, weight_ih_l1=good["weight_ih_l0"])
+    with pytest.raises(ValueError, match="unexpected.*weight_ih_l1"):
+        layer.load_state_dict(extra)
+    wrong = dict(good, bias_hh_l0=np.zeros(5))
+    with pytest.raises(ValueError, match="bias_hh_l0.*shape"):
+        layer.load_state_dict(wrong)
+    with pytest.raises(TypeError, match="mapping"):
+        layer.load_state_dict([1, 2])
+    # a failed load leaves the parameters as they were
+    for key, value in layer.state_dict().items():
+        np.testing.assert_array_equal(value, good[key])
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    (dict(input_size=0, hidden_size=4), ValueError),
+    (dict(input_size=3, hidden_size=-1), ValueError),
+    (dict(input_size=3.5, hidden_size=4), ValueError),
+    (dict(input_size=3, hidden_size=4, dtype=np.int32), ValueError),
+    (dict(input_size=3, hidden_size=4, backend="gpu"), ValueError),
+])
+def test_constructor_rejects_bad_arguments(kwargs, error):
+    with pytest.raises(error):
+        fastrnn.LSTM(**kwargs)
+
+
+def test_rnn_only_tanh():
+    with pytest.raises(ValueError, match="tanh"):
+        fastrnn.RNN(3, 4, nonlinearity="relu")
+
+
+def test_unknown_backend_from_environment(monkeypatch):
+    monkeypatch.setenv("FASTRNN_BACKEND", "nope")
+    with pytest.raises(ValueError, match="unknown backend 'nope'"):
+        fastrnn.LSTM(3, 4)
+
+
+def test_set_num_threads_validates():
+    n = fastrnn.get_num_threads()
+    with pytest.raises(ValueError):
+        fastrnn.set_num_threads(0)
+    with pytest.raises(ValueError):
+        fastrnn.set_num_threads(1.5)
+    fastrnn.set_num_threads(1)
+    assert fastrnn.get_num_threads() == 1
+    fastrnn.set_num_threads(n)
+
+
+def test_returned_y_is_protected_and_grads_not_accumulated(backend):
+    layer = lstm(backend)
+    y, _ = layer.forward(x_ok())
+    with pytest.raises(ValueError):
+        y[0, 0, 0] = 1.0  # y is kept for BPTT
+    dy = np.ones(y.shape, np.float32)
+    layer.backward(dy)
+    first = {k: v.copy() for k, v in layer.grads.items()}
+    layer.backward(dy)
+    for key, value in layer.grads.items():
+        np.testing.assert_array_equal(value, first[key])
+
+
+def test_float64_and_integer_inputs_are_converted(backend):
+    layer = lstm(backend)
+    y32, _ = layer.forward(x_ok().astype(np.float64))
+    y_int, _ = layer.forward(np.zeros((2, 5, 3), np.int64))
+    assert y32.dtype == np.float32 and y_int.dtype == np.float32
+    np.testing.assert_array_equal(y32, y_int)
