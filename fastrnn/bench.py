@@ -584,6 +584,16 @@ def _positive(text):
     return value
 
 
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
 def add_arguments(parser):
     parser.add_argument("--threads", type=_positive, default=None,
                         help="threads for every rival (default: fastrnn's, "
@@ -605,7 +615,9 @@ def add_arguments(parser):
                         help="comma-separated subset of the fastrnn backends, torch, "
                              "onnxruntime (default: all that run here)")
     parser.add_argument("--quick", action="store_true",
-                        help="about 1 s per case instead of 3 s, and a smaller peak run")
+                        help="about 1 s per case instead of 3 s, fewer peak runs")
+    parser.add_argument("--seconds", type=_positive_float, default=None,
+                        help="time budget per case (default 3, or 1 with --quick)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--plot", metavar="FILE.png", help="also draw GFLOP/s bars (matplotlib)")
     return parser
@@ -614,6 +626,9 @@ def add_arguments(parser):
 def run_from_args(args):
     if args.plot:
         _import_pyplot()  # fail now, not after a minute of timing
+    for path in (args.json, args.plot):
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise ValueError(f"cannot write {path}: its directory does not exist")
     threads = args.threads or _backends.get_num_threads()
     rivals = args.rivals or rival_names()
     for rival in rivals:
@@ -623,6 +638,7 @@ def run_from_args(args):
             raise ValueError(f"fastrnn backend {rival!r} is not available here: "
                              f"{_backends.unavailable_backends().get(rival)}")
     budget, min_rounds, repeats = (1.0, 2, 3) if args.quick else (3.0, 3, 7)
+    budget = args.seconds or budget
 
     def progress(message):
         print(message, file=sys.stderr, flush=True)
