@@ -12,6 +12,8 @@ from fastrnn import bench
 
 # Every fastrnn backend that loads here, then the peers (skipped when not installed).
 RIVALS = fastrnn.available_backends() + list(bench.PEERS)
+# ONNX Runtime's operators do not train.
+TRAINERS = [rival for rival in RIVALS if rival != "onnxruntime"]
 
 
 def pytest_addoption(parser):

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import RIVALS, case_params
+from conftest import RIVALS, TRAINERS, case_params
 FULL_SHAPES = ["origin", "medium", "large"]
 
 
@@ -22,7 +22,7 @@ def test_inference(benchmark, warmed_runner, rival, case):
     assert y.shape == (shape.T, shape.B, shape.H) and np.all(np.isfinite(y))
 
 
-@pytest.mark.parametrize("rival", RIVALS)
+@pytest.mark.parametrize("rival", TRAINERS)
 @pytest.mark.parametrize("case", case_params("train", FULL_SHAPES))
 def test_train_step(benchmark, warmed_runner, rival, case):
     run, _ = warmed_runner(rival, case)
