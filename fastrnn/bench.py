@@ -22,9 +22,9 @@ for NumPy's BLAS). A report gives the median of the timed calls.
 How FLOPs are counted: only the matrix products. One forward time step of
 a cell with G gates (1 RNN, 4 LSTM) multiplies [x_t, h_{t-1}] (B, I+H) by the
 weights (I+H, G*H): 2*B*(I+H)*G*H floating point operations, so a forward is
-T times that. BPTT does about twice the forward's products (the gradient
-with respect to the activations and the one with respect to the weights), so
-a training step counts as 3x forward. The Linear head, the loss, Adam and
+T times that. BPTT does about twice the forward's products (the gradients
+with respect to x_t and h_{t-1}, and those with respect to the weights, each
+the size of the forward's), so a training step counts as 3x forward. The Linear head, the loss, Adam and
 all elementwise work are left out, so the GFLOP/s are a slight underestimate.
 
 What peak means: the rate of one 2048x2048x2048 float32 matrix product in
@@ -513,8 +513,11 @@ def format_report(report):
         lines.append("  ".join(cells).rstrip())
         if n == 0:
             lines.append("  ".join("-" * width for width in widths))
+    skipped = {}
     for skip in report["skipped"]:
-        lines.append(f"skipped {skip['rival']} on {skip['case']}: {skip['reason']}")
+        skipped.setdefault((skip["rival"], skip["reason"]), []).append(skip["case"])
+    for (rival, reason), cases in skipped.items():
+        lines.append(f"skipped {rival} on {', '.join(cases)}: {reason}")
     lines.append("")
     lines.append("samples/s = sequences per second; speedups compare median times in one case.")
     lines.append(FLOP_COUNTING)
