@@ -179,6 +179,26 @@ def _fastrnn_runner(backend, case, threads, seed):
     return forward
 
 
+def starting_weights(case, seed):
+    """The parameters every rival of `case` starts from, so all compute the same thing.
+
+    fastrnn's own init for `seed` (the same on every backend): a layer's
+    state_dict, or for a training step a SequenceClassifier's parameters
+    (None when this fastrnn has no SequenceClassifier).
+    """
+    import fastrnn
+
+    T, B, I, H = case.shape
+    if case.mode == "train":
+        if not hasattr(fastrnn, "SequenceClassifier"):
+            return None
+        model = fastrnn.SequenceClassifier(I, H, NUM_CLASSES, cell=case.cell,
+                                           backend="numpy", seed=seed)
+        return {key: value.copy() for key, value in model.parameters().items()}
+    layer_class = fastrnn.LSTM if case.cell == "lstm" else fastrnn.RNN
+    return layer_class(I, H, backend="numpy", seed=seed).state_dict()
+
+
 def _torch_runner(case, threads, seed):
     import torch
 
@@ -186,9 +206,15 @@ def _torch_runner(case, threads, seed):
     torch.manual_seed(seed)
     T, B, I, H = case.shape
     module_class = torch.nn.LSTM if case.cell == "lstm" else torch.nn.RNN
+    weights = starting_weights(case, seed)
     if case.mode == "train":
         rnn = module_class(I, H, batch_first=True)
         head = torch.nn.Linear(H, NUM_CLASSES)
+        if weights is not None:
+            rnn.load_state_dict({key: torch.from_numpy(value) for key, value in weights.items()
+                                 if not key.startswith("fc.")})
+            head.load_state_dict({"weight": torch.from_numpy(weights["fc.weight"]),
+                                  "bias": torch.from_numpy(weights["fc.bias"])})
         params = list(rnn.parameters()) + list(head.parameters())
         adam = torch.optim.Adam(params, lr=LEARNING_RATE)
         x, labels = _inputs(case, seed, batch_first=True)
@@ -204,6 +230,7 @@ def _torch_runner(case, threads, seed):
         return train_step
 
     rnn = module_class(I, H)
+    rnn.load_state_dict({key: torch.from_numpy(value) for key, value in weights.items()})
     x, _ = _inputs(case, seed, batch_first=False)
     x = torch.from_numpy(x)
 
@@ -275,12 +302,8 @@ def onnx_session(model_bytes, threads):
 def _onnxruntime_runner(case, threads, seed):
     if case.mode == "train":
         raise Unavailable("ONNX Runtime's RNN/LSTM operators do inference only")
-    import fastrnn
-
     T, B, I, H = case.shape
-    layer_class = fastrnn.LSTM if case.cell == "lstm" else fastrnn.RNN
-    weights = layer_class(I, H, backend="numpy", seed=seed).state_dict()
-    session = onnx_session(onnx_model(case.cell, weights), threads)
+    session = onnx_session(onnx_model(case.cell, starting_weights(case, seed)), threads)
     x, _ = _inputs(case, seed, batch_first=False)
     zeros = np.zeros((1, B, H), dtype=np.float32)
     feeds = {"X": x, "initial_h": zeros}

@@ -47,6 +47,33 @@ def test_train_step_runner_lowers_the_loss(rival, cell):
     assert losses[-1] < losses[0]
 
 
+def other_runners(rivals, mode, cell):
+    """(rival, runner) for every rival but the reference that can run here."""
+    for rival in rivals:
+        if rival == "numpy":
+            continue
+        try:
+            yield rival, bench.make_runner(rival, bench.Case(mode, cell, "tiny", TINY), 1)
+        except bench.Unavailable:
+            continue
+
+
+@pytest.mark.parametrize("mode", ["inference", "latency"])
+def test_every_rival_computes_the_same_outputs(mode, cell):
+    reference = runner_or_skip("numpy", mode, cell)()
+    for rival, run in other_runners(RIVALS, mode, cell):
+        assert_close(run(), reference, "output", np.float32, f"{rival} y")
+
+
+def test_every_rival_takes_the_same_training_steps(cell):
+    reference = runner_or_skip("numpy", "train", cell)
+    expected = [reference() for _ in range(3)]
+    for rival, step in other_runners(TRAINERS, "train", cell):
+        losses = [step() for _ in range(3)]
+        # same starting weights, data and Adam: the same losses, step after step
+        np.testing.assert_allclose(losses, expected, rtol=1e-5, err_msg=rival)
+
+
 def test_onnxruntime_does_not_train():
     pytest.importorskip("onnxruntime")
     with pytest.raises(bench.Unavailable, match="inference only"):
