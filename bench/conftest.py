@@ -59,6 +59,7 @@ def warmed_runner(request, threads, benchmark):
         except bench.Unavailable as exc:
             pytest.skip(str(exc))
         run()
+        bench.limit_threads(threads)  # again: the libraries run() loaded are limited only now
         benchmark.extra_info.update(
             threads=threads, flops=bench.case_flops(mode, cell, shape),
             shape=dict(shape._asdict()), sequences_per_call=shape.B)

@@ -339,10 +339,14 @@ def make_runner(rival, case, threads, seed=0):
 
 
 def limit_threads(threads):
-    """Give every library `threads` threads; keep the returned object alive meanwhile.
+    """Give every library loaded so far `threads` threads.
 
-    fastrnn and NumPy's BLAS (through threadpoolctl, when installed) are set
-    here; torch and ONNX Runtime are set where their rivals are built.
+    fastrnn, torch and, through threadpoolctl when installed, every BLAS and
+    OpenMP runtime in the process (NumPy's, SciPy's under Numba, torch's).
+    Call it again once the rivals have run once: threadpoolctl only reaches
+    libraries already loaded. ONNX Runtime's threads are set per session.
+    Returns threadpoolctl's limiter (None without it), which can restore the
+    previous limits.
     """
     _backends.set_num_threads(threads)
     if "torch" in sys.modules:
@@ -357,19 +361,24 @@ def limit_threads(threads):
 # ------------------------------------------------------------------ timing
 
 
-def time_interleaved(runners, budget, min_rounds=3, block_seconds=0.2, pause=0.02):
+def time_interleaved(runners, budget, min_rounds=3, block_seconds=0.2, pause=0.02,
+                     after_warmup=None):
     """{name: [seconds of each timed call]}, the rivals taking turns in blocks.
 
-    Each runner is called once first (JIT compilation, allocations) and once
+    Each runner is called once first (JIT compilation, allocations, loading
+    its libraries), then `after_warmup()` if given, then each is called once
     more to size its block to about `block_seconds`. Then rounds run until
     `budget` seconds have passed and at least `min_rounds` are done; each
     round gives every runner one block, starting with a different runner
     each round.
     """
     names = list(runners)
-    per_call = {}
     for name in names:
         runners[name]()
+    if after_warmup is not None:
+        after_warmup()
+    per_call = {}
+    for name in names:
         start = time.perf_counter()
         runners[name]()
         per_call[name] = time.perf_counter() - start
@@ -458,7 +467,6 @@ COLUMNS = ("case", "rival", "median", "samples/s", "GFLOP/s", "% peak",
 
 def run_report(cases, rivals, threads, budget, min_rounds, peak, progress=None):
     """Time every rival on every case; a dict ready for JSON and the table."""
-    keep_limits = limit_threads(threads)
     results, skipped = [], []
     for case in cases:
         runners = {}
@@ -471,9 +479,9 @@ def run_report(cases, rivals, threads, budget, min_rounds, peak, progress=None):
             continue
         if progress:
             progress(f"timing {case_label(case)}: {', '.join(runners)}")
-        samples = time_interleaved(runners, budget, min_rounds)
+        samples = time_interleaved(runners, budget, min_rounds,
+                                   after_warmup=lambda: limit_threads(threads))
         results.extend(_case_results(case, samples, peak))
-    del keep_limits
     return {
         "fastrnn_version": __version__,
         "threads": threads,

@@ -2,6 +2,7 @@
 
 import json
 import sys
+import time
 
 import pytest
 
@@ -153,3 +154,23 @@ def test_peak_measurement_reports_its_kernel():
     assert peak["gflops"] > 0 and len(peak["times"]) == 2
     assert peak["blas"] and peak["kernel"] != "unknown"
     assert all(lib["num_threads"] == 1 for lib in peak["blas"])
+
+
+def test_rivals_take_turns_in_blocks_after_warming_up():
+    calls = []
+
+    def runner(name):
+        def run():
+            calls.append(name)
+            time.sleep(0.002)
+        return run
+    runners = {name: runner(name) for name in ("a", "b", "c")}
+    # A call (>= 2 ms) outlasts block_seconds: blocks of one call, no wake-up call.
+    samples = bench.time_interleaved(runners, budget=0.0, min_rounds=3, block_seconds=0.001,
+                                     pause=0.0, after_warmup=lambda: calls.append("limits"))
+    # warm-up: each once, then the thread limits, then one sizing call each
+    assert calls[:7] == ["a", "b", "c", "limits", "a", "b", "c"]
+    # three rounds, each starting with the next rival
+    assert calls[7:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    for times in samples.values():
+        assert len(times) == 3 and all(t >= 0.002 for t in times)
