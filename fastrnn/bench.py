@@ -361,22 +361,16 @@ def limit_threads(threads):
 # ------------------------------------------------------------------ timing
 
 
-def time_interleaved(runners, budget, min_rounds=3, block_seconds=0.2, pause=0.02,
-                     after_warmup=None):
+def time_interleaved(runners, budget, min_rounds=3, block_seconds=0.2, pause=0.02):
     """{name: [seconds of each timed call]}, the rivals taking turns in blocks.
 
-    Each runner is called once first (JIT compilation, allocations, loading
-    its libraries), then `after_warmup()` if given, then each is called once
-    more to size its block to about `block_seconds`. Then rounds run until
-    `budget` seconds have passed and at least `min_rounds` are done; each
-    round gives every runner one block, starting with a different runner
-    each round.
+    Call every runner once before (JIT compilation, allocations, loading its
+    libraries). Each is called once more here to size its block to about
+    `block_seconds`. Then rounds run until `budget` seconds have passed and
+    at least `min_rounds` are done; each round gives every runner one block,
+    starting with a different runner each round.
     """
     names = list(runners)
-    for name in names:
-        runners[name]()
-    if after_warmup is not None:
-        after_warmup()
     per_call = {}
     for name in names:
         start = time.perf_counter()
@@ -472,15 +466,22 @@ def run_report(cases, rivals, threads, budget, min_rounds, peak, progress=None):
         runners = {}
         for rival in rivals:
             try:
-                runners[rival] = make_runner(rival, case, threads)
+                run = make_runner(rival, case, threads)
+                run()  # warm-up: JIT compilation, allocations, loading libraries
             except Unavailable as exc:
-                skipped.append({"case": case_label(case), "rival": rival, "reason": str(exc)})
+                reason = str(exc)
+            except Exception as exc:  # e.g. MemoryError on a large shape: report, go on
+                reason = f"failed: {type(exc).__name__}: {exc}"
+            else:
+                runners[rival] = run
+                continue
+            skipped.append({"case": case_label(case), "rival": rival, "reason": reason})
         if not runners:
             continue
+        limit_threads(threads)  # after the warm-up: reaches the libraries it loaded
         if progress:
             progress(f"timing {case_label(case)}: {', '.join(runners)}")
-        samples = time_interleaved(runners, budget, min_rounds,
-                                   after_warmup=lambda: limit_threads(threads))
+        samples = time_interleaved(runners, budget, min_rounds)
         results.extend(_case_results(case, samples, peak))
     return {
         "fastrnn_version": __version__,

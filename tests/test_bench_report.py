@@ -156,7 +156,7 @@ def test_peak_measurement_reports_its_kernel():
     assert all(lib["num_threads"] == 1 for lib in peak["blas"])
 
 
-def test_rivals_take_turns_in_blocks_after_warming_up():
+def test_rivals_take_turns_in_blocks():
     calls = []
 
     def runner(name):
@@ -167,10 +167,26 @@ def test_rivals_take_turns_in_blocks_after_warming_up():
     runners = {name: runner(name) for name in ("a", "b", "c")}
     # A call (>= 2 ms) outlasts block_seconds: blocks of one call, no wake-up call.
     samples = bench.time_interleaved(runners, budget=0.0, min_rounds=3, block_seconds=0.001,
-                                     pause=0.0, after_warmup=lambda: calls.append("limits"))
-    # warm-up: each once, then the thread limits, then one sizing call each
-    assert calls[:7] == ["a", "b", "c", "limits", "a", "b", "c"]
-    # three rounds, each starting with the next rival
-    assert calls[7:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+                                     pause=0.0)
+    # one sizing call each, then three rounds, each starting with the next rival
+    assert calls == ["a", "b", "c"] + ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
     for times in samples.values():
         assert len(times) == 3 and all(t >= 0.002 for t in times)
+
+
+def test_report_goes_on_when_a_rival_fails(monkeypatch):
+    real = bench.make_runner
+
+    def make_runner(rival, case, threads, seed=0):
+        if rival == "torch":
+            def run():
+                raise MemoryError("cannot allocate")
+            return run
+        return real(rival, case, threads, seed)
+    monkeypatch.setattr(bench, "make_runner", make_runner)
+    case = bench.Case("inference", "rnn", "tiny", bench.SHAPES["tiny"])
+    report = bench.run_report([case], ["numpy", "torch"], threads=1, budget=0.0,
+                              min_rounds=1, peak=None)
+    assert [r["rival"] for r in report["results"]] == ["numpy"]
+    assert report["skipped"] == [{"case": "rnn inference tiny", "rival": "torch",
+                                  "reason": "failed: MemoryError: cannot allocate"}]
