@@ -75,7 +75,7 @@ PEAK_MEANING = (
     "with the same threads and without OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE.")
 METHOD = (
     "All rivals of a case ran in one process in alternating blocks (rotating order, "
-    "an untimed wake-up call before each block, a pause between blocks), so the "
+    "an untimed wake-up call before each block of short calls, a pause after it), so the "
     "torch, ONNX Runtime and fastrnn thread pools were timed in turns under the same "
     "load; times are medians of the timed calls.")
 
