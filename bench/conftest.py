@@ -35,7 +35,9 @@ def case_params(mode, shape_names):
 @pytest.fixture(scope="session")
 def threads(request):
     """The one thread count every rival gets; NumPy's BLAS is limited to it too."""
-    n = request.config.getoption("--bench-threads") or fastrnn.get_num_threads()
+    n = request.config.getoption("--bench-threads")
+    if n is None:
+        n = fastrnn.get_num_threads()
     if n < 1:
         raise pytest.UsageError(f"--bench-threads must be positive, got {n}")
     limits = bench.limit_threads(n)
