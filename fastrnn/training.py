@@ -68,7 +68,7 @@ class Progress:
         self.enabled = enabled
         self.plain_interval = plain_interval
         self.started = time.perf_counter()
-        self._last_draw = 0.0
+        self._last_draw = None   # the first update always draws
         self._drawn = False
 
     def _line(self):
@@ -86,7 +86,8 @@ class Progress:
             return
         now = time.perf_counter()
         interval = 0.2 if self.tty else self.plain_interval
-        if now - self._last_draw < interval and done < self.total:
+        if self._last_draw is not None and now - self._last_draw < interval \
+                and done < self.total:
             return
         self._last_draw = now
         text, fraction = self._line()
@@ -109,7 +110,7 @@ class Progress:
         self._clear()
         print(line, flush=True)
         if self.tty:
-            self._last_draw = 0.0   # the bar was cleared: redraw it at the next update
+            self._last_draw = None   # the bar was cleared: redraw it at the next update
 
     def close(self):
         self._clear()
