@@ -2,8 +2,12 @@
 
 import argparse
 import json
+import math
 import os
 import sys
+
+from .model import RECURRENT_INITS
+from .optim import SCHEDULES
 
 # The original experiment's settings; `fastrnn train` without flags runs it.
 ORIGIN_DEFAULTS = {
@@ -126,14 +130,39 @@ def _settings(args, checkpoint):
     return settings
 
 
+def _valid_settings(settings):
+    """Whether settings read from a checkpoint are ones the flags could have given."""
+    def is_int(value, low):
+        return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+    def is_number(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value)
+
+    return (isinstance(settings, dict) and set(settings) == set(ORIGIN_DEFAULTS)
+            and settings["cell"] in ("lstm", "rnn")
+            and is_int(settings["hidden"], 1) and is_int(settings["batch_size"], 1)
+            and is_number(settings["lr"]) and settings["lr"] > 0
+            and settings["lr_schedule"] in SCHEDULES
+            and (settings["clip"] is None or is_number(settings["clip"]) and settings["clip"] > 0)
+            and is_number(settings["forget_bias"])
+            and settings["recurrent_init"] in RECURRENT_INITS
+            and is_int(settings["seed"], 0)
+            and (settings["train_limit"] is None or is_int(settings["train_limit"], 1)))
+
+
 def _read_resume(path):
     from .checkpoint import read_checkpoint
     checkpoint = read_checkpoint(path)
     state = checkpoint.train_state
-    if checkpoint.optimizer_state is None or not state or "settings" not in state \
-            or not isinstance(state.get("step"), int):
+    if checkpoint.optimizer_state is None or not state or "settings" not in state:
         raise ValueError(f"{path}: not a training checkpoint (no optimizer state or training "
                          f"progress); write one with `fastrnn train --save PATH`")
+    step, steps = state.get("step"), state.get("steps")
+    if not _valid_settings(state["settings"]) or not isinstance(step, int) \
+            or not isinstance(steps, int) or not 0 <= step <= steps \
+            or step != checkpoint.optimizer_state["step"]:
+        raise ValueError(f"{path}: malformed training progress in checkpoint")
     return checkpoint
 
 
@@ -307,14 +336,14 @@ def build_parser():
                    help=f"total optimizer steps ({DEFAULT_STEPS})")
     p.add_argument("--batch-size", type=_positive_int, metavar="B", help="batch size (100)")
     p.add_argument("--lr", type=_positive_float, help="Adam learning rate (0.01)")
-    p.add_argument("--lr-schedule", choices=("constant", "cosine", "step"),
+    p.add_argument("--lr-schedule", choices=SCHEDULES,
                    help="constant (default); cosine decay to 0 over --steps; step: x0.1 at "
                         "50%% and x0.01 at 75%% of the steps")
     p.add_argument("--clip", type=_positive_float, metavar="NORM",
                    help="clip the global gradient norm to NORM (default: no clipping)")
     p.add_argument("--forget-bias", type=_finite_float, metavar="F",
                    help="added to the LSTM forget-gate bias at init (1.0)")
-    p.add_argument("--recurrent-init", choices=("uniform", "orthogonal", "identity"),
+    p.add_argument("--recurrent-init", choices=RECURRENT_INITS,
                    help="weight_hh init: torch's uniform (default), or each gate block "
                         "orthogonal / identity")
     p.add_argument("--seed", type=_non_negative_int, help="weights and data order (0)")

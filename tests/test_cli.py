@@ -116,6 +116,18 @@ def test_resume_refuses_contradicting_flags(tmp_path, tiny_data, capsys):
                        capsys)
     assert code == 2 and "not a training checkpoint" in err
 
+    saved = fastrnn.checkpoint.read_checkpoint(tmp_path / "a.npz")
+    model = saved.build_model()
+    optimizer = fastrnn.optim.Adam(model.parameters())
+    optimizer.load_state_dict(saved.optimizer_state)
+    for broken in ({"settings": dict(saved.train_state["settings"], batch_size="all")},
+                   {"step": 5}, {"step": 1}):
+        fastrnn.checkpoint.save_checkpoint(tmp_path / "broken.npz", model, optimizer,
+                                           dict(saved.train_state, **broken))
+        code, _, err = run(["train", "--data", tiny_data, "--resume", tmp_path / "broken.npz"],
+                           capsys)
+        assert code == 2 and "malformed training progress" in err, broken
+
 
 @pytest.mark.parametrize("argv", [
     ["train", "--hidden", "0"],
