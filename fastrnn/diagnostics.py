@@ -24,10 +24,11 @@ SATURATION_THRESHOLD = 0.99
 
 
 def _states_over_time(layer, x):
-    """[(h_t, c_t or None)] for t = 1..T, one single-step forward at a time."""
+    """[(h_t, c_t or None)] for t = 1..T, one step at a time (the kernels keep c_t to
+    themselves, so the sequence is walked with the layer's single-step API)."""
     states, state = [], None
     for t in range(x.shape[1]):
-        _, state = layer.forward(x[:, t:t + 1], state, training=False)
+        state = layer.step(x[:, t], state)
         states.append(state if isinstance(state, tuple) else (state, None))
     return states
 
