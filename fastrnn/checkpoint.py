@@ -62,6 +62,7 @@ def save_checkpoint(path, model, optimizer=None, train_state=None):
     fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
                                     dir=directory)
     try:
+        _default_permissions(tmp_path)
         with os.fdopen(fd, "wb") as file:
             _write_arrays(file, arrays)
             file.flush()
@@ -74,6 +75,13 @@ def save_checkpoint(path, model, optimizer=None, train_state=None):
             pass
         raise
     _fsync_directory(directory)
+
+
+def _default_permissions(path):
+    # mkstemp creates the file private (0600); a checkpoint gets what open() would give.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def _fsync_directory(directory):

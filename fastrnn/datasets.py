@@ -158,6 +158,9 @@ def _write_atomically(target, payload):
     fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".part",
                                     dir=os.path.dirname(target))
     try:
+        umask = os.umask(0)   # mkstemp makes the file private; give it open()'s mode
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as file:
             file.write(payload)
             file.flush()

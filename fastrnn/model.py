@@ -144,26 +144,40 @@ class SequenceClassifier:
         h_T = self._last_hidden(x, training=False)
         return h_T @ self.fc_weight.T + self.fc_bias
 
-    def loss_and_grads(self, x, y):
-        """Mean cross-entropy on one batch and its gradients, keyed like `parameters()`."""
-        h_T = self._last_hidden(x, training=True)
+    def _head(self, h_T, y):
+        """Loss (mean cross-entropy of the Linear head on h_T), predicted classes,
+        d loss/d logits and d loss/d h_T."""
         B = h_T.shape[0]
         y = self._check_labels(y, B)
-        logits = h_T @ self.fc_weight.T + self.fc_bias
-        log_probs = _log_softmax(logits)
+        log_probs = _log_softmax(h_T @ self.fc_weight.T + self.fc_bias)
         rows = np.arange(B)
         loss = -float(log_probs[rows, y].astype(np.float64).mean())
         # d(mean CE)/dlogits = (softmax - onehot) / B
         dlogits = np.exp(log_probs)
         dlogits[rows, y] -= 1.0
         dlogits /= B
-        dh_T = dlogits @ self.fc_weight
+        return loss, np.argmax(log_probs, axis=1), dlogits, dlogits @ self.fc_weight
+
+    def head_loss_and_state_grad(self, h_T, y):
+        """(loss, dL/dh_T) for a given last hidden state h_T (B, H)."""
+        loss, _, _, dh_T = self._head(h_T, y)
+        return loss, dh_T
+
+    def loss_and_grads(self, x, y):
+        """Mean cross-entropy on one batch and its gradients, keyed like `parameters()`.
+
+        Keeps the batch's last hidden state and predictions in `self.last_hidden`
+        and `self.last_predictions` (for training logs).
+        """
+        h_T = self._last_hidden(x, training=True)
+        loss, predictions, dlogits, dh_T = self._head(h_T, y)
         dstate = (dh_T, None) if self.cell == "lstm" else dh_T
         self.layer.backward(dy=None, dstate=dstate, need_input_grad=False)
         grads = dict(self.layer.grads)
         grads["fc.weight"] = dlogits.T @ h_T
         grads["fc.bias"] = dlogits.sum(axis=0)
         self.last_hidden = h_T
+        self.last_predictions = predictions
         return loss, grads
 
     def _chunks(self, x):
