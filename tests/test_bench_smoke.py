@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 
+import fastrnn
 from conftest import BACKENDS, assert_close, make_layer, make_problem
 from fastrnn import bench
 
@@ -123,20 +124,23 @@ def test_report_runs_every_rival_on_tiny_cases(capsys):
         assert column in text
 
 
-def test_bench_suites_run_once_on_tiny_sizes():
+def test_bench_suites_run_once_on_tiny_sizes(tmp_path):
     """`pytest bench/`, every benchmark of the best backend called once on tiny sizes.
 
     The peers' runners are exercised above; this checks the suites' own
     plumbing (conftest options, groups, fixtures) without importing torch.
     """
+    # The child must import the fastrnn this process imported (installed, or a
+    # source tree), so it runs outside the repository with that on its path.
+    package_parent = str(pathlib.Path(fastrnn.__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+        [package_parent] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     best = BACKENDS[0]
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "bench", "--bench-tiny", "--benchmark-disable",
-         "--bench-threads", "1", "-q", "-p", "no:cacheprovider",
+        [sys.executable, "-m", "pytest", str(ROOT / "bench"), "--bench-tiny",
+         "--benchmark-disable", "--bench-threads", "1", "-q", "-p", "no:cacheprovider",
          "-k", f"{best} and (origin or batch1)"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = done.stdout.strip().splitlines()[-1]
     counts = {word: int(n) for n, word in re.findall(r"(\d+) (\w+)", summary)}
