@@ -461,6 +461,7 @@ COLUMNS = ("case", "rival", "median", "samples/s", "GFLOP/s", "% peak",
 
 def run_report(cases, rivals, threads, budget, min_rounds, peak, progress=None):
     """Time every rival on every case; a dict ready for JSON and the table."""
+    load_at_start = machine_load()
     results, skipped = [], []
     for case in cases:
         runners = {}
@@ -491,7 +492,33 @@ def run_report(cases, rivals, threads, budget, min_rounds, peak, progress=None):
         "method": METHOD,
         "results": results,
         "skipped": skipped,
+        "load": {"cpus": _usable_cpus(), "start": load_at_start, "end": machine_load()},
     }
+
+
+def _usable_cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def machine_load():
+    """The 1-minute load average (None where the OS does not tell)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def busy_machine(load, threads):
+    """True when other work kept more than half the CPUs busy around the benchmark.
+
+    The load at the end counts the benchmark's own `threads`; they are taken off.
+    """
+    if load["start"] is None or load["end"] is None:
+        return False
+    return max(load["start"], load["end"] - threads) > 0.5 * load["cpus"]
 
 
 def _case_results(case, samples, peak):
@@ -532,6 +559,13 @@ def format_report(report):
     if peak:
         lines.append(f"peak SGEMM {peak['gflops']:.1f} GFLOP/s "
                      f"(numpy {peak['size']}^3 float32, OpenBLAS kernel: {peak['kernel']})")
+    load = report.get("load")
+    if load and load["start"] is not None:
+        lines.append(f"load average {load['start']:.1f} at start, {load['end']:.1f} at end, "
+                     f"{load['cpus']} CPU(s)")
+        if busy_machine(load, report["threads"]):
+            lines.append("warning: other work was running on this machine; the times, "
+                         "above all with more than one thread, are not reliable")
     rows = [COLUMNS]
     for r in report["results"]:
         rows.append((r["case"], r["rival"], _seconds(r["median_s"]), f"{r['samples_per_s']:.1f}",

@@ -75,6 +75,7 @@ def test_json_report_schema(tmp_path, monkeypatch, capsys):
             "skipped"} <= set(report)
     assert report["peak"]["gflops"] > 0 and report["peak"]["size"] == 128
     assert isinstance(report["peak"]["kernel"], str) and report["peak"]["kernel"]
+    assert set(report["load"]) == {"cpus", "start", "end"} and report["load"]["cpus"] >= 1
     assert [r["case"] for r in report["results"]] == ["rnn inference tiny",
                                                       "lstm inference tiny"]
     for row in report["results"]:
@@ -190,3 +191,19 @@ def test_report_goes_on_when_a_rival_fails(monkeypatch):
     assert [r["rival"] for r in report["results"]] == ["numpy"]
     assert report["skipped"] == [{"case": "rnn inference tiny", "rival": "torch",
                                   "reason": "failed: MemoryError: cannot allocate"}]
+
+
+@pytest.mark.parametrize("start, end, cpus, threads, busy", [
+    (0.3, 2.1, 2, 2, False),     # only this benchmark's own two threads
+    (0.2, 2.2, 2, 1, True),      # a second job beside it on 2 CPUs
+    (1.5, 1.0, 2, 1, True),      # something ran just before
+    (9.0, 10.0, 64, 8, False),
+    (40.0, 20.0, 64, 8, True),
+    (None, None, 2, 1, False),   # the OS does not tell
+])
+def test_busy_machine_warning(start, end, cpus, threads, busy):
+    load = {"cpus": cpus, "start": start, "end": end}
+    assert bench.busy_machine(load, threads) == busy
+    report = {"fastrnn_version": "0", "threads": threads, "method": bench.METHOD,
+              "skipped": [], "peak": None, "results": [], "load": load}
+    assert ("warning: other work was running" in bench.format_report(report)) == busy
