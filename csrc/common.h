@@ -131,6 +131,15 @@ inline void vstore(Real* p, V v) {
   std::memcpy(p, &v, sizeof v);
 }
 
+// All lanes = s; written as a loop so the compiler emits one broadcast
+// (V{} + s would keep a scalar add for the sake of -0.0).
+template <class V, class Real>
+inline V broadcast(Real s) {
+  V v;
+  for (size_t l = 0; l < sizeof(V) / sizeof(Real); ++l) v[l] = s;
+  return v;
+}
+
 inline size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
 inline size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
 

@@ -31,29 +31,39 @@ constexpr int kSlotPackA = 0;
 constexpr int kSlotPackB = 1;
 constexpr int kSlotRecurrent = 2;
 
-// tile (M x P*NR, row stride ldt) = A panel (K x MR interleaved, rows < M read)
-// times P consecutive B panels (K x NR each, panel_stride elements apart).
+// tile (M x P*NR, row stride ldt) = A times P consecutive B panels (each
+// (K1+K2) x NR, panel_stride elements apart). A comes in two MR-interleaved
+// segments, K1 then K2 (rows < M read): the recurrence multiplies
+// [x_t | h_{t-1}] by [W_ih | W_hh]^T without copying x_t next to h_{t-1}.
+// Never inlined: inside a large caller the compiler runs out of registers and
+// spills accumulators, which chains every FMA through memory.
 template <class Real, int M, int P>
-inline void micro_kernel(size_t K, const Real* a, const Real* b, size_t panel_stride,
-                         Real* tile, size_t ldt) {
+__attribute__((noinline)) void micro_kernel(size_t K1, const Real* a1, size_t K2, const Real* a2,
+                                            const Real* b, size_t panel_stride, Real* tile,
+                                            size_t ldt) {
   using V = typename Simd<Real>::V;
   constexpr size_t L = Tile<Real>::L, NR = Tile<Real>::NR, MR = Tile<Real>::MR;
   V acc[M][P][2];
   for (int m = 0; m < M; ++m)
     for (int p = 0; p < P; ++p) acc[m][p][0] = acc[m][p][1] = V{};
-  for (size_t k = 0; k < K; ++k) {
-    V b0[P], b1[P];
-    for (int p = 0; p < P; ++p) {
-      b0[p] = vload<V>(b + p * panel_stride + k * NR);
-      b1[p] = vload<V>(b + p * panel_stride + k * NR + L);
-    }
-    for (int m = 0; m < M; ++m) {
-      V am = V{} + a[k * MR + m];
+  for (int segment = 0; segment < 2; ++segment) {
+    const size_t K = segment == 0 ? K1 : K2;
+    const Real* a = segment == 0 ? a1 : a2;
+    for (size_t k = 0; k < K; ++k) {
+      V b0[P], b1[P];
       for (int p = 0; p < P; ++p) {
-        acc[m][p][0] += am * b0[p];
-        acc[m][p][1] += am * b1[p];
+        b0[p] = vload<V>(b + p * panel_stride + k * NR);
+        b1[p] = vload<V>(b + p * panel_stride + k * NR + L);
+      }
+      for (int m = 0; m < M; ++m) {
+        V am = broadcast<V>(a[k * MR + m]);
+        for (int p = 0; p < P; ++p) {
+          acc[m][p][0] += am * b0[p];
+          acc[m][p][1] += am * b1[p];
+        }
       }
     }
+    b += K * NR;
   }
   for (int m = 0; m < M; ++m)
     for (int p = 0; p < P; ++p) {
@@ -65,36 +75,45 @@ inline void micro_kernel(size_t K, const Real* a, const Real* b, size_t panel_st
 // P panels in groups of PG per microkernel call: with few rows, more panels
 // per call keep enough independent accumulators to hide the FMA latency.
 template <class Real, int M, int PG>
-inline void tile_rows(size_t P, size_t K, const Real* a, const Real* b, size_t panel_stride,
-                      Real* tile) {
+inline void tile_rows(size_t P, size_t K1, const Real* a1, size_t K2, const Real* a2,
+                      const Real* b, size_t panel_stride, Real* tile) {
   constexpr size_t NR = Tile<Real>::NR;
   const size_t ldt = P * NR;
   size_t p = 0;
   for (; p + PG <= P; p += PG)
-    micro_kernel<Real, M, PG>(K, a, b + p * panel_stride, panel_stride, tile + p * NR, ldt);
+    micro_kernel<Real, M, PG>(K1, a1, K2, a2, b + p * panel_stride, panel_stride, tile + p * NR,
+                              ldt);
   for (; p < P; ++p)
-    micro_kernel<Real, M, 1>(K, a, b + p * panel_stride, panel_stride, tile + p * NR, ldt);
+    micro_kernel<Real, M, 1>(K1, a1, K2, a2, b + p * panel_stride, panel_stride, tile + p * NR,
+                             ldt);
 }
 
-// tile (m x P*NR) = packed A (m <= MR rows) times P packed B panels.
+// tile (m x P*NR) = packed A (m <= MR rows; segments K1, K2) times P packed B panels.
 template <class Real>
-inline void compute_tile(size_t m, size_t P, size_t K, const Real* a, const Real* b,
-                         size_t panel_stride, Real* tile) {
+inline void compute_tile(size_t m, size_t P, size_t K1, const Real* a1, size_t K2,
+                         const Real* a2, const Real* b, size_t panel_stride, Real* tile) {
   constexpr size_t MR = Tile<Real>::MR;
   switch (m) {
-    case 1: tile_rows<Real, 1, 4>(P, K, a, b, panel_stride, tile); break;
-    case 2: tile_rows<Real, 2, 2>(P, K, a, b, panel_stride, tile); break;
-    case 3: tile_rows<Real, 3, 1>(P, K, a, b, panel_stride, tile); break;
-    case 4: tile_rows<Real, 4, 1>(P, K, a, b, panel_stride, tile); break;
-    case 5: tile_rows<Real, 5, 1>(P, K, a, b, panel_stride, tile); break;
-    case 6: tile_rows<Real, 6, 1>(P, K, a, b, panel_stride, tile); break;
+    case 1: tile_rows<Real, 1, 4>(P, K1, a1, K2, a2, b, panel_stride, tile); break;
+    case 2: tile_rows<Real, 2, 2>(P, K1, a1, K2, a2, b, panel_stride, tile); break;
+    case 3: tile_rows<Real, 3, 1>(P, K1, a1, K2, a2, b, panel_stride, tile); break;
+    case 4: tile_rows<Real, 4, 1>(P, K1, a1, K2, a2, b, panel_stride, tile); break;
+    case 5: tile_rows<Real, 5, 1>(P, K1, a1, K2, a2, b, panel_stride, tile); break;
+    case 6: tile_rows<Real, 6, 1>(P, K1, a1, K2, a2, b, panel_stride, tile); break;
     default:
       if constexpr (MR >= 8) {
-        if (m == 7) tile_rows<Real, 7, 1>(P, K, a, b, panel_stride, tile);
-        else tile_rows<Real, 8, 1>(P, K, a, b, panel_stride, tile);
+        if (m == 7) tile_rows<Real, 7, 1>(P, K1, a1, K2, a2, b, panel_stride, tile);
+        else tile_rows<Real, 8, 1>(P, K1, a1, K2, a2, b, panel_stride, tile);
       }
       break;
   }
+}
+
+// One-segment form: tile (m x P*NR) = packed A (K) times P packed B panels.
+template <class Real>
+inline void compute_tile(size_t m, size_t P, size_t K, const Real* a, const Real* b,
+                         size_t panel_stride, Real* tile) {
+  compute_tile<Real>(m, P, K, a, 0, nullptr, b, panel_stride, tile);
 }
 
 // Packs m <= MR rows of A over K (element (r, k) at a[r*rs + k*cs]) into
@@ -188,8 +207,9 @@ inline void split_range(size_t n, int tid, int nthreads, size_t& lo, size_t& hi)
 
 // Threads worth waking for one time step of the recurrence: a barrier costs
 // about a microsecond, so each thread should get well over that in work.
-inline int step_threads(int threads, size_t B, size_t H, size_t G, size_t hidden_blocks) {
-  const double flops = 2.0 * double(B) * double(H) * double(G) * double(H);
+// K and N are the inner and output sizes of the step's product.
+inline int step_threads(int threads, size_t B, size_t K, size_t N, size_t hidden_blocks) {
+  const double flops = 2.0 * double(B) * double(K) * double(N);
   size_t useful = static_cast<size_t>(flops / 4.0e5);
   if (useful < 1) useful = 1;
   size_t n = static_cast<size_t>(threads < 1 ? 1 : threads);

@@ -13,7 +13,6 @@
 #include "gemm.h"
 #include "kernels.h"
 
-#include <memory>
 
 namespace fastrnn {
 namespace FASTRNN_ISA_NS {
@@ -27,42 +26,46 @@ void lstm_forward(const ForwardArgs<Real>& p) {
   using V = typename Simd<Real>::V;
   using A = Act<Real>;
   constexpr size_t L = Tile<Real>::L, MR = Tile<Real>::MR, NR = Tile<Real>::NR;
-  const size_t T = p.T, B = p.B, I = p.I, H = p.H, GH = G * H;
+  const size_t T = p.T, B = p.B, I = p.I, H = p.H, GH = G * H, K = I + H;
   const bool training = p.gates != nullptr;
-
-  // The input projection of every step is one GEMM. When training it lands in
-  // the gates workspace and each step overwrites its slice with the activations.
-  std::unique_ptr<Buffer<Real>> xw_buffer;
-  Real* xw = p.gates;
-  if (!training) {
-    xw_buffer.reset(new Buffer<Real>(T * B * GH));
-    xw = xw_buffer->data();
-  }
-  gemm(Gemm<Real>{T * B, GH, I, p.x, I, 1, p.w_ih, 1, I, xw, GH, false, p.b}, p.threads);
 
   // Inference keeps only the running cell state, in cT itself.
   if (!training) std::memcpy(p.cT, p.c0, B * H * sizeof(Real));
 
+  // Each step multiplies [x_t | h_{t-1}] by [W_ih | W_hh]^T in one tile pass:
+  // the input projection never makes a round trip through memory.
   const size_t hidden_blocks = ceil_div(H, NR);
-  const size_t packed_state = ceil_div(B, MR) * MR * H;
+  const size_t row_panels = ceil_div(B, MR);
+  const size_t packed_x_step = row_panels * MR * I;
+  const size_t packed_state = row_panels * MR * H;
+  Buffer<Real> inputs(T * packed_x_step + 1);
   Buffer<Real> states(2 * packed_state);  // h_{t-1} and h_t, packed as A panels
   pack_rows(B, H, p.h0, states.data());
-  const int nt = step_threads(p.threads, B, H, G, hidden_blocks);
-  reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * G * H * NR * sizeof(Real));
+  const int nt = step_threads(p.threads, B, K, G * H, hidden_blocks);
+  reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * G * K * NR * sizeof(Real));
+  Real* xpack = inputs.data();
   Real* packed = states.data();
 
   auto task = [&](int tid, int n) {
-    size_t hb0, hb1;
+    size_t hb0, hb1, t0, t1;
     split_range(hidden_blocks, tid, n, hb0, hb1);
+    split_range(T, tid, n, t0, t1);
+    for (size_t t = t0; t < t1; ++t) pack_rows(B, I, p.x + t * B * I, xpack + t * packed_x_step);
     Real* w = static_cast<Real*>(scratch(tid, kSlotRecurrent));
     for (size_t hb = hb0; hb < hb1; ++hb)
-      for (size_t gate = 0; gate < G; ++gate)  // B (k, j) = w_hh[(gate*H + j)*H + k]
-        pack_b_panel(min_size(NR, H - hb * NR), H, p.w_hh + (gate * H + hb * NR) * H, 1, H,
-                     w + ((hb - hb0) * G + gate) * H * NR);
+      for (size_t gate = 0; gate < G; ++gate) {  // B (k, j) = [w_ih | w_hh][gate*H + j, k]
+        const size_t nu = min_size(NR, H - hb * NR), row = gate * H + hb * NR;
+        Real* panel = w + ((hb - hb0) * G + gate) * K * NR;
+        pack_b_panel(nu, I, p.w_ih + row * I, 1, I, panel);
+        pack_b_panel(nu, H, p.w_hh + row * H, 1, H, panel + I * NR);
+      }
     alignas(64) Real tile[MR * G * NR];
     alignas(64) Real act[G][NR];
     alignas(64) Real c_new[NR];
     alignas(64) Real h_new[NR];
+    alignas(64) Real edge_bias[G][NR];
+    alignas(64) Real edge_c[NR];
+    parallel_barrier();  // every x_t packed
     for (size_t t = 0; t < T; ++t) {
       const Real* h_prev = packed + (t & 1) * packed_state;
       Real* h_next = packed + ((t + 1) & 1) * packed_state;
@@ -70,23 +73,31 @@ void lstm_forward(const ForwardArgs<Real>& p) {
       Real* c_t = training ? p.c_all + t * B * H : p.cT;
       for (size_t hb = hb0; hb < hb1; ++hb) {
         const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
+        const bool full = nu == NR;
+        const Real* bias[G];
+        for (size_t gate = 0; gate < G; ++gate) {
+          bias[gate] = full ? p.b + gate * H + u0 : edge_bias[gate];
+          if (!full)
+            for (size_t c = 0; c < NR; ++c) edge_bias[gate][c] = c < nu ? p.b[gate * H + u0 + c] : 0;
+        }
         for (size_t r0 = 0; r0 < B; r0 += MR) {
           const size_t m = min_size(MR, B - r0);
-          compute_tile(m, G, H, h_prev + r0 * H, w + (hb - hb0) * G * H * NR, H * NR, tile);
+          compute_tile(m, G, I, xpack + t * packed_x_step + r0 * I, H, h_prev + r0 * H,
+                       w + (hb - hb0) * G * K * NR, K * NR, tile);
           for (size_t r = 0; r < m; ++r) {
             const size_t b = r0 + r;
-            Real* xw_row = xw + (t * B + b) * GH + u0;
             const Real* tile_row = tile + r * G * NR;
-            for (size_t gate = 0; gate < G; ++gate)
-              for (size_t c = 0; c < NR; ++c)
-                act[gate][c] = c < nu ? tile_row[gate * NR + c] + xw_row[gate * H + c] : Real(0);
-            for (size_t c = 0; c < NR; ++c) c_new[c] = c < nu ? c_prev[b * H + u0 + c] : Real(0);
+            const Real* c_in = c_prev + b * H + u0;
+            if (!full) {
+              for (size_t c = 0; c < NR; ++c) edge_c[c] = c < nu ? c_in[c] : Real(0);
+              c_in = edge_c;
+            }
             for (size_t l = 0; l < NR; l += L) {
-              V i = A::sigmoid(vload<V>(act[0] + l));
-              V f = A::sigmoid(vload<V>(act[1] + l));
-              V g = A::tanh(vload<V>(act[2] + l));
-              V o = A::sigmoid(vload<V>(act[3] + l));
-              V c = f * vload<V>(c_new + l) + i * g;
+              V i = A::sigmoid(vload<V>(tile_row + 0 * NR + l) + vload<V>(bias[0] + l));
+              V f = A::sigmoid(vload<V>(tile_row + 1 * NR + l) + vload<V>(bias[1] + l));
+              V g = A::tanh(vload<V>(tile_row + 2 * NR + l) + vload<V>(bias[2] + l));
+              V o = A::sigmoid(vload<V>(tile_row + 3 * NR + l) + vload<V>(bias[3] + l));
+              V c = f * vload<V>(c_in + l) + i * g;
               vstore(act[0] + l, i);
               vstore(act[1] + l, f);
               vstore(act[2] + l, g);
@@ -94,15 +105,15 @@ void lstm_forward(const ForwardArgs<Real>& p) {
               vstore(c_new + l, c);
               vstore(h_new + l, o * A::tanh(c));
             }
-            if (training)
+            if (training) {
+              Real* gates_row = p.gates + (t * B + b) * GH + u0;
               for (size_t gate = 0; gate < G; ++gate)
-                for (size_t c = 0; c < nu; ++c) xw_row[gate * H + c] = act[gate][c];
-            Real* y_row = p.y + (t * B + b) * H + u0;
-            for (size_t c = 0; c < nu; ++c) {
-              c_t[b * H + u0 + c] = c_new[c];
-              y_row[c] = h_new[c];
-              h_next[r0 * H + (u0 + c) * MR + r] = h_new[c];
+                std::memcpy(gates_row + gate * H, act[gate], nu * sizeof(Real));
             }
+            std::memcpy(c_t + b * H + u0, c_new, nu * sizeof(Real));
+            std::memcpy(p.y + (t * B + b) * H + u0, h_new, nu * sizeof(Real));
+            Real* h_packed = h_next + r0 * H + u0 * MR + r;
+            for (size_t c = 0; c < nu; ++c) h_packed[c * MR] = h_new[c];
           }
         }
       }
@@ -138,7 +149,7 @@ void lstm_backward(const BackwardArgs<Real>& p) {
   const size_t packed_grad = ceil_div(B, MR) * MR * GH;
   Buffer<Real> grads(2 * packed_grad);  // da_{t+1} and da_t, packed as A panels
   Real* packed = grads.data();
-  const int nt = step_threads(p.threads, B, H, G, hidden_blocks);
+  const int nt = step_threads(p.threads, B, GH, H, hidden_blocks);
   reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * GH * NR * sizeof(Real));
 
   auto task = [&](int tid, int n) {

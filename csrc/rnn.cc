@@ -18,46 +18,58 @@ template <class Real>
 void rnn_forward(const ForwardArgs<Real>& p) {
   using V = typename Simd<Real>::V;
   constexpr size_t L = Tile<Real>::L, MR = Tile<Real>::MR, NR = Tile<Real>::NR;
-  const size_t T = p.T, B = p.B, I = p.I, H = p.H;
+  const size_t T = p.T, B = p.B, I = p.I, H = p.H, K = I + H;
 
-  // The input projection of every step is one GEMM, written straight into y;
-  // the loop then adds the recurrent part and activates in place.
-  gemm(Gemm<Real>{T * B, H, I, p.x, I, 1, p.w_ih, 1, I, p.y, H, false, p.b}, p.threads);
-
+  // Each step multiplies [x_t | h_{t-1}] by [W_ih | W_hh]^T in one tile pass:
+  // the input projection never makes a round trip through memory.
   const size_t hidden_blocks = ceil_div(H, NR);
-  const size_t packed_state = ceil_div(B, MR) * MR * H;
+  const size_t row_panels = ceil_div(B, MR);
+  const size_t packed_x_step = row_panels * MR * I;
+  const size_t packed_state = row_panels * MR * H;
+  Buffer<Real> inputs(T * packed_x_step + 1);
   Buffer<Real> states(2 * packed_state);  // h_{t-1} and h_t, packed as A panels
   pack_rows(B, H, p.h0, states.data());
-  const int nt = step_threads(p.threads, B, H, 1, hidden_blocks);
-  reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * H * NR * sizeof(Real));
+  const int nt = step_threads(p.threads, B, K, H, hidden_blocks);
+  reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * K * NR * sizeof(Real));
+  Real* xpack = inputs.data();
   Real* packed = states.data();
 
   auto task = [&](int tid, int n) {
-    size_t hb0, hb1;
+    size_t hb0, hb1, t0, t1;
     split_range(hidden_blocks, tid, n, hb0, hb1);
+    split_range(T, tid, n, t0, t1);
+    for (size_t t = t0; t < t1; ++t) pack_rows(B, I, p.x + t * B * I, xpack + t * packed_x_step);
     Real* w = static_cast<Real*>(scratch(tid, kSlotRecurrent));
-    for (size_t hb = hb0; hb < hb1; ++hb)  // B (k, j) = w_hh[j*H + k]
-      pack_b_panel(min_size(NR, H - hb * NR), H, p.w_hh + hb * NR * H, 1, H,
-                   w + (hb - hb0) * H * NR);
+    for (size_t hb = hb0; hb < hb1; ++hb) {  // B (k, j) = [w_ih | w_hh][j, k]
+      const size_t nu = min_size(NR, H - hb * NR);
+      Real* panel = w + (hb - hb0) * K * NR;
+      pack_b_panel(nu, I, p.w_ih + hb * NR * I, 1, I, panel);
+      pack_b_panel(nu, H, p.w_hh + hb * NR * H, 1, H, panel + I * NR);
+    }
     alignas(64) Real tile[MR * NR];
-    alignas(64) Real a[NR];
+    alignas(64) Real h_new[NR];
+    alignas(64) Real edge_bias[NR];
+    parallel_barrier();  // every x_t packed
     for (size_t t = 0; t < T; ++t) {
       const Real* h_prev = packed + (t & 1) * packed_state;
       Real* h_next = packed + ((t + 1) & 1) * packed_state;
-      Real* y_t = p.y + t * B * H;
       for (size_t hb = hb0; hb < hb1; ++hb) {
         const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
+        const Real* bias = p.b + u0;
+        if (nu < NR) {
+          for (size_t c = 0; c < NR; ++c) edge_bias[c] = c < nu ? p.b[u0 + c] : Real(0);
+          bias = edge_bias;
+        }
         for (size_t r0 = 0; r0 < B; r0 += MR) {
           const size_t m = min_size(MR, B - r0);
-          compute_tile(m, 1, H, h_prev + r0 * H, w + (hb - hb0) * H * NR, H * NR, tile);
+          compute_tile(m, 1, I, xpack + t * packed_x_step + r0 * I, H, h_prev + r0 * H,
+                       w + (hb - hb0) * K * NR, K * NR, tile);
           for (size_t r = 0; r < m; ++r) {
-            Real* y_row = y_t + (r0 + r) * H + u0;
-            for (size_t c = 0; c < NR; ++c) a[c] = c < nu ? tile[r * NR + c] + y_row[c] : Real(0);
-            for (size_t l = 0; l < NR; l += L) vstore(a + l, Act<Real>::tanh(vload<V>(a + l)));
-            for (size_t c = 0; c < nu; ++c) {
-              y_row[c] = a[c];
-              h_next[r0 * H + (u0 + c) * MR + r] = a[c];
-            }
+            for (size_t l = 0; l < NR; l += L)
+              vstore(h_new + l, Act<Real>::tanh(vload<V>(tile + r * NR + l) + vload<V>(bias + l)));
+            std::memcpy(p.y + (t * B + r0 + r) * H + u0, h_new, nu * sizeof(Real));
+            Real* h_packed = h_next + r0 * H + u0 * MR + r;
+            for (size_t c = 0; c < nu; ++c) h_packed[c * MR] = h_new[c];
           }
         }
       }
@@ -85,7 +97,7 @@ void rnn_backward(const BackwardArgs<Real>& p) {
   const size_t packed_grad = ceil_div(B, MR) * MR * H;
   Buffer<Real> grads(2 * packed_grad);  // da_{t+1} and da_t, packed as A panels
   Real* packed = grads.data();
-  const int nt = step_threads(p.threads, B, H, 1, hidden_blocks);
+  const int nt = step_threads(p.threads, B, H, H, hidden_blocks);
   reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * H * NR * sizeof(Real));
 
   auto task = [&](int tid, int n) {

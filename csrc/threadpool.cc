@@ -24,6 +24,7 @@ inline void cpu_relax() {
 // Spinning keeps the wake-up of back-to-back jobs (input GEMM, time loop,
 // weight GEMMs) in the microseconds; after this long idle a worker sleeps.
 constexpr auto kSpinBeforeSleep = std::chrono::microseconds(300);
+constexpr unsigned kBarrierSpins = 4000;
 
 struct Scratch {
   void* ptr = nullptr;
@@ -78,10 +79,12 @@ class Pool {
       barrier_generation_.fetch_add(1, std::memory_order_release);
       return;
     }
+    // A short spin, then yield: on a busy machine the thread being waited
+    // for may need this core to finish its share.
     unsigned spins = 0;
     while (barrier_generation_.load(std::memory_order_acquire) == gen) {
       cpu_relax();
-      if (++spins > (1u << 16)) std::this_thread::yield();
+      if (++spins > kBarrierSpins) std::this_thread::yield();
     }
   }
 
