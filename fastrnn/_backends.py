@@ -7,6 +7,7 @@ of `fastrnn/_reference.py` (same function names and argument order) plus
 
 import importlib
 import os
+import sys
 import warnings
 
 # Best first: the compiled extension, then Numba, then the NumPy reference.
@@ -80,8 +81,18 @@ def get_backend(name=None):
         _warned_fallback = True
         warnings.warn(
             f"fastrnn: compiled backend unavailable ({_load_errors.get('cpp')}); "
-            f"using {best!r}", RuntimeWarning, stacklevel=3)
+            f"using {best!r} instead (FASTRNN_BACKEND={best} selects it without "
+            f"this warning)", RuntimeWarning, stacklevel=_user_stacklevel())
     return _loaded[best]
+
+
+def _user_stacklevel():
+    """The warnings stacklevel of the first caller outside fastrnn, seen from get_backend."""
+    package_dir = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(2), 2  # frame 2, stacklevel 2: who called get_backend
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package_dir):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _default_num_threads():
