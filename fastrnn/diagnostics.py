@@ -114,8 +114,9 @@ def plot_runs(paths, out_path):
     except ImportError:
         raise RuntimeError("drawing needs matplotlib: pip install 'fastrnn[plot]'") from None
     runs = [_load_run(p) for p in paths]
+    # Shared y axes: the runs' gradient norms are compared on one scale.
     fig, axes = plt.subplots(2, len(runs), figsize=(5.5 * len(runs), 7.5), squeeze=False,
-                             sharex="col")
+                             sharex="col", sharey="row")
     for column, (path, run) in enumerate(zip(paths, runs)):
         records = run["records"]
         colors = plt.cm.viridis(np.linspace(0.9, 0.0, len(records)))
@@ -131,7 +132,10 @@ def plot_runs(paths, out_path):
         title = f"{cell.upper()}  lr {run.get('lr', '?')}"
         if run.get("test_accuracy") is not None:
             title += f"  test acc {run['test_accuracy']:.4f}"
-        top.set_title(f"{title}\n{os.path.basename(path)}", fontsize=10)
+        name = os.path.basename(path)
+        if name == "diagnostics.json":   # the run is named by its directory
+            name = os.path.join(os.path.basename(os.path.dirname(os.path.abspath(path))), name)
+        top.set_title(f"{title}\n{name}", fontsize=10)
         top.set_ylabel("||dL/dh_t||  (batch, log scale)")
         what = "|tanh(c_t)| > 0.99" if cell == "lstm" else "|h_t| > 0.99"
         bottom.set_ylabel(f"fraction saturated: {what}")
