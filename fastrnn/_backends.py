@@ -31,6 +31,13 @@ def _try_load(name):
         return _loaded.get(name)
     try:
         module = importlib.import_module(BACKEND_MODULES[name])
+    except ImportError as exc:
+        # A bad setting (FASTRNN_ISA naming an unknown path or more than the
+        # CPU has) is the user's to fix: say so rather than fall back silently.
+        if isinstance(exc.__cause__, ValueError):
+            raise exc.__cause__
+        _load_errors[name] = f"{type(exc).__name__}: {exc}"
+        return None
     except Exception as exc:  # an extension that fails to load can raise anything
         _load_errors[name] = f"{type(exc).__name__}: {exc}"
         return None

@@ -1,8 +1,71 @@
-"""The `fastrnn` command line."""
+"""The `fastrnn` command line: train, eval, plot-diagnostics, info."""
 
 import argparse
 import json
+import math
+import os
 import sys
+
+from .model import RECURRENT_INITS
+from .optim import SCHEDULES
+
+# The original experiment's settings; `fastrnn train` without flags runs it.
+ORIGIN_DEFAULTS = {
+    "cell": "lstm",
+    "hidden": 128,
+    "batch_size": 100,
+    "lr": 0.01,
+    "lr_schedule": "constant",
+    "clip": None,
+    "forget_bias": 1.0,
+    "recurrent_init": "uniform",
+    "seed": 0,
+    "train_limit": None,
+}
+DEFAULT_STEPS = 5000
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
+
+
+def _finite_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+# -- fastrnn info ----------------------------------------------------------------------
 
 
 def _cmd_info(args):
@@ -21,13 +84,307 @@ def _cmd_info(args):
     return 0
 
 
+# -- shared pieces -------------------------------------------------------------------------
+
+
+def _load_data(args):
+    from .datasets import load_mnist
+    x_train, y_train, x_test, y_test = load_mnist(args.data, download=not args.no_download)
+    if getattr(args, "test_limit", None):
+        x_test, y_test = x_test[:args.test_limit], y_test[:args.test_limit]
+    return x_train, y_train, x_test, y_test
+
+
+def _write_json(path, payload):
+    from .diagnostics import write_json
+    write_json(path, payload)
+
+
+def _set_threads(args):
+    from . import set_num_threads
+    if args.threads is not None:
+        set_num_threads(args.threads)
+
+
+# -- fastrnn train -----------------------------------------------------------------------
+
+
+def _settings(args, checkpoint):
+    """The training settings: flags, else the resumed checkpoint's, else the origin's.
+
+    A flag that contradicts the checkpoint being resumed is an error: the run
+    would no longer be the one that was interrupted.
+    """
+    saved = checkpoint.train_state["settings"] if checkpoint is not None else {}
+    settings = {}
+    for key, default in ORIGIN_DEFAULTS.items():
+        given = getattr(args, key)
+        if checkpoint is not None:
+            if given is not None and given != saved.get(key):
+                flag = "--" + key.replace("_", "-")
+                raise ValueError(f"{flag} {given} contradicts the checkpoint being resumed "
+                                 f"({saved.get(key)}); leave it out to continue that run")
+            settings[key] = saved.get(key, default)
+        else:
+            settings[key] = default if given is None else given
+    return settings
+
+
+def _valid_settings(settings):
+    """Whether settings read from a checkpoint are ones the flags could have given."""
+    def is_int(value, low):
+        return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+    def is_number(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value)
+
+    return (isinstance(settings, dict) and set(settings) == set(ORIGIN_DEFAULTS)
+            and settings["cell"] in ("lstm", "rnn")
+            and is_int(settings["hidden"], 1) and is_int(settings["batch_size"], 1)
+            and is_number(settings["lr"]) and settings["lr"] > 0
+            and settings["lr_schedule"] in SCHEDULES
+            and (settings["clip"] is None or is_number(settings["clip"]) and settings["clip"] > 0)
+            and is_number(settings["forget_bias"])
+            and settings["recurrent_init"] in RECURRENT_INITS
+            and is_int(settings["seed"], 0)
+            and (settings["train_limit"] is None or is_int(settings["train_limit"], 1)))
+
+
+def _read_resume(path):
+    from .checkpoint import read_checkpoint
+    checkpoint = read_checkpoint(path)
+    state = checkpoint.train_state
+    if checkpoint.optimizer_state is None or not state or "settings" not in state:
+        raise ValueError(f"{path}: not a training checkpoint (no optimizer state or training "
+                         f"progress); write one with `fastrnn train --save PATH`")
+    step, steps = state.get("step"), state.get("steps")
+    if not _valid_settings(state["settings"]) or not isinstance(step, int) \
+            or not isinstance(steps, int) or not 0 <= step <= steps \
+            or step != checkpoint.optimizer_state["step"]:
+        raise ValueError(f"{path}: malformed training progress in checkpoint")
+    return checkpoint
+
+
+def _cmd_train(args):
+    from . import get_num_threads
+    from .diagnostics import plot_runs
+    from .model import SequenceClassifier
+    from .optim import Adam
+    from .training import Progress, train
+
+    _set_threads(args)
+    checkpoint = _read_resume(args.resume) if args.resume else None
+    settings = _settings(args, checkpoint)
+    steps = args.steps if args.steps is not None else (
+        checkpoint.train_state.get("steps", DEFAULT_STEPS) if checkpoint else DEFAULT_STEPS)
+    for path in (args.save, args.metrics_out):
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise ValueError(f"the directory for {path} does not exist")
+    if args.diagnostics:
+        os.makedirs(args.diagnostics, exist_ok=True)
+
+    x_train, y_train, x_test, y_test = _load_data(args)
+    if settings["train_limit"]:
+        x_train, y_train = x_train[:settings["train_limit"]], y_train[:settings["train_limit"]]
+
+    if checkpoint is not None:
+        model = checkpoint.build_model(backend=args.backend)
+        optimizer = Adam(model.parameters())
+        optimizer.load_state_dict(checkpoint.optimizer_state)
+        start_step = checkpoint.train_state["step"]
+        previous = checkpoint.train_state
+        if start_step > steps:
+            raise ValueError(f"the checkpoint is at step {start_step}, beyond --steps {steps}")
+    else:
+        model = SequenceClassifier(x_train.shape[2], settings["hidden"], 10,
+                                   cell=settings["cell"], forget_bias=settings["forget_bias"],
+                                   recurrent_init=settings["recurrent_init"],
+                                   backend=args.backend, seed=settings["seed"])
+        optimizer = Adam(model.parameters(), lr=settings["lr"])
+        start_step, previous = 0, {}
+
+    print(f"fastrnn train: {settings['cell'].upper()} H={settings['hidden']} on "
+          f"{x_train.shape[0]} images, {steps} steps of {settings['batch_size']}, "
+          f"Adam lr {settings['lr']} ({settings['lr_schedule']}), clip {settings['clip']}, "
+          f"seed {settings['seed']}, backend {model.backend}, threads {get_num_threads()}"
+          + (f", resuming at step {start_step}" if start_step else ""), flush=True)
+    train_state = {"settings": settings, "steps": steps}
+    diagnostics_batch = (x_train[:100], y_train[:100]) if args.diagnostics else None
+    progress = Progress(steps, start_step, enabled=not args.no_progress)
+    try:
+        summary = train(
+            model, optimizer, x_train, y_train, steps=steps,
+            batch_size=settings["batch_size"], seed=settings["seed"], lr=settings["lr"],
+            lr_schedule=settings["lr_schedule"], clip=settings["clip"], start_step=start_step,
+            log_every=args.log_every, progress=progress,
+            diagnostics_every=args.diagnostics_every if args.diagnostics else 0,
+            diagnostics_batch=diagnostics_batch, checkpoint_path=args.save,
+            checkpoint_every=args.save_every, train_state=train_state,
+            history=previous.get("history"), diagnostics_records=previous.get("diagnostics"))
+    finally:
+        progress.close()
+
+    test_loss, test_accuracy = model.evaluate(x_test, y_test)
+    print(f"test loss {test_loss:.4f}  test accuracy {test_accuracy:.4f} "
+          f"({len(y_test)} images)", flush=True)
+    seconds = summary["train_seconds"]
+    total_seconds = previous.get("train_seconds_total", 0.0) + seconds
+    if args.save:
+        model_state = dict(train_state, step=steps, history=summary["history"],
+                           diagnostics=summary["diagnostics"], train_seconds_total=total_seconds)
+        from .checkpoint import save_checkpoint
+        save_checkpoint(args.save, model, optimizer, model_state)
+        print(f"saved {args.save}")
+
+    metrics = {
+        "test_accuracy": test_accuracy,
+        "test_loss": test_loss,
+        "test_examples": int(len(y_test)),
+        "steps": steps,
+        "steps_this_run": summary["steps_run"],
+        "resumed_from_step": start_step,
+        "train_seconds": seconds,
+        "train_seconds_total": total_seconds,
+        "steps_per_second": summary["steps_run"] / seconds if seconds > 0 else None,
+        "final_train_loss": summary["final_loss"],
+        "backend": model.backend,
+        "threads": get_num_threads(),
+        **settings,
+        "train_examples": int(x_train.shape[0]),
+        "history": summary["history"],
+    }
+    if args.diagnostics:
+        run = {key: metrics[key] for key in ("cell", "lr", "lr_schedule", "clip", "hidden",
+                                             "seed", "recurrent_init", "test_accuracy")}
+        run["records"] = summary["diagnostics"]
+        metrics["diagnostics"] = run
+        json_path = os.path.join(args.diagnostics, "diagnostics.json")
+        _write_json(json_path, run)
+        try:
+            png = plot_runs([json_path], os.path.join(args.diagnostics, "diagnostics.png"))
+            print(f"diagnostics: {json_path}, {png}")
+        except RuntimeError as exc:   # matplotlib missing: the numbers are still written
+            print(f"diagnostics: {json_path} (no picture: {exc})")
+    if args.metrics_out:
+        _write_json(args.metrics_out, metrics)
+        print(f"metrics: {args.metrics_out}")
+    return 0
+
+
+# -- fastrnn eval ------------------------------------------------------------------------
+
+
+def _cmd_eval(args):
+    from . import get_num_threads
+    from .checkpoint import load
+    _set_threads(args)
+    model = load(args.path, backend=args.backend)
+    _, _, x_test, y_test = _load_data(args)
+    test_loss, test_accuracy = model.evaluate(x_test, y_test)
+    print(f"{args.path}: {model.cell.upper()} H={model.hidden_size}  test loss {test_loss:.4f}  "
+          f"test accuracy {test_accuracy:.4f} ({len(y_test)} images, backend {model.backend})")
+    if args.metrics_out:
+        _write_json(args.metrics_out, {
+            "test_accuracy": test_accuracy, "test_loss": test_loss,
+            "test_examples": int(len(y_test)), "backend": model.backend, "cell": model.cell,
+            "threads": get_num_threads(), "checkpoint": os.path.abspath(args.path)})
+    return 0
+
+
+# -- fastrnn plot-diagnostics ------------------------------------------------------------
+
+
+def _cmd_plot(args):
+    from .diagnostics import plot_runs
+    plot_runs(args.runs, args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+# -- the parser -----------------------------------------------------------------------------
+
+
+def _add_runtime_flags(p):
+    p.add_argument("--backend", metavar="NAME",
+                   help="cpp, numba or numpy (default: best available, or $FASTRNN_BACKEND)")
+    p.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="kernel threads (default: $FASTRNN_NUM_THREADS, else all CPUs)")
+    p.add_argument("--data", metavar="DIR",
+                   help="directory with the MNIST IDX files (default: $FASTRNN_DATA, "
+                        "else ~/.cache/fastrnn/mnist)")
+    p.add_argument("--no-download", action="store_true",
+                   help="fail instead of downloading missing MNIST files")
+    p.add_argument("--test-limit", type=_positive_int, metavar="N",
+                   help="evaluate on the first N test images only (default: all 10,000)")
+    p.add_argument("--metrics-out", metavar="FILE.json", help="write the results as JSON")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="fastrnn", description="Fast CPU RNN and LSTM kernels: train, evaluate, inspect.")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser(
+        "train", help="train a sequence classifier on MNIST (rows as time steps)",
+        description="Train an LSTM (or tanh RNN) on MNIST, one image row per time step. "
+                    "Without flags: the original experiment (LSTM, 128 units, batch 100, "
+                    "Adam 0.01, 5000 steps, forget bias 1.0).")
+    p.add_argument("--cell", choices=("lstm", "rnn"), help="recurrent cell (default lstm)")
+    p.add_argument("--hidden", type=_positive_int, metavar="H", help="hidden units (128)")
+    p.add_argument("--steps", type=_positive_int, metavar="N",
+                   help=f"total optimizer steps ({DEFAULT_STEPS})")
+    p.add_argument("--batch-size", type=_positive_int, metavar="B", help="batch size (100)")
+    p.add_argument("--lr", type=_positive_float, help="Adam learning rate (0.01)")
+    p.add_argument("--lr-schedule", choices=SCHEDULES,
+                   help="constant (default); cosine decay to 0 over --steps; step: x0.1 at "
+                        "50%% and x0.01 at 75%% of the steps")
+    p.add_argument("--clip", type=_positive_float, metavar="NORM",
+                   help="clip the global gradient norm to NORM (default: no clipping)")
+    p.add_argument("--forget-bias", type=_finite_float, metavar="F",
+                   help="added to the LSTM forget-gate bias at init (1.0)")
+    p.add_argument("--recurrent-init", choices=RECURRENT_INITS,
+                   help="weight_hh init: torch's uniform (default), or each gate block "
+                        "orthogonal / identity")
+    p.add_argument("--seed", type=_non_negative_int, help="weights and data order (0)")
+    p.add_argument("--train-limit", type=_positive_int, metavar="N",
+                   help="train on the first N training images only")
+    p.add_argument("--save", metavar="PATH", help="write a checkpoint at the end (atomically)")
+    p.add_argument("--save-every", type=_non_negative_int, default=0, metavar="N",
+                   help="also checkpoint to --save every N steps, for --resume (default: off)")
+    p.add_argument("--resume", metavar="PATH",
+                   help="continue a run from its checkpoint: weights, Adam state, data order")
+    p.add_argument("--log-every", type=_non_negative_int, default=100, metavar="N",
+                   help="log loss, batch accuracy, mean W_hh and mean h_T every N steps (100)")
+    p.add_argument("--diagnostics", metavar="DIR",
+                   help="record ||dL/dh_t|| and saturation during training into DIR "
+                        "(JSON, and a PNG if matplotlib is installed)")
+    p.add_argument("--diagnostics-every", type=_positive_int, default=500, metavar="N",
+                   help="steps between diagnostics records (500)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    _add_runtime_flags(p)
+    p.set_defaults(run=_cmd_train)
+
+    p = commands.add_parser("eval", help="test loss and accuracy of a saved checkpoint")
+    p.add_argument("path", metavar="PATH", help="checkpoint written by `fastrnn train --save`")
+    _add_runtime_flags(p)
+    p.set_defaults(run=_cmd_eval)
+
+    p = commands.add_parser(
+        "plot-diagnostics", help="draw the gradient-norm curves of runs side by side (PNG)",
+        description="Draw ||dL/dh_t|| over t and saturation for each run, side by side. "
+                    "Each RUN is a diagnostics.json or a metrics JSON of `fastrnn train "
+                    "--diagnostics`. Needs matplotlib (pip install 'fastrnn[plot]').")
+    p.add_argument("runs", nargs="+", metavar="RUN.json")
+    p.add_argument("-o", "--output", default="diagnostics.png", metavar="OUT.png")
+    p.set_defaults(run=_cmd_plot)
+
     p = commands.add_parser("info", help="version, backends, CPU features, kernel path, threads")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(run=_cmd_info)
+    from . import bench
+    p = commands.add_parser("bench", help="time the backends against torch and ONNX Runtime here")
+    bench.add_arguments(p).set_defaults(run=bench.run_from_args)
     return parser
 
 
@@ -35,9 +392,12 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, OSError, RuntimeError) as exc:
         print(f"fastrnn {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"fastrnn {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -123,8 +123,7 @@ class _Recurrent:
         """Run the whole sequence: (y, state_T). `training=False` keeps nothing for backward."""
         x_tm = self._check_input(x)
         states0 = self._initial_state(state, x_tm.shape[1])
-        b = self.bias_ih + self.bias_hh
-        weights = (self.weight_ih, self.weight_hh, b)
+        weights = self._kernel_weights()
         y_tm, final, saved = self._run_forward(x_tm, states0, weights, training)
         # y is kept for BPTT: hand it out read-only so it cannot be changed under us.
         y_tm.flags.writeable = False
@@ -133,6 +132,23 @@ class _Recurrent:
         return y, final
 
     __call__ = forward
+
+    def step(self, x_t, state=None):
+        """One time step for inputs that arrive one at a time: x_t (B, I) -> new state.
+
+        Keeps nothing for backward and leaves the last forward's record alone.
+        """
+        x_t = as_real_array(x_t, self.dtype, "x_t")
+        if x_t.ndim != 2 or x_t.shape[1] != self.input_size or x_t.shape[0] == 0:
+            raise ValueError(f"x_t must have shape (B, {self.input_size}) with B >= 1, "
+                             f"got {x_t.shape}")
+        states0 = self._initial_state(state, x_t.shape[0])
+        _, final, _ = self._run_forward(x_t[None], states0, self._kernel_weights(), False)
+        return final
+
+    def _kernel_weights(self):
+        # The kernels take one bias: b_ih + b_hh, summed once per call.
+        return self.weight_ih, self.weight_hh, self.bias_ih + self.bias_hh
 
     def backward(self, dy=None, dstate=None, *, need_input_grad=True):
         """BPTT through the last forward: (dx, dstate0); sets `self.grads`."""

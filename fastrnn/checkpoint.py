@@ -1,0 +1,242 @@
+"""Checkpoints: plain arrays in an .npz file, written atomically, read without pickle.
+
+Layout (every entry a plain array; strings are UTF-8 JSON held as uint8):
+
+    format_version       int64 scalar, FORMAT_VERSION
+    config               JSON: SequenceClassifier arguments (cell, sizes, options)
+    param/<key>          every model parameter, keyed like model.parameters()
+    optim                JSON: Adam hyperparameters and step count (optional)
+    optim_exp_avg/<key>, optim_exp_avg_sq/<key>    Adam moments (optional)
+    train                JSON: training progress for --resume (optional)
+
+A save goes to a temporary file in the target's directory, is flushed and
+fsynced, then renamed over the target: a crash at any moment leaves either
+the old checkpoint or the new one, never a half-written file under the name.
+"""
+
+import json
+import math
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+FORMAT_VERSION = 1
+CONFIG_KEYS = {"input_size", "hidden_size", "num_classes", "cell", "forget_bias",
+               "recurrent_init"}
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable fastrnn checkpoint of a supported version."""
+
+
+def _json_array(value):
+    return np.frombuffer(json.dumps(value, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+
+
+def _write_arrays(file, arrays):
+    """Write the .npz body; a separate function so tests can interrupt it."""
+    np.savez(file, **arrays)
+
+
+def save_checkpoint(path, model, optimizer=None, train_state=None):
+    """Atomically write `model` (and optionally Adam state and training progress) to `path`."""
+    path = os.fspath(path)
+    arrays = {
+        "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
+        "config": _json_array(model.config()),
+    }
+    for key, value in model.parameters().items():
+        arrays[f"param/{key}"] = value
+    if optimizer is not None:
+        state = optimizer.state_dict()
+        arrays["optim"] = _json_array({k: state[k] for k in ("lr", "betas", "eps", "step")})
+        for key in state["exp_avg"]:
+            arrays[f"optim_exp_avg/{key}"] = state["exp_avg"][key]
+            arrays[f"optim_exp_avg_sq/{key}"] = state["exp_avg_sq"][key]
+    if train_state is not None:
+        arrays["train"] = _json_array(train_state)
+
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                                    dir=directory)
+    try:
+        _default_permissions(tmp_path)
+        with os.fdopen(fd, "wb") as file:
+            _write_arrays(file, arrays)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_path)
+        except OSError:
+            pass
+        raise
+    _fsync_directory(directory)
+
+
+def _default_permissions(path):
+    # mkstemp creates the file private (0600); a checkpoint gets what open() would give.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def _fsync_directory(directory):
+    # Makes the rename itself durable; not every platform can open a directory.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class Checkpoint:
+    """What a checkpoint file holds, validated: config, params, optimizer and train state."""
+
+    def __init__(self, config, params, optimizer_state, train_state):
+        self.config = config
+        self.params = params
+        self.optimizer_state = optimizer_state
+        self.train_state = train_state
+
+    def build_model(self, backend=None):
+        from .model import SequenceClassifier
+        model = SequenceClassifier(**self.config, backend=backend)
+        model.load_state_dict(self.params)
+        return model
+
+
+def _read_members(path):
+    """{name: array} of every member, refusing anything np.savez would not have written."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+    except zipfile.BadZipFile as exc:
+        raise CheckpointError(f"{path}: not a fastrnn checkpoint (not a valid .npz: {exc})") \
+            from None
+    for info in infos:
+        # We only ever write stored members: refusing compressed ones rules out
+        # decompression bombs, and sizes are then bounded by the file itself.
+        if info.compress_type != zipfile.ZIP_STORED or not info.filename.endswith(".npy"):
+            raise CheckpointError(f"{path}: unexpected member {info.filename!r} in checkpoint")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({exc})") from None
+
+
+def _decode_json(path, members, name):
+    array = members[name]
+    if array.dtype != np.uint8 or array.ndim != 1:
+        raise CheckpointError(f"{path}: entry {name!r} is not JSON text")
+    try:
+        return json.loads(array.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: entry {name!r} is not valid JSON ({exc})") from None
+
+
+def _positive_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_config(path, config):
+    if not isinstance(config, dict) or set(config) != CONFIG_KEYS:
+        raise CheckpointError(f"{path}: model config must have exactly the keys "
+                              f"{sorted(CONFIG_KEYS)}, got {config!r}")
+    if config["cell"] not in ("lstm", "rnn"):
+        raise CheckpointError(f"{path}: unknown cell {config['cell']!r}")
+    for key in ("input_size", "hidden_size", "num_classes"):
+        if not _positive_int(config[key]):
+            raise CheckpointError(f"{path}: config {key} must be a positive integer")
+    forget_bias = config["forget_bias"]
+    if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)) \
+            or not math.isfinite(forget_bias):
+        raise CheckpointError(f"{path}: config forget_bias must be a finite number")
+    if config["recurrent_init"] not in ("uniform", "orthogonal", "identity"):
+        raise CheckpointError(f"{path}: unknown recurrent_init {config['recurrent_init']!r}")
+
+
+def _expected_shapes(config):
+    G = 4 if config["cell"] == "lstm" else 1
+    H, I, C = config["hidden_size"], config["input_size"], config["num_classes"]
+    return {
+        "weight_ih_l0": (G * H, I),
+        "weight_hh_l0": (G * H, H),
+        "bias_ih_l0": (G * H,),
+        "bias_hh_l0": (G * H,),
+        "fc.weight": (C, H),
+        "fc.bias": (C,),
+    }
+
+
+def _float_arrays(path, members, prefix, shapes):
+    arrays = {}
+    for key, shape in shapes.items():
+        name = f"{prefix}/{key}"
+        if name not in members:
+            raise CheckpointError(f"{path}: missing entry {name!r}")
+        value = members[name]
+        if value.dtype.kind != "f" or value.shape != shape:
+            raise CheckpointError(f"{path}: entry {name!r} must be floats of shape {shape}, "
+                                  f"got {value.dtype} {value.shape}")
+        if not np.all(np.isfinite(value)):
+            raise CheckpointError(f"{path}: entry {name!r} holds non-finite values")
+        arrays[key] = value
+    return arrays
+
+
+def read_checkpoint(path):
+    """Read and validate a checkpoint file; raises CheckpointError for anything else."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    members = _read_members(path)
+    version = members.get("format_version")
+    if version is None or version.shape != () or version.dtype.kind not in "iu":
+        raise CheckpointError(f"{path}: not a fastrnn checkpoint (no format version)")
+    if int(version) != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {int(version)} is not "
+                              f"supported (this fastrnn reads version {FORMAT_VERSION})")
+    if "config" not in members:
+        raise CheckpointError(f"{path}: missing model config")
+    config = _decode_json(path, members, "config")
+    _check_config(path, config)
+    shapes = _expected_shapes(config)
+    params = _float_arrays(path, members, "param", shapes)
+
+    optimizer_state = None
+    if "optim" in members:
+        meta = _decode_json(path, members, "optim")
+        if not isinstance(meta, dict) or set(meta) != {"lr", "betas", "eps", "step"}:
+            raise CheckpointError(f"{path}: malformed optimizer state")
+        optimizer_state = dict(meta,
+                               exp_avg=_float_arrays(path, members, "optim_exp_avg", shapes),
+                               exp_avg_sq=_float_arrays(path, members, "optim_exp_avg_sq",
+                                                        shapes))
+    train_state = _decode_json(path, members, "train") if "train" in members else None
+    if train_state is not None and not isinstance(train_state, dict):
+        raise CheckpointError(f"{path}: malformed training state")
+
+    known = {"format_version", "config", "optim", "train"}
+    known.update(f"param/{k}" for k in shapes)
+    if optimizer_state is not None:
+        known.update(f"optim_exp_avg/{k}" for k in shapes)
+        known.update(f"optim_exp_avg_sq/{k}" for k in shapes)
+    unexpected = sorted(set(members) - known)
+    if unexpected:
+        raise CheckpointError(f"{path}: unexpected entries {unexpected}")
+    return Checkpoint(config, params, optimizer_state, train_state)
+
+
+def load(path, *, backend=None):
+    """The SequenceClassifier saved at `path` (by model.save or `fastrnn train --save`)."""
+    return read_checkpoint(path).build_model(backend=backend)

@@ -1,0 +1,151 @@
+"""How the gradient travels back in time: dL/dh_t for every t, and unit saturation.
+
+The loss of a SequenceClassifier reads only h_T, so dL/dh_t is the gradient
+that BPTT carries from step T back to step t. The kernels return only its
+value at t = 0 (dstate0), so we ask them T times: for each t, run the layer
+on the suffix x_{t+1..T} starting from the state (h_t, c_t) and backpropagate
+dL/dh_T through it; the dstate0 it returns is exactly dL/dh_t (and dL/dc_t).
+That is O(T^2) cell steps instead of O(T), affordable for T = 28 at a few
+points during training, and it needs no change to the kernel contract and no
+finite differences.
+
+Saturation: for the tanh RNN, the fraction of |h_t| > 0.99 (where
+tanh' = 1 - h^2 < 0.02 chokes the gradient); for the LSTM, the fraction of
+|tanh(c_t)| > 0.99, the same nonlinearity on its output path. The fraction
+of |h_t| > 0.99 is recorded for both cells as well.
+"""
+
+import json
+import os
+
+import numpy as np
+
+SATURATION_THRESHOLD = 0.99
+
+
+def _states_over_time(layer, x):
+    """[(h_t, c_t or None)] for t = 1..T, one step at a time (the kernels keep c_t to
+    themselves, so the sequence is walked with the layer's single-step API)."""
+    states, state = [], None
+    for t in range(x.shape[1]):
+        state = layer.step(x[:, t], state)
+        states.append(state if isinstance(state, tuple) else (state, None))
+    return states
+
+
+def hidden_state_gradients(model, x, y):
+    """(loss, dL/dh_t list, dL/dc_t list or None, states) for one batch x (B, T, I).
+
+    The t-th entries (t = 1..T) are (B, H) arrays: the gradient of the batch's
+    mean cross-entropy with respect to the hidden (and cell) state after step t.
+    """
+    layer = model.layer
+    x = np.ascontiguousarray(x, dtype=layer.dtype)
+    if x.ndim != 3 or x.shape[1] < 1:
+        raise ValueError(f"x must be (B, T, I) with T >= 1, got shape {x.shape}")
+    states = _states_over_time(layer, x)
+    is_lstm = model.cell == "lstm"
+    loss, dh_T = model.head_loss_and_state_grad(states[-1][0], y)
+    T = x.shape[1]
+    dh = [None] * T
+    dc = [None] * T if is_lstm else None
+    dh[-1] = dh_T
+    if is_lstm:
+        dc[-1] = np.zeros_like(dh_T)   # c_T does not reach the loss directly
+    for t in range(T - 1):          # state after step t+1 (1-based), suffix x[t+1:]
+        h, c = states[t]
+        layer.forward(x[:, t + 1:], (h, c) if is_lstm else h, training=True)
+        _, dstate0 = layer.backward(dy=None, dstate=(dh_T, None) if is_lstm else dh_T,
+                                    need_input_grad=False)
+        if is_lstm:
+            dh[t], dc[t] = dstate0
+        else:
+            dh[t] = dstate0
+    return loss, dh, dc, states
+
+
+def diagnose(model, x, y, step=None):
+    """One diagnostics record (plain JSON types) for the batch x, y."""
+    loss, dh, dc, states = hidden_state_gradients(model, x, y)
+    record = {
+        "step": step,
+        "loss": float(loss),
+        "grad_norm": [float(np.linalg.norm(g)) for g in dh],
+        "h_saturated": [float(np.mean(np.abs(h) > SATURATION_THRESHOLD)) for h, _ in states],
+    }
+    if dc is not None:
+        record["cell_grad_norm"] = [float(np.linalg.norm(g)) for g in dc]
+        record["saturated"] = [float(np.mean(np.abs(np.tanh(c)) > SATURATION_THRESHOLD))
+                               for _, c in states]
+    else:
+        record["saturated"] = record["h_saturated"]
+    return record
+
+
+def write_json(path, payload):
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump(payload, file, indent=1)
+        file.write("\n")
+
+
+# -- the picture ----------------------------------------------------------------------
+
+
+def _load_run(path):
+    try:
+        with open(path, encoding="utf-8") as file:
+            data = json.load(file)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read diagnostics from {path}: {exc}") from None
+    run = data.get("diagnostics", data) if isinstance(data, dict) else None
+    if not isinstance(run, dict) or not run.get("records"):
+        raise ValueError(f"{path} holds no diagnostics records (run `fastrnn train "
+                         f"--diagnostics DIR` and pass DIR/diagnostics.json or the metrics JSON)")
+    return run
+
+
+def plot_runs(paths, out_path):
+    """Draw the runs side by side: ||dL/dh_t|| over t (log scale) and saturation over t,
+    one curve per recorded training step, early steps light and late steps dark."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise RuntimeError("drawing needs matplotlib: pip install 'fastrnn[plot]'") from None
+    runs = [_load_run(p) for p in paths]
+    # Shared y axes: the runs' gradient norms are compared on one scale.
+    fig, axes = plt.subplots(2, len(runs), figsize=(5.5 * len(runs), 7.5), squeeze=False,
+                             sharex="col", sharey="row")
+    for column, (path, run) in enumerate(zip(paths, runs)):
+        records = run["records"]
+        colors = plt.cm.viridis(np.linspace(0.9, 0.0, len(records)))
+        top, bottom = axes[0, column], axes[1, column]
+        for record, color in zip(records, colors):
+            norms = np.asarray(record["grad_norm"], dtype=float)
+            t = np.arange(1, norms.size + 1)
+            label = f"step {record['step']}"
+            # Zero gradients cannot be drawn on a log scale; the floor marks them.
+            top.semilogy(t, np.maximum(norms, 1e-30), color=color, label=label)
+            bottom.plot(t, record["saturated"], color=color, label=label)
+        cell = run.get("cell", "?")
+        title = f"{cell.upper()}  lr {run.get('lr', '?')}"
+        if run.get("test_accuracy") is not None:
+            title += f"  test acc {run['test_accuracy']:.4f}"
+        name = os.path.basename(path)
+        if name == "diagnostics.json":   # the run is named by its directory
+            name = os.path.join(os.path.basename(os.path.dirname(os.path.abspath(path))), name)
+        top.set_title(f"{title}\n{name}", fontsize=10)
+        top.set_ylabel("||dL/dh_t||  (batch, log scale)")
+        what = "|tanh(c_t)| > 0.99" if cell == "lstm" else "|h_t| > 0.99"
+        bottom.set_ylabel(f"fraction saturated: {what}")
+        bottom.set_xlabel("time step t (T = loss)")
+        bottom.set_ylim(-0.02, 1.02)
+        top.grid(True, which="both", alpha=0.3)
+        bottom.grid(True, alpha=0.3)
+        top.legend(fontsize=7, loc="best")
+    fig.suptitle("Gradient reaching each time step, through training", fontsize=12)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return out_path

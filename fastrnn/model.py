@@ -1,0 +1,218 @@
+"""A sequence classifier: a recurrent layer, a Linear head on the last hidden state,
+softmax cross-entropy. The recurrence and its BPTT run in the backend kernels;
+only the small head is computed here.
+"""
+
+import numpy as np
+
+from .layers import LSTM, RNN, as_real_array
+
+CELLS = {"lstm": LSTM, "rnn": RNN}
+RECURRENT_INITS = ("uniform", "orthogonal", "identity")
+
+# predict/evaluate run the test set in chunks of this many sequences, so
+# memory stays bounded (an LSTM forward keeps T*B*4H activations).
+EVAL_CHUNK = 1000
+
+
+def _log_softmax(logits):
+    # Shift by the row maximum so exp never overflows.
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+class SequenceClassifier:
+    """Recurrent layer (fastrnn.LSTM or fastrnn.RNN), then logits = h_T W^T + b.
+
+    `recurrent_init` ("uniform": torch's init; "orthogonal" or "identity": each
+    gate's block of weight_hh set to a random orthogonal or the identity matrix)
+    is an option for training the vanilla RNN on long sequences.
+    """
+
+    def __init__(self, input_size, hidden_size, num_classes, *, cell="lstm", forget_bias=1.0,
+                 backend=None, seed=None, recurrent_init="uniform"):
+        if cell not in CELLS:
+            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
+        if recurrent_init not in RECURRENT_INITS:
+            raise ValueError(f"recurrent_init must be one of {list(RECURRENT_INITS)}, "
+                             f"got {recurrent_init!r}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
+                or num_classes < 2:
+            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        if cell == "lstm":
+            self.layer = LSTM(input_size, hidden_size, forget_bias=forget_bias,
+                              backend=backend, seed=seed)
+        else:   # forget_bias has no meaning for the vanilla cell
+            self.layer = RNN(input_size, hidden_size, backend=backend, seed=seed)
+        self.cell = cell
+        self.forget_bias = float(forget_bias) if cell == "lstm" else 0.0
+        self.num_classes = int(num_classes)
+        self.recurrent_init = recurrent_init
+        H, C = self.layer.hidden_size, self.num_classes
+        # A stream of its own, so the recurrent layer equals fastrnn.LSTM(..., seed=seed).
+        rng = np.random.default_rng(None if seed is None else [int(seed), 1])
+        if recurrent_init != "uniform":
+            self._init_recurrent(recurrent_init, rng)
+        k = 1.0 / np.sqrt(H)   # torch.nn.Linear's init
+        self.fc_weight = rng.uniform(-k, k, (C, H)).astype(self.layer.dtype)
+        self.fc_bias = rng.uniform(-k, k, (C,)).astype(self.layer.dtype)
+
+    def _init_recurrent(self, how, rng):
+        H = self.layer.hidden_size
+        for gate in range(self.layer.gates):
+            if how == "identity":
+                block = np.eye(H)
+            else:
+                q, r = np.linalg.qr(rng.standard_normal((H, H)))
+                block = q * np.sign(np.diag(r))   # uniform over orthogonal matrices
+            self.layer.weight_hh[gate * H:(gate + 1) * H] = block
+
+    # -- configuration and parameters ----------------------------------------
+
+    @property
+    def input_size(self):
+        return self.layer.input_size
+
+    @property
+    def hidden_size(self):
+        return self.layer.hidden_size
+
+    @property
+    def backend(self):
+        return self.layer.backend
+
+    def config(self):
+        """The constructor arguments that rebuild this model's shapes and options."""
+        return {
+            "input_size": self.input_size,
+            "hidden_size": self.hidden_size,
+            "num_classes": self.num_classes,
+            "cell": self.cell,
+            "forget_bias": self.forget_bias,
+            "recurrent_init": self.recurrent_init,
+        }
+
+    def parameters(self):
+        """Every live parameter array: the layer's state_dict keys, fc.weight, fc.bias."""
+        params = dict(self.layer.parameters())
+        params["fc.weight"] = self.fc_weight
+        params["fc.bias"] = self.fc_bias
+        return params
+
+    def state_dict(self):
+        return {key: value.copy() for key, value in self.parameters().items()}
+
+    def load_state_dict(self, state_dict):
+        """Copy every parameter in from array-likes; all checked before any is changed."""
+        if not hasattr(state_dict, "keys"):
+            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
+        params = self.parameters()
+        missing = sorted(set(params) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(params))
+        if missing or unexpected:
+            raise ValueError(f"state_dict keys do not match: missing {missing}, "
+                             f"unexpected {unexpected}")
+        converted = {}
+        for key, target in params.items():
+            value = as_real_array(state_dict[key], target.dtype, f"state_dict[{key!r}]")
+            if value.shape != target.shape:
+                raise ValueError(f"state_dict[{key!r}] must have shape {target.shape}, "
+                                 f"got {value.shape}")
+            converted[key] = value
+        for key, target in params.items():
+            np.copyto(target, converted[key])
+
+    # -- forward, loss, gradients ------------------------------------------------
+
+    def _check_labels(self, y, batch):
+        y = np.asarray(y)
+        if y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
+            raise TypeError(f"labels must be integers, got dtype {y.dtype}")
+        if y.shape != (batch,):
+            raise ValueError(f"labels must have shape ({batch},), got {y.shape}")
+        if y.size and (y.min() < 0 or y.max() >= self.num_classes):
+            raise ValueError(f"labels must lie in [0, {self.num_classes}), "
+                             f"got range [{y.min()}, {y.max()}]")
+        return y.astype(np.intp)
+
+    def _last_hidden(self, x, training):
+        _, state = self.layer.forward(x, training=training)
+        return state[0] if self.cell == "lstm" else state
+
+    def logits(self, x):
+        """Class scores (B, num_classes) for x (B, T, I), without keeping anything for BPTT."""
+        h_T = self._last_hidden(x, training=False)
+        return h_T @ self.fc_weight.T + self.fc_bias
+
+    def _head(self, h_T, y):
+        """Loss (mean cross-entropy of the Linear head on h_T), predicted classes,
+        d loss/d logits and d loss/d h_T."""
+        B = h_T.shape[0]
+        y = self._check_labels(y, B)
+        log_probs = _log_softmax(h_T @ self.fc_weight.T + self.fc_bias)
+        rows = np.arange(B)
+        loss = -float(log_probs[rows, y].astype(np.float64).mean())
+        # d(mean CE)/dlogits = (softmax - onehot) / B
+        dlogits = np.exp(log_probs)
+        dlogits[rows, y] -= 1.0
+        dlogits /= B
+        return loss, np.argmax(log_probs, axis=1), dlogits, dlogits @ self.fc_weight
+
+    def head_loss_and_state_grad(self, h_T, y):
+        """(loss, dL/dh_T) for a given last hidden state h_T (B, H)."""
+        loss, _, _, dh_T = self._head(h_T, y)
+        return loss, dh_T
+
+    def loss_and_grads(self, x, y):
+        """Mean cross-entropy on one batch and its gradients, keyed like `parameters()`.
+
+        Keeps the batch's last hidden state and predictions in `self.last_hidden`
+        and `self.last_predictions` (for training logs).
+        """
+        h_T = self._last_hidden(x, training=True)
+        loss, predictions, dlogits, dh_T = self._head(h_T, y)
+        dstate = (dh_T, None) if self.cell == "lstm" else dh_T
+        self.layer.backward(dy=None, dstate=dstate, need_input_grad=False)
+        grads = dict(self.layer.grads)
+        grads["fc.weight"] = dlogits.T @ h_T
+        grads["fc.bias"] = dlogits.sum(axis=0)
+        self.last_hidden = h_T
+        self.last_predictions = predictions
+        return loss, grads
+
+    def _chunks(self, x):
+        x = as_real_array(x, self.layer.dtype, "x")
+        if x.ndim != 3:
+            raise ValueError(f"x must be 3-D (B, T, I), got shape {x.shape}")
+        for start in range(0, x.shape[0], EVAL_CHUNK):
+            yield x[start:start + EVAL_CHUNK]
+
+    def predict(self, x):
+        """Class ids (B,) for x (B, T, I); any batch size."""
+        out = [np.argmax(self.logits(chunk), axis=1) for chunk in self._chunks(x)]
+        return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
+
+    def evaluate(self, x, y):
+        """(mean cross-entropy, accuracy) over all of x, y."""
+        y = self._check_labels(y, np.asarray(x).shape[0] if np.ndim(x) else -1)
+        if y.size == 0:
+            raise ValueError("evaluate needs at least one example")
+        total_loss, correct, start = 0.0, 0, 0
+        for chunk in self._chunks(x):
+            labels = y[start:start + chunk.shape[0]]
+            log_probs = _log_softmax(self.logits(chunk))
+            total_loss -= float(log_probs[np.arange(len(labels)), labels].astype(np.float64).sum())
+            correct += int((np.argmax(log_probs, axis=1) == labels).sum())
+            start += chunk.shape[0]
+        return total_loss / y.size, correct / y.size
+
+    # -- checkpoints -------------------------------------------------------------
+
+    def save(self, path, **extra):
+        """Write a checkpoint that `fastrnn.load(path)` reads back (atomically)."""
+        from .checkpoint import save_checkpoint
+        save_checkpoint(path, self, **extra)
+
+    def __repr__(self):
+        return (f"SequenceClassifier({self.input_size}, {self.hidden_size}, {self.num_classes}, "
+                f"cell={self.cell!r}, backend={self.backend!r})")

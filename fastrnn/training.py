@@ -1,0 +1,201 @@
+"""The training loop behind `fastrnn train`: batches, Adam, clipping, logs, progress,
+periodic checkpoints and diagnostics. The model computes; this file only orders.
+
+Data order is a pure function of (seed, step): epoch e is the permutation
+drawn from default_rng([seed, e]), and step s takes batch s mod (N // B) of
+epoch s // (N // B). A resumed run therefore needs only the step count to
+see exactly the batches the uninterrupted run would have seen.
+"""
+
+import math
+import sys
+import time
+
+import numpy as np
+
+from . import diagnostics as diag
+from .checkpoint import save_checkpoint
+from .optim import clip_grad_norm, scheduled_lr
+
+
+class BatchOrder:
+    """Indices of the training batch for each step, shuffled per epoch from the seed."""
+
+    def __init__(self, num_examples, batch_size, seed):
+        if batch_size > num_examples:
+            raise ValueError(f"batch size {batch_size} exceeds the {num_examples} "
+                             f"training examples")
+        self.batch_size = batch_size
+        self.num_examples = num_examples
+        self.seed = seed
+        self.batches_per_epoch = num_examples // batch_size
+        self._epoch = None
+        self._permutation = None
+
+    def indices(self, step):
+        epoch, batch = divmod(step, self.batches_per_epoch)
+        if epoch != self._epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._permutation = rng.permutation(self.num_examples)
+            self._epoch = epoch
+        start = batch * self.batch_size
+        return self._permutation[start:start + self.batch_size]
+
+
+def _format_duration(seconds):
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes:02d}:{seconds:02d}"
+
+
+class Progress:
+    """A progress bar on stderr: steps, rate, time left.
+
+    On a terminal the bar redraws in place a few times a second; otherwise
+    (a log file, CI) it prints a plain line every `plain_interval` seconds.
+    Log lines go to stdout through `log()`, which keeps them off the bar.
+    """
+
+    def __init__(self, total, start=0, stream=None, plain_interval=30.0, enabled=True):
+        self.total = total
+        self.start = start
+        self.done = start
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.enabled = enabled
+        self.plain_interval = plain_interval
+        self.started = time.perf_counter()
+        self._last_draw = None   # the first update always draws
+        self._drawn = False
+
+    def _line(self):
+        elapsed = time.perf_counter() - self.started
+        rate = (self.done - self.start) / elapsed if elapsed > 0 else 0.0
+        left = (self.total - self.done) / rate if rate > 0 else float("inf")
+        fraction = self.done / self.total if self.total else 1.0
+        return (f"{self.done}/{self.total} steps ({100 * fraction:3.0f}%)  "
+                f"{rate:.2f} steps/s  elapsed {_format_duration(elapsed)}  "
+                f"left {_format_duration(left)}"), fraction
+
+    def update(self, done):
+        self.done = done
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        interval = 0.2 if self.tty else self.plain_interval
+        if self._last_draw is not None and now - self._last_draw < interval \
+                and done < self.total:
+            return
+        self._last_draw = now
+        text, fraction = self._line()
+        if self.tty:
+            width = 24
+            filled = int(round(width * fraction))
+            self.stream.write(f"\r\x1b[K[{'#' * filled}{'.' * (width - filled)}] {text}")
+            self._drawn = True
+        else:
+            self.stream.write(f"train: {text}\n")
+        self.stream.flush()
+
+    def _clear(self):
+        if self.tty and self._drawn:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self._drawn = False
+
+    def log(self, line):
+        self._clear()
+        print(line, flush=True)
+        if self.tty:
+            self._last_draw = None   # the bar was cleared: redraw it at the next update
+
+    def close(self):
+        self._clear()
+
+
+def train(model, optimizer, x_train, y_train, *, steps, batch_size, seed, lr, lr_schedule,
+          clip=None, start_step=0, log_every=100, progress=None, diagnostics_every=0,
+          diagnostics_batch=None, checkpoint_path=None, checkpoint_every=0,
+          train_state=None, history=None, diagnostics_records=None):
+    """Run optimizer steps start_step..steps-1; returns a summary dict.
+
+    `train_state` (a dict) is stored in periodic checkpoints with the current
+    step, the log history and the diagnostics so far; `history` and
+    `diagnostics_records` continue those of a resumed run; `diagnostics_batch`
+    (x, y) is the fixed batch the diagnostics are computed on.
+    """
+    order = BatchOrder(x_train.shape[0], batch_size, seed)
+    progress = progress or Progress(steps, start_step, enabled=False)
+    history = list(history or [])
+    records = list(diagnostics_records or [])
+    diagnostics_seconds = 0.0
+    window_loss, window_correct, window_count = 0.0, 0, 0
+    params = model.parameters()
+    started = time.perf_counter()
+    step = start_step
+    loss = float("nan")
+
+    def record_diagnostics(at_step):
+        nonlocal diagnostics_seconds
+        began = time.perf_counter()
+        record = diag.diagnose(model, *diagnostics_batch, step=at_step)
+        records.append(record)
+        diagnostics_seconds += time.perf_counter() - began
+        return record
+
+    if diagnostics_every and start_step == 0:
+        record_diagnostics(0)
+    while step < steps:
+        indices = order.indices(step)
+        x, y = x_train[indices], y_train[indices]
+        optimizer.lr = scheduled_lr(lr_schedule, lr, step, steps)
+        loss, grads = model.loss_and_grads(x, y)
+        if not math.isfinite(loss):
+            progress.log(f"step {step + 1}: loss is {loss}; training diverged")
+        grad_norm = clip_grad_norm(grads, clip) if clip else None
+        optimizer.step(grads)
+        step += 1
+        window_loss += loss
+        window_correct += int((model.last_predictions == y).sum())
+        window_count += 1
+        if log_every and (step % log_every == 0 or step == steps):
+            entry = {
+                "step": step,
+                "loss": window_loss / window_count,
+                "batch_accuracy": window_correct / (window_count * batch_size),
+                "lr": optimizer.lr,
+                "weight_hh_mean": float(params["weight_hh_l0"].mean()),
+                "h_T_mean": float(model.last_hidden.mean()),
+            }
+            if grad_norm is not None:
+                entry["grad_norm"] = grad_norm
+            history.append(entry)
+            progress.log(
+                f"step {step:5d}  loss {entry['loss']:.4f}  batch acc "
+                f"{entry['batch_accuracy']:.3f}  lr {entry['lr']:.2e}  "
+                f"mean W_hh {entry['weight_hh_mean']:+.5f}  mean h_T {entry['h_T_mean']:+.4f}")
+            window_loss, window_correct, window_count = 0.0, 0, 0
+        if diagnostics_every and (step % diagnostics_every == 0 or step == steps):
+            record = record_diagnostics(step)
+            norms = record["grad_norm"]
+            progress.log(f"step {step:5d}  diagnostics: ||dL/dh_1|| {norms[0]:.3e}  "
+                         f"||dL/dh_T|| {norms[-1]:.3e}  "
+                         f"saturated {np.mean(record['saturated']):.3f}")
+        if checkpoint_path and checkpoint_every and step % checkpoint_every == 0 \
+                and step < steps:
+            save_checkpoint(checkpoint_path, model, optimizer,
+                            dict(train_state or {}, step=step, history=history,
+                                 diagnostics=records))
+        progress.update(step)
+    # Diagnostics are measurement, not training: their time is not counted.
+    seconds = time.perf_counter() - started - diagnostics_seconds
+    return {
+        "steps_run": step - start_step,
+        "train_seconds": seconds,
+        "final_loss": loss,
+        "history": history,
+        "diagnostics": records,
+    }

@@ -1,0 +1,156 @@
+"""Reliability: awkward arrays, saturation, threads and memory never break a layer."""
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import BACKENDS, FAST_BACKENDS, assert_close, flat_state, make_layer, make_problem
+
+CELLS = ["rnn", "lstm"]
+
+
+# -- any array a user may hand over: agree with the reference or raise ------------
+
+@st.composite
+def layouts(draw):
+    """An input array with random sizes, dtype and memory layout, plus its layer sizes."""
+    T, B, I, H = (draw(st.integers(1, 6)) for _ in range(4))
+    dtype = draw(st.sampled_from([np.float32, np.float64, np.float16, np.int32, np.int64]))
+    x = np.random.default_rng(draw(st.integers(0, 2**16))).uniform(-3, 3, (B, T, I))
+    layout = draw(st.sampled_from(["c", "fortran", "strided", "transposed"]))
+    if layout == "fortran":
+        x = np.asfortranarray(x)
+    elif layout == "strided":
+        x = np.repeat(x, 2, axis=2)[:, :, ::2]
+    elif layout == "transposed":
+        x = np.ascontiguousarray(x.transpose(2, 1, 0)).transpose(2, 1, 0)
+    return draw(st.sampled_from(CELLS)), H, x.astype(dtype, copy=False)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS or ["numpy"])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=layouts())
+def test_any_layout_and_dtype_agrees_with_reference(backend, case):
+    cell, H, x = case
+    I = x.shape[2]
+    layer = make_layer(cell, I, H, backend=backend)
+    ref = make_layer(cell, I, H, backend="numpy")
+    y, final = layer.forward(x)
+    y_ref, final_ref = ref.forward(np.ascontiguousarray(x, dtype=np.float32))
+    assert_close(y, y_ref, "output", np.float32, "y")
+    dy = np.ones(y.shape, np.float32)
+    dx, _ = layer.backward(dy)
+    dx_ref, _ = ref.backward(dy)
+    assert_close(dx, dx_ref, "grad", np.float32, "dx")
+    for key in ref.grads:
+        assert_close(layer.grads[key], ref.grads[key], "grad", np.float32, key)
+
+
+# -- saturation -----------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("magnitude", [1e4, 1e15, 1e30])
+def test_saturating_inputs_give_finite_outputs_and_gradients(cell, backend, dtype, magnitude):
+    T, B, I, H = 7, 3, 5, 9
+    layer = make_layer(cell, I, H, backend=backend, dtype=dtype)
+    x, state, dy, dstate = make_problem(cell, T, B, I, H, dtype=dtype)
+    x = (np.sign(x) * magnitude).astype(dtype)
+    y, final = layer.forward(x, state)
+    dx, dstate0 = layer.backward(dy, dstate)
+    arrays = [y, dx, *flat_state(final), *flat_state(dstate0), *layer.grads.values()]
+    assert all(np.all(np.isfinite(a)) for a in arrays)
+    assert np.abs(y).max() <= 1.0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_input_propagates_without_crashing(backend):
+    layer = make_layer("lstm", 3, 4, backend=backend)
+    x = np.zeros((2, 5, 3), np.float32)
+    x[1, 2, 0] = np.nan
+    y, _ = layer.forward(x)
+    assert np.all(np.isfinite(y[0])) and np.isnan(y[1, 2:]).all()
+    layer.backward(np.ones_like(y))  # documented: NaN flows through, nothing raises
+
+
+# -- threads ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_concurrent_layers_match_sequential_runs(backend):
+    """Python threads running separate layers at once get exactly the sequential results."""
+    T, B, I, H, workers = 12, 16, 10, 33, 4
+
+    def run(k):
+        cell = CELLS[k % 2]
+        layer = make_layer(cell, I, H, backend=backend, seed=k)
+        x, state, dy, dstate = make_problem(cell, T, B, I, H, seed=k)
+        results = []
+        for _ in range(5):
+            y, final = layer.forward(x, state)
+            dx, dstate0 = layer.backward(dy, dstate)
+            results.append([np.array(y), dx, *flat_state(dstate0), *layer.grads.values()])
+        return results
+
+    sequential = [run(k) for k in range(workers)]
+    concurrent = [None] * workers
+    errors = []
+
+    def worker(k):
+        try:
+            concurrent[k] = run(k)
+        except Exception as exc:  # reported below, so a failure is not lost in a thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for seq, conc in zip(sequential, concurrent):
+        for rep_seq, rep_conc in zip(seq, conc):
+            for a, b in zip(rep_seq, rep_conc):
+                np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_results_are_bitwise_deterministic(cell, backend):
+    T, B, I, H = 9, 17, 11, 70
+    x, state, dy, dstate = make_problem(cell, T, B, I, H, seed=5)
+    runs = []
+    for _ in range(3):
+        layer = make_layer(cell, I, H, backend=backend, seed=1)
+        y, _ = layer.forward(x, state)
+        dx, _ = layer.backward(dy, dstate)
+        runs.append([np.array(y), dx, *layer.grads.values()])
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+# -- memory -----------------------------------------------------------------------
+
+def _resident_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/statm"), reason="Linux only")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ten_thousand_calls_do_not_grow_memory(backend):
+    layer = make_layer("lstm", 4, 8, backend=backend)
+    x, state, dy, dstate = make_problem("lstm", 3, 2, 4, 8)
+
+    def calls(n):
+        for _ in range(n):
+            layer.forward(x, state)
+            layer.backward(dy, dstate)
+
+    calls(500)  # warm caches, JIT and allocator pools
+    before = _resident_bytes()
+    calls(10_000)
+    grown = _resident_bytes() - before
+    assert grown < 8 * 2**20, f"resident memory grew by {grown / 2**20:.1f} MiB"
