@@ -75,8 +75,9 @@ def _expm1(y):
 @_jit
 def _tanh(x):
     # From expm1(2|x|), which keeps full relative precision for tiny x.
+    # Clamped by `>`, which is false for NaN, so NaN passes through as NaN.
     ax = abs(x)
-    e = _expm1(2.0 * (ax if ax < _TANH_SATURATES else _TANH_SATURATES))
+    e = _expm1(2.0 * (_TANH_SATURATES if ax > _TANH_SATURATES else ax))
     t = e / (e + 2.0)
     return t if x >= 0 else -t
 
@@ -85,7 +86,7 @@ def _tanh(x):
 def _sigmoid(a):
     # 1 / (1 + exp(-a)) from exp(|a|) alone, so nothing overflows for large |a|.
     aa = abs(a)
-    big = 1.0 + _expm1(aa if aa < _SIGMOID_SATURATES else _SIGMOID_SATURATES)
+    big = 1.0 + _expm1(_SIGMOID_SATURATES if aa > _SIGMOID_SATURATES else aa)
     return (big if a >= 0 else 1.0) / (big + 1.0)
 
 
