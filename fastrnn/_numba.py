@@ -14,9 +14,11 @@ Where the time goes, and what is done about it:
   beside c_t, so BPTT needs no transcendental function at all.
 - Each `_*` kernel compiles lazily, once per dtype, on its first call and is
   cached on disk (cache=True): importing this module compiles nothing.
-- nogil: the kernels release the GIL, so Python threads can run them side by
-  side. No `parallel=True`: at the sizes that matter a step's elementwise work
-  is tens of microseconds, less than waking a second thread pool beside BLAS's.
+- The threads are BLAS's (SciPy's OpenBLAS, which sizes its pool from
+  OPENBLAS_NUM_THREADS or the CPU count). No `parallel=True`: OpenBLAS's
+  workers keep spinning after each of the T small GEMMs, and a Numba pool
+  beside them fights for the same cores (2 here), so the gate loops stay on
+  the calling thread. nogil: Python threads can run kernels side by side.
 
 The public functions only convert arguments (one dtype, C order, dy and
 need_dx as flags) and call the compiled kernels.
@@ -73,8 +75,9 @@ def _expm1(y):
 @_jit
 def _tanh(x):
     # From expm1(2|x|), which keeps full relative precision for tiny x.
+    # Clamped by `>`, which is false for NaN, so NaN passes through as NaN.
     ax = abs(x)
-    e = _expm1(2.0 * (ax if ax < _TANH_SATURATES else _TANH_SATURATES))
+    e = _expm1(2.0 * (_TANH_SATURATES if ax > _TANH_SATURATES else ax))
     t = e / (e + 2.0)
     return t if x >= 0 else -t
 
@@ -83,7 +86,7 @@ def _tanh(x):
 def _sigmoid(a):
     # 1 / (1 + exp(-a)) from exp(|a|) alone, so nothing overflows for large |a|.
     aa = abs(a)
-    big = 1.0 + _expm1(aa if aa < _SIGMOID_SATURATES else _SIGMOID_SATURATES)
+    big = 1.0 + _expm1(_SIGMOID_SATURATES if aa > _SIGMOID_SATURATES else aa)
     return (big if a >= 0 else 1.0) / (big + 1.0)
 
 
@@ -126,14 +129,15 @@ def _rnn_backward(x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx):
     da = np.empty((T, B, H), dtype=y.dtype)
     dh = dhT.copy()
     for t in range(T - 1, -1, -1):
-        dat, yt = da[t], y[t]
         for n in range(B):
-            for j in range(H):
-                g = dh[n, j]
-                if has_dy:
-                    g += dy[t, n, j]
-                dat[n, j] = g * (_ONE - yt[n, j] * yt[n, j])
-        np.dot(dat, w_hh, dh)
+            dhn, dan, yn = dh[n], da[t, n], y[t, n]
+            if has_dy:                                              # (1)
+                dyn = dy[t, n]
+                for j in range(H):
+                    dhn[j] += dyn[j]
+            for j in range(H):                                      # (2)
+                dan[j] = dhn[j] * (_ONE - yn[j] * yn[j])
+        np.dot(da[t], w_hh, dh)                                     # (3)
     dw_ih, dw_hh, db = _weight_grads(da, x, h0, y)
     dx = _input_grad(da, w_ih, need_dx)
     return dx, dh, dw_ih, dw_hh, db
@@ -275,6 +279,14 @@ def _c_array(a, dtype):
     return np.ascontiguousarray(a, dtype=dtype)
 
 
+def _kernel_dtype(x):
+    """The dtype every array is converted to: x's, if the kernels are compiled for it."""
+    dt = np.asarray(x).dtype
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"the numba kernels take float32 or float64 arrays, got {dt}")
+    return dt
+
+
 def _dy_flag(dy, y):
     """(dy as an array, has_dy): the kernels take an unused empty array for None."""
     if dy is None:
@@ -283,8 +295,8 @@ def _dy_flag(dy, y):
 
 
 def rnn_forward(x, h0, w_ih, w_hh, b, training=True):
-    x = _c_array(x, x.dtype)
-    dt = x.dtype
+    dt = _kernel_dtype(x)
+    x = _c_array(x, dt)
     T, B, _ = x.shape
     H = h0.shape[1]
     y = np.empty((T, B, H), dtype=dt)
@@ -294,7 +306,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b, training=True):
 
 
 def rnn_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True):
-    dt = y.dtype
+    dt = _kernel_dtype(y)
     dy, has_dy = _dy_flag(dy, y)
     dx, dh0, dw_ih, dw_hh, db = _rnn_backward(
         _c_array(x, dt), _c_array(h0, dt), _c_array(w_ih, dt), _c_array(w_hh, dt),
@@ -303,8 +315,8 @@ def rnn_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True):
 
 
 def lstm_forward(x, h0, c0, w_ih, w_hh, b, training=True):
-    x = _c_array(x, x.dtype)
-    dt = x.dtype
+    dt = _kernel_dtype(x)
+    x = _c_array(x, dt)
     T, B, _ = x.shape
     H = h0.shape[1]
     y = np.empty((T, B, H), dtype=dt)
@@ -323,7 +335,7 @@ def lstm_backward(saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx=True):
     if saved is None:
         raise ValueError("lstm_backward needs the state saved by a training forward")
     c, tanh_c, gates = saved
-    dt = y.dtype
+    dt = _kernel_dtype(y)
     dy, has_dy = _dy_flag(dy, y)
     dx, dh0, dc0, dw_ih, dw_hh, db = _lstm_backward(
         c, tanh_c, gates, _c_array(x, dt), _c_array(h0, dt), _c_array(c0, dt),
@@ -333,5 +345,9 @@ def lstm_backward(saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx=True):
 
 
 def set_num_threads(n):
-    """Threads for Numba's parallel regions, clamped to the pool Numba started with."""
+    """Numba's thread count, clamped to the pool Numba started with.
+
+    The kernels have no parallel regions of their own: their threads are the
+    BLAS library's, which OPENBLAS_NUM_THREADS (or threadpoolctl) controls.
+    """
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))

@@ -211,13 +211,13 @@ def test_lstm_saturating(backend, scale, dtype):
 
 
 @backend_params()
-def test_set_num_threads_takes_any_positive_count(backend):
+def test_set_num_threads_beyond_the_cores_is_fine(backend):
     kernels = _backends.get_backend(backend)
     a = make_kernel_args(4, 3, 2, 4, 5, np.float32)
     args = (a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b"])
     y_ref, _, _ = reference.lstm_forward(*args, False)
     try:
-        for n in (1, 10_000):  # more than the machine has is clamped, not an error
+        for n in (1, 64):  # more than the machine has is fine, not an error
             kernels.set_num_threads(n)
             y, _, _ = kernels.lstm_forward(*args, False)
             check_all([y], [y_ref], "output", np.float32, [f"y ({n} threads)"])
