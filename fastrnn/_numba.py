@@ -28,6 +28,8 @@ import numba
 import numpy as np
 from numba import njit
 
+from . import _blas
+
 name = "numba"
 
 _jit = njit(cache=True, nogil=True, error_model="numpy")
@@ -345,9 +347,10 @@ def lstm_backward(saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx=True):
 
 
 def set_num_threads(n):
-    """Numba's thread count, clamped to the pool Numba started with.
+    """Numba's thread count, clamped to the pool Numba started with, and the BLAS's.
 
     The kernels have no parallel regions of their own: their threads are the
-    BLAS library's, which OPENBLAS_NUM_THREADS (or threadpoolctl) controls.
+    BLAS library's, which Numba's matrix products call.
     """
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+    _blas.limit_threads(n)

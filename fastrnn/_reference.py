@@ -25,6 +25,8 @@ None when need_dx is False. db is the gradient of both b_ih and b_hh.
 
 import numpy as np
 
+from . import _blas
+
 name = "numpy"
 
 
@@ -160,4 +162,5 @@ def lstm_backward(saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx=True):
 
 
 def set_num_threads(n):
-    """The reference runs on NumPy's BLAS; its threads are left to the user."""
+    """The reference's threads are those of NumPy's BLAS."""
+    _blas.limit_threads(n)

@@ -26,3 +26,14 @@ def test_info_command_runs(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "backends" in out and "numpy" in out
+
+
+def test_set_num_threads_reaches_the_blas_of_the_numpy_and_numba_backends():
+    from threadpoolctl import threadpool_info
+    n = fastrnn.get_num_threads()
+    try:
+        fastrnn.set_num_threads(1)
+        blas = [lib for lib in threadpool_info() if lib["user_api"] == "blas"]
+        assert blas and all(lib["num_threads"] == 1 for lib in blas)
+    finally:
+        fastrnn.set_num_threads(n)
