@@ -6,10 +6,13 @@
 //   h_t = o * tanh(c_t)
 // The saved workspace holds the activated gates (T, B, 4H) and every c_t (T, B, H).
 //
-// Threads split the hidden units into blocks of NR. W_hh is packed so that one
-// block's four gate panels lie together: a thread computes i, f, g, o of its
-// units for MR rows as one tile and applies the cell while the tile is
-// cache-hot, so each unit's state never leaves its thread. One barrier per step.
+// Threads split the hidden units into blocks of NR. Forward packs
+// [W_ih | W_hh] so that one block's four gate panels lie together: a thread
+// computes i, f, g, o of its units for MR rows as one tile (input projection
+// included) and applies the cell while the tile is cache-hot, so each unit's
+// state never leaves its thread. One barrier per step. Backward keeps only
+// dGates_t and dh_{t-1} in the loop; the weight, bias and input gradients are
+// large GEMMs after it.
 #include "gemm.h"
 #include "kernels.h"
 
