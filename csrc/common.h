@@ -86,6 +86,7 @@ struct KernelTable {
 #endif
 
 #include <cmath>
+#include <utility>
 
 namespace fastrnn {
 namespace FASTRNN_ISA_NS {
@@ -131,13 +132,17 @@ inline void vstore(Real* p, V v) {
   std::memcpy(p, &v, sizeof v);
 }
 
-// All lanes = s; written as a loop so the compiler emits one broadcast
-// (V{} + s would keep a scalar add for the sake of -0.0).
+// All lanes = s. Spelled as an initializer list of L copies, which compilers
+// turn into one broadcast; a lane-by-lane loop becomes a chain of inserts,
+// and V{} + s keeps a scalar add for the sake of -0.0.
+template <class V, class Real, size_t... Lane>
+inline V broadcast_lanes(Real s, std::index_sequence<Lane...>) {
+  return V{((void)Lane, s)...};
+}
+
 template <class V, class Real>
 inline V broadcast(Real s) {
-  V v;
-  for (size_t l = 0; l < sizeof(V) / sizeof(Real); ++l) v[l] = s;
-  return v;
+  return broadcast_lanes<V>(s, std::make_index_sequence<sizeof(V) / sizeof(Real)>{});
 }
 
 inline size_t min_size(size_t a, size_t b) { return a < b ? a : b; }

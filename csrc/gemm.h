@@ -31,6 +31,27 @@ constexpr int kSlotPackA = 0;
 constexpr int kSlotPackB = 1;
 constexpr int kSlotRecurrent = 2;
 
+// acc += A (K x M, MR-interleaved) times P B panels (K x NR each).
+template <class Real, int M, int P, class V>
+__attribute__((always_inline)) inline void accumulate(V (&acc)[M][P][2], size_t K, const Real* a,
+                                                      const Real* b, size_t panel_stride) {
+  constexpr size_t L = Tile<Real>::L, NR = Tile<Real>::NR, MR = Tile<Real>::MR;
+  for (size_t k = 0; k < K; ++k) {
+    V b0[P], b1[P];
+    for (int p = 0; p < P; ++p) {
+      b0[p] = vload<V>(b + p * panel_stride + k * NR);
+      b1[p] = vload<V>(b + p * panel_stride + k * NR + L);
+    }
+    for (int m = 0; m < M; ++m) {
+      const V am = broadcast<V>(a[k * MR + m]);
+      for (int p = 0; p < P; ++p) {
+        acc[m][p][0] += am * b0[p];
+        acc[m][p][1] += am * b1[p];
+      }
+    }
+  }
+}
+
 // tile (M x P*NR, row stride ldt) = A times P consecutive B panels (each
 // (K1+K2) x NR, panel_stride elements apart). A comes in two MR-interleaved
 // segments, K1 then K2 (rows < M read): the recurrence multiplies
@@ -42,29 +63,12 @@ __attribute__((noinline)) void micro_kernel(size_t K1, const Real* a1, size_t K2
                                             const Real* b, size_t panel_stride, Real* tile,
                                             size_t ldt) {
   using V = typename Simd<Real>::V;
-  constexpr size_t L = Tile<Real>::L, NR = Tile<Real>::NR, MR = Tile<Real>::MR;
+  constexpr size_t L = Tile<Real>::L, NR = Tile<Real>::NR;
   V acc[M][P][2];
   for (int m = 0; m < M; ++m)
     for (int p = 0; p < P; ++p) acc[m][p][0] = acc[m][p][1] = V{};
-  for (int segment = 0; segment < 2; ++segment) {
-    const size_t K = segment == 0 ? K1 : K2;
-    const Real* a = segment == 0 ? a1 : a2;
-    for (size_t k = 0; k < K; ++k) {
-      V b0[P], b1[P];
-      for (int p = 0; p < P; ++p) {
-        b0[p] = vload<V>(b + p * panel_stride + k * NR);
-        b1[p] = vload<V>(b + p * panel_stride + k * NR + L);
-      }
-      for (int m = 0; m < M; ++m) {
-        V am = broadcast<V>(a[k * MR + m]);
-        for (int p = 0; p < P; ++p) {
-          acc[m][p][0] += am * b0[p];
-          acc[m][p][1] += am * b1[p];
-        }
-      }
-    }
-    b += K * NR;
-  }
+  accumulate<Real, M, P>(acc, K1, a1, b, panel_stride);
+  if (K2 != 0) accumulate<Real, M, P>(acc, K2, a2, b + K1 * NR, panel_stride);
   for (int m = 0; m < M; ++m)
     for (int p = 0; p < P; ++p) {
       vstore(tile + m * ldt + p * NR, acc[m][p][0]);
@@ -215,6 +219,14 @@ inline int step_threads(int threads, size_t B, size_t K, size_t N, size_t hidden
   size_t n = static_cast<size_t>(threads < 1 ? 1 : threads);
   n = min_size(n, min_size(useful, hidden_blocks));
   return static_cast<int>(n);
+}
+
+// dst[0, n) = src[0, n), dst[n, NR) = 0: the last, partial block of units
+// goes through full-width vector code.
+template <class Real>
+inline void stage(Real* dst, const Real* src, size_t n) {
+  constexpr size_t NR = Tile<Real>::NR;
+  for (size_t c = 0; c < NR; ++c) dst[c] = c < n ? src[c] : Real(0);
 }
 
 // Packs a (B, K) row-major state into MR-row panels: out[(b/MR)*MR*K + k*MR + b%MR].

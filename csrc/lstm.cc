@@ -6,10 +6,13 @@
 //   h_t = o * tanh(c_t)
 // The saved workspace holds the activated gates (T, B, 4H) and every c_t (T, B, H).
 //
-// Threads split the hidden units into blocks of NR. W_hh is packed so that one
-// block's four gate panels lie together: a thread computes i, f, g, o of its
-// units for MR rows as one tile and applies the cell while the tile is
-// cache-hot, so each unit's state never leaves its thread. One barrier per step.
+// Threads split the hidden units into blocks of NR. Forward packs
+// [W_ih | W_hh] so that one block's four gate panels lie together: a thread
+// computes i, f, g, o of its units for MR rows as one tile (input projection
+// included) and applies the cell while the tile is cache-hot, so each unit's
+// state never leaves its thread. One barrier per step. Backward keeps only
+// dGates_t and dh_{t-1} in the loop; the weight, bias and input gradients are
+// large GEMMs after it.
 #include "gemm.h"
 #include "kernels.h"
 
@@ -160,11 +163,9 @@ void lstm_backward(const BackwardArgs<Real>& p) {
       pack_b_panel(min_size(NR, H - hb * NR), GH, p.w_hh + hb * NR, H, 1,
                    w + (hb - hb0) * GH * NR);
     alignas(64) Real tile[MR * NR];
-    alignas(64) Real v[G][NR];  // gates in, gate gradients out
-    alignas(64) Real dh[NR];
-    alignas(64) Real c_t[NR];
-    alignas(64) Real c_prev[NR];
+    alignas(64) Real v[G][NR];  // gate gradients
     alignas(64) Real dc[NR];
+    alignas(64) Real edge[8][NR];
     for (size_t t = T; t-- > 0;) {
       const Real* da_next = packed + ((t + 1) & 1) * packed_grad;
       Real* da_packed = packed + (t & 1) * packed_grad;
@@ -182,39 +183,52 @@ void lstm_backward(const BackwardArgs<Real>& p) {
           for (size_t r = 0; r < m; ++r) {
             const size_t b = r0 + r;
             const size_t row = (t * B + b) * H + u0;
-            const Real* gates_row = p.gates + (t * B + b) * GH + u0;
-            for (size_t c = 0; c < NR; ++c) {
-              const bool valid = c < nu;
-              dh[c] = valid ? tile[r * NR + c] + (p.dy != nullptr ? p.dy[row + c] : Real(0))
-                            : Real(0);                                                 // (1)
-              for (size_t gate = 0; gate < G; ++gate)
-                v[gate][c] = valid ? gates_row[gate * H + c] : Real(0);
-              c_t[c] = valid ? p.c_all[row + c] : Real(0);
-              c_prev[c] = valid ? c_prev_t[b * H + u0 + c] : Real(0);
-              dc[c] = valid ? p.dc0[b * H + u0 + c] : Real(0);
+            const Real* gates_in[G];
+            const Real* c_in = p.c_all + row;
+            const Real* c_prev_in = c_prev_t + b * H + u0;
+            const Real* dc_in = p.dc0 + b * H + u0;
+            const Real* dy_in = p.dy != nullptr ? p.dy + row : nullptr;
+            for (size_t gate = 0; gate < G; ++gate)
+              gates_in[gate] = p.gates + (t * B + b) * GH + gate * H + u0;
+            if (nu < NR) {  // the last, partial block: zero-padded copies
+              for (size_t gate = 0; gate < G; ++gate) {
+                stage(edge[gate], gates_in[gate], nu);
+                gates_in[gate] = edge[gate];
+              }
+              stage(edge[4], c_in, nu);
+              stage(edge[5], c_prev_in, nu);
+              stage(edge[6], dc_in, nu);
+              c_in = edge[4];
+              c_prev_in = edge[5];
+              dc_in = edge[6];
+              if (dy_in != nullptr) {
+                stage(edge[7], dy_in, nu);
+                dy_in = edge[7];
+              }
             }
             for (size_t l = 0; l < NR; l += L) {
-              V i = vload<V>(v[0] + l), f = vload<V>(v[1] + l);
-              V g = vload<V>(v[2] + l), o = vload<V>(v[3] + l);
-              V dh_t = vload<V>(dh + l);
-              V tanh_c = A::tanh(vload<V>(c_t + l));
-              V d_o = dh_t * tanh_c;                                                   // (2)
-              V dc_t = vload<V>(dc + l) + dh_t * o * (Real(1) - tanh_c * tanh_c);      // (3)
-              V d_i = dc_t * g, d_g = dc_t * i;                                        // (4)
-              V d_f = dc_t * vload<V>(c_prev + l);                                     // (5)
-              vstore(dc + l, dc_t * f);                                                // (6)
-              vstore(v[0] + l, d_i * i * (Real(1) - i));                               // (7)
+              V i = vload<V>(gates_in[0] + l), f = vload<V>(gates_in[1] + l);
+              V g = vload<V>(gates_in[2] + l), o = vload<V>(gates_in[3] + l);
+              V dh_t = vload<V>(tile + r * NR + l);
+              if (dy_in != nullptr) dh_t += vload<V>(dy_in + l);                            // (1)
+              V tanh_c = A::tanh(vload<V>(c_in + l));
+              V d_o = dh_t * tanh_c;                                                         // (2)
+              V dc_t = vload<V>(dc_in + l) + dh_t * o * (Real(1) - tanh_c * tanh_c);         // (3)
+              V d_i = dc_t * g, d_g = dc_t * i;                                              // (4)
+              V d_f = dc_t * vload<V>(c_prev_in + l);                                        // (5)
+              vstore(dc + l, dc_t * f);                                                      // (6)
+              vstore(v[0] + l, d_i * i * (Real(1) - i));                                     // (7)
               vstore(v[1] + l, d_f * f * (Real(1) - f));
               vstore(v[2] + l, d_g * (Real(1) - g * g));
               vstore(v[3] + l, d_o * o * (Real(1) - o));
             }
             Real* da_row = da + (t * B + b) * GH + u0;
-            for (size_t gate = 0; gate < G; ++gate)
-              for (size_t c = 0; c < nu; ++c) {
-                da_row[gate * H + c] = v[gate][c];
-                da_packed[r0 * GH + (gate * H + u0 + c) * MR + r] = v[gate][c];
-              }
-            for (size_t c = 0; c < nu; ++c) p.dc0[b * H + u0 + c] = dc[c];
+            for (size_t gate = 0; gate < G; ++gate) {
+              std::memcpy(da_row + gate * H, v[gate], nu * sizeof(Real));
+              Real* packed_col = da_packed + r0 * GH + (gate * H + u0) * MR + r;
+              for (size_t c = 0; c < nu; ++c) packed_col[c * MR] = v[gate][c];
+            }
+            std::memcpy(p.dc0 + b * H + u0, dc, nu * sizeof(Real));
           }
         }
       }

@@ -4,9 +4,11 @@
 //   h_t = tanh(a_t)
 //
 // Threads split the hidden units into blocks of NR; each thread packs its
-// slice of W_hh once per call and keeps it cache-resident for every step.
-// One barrier per step: h_t (forward) or da_t (backward) of all units must be
-// complete before the next step's product reads it.
+// slice of the weights once per call ([W_ih | W_hh] forward, W_hh backward)
+// and keeps it cache-resident for every step. One barrier per step: h_t
+// (forward) or da_t (backward) of all units must be complete before the next
+// step's product reads it. Backward leaves dW_ih, dW_hh, db and dx to large
+// GEMMs after the loop.
 #include "gemm.h"
 #include "kernels.h"
 
