@@ -175,10 +175,12 @@ struct Act<float> {
   using VI = S::VI;
 
   // exp(a) for a in [-87, 88]: 2^n * p(r), n = round(a / ln 2), |r| <= ln2 / 2;
-  // degree-6 polynomial, about 1 ulp. The clamp keeps 2^n a normal float.
-  static inline V exp(V a) {
+  // degree-6 polynomial, about 1 ulp. The clamp keeps 2^n a normal float; outside
+  // it the result is exactly 0 or inf, as the library's, so a saturated sigmoid is
+  // exactly 0 or 1 and its derivative exactly 0 (no tiny gradient times a huge x).
+  static inline V exp(V x) {
     const V lo = V{} - 87.0f, hi = V{} + 88.0f;
-    a = a < lo ? lo : a;
+    V a = x < lo ? lo : x;
     a = a > hi ? hi : a;
     // Round to nearest by adding 1.5 * 2^23: n lands in the low mantissa bits.
     const V magic = V{} + 12582912.0f;
@@ -195,7 +197,9 @@ struct Act<float> {
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
     VI bits = (ni + 127) << 23;
-    return p * (V)bits;
+    V result = p * (V)bits;
+    result = x < lo ? V{} : result;
+    return x > hi ? V{} + __builtin_inff() : result;
   }
 
   static inline V sigmoid(V a) { return 1.0f / (1.0f + exp(-a)); }

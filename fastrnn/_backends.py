@@ -20,6 +20,8 @@ BACKEND_MODULES = {
 KERNELS = ("rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward",
            "set_num_threads")
 
+MAX_THREADS = 1024  # the compiled backend's pool refuses more
+
 _loaded = {}          # name -> module
 _load_errors = {}     # name -> why it could not be loaded
 _num_threads = None
@@ -101,9 +103,10 @@ def _default_num_threads():
         try:
             n = int(env)
         except ValueError:
-            raise ValueError(f"FASTRNN_NUM_THREADS must be a positive integer, got {env!r}")
-        if n < 1:
-            raise ValueError(f"FASTRNN_NUM_THREADS must be a positive integer, got {env!r}")
+            n = 0
+        if not 1 <= n <= MAX_THREADS:
+            raise ValueError(f"FASTRNN_NUM_THREADS must be an integer from 1 to "
+                             f"{MAX_THREADS}, got {env!r}")
         return n
     try:
         return len(os.sched_getaffinity(0))
@@ -120,10 +123,11 @@ def get_num_threads():
 
 
 def set_num_threads(n):
-    """Set the threads every backend uses from now on."""
+    """Set the threads every backend uses from now on (1 to MAX_THREADS)."""
     global _num_threads
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"number of threads must be a positive integer, got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"number of threads must be an integer from 1 to {MAX_THREADS}, "
+                         f"got {n!r}")
     _num_threads = n
     for module in _loaded.values():
         module.set_num_threads(n)
