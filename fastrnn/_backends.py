@@ -7,6 +7,7 @@ of `fastrnn/_reference.py` (same function names and argument order) plus
 
 import importlib
 import os
+import sys
 import warnings
 
 # Best first: the compiled extension, then Numba, then the NumPy reference.
@@ -30,6 +31,13 @@ def _try_load(name):
         return _loaded.get(name)
     try:
         module = importlib.import_module(BACKEND_MODULES[name])
+    except ImportError as exc:
+        # A bad setting (FASTRNN_ISA naming an unknown path or more than the
+        # CPU has) is the user's to fix: say so rather than fall back silently.
+        if isinstance(exc.__cause__, ValueError):
+            raise exc.__cause__
+        _load_errors[name] = f"{type(exc).__name__}: {exc}"
+        return None
     except Exception as exc:  # an extension that fails to load can raise anything
         _load_errors[name] = f"{type(exc).__name__}: {exc}"
         return None
@@ -73,8 +81,18 @@ def get_backend(name=None):
         _warned_fallback = True
         warnings.warn(
             f"fastrnn: compiled backend unavailable ({_load_errors.get('cpp')}); "
-            f"using {best!r}", RuntimeWarning, stacklevel=3)
+            f"using {best!r} instead (FASTRNN_BACKEND={best} selects it without "
+            f"this warning)", RuntimeWarning, stacklevel=_user_stacklevel())
     return _loaded[best]
+
+
+def _user_stacklevel():
+    """The warnings stacklevel of the first caller outside fastrnn, seen from get_backend."""
+    package_dir = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(2), 2  # frame 2, stacklevel 2: who called get_backend
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package_dir):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _default_num_threads():

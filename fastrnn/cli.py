@@ -382,6 +382,9 @@ def build_parser():
     p = commands.add_parser("info", help="version, backends, CPU features, kernel path, threads")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(run=_cmd_info)
+    from . import bench
+    p = commands.add_parser("bench", help="time the backends against torch and ONNX Runtime here")
+    bench.add_arguments(p).set_defaults(run=bench.run_from_args)
     return parser
 
 

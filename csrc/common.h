@@ -1,0 +1,220 @@
+// Shared by every translation unit of fastrnn._core.
+//
+// Sizes legend (single capitals everywhere, as in fastrnn/_reference.py):
+//   T time steps, B batch, I input size, H hidden size,
+//   G gates (1 for the tanh RNN, 4 for the LSTM, gate order i, f, g, o).
+// Kernels are time-major: x (T, B, I), y (T, B, H); weights use torch's layout:
+// w_ih (G*H, I), w_hh (G*H, H), b = b_ih + b_hh (G*H,). Every index and size
+// is size_t, so T*B*G*H beyond 2^31 cannot overflow.
+//
+// The first half of this file is ISA-independent (plain structs, no inline
+// code). The second half, compiled only into the kernel copies, lives inside
+// the namespace of the ISA being compiled (FASTRNN_ISA_NS): inline functions
+// shared by copies built with different -m flags would otherwise be merged by
+// the linker, and AVX2 code could end up in the generic path.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+namespace fastrnn {
+
+// Arguments of a forward kernel. c0, cT, gates and c_all are LSTM-only;
+// gates (T, B, 4H) and c_all (T, B, H) are the saved workspace, null when
+// not training.
+template <class Real>
+struct ForwardArgs {
+  size_t T, B, I, H;
+  const Real* x;
+  const Real* h0;
+  const Real* c0;
+  const Real* w_ih;
+  const Real* w_hh;
+  const Real* b;
+  Real* y;
+  Real* cT;
+  Real* gates;
+  Real* c_all;
+  int threads;
+};
+
+// Arguments of a backward kernel. dy may be null (no loss on y), dx is null
+// when the input gradient is not wanted; the c*/gates entries are LSTM-only.
+template <class Real>
+struct BackwardArgs {
+  size_t T, B, I, H;
+  const Real* x;
+  const Real* h0;
+  const Real* c0;
+  const Real* w_ih;
+  const Real* w_hh;
+  const Real* y;
+  const Real* dy;
+  const Real* dhT;
+  const Real* dcT;
+  const Real* gates;
+  const Real* c_all;
+  Real* dx;
+  Real* dh0;
+  Real* dc0;
+  Real* dw_ih;
+  Real* dw_hh;
+  Real* db;
+  int threads;
+};
+
+// One ISA's compiled kernels; dispatch.cc picks the table.
+struct KernelTable {
+  const char* isa;
+  void (*rnn_forward_f32)(const ForwardArgs<float>&);
+  void (*rnn_forward_f64)(const ForwardArgs<double>&);
+  void (*rnn_backward_f32)(const BackwardArgs<float>&);
+  void (*rnn_backward_f64)(const BackwardArgs<double>&);
+  void (*lstm_forward_f32)(const ForwardArgs<float>&);
+  void (*lstm_forward_f64)(const ForwardArgs<double>&);
+  void (*lstm_backward_f32)(const BackwardArgs<float>&);
+  void (*lstm_backward_f64)(const BackwardArgs<double>&);
+};
+
+}  // namespace fastrnn
+
+#ifdef FASTRNN_ISA_NS
+
+#if !defined(__GNUC__)
+#error "fastrnn kernels use GCC/Clang vector extensions (portable across x86-64 and aarch64)"
+#endif
+
+#include <cmath>
+
+namespace fastrnn {
+namespace FASTRNN_ISA_NS {
+
+// Vector width of this copy: 64 bytes with AVX-512, 32 with AVX2, else 16
+// (SSE2 on x86-64, NEON on aarch64). GCC vector extensions keep one source
+// for every width; the compiler emits the instructions its -m flags allow.
+#if defined(__AVX512F__)
+constexpr size_t kVecBytes = 64;
+#elif defined(__AVX2__)
+constexpr size_t kVecBytes = 32;
+#else
+constexpr size_t kVecBytes = 16;
+#endif
+
+template <class Real>
+struct Simd;
+
+template <>
+struct Simd<float> {
+  typedef float V __attribute__((vector_size(kVecBytes)));
+  typedef int32_t VI __attribute__((vector_size(kVecBytes)));
+  static constexpr size_t L = kVecBytes / sizeof(float);
+};
+
+template <>
+struct Simd<double> {
+  typedef double V __attribute__((vector_size(kVecBytes)));
+  typedef int64_t VI __attribute__((vector_size(kVecBytes)));
+  static constexpr size_t L = kVecBytes / sizeof(double);
+};
+
+// memcpy compiles to one unaligned vector move and keeps strict aliasing happy.
+template <class V, class Real>
+inline V vload(const Real* p) {
+  V v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+template <class V, class Real>
+inline void vstore(Real* p, V v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
+// All lanes = s; written as a loop so the compiler emits one broadcast
+// (V{} + s would keep a scalar add for the sake of -0.0).
+template <class V, class Real>
+inline V broadcast(Real s) {
+  V v;
+  for (size_t l = 0; l < sizeof(V) / sizeof(Real); ++l) v[l] = s;
+  return v;
+}
+
+inline size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
+inline size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
+
+// ---------------------------------------------------------------- activations
+// Scalar forms: exact library calls, used by float64 and as the definition.
+template <class Real>
+inline Real sigmoid_scalar(Real a) {
+  // Split by sign so exp never overflows, as the reference does.
+  Real e = std::exp(-std::fabs(a));
+  return a >= 0 ? Real(1) / (Real(1) + e) : e / (Real(1) + e);
+}
+
+template <class Real>
+inline Real tanh_scalar(Real a) {
+  return std::tanh(a);
+}
+
+// Vector forms. float32 uses a polynomial exp: inputs are clamped first, so
+// |a| of 1e4 or 1e30 saturates to exactly 0 or 1 and never makes inf/inf = NaN.
+// float64 calls the library per lane: correctness first, it is not a fast path.
+template <class Real>
+struct Act;
+
+template <>
+struct Act<float> {
+  using S = Simd<float>;
+  using V = S::V;
+  using VI = S::VI;
+
+  // exp(a) for a in [-87, 88]: 2^n * p(r), n = round(a / ln 2), |r| <= ln2 / 2;
+  // degree-6 polynomial, about 1 ulp. The clamp keeps 2^n a normal float.
+  static inline V exp(V a) {
+    const V lo = V{} - 87.0f, hi = V{} + 88.0f;
+    a = a < lo ? lo : a;
+    a = a > hi ? hi : a;
+    // Round to nearest by adding 1.5 * 2^23: n lands in the low mantissa bits.
+    const V magic = V{} + 12582912.0f;
+    V shifted = a * 1.44269504088896341f + magic;
+    V n = shifted - magic;
+    VI ni = (VI)shifted - (VI)magic;
+    V r = a - n * 0.693145751953125f;  // ln 2 split in two for exactness
+    r = r - n * 1.428606765330187045e-06f;
+    V p = V{} + 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    VI bits = (ni + 127) << 23;
+    return p * (V)bits;
+  }
+
+  static inline V sigmoid(V a) { return 1.0f / (1.0f + exp(-a)); }
+
+  // tanh(a) = 1 - 2 / (exp(2a) + 1); exact 0 at a = 0, |error| ~1e-7 absolute.
+  static inline V tanh(V a) { return 1.0f - 2.0f / (exp(a + a) + 1.0f); }
+};
+
+template <>
+struct Act<double> {
+  using V = Simd<double>::V;
+  static constexpr size_t L = Simd<double>::L;
+
+  static inline V sigmoid(V a) {
+    for (size_t l = 0; l < L; ++l) a[l] = sigmoid_scalar(a[l]);
+    return a;
+  }
+  static inline V tanh(V a) {
+    for (size_t l = 0; l < L; ++l) a[l] = tanh_scalar(a[l]);
+    return a;
+  }
+};
+
+}  // namespace FASTRNN_ISA_NS
+}  // namespace fastrnn
+
+#endif  // FASTRNN_ISA_NS

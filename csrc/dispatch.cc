@@ -1,0 +1,156 @@
+#include "dispatch.h"
+
+#include <cstdlib>
+#include <stdexcept>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#define FASTRNN_X86 1
+#endif
+
+namespace fastrnn {
+
+namespace generic {
+const KernelTable* kernel_table();
+}
+#if defined(FASTRNN_X86_KERNELS)
+namespace avx2 {
+const KernelTable* kernel_table();
+}
+namespace avx512 {
+const KernelTable* kernel_table();
+}
+#endif
+
+namespace {
+
+struct CpuInfo {
+  bool avx = false, avx2 = false, fma = false, f16c = false;
+  bool avx512f = false, avx512dq = false, avx512bw = false, avx512vl = false;
+  bool os_avx = false, os_avx512 = false;  // the OS saves the wider registers (XCR0)
+};
+
+#if defined(FASTRNN_X86)
+unsigned long long read_xcr0() {
+  unsigned eax, edx;
+  __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+  return (static_cast<unsigned long long>(edx) << 32) | eax;
+}
+#endif
+
+CpuInfo detect() {
+  CpuInfo info;
+#if defined(FASTRNN_X86)
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return info;
+  const bool osxsave = (c >> 27) & 1;
+  info.avx = (c >> 28) & 1;
+  info.fma = (c >> 12) & 1;
+  info.f16c = (c >> 29) & 1;
+  if (osxsave) {
+    const unsigned long long xcr0 = read_xcr0();
+    info.os_avx = (xcr0 & 0x6) == 0x6;            // SSE and AVX state
+    info.os_avx512 = (xcr0 & 0xe6) == 0xe6;       // plus opmask and both ZMM halves
+  }
+  if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+    info.avx2 = (b >> 5) & 1;
+    info.avx512f = (b >> 16) & 1;
+    info.avx512dq = (b >> 17) & 1;
+    info.avx512bw = (b >> 30) & 1;
+    info.avx512vl = (b >> 31) & 1;
+  }
+#endif
+  return info;
+}
+
+const CpuInfo& cpu() {
+  static const CpuInfo info = detect();
+  return info;
+}
+
+bool can_run(const std::string& isa) {
+  const CpuInfo& c = cpu();
+  if (isa == "generic") return true;
+  if (isa == "avx2") return c.os_avx && c.avx && c.avx2 && c.fma;
+  if (isa == "avx512")
+    return c.os_avx && c.os_avx512 && c.avx2 && c.fma && c.avx512f && c.avx512dq &&
+           c.avx512bw && c.avx512vl;
+  return false;
+}
+
+const KernelTable* table_for(const std::string& isa) {
+  if (isa == "generic") return generic::kernel_table();
+#if defined(FASTRNN_X86_KERNELS)
+  if (isa == "avx2") return avx2::kernel_table();
+  if (isa == "avx512") return avx512::kernel_table();
+#endif
+  return nullptr;
+}
+
+const KernelTable* current = nullptr;
+
+std::string joined(const std::vector<std::string>& names) {
+  std::string s;
+  for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
+
+}  // namespace
+
+std::vector<std::string> compiled_isas() {
+#if defined(FASTRNN_X86_KERNELS)
+  return {"generic", "avx2", "avx512"};
+#else
+  return {"generic"};
+#endif
+}
+
+std::vector<std::string> supported_isas() {
+  std::vector<std::string> out;
+  for (const auto& isa : compiled_isas())
+    if (can_run(isa)) out.push_back(isa);
+  return out;
+}
+
+std::vector<std::string> cpu_features() {
+  const CpuInfo& c = cpu();
+  std::vector<std::string> out;
+  const std::pair<const char*, bool> flags[] = {
+      {"avx", c.avx && c.os_avx},  {"avx2", c.avx2 && c.os_avx}, {"fma", c.fma && c.os_avx},
+      {"f16c", c.f16c},            {"avx512f", c.avx512f && c.os_avx512},
+      {"avx512dq", c.avx512dq && c.os_avx512}, {"avx512bw", c.avx512bw && c.os_avx512},
+      {"avx512vl", c.avx512vl && c.os_avx512}};
+  for (const auto& f : flags)
+    if (f.second) out.push_back(f.first);
+  return out;
+}
+
+void select_isa(const std::string& name) {
+  const auto compiled = compiled_isas();
+  bool known = false;
+  for (const auto& isa : compiled) known = known || isa == name;
+  if (!known)
+    throw std::invalid_argument("unknown FASTRNN_ISA value '" + name + "'; choose one of " +
+                                joined(compiled) + " (this CPU supports " +
+                                joined(supported_isas()) + ")");
+  if (!can_run(name))
+    throw std::invalid_argument("FASTRNN_ISA='" + name + "' asks for more than this CPU has; "
+                                "it supports " + joined(supported_isas()));
+  current = table_for(name);
+}
+
+void select_isa_from_environment() {
+  const char* env = std::getenv("FASTRNN_ISA");
+  if (env != nullptr && *env != '\0') {
+    select_isa(env);
+  } else {
+    select_isa(supported_isas().back());
+  }
+}
+
+const KernelTable& kernels() {
+  if (current == nullptr) select_isa_from_environment();
+  return *current;
+}
+
+}  // namespace fastrnn

@@ -1,0 +1,229 @@
+// The only code that multiplies matrices. Operands are packed into panels the
+// register tile streams through (A: MR rows interleaved per k; B: NR columns
+// per k), so one microkernel serves every transpose: packing absorbs the strides.
+// Inline code here is compiled once per ISA, inside that ISA's namespace.
+#pragma once
+
+#include "common.h"
+#include "threadpool.h"
+
+#include <cstdint>
+#include <new>
+
+namespace fastrnn {
+namespace FASTRNN_ISA_NS {
+
+// Register tile: MR rows by NR = 2 vectors of columns. 6x16 floats uses 12 of
+// AVX2's 16 registers for accumulators; AVX-512 has 32, so 8x32.
+template <class Real>
+struct Tile {
+  static constexpr size_t L = Simd<Real>::L;
+  static constexpr size_t NR = 2 * L;
+#if defined(__AVX512F__)
+  static constexpr size_t MR = 8;
+#else
+  static constexpr size_t MR = 6;
+#endif
+};
+
+// Scratch slots of the thread pool (see threadpool.h).
+constexpr int kSlotPackA = 0;
+constexpr int kSlotPackB = 1;
+constexpr int kSlotRecurrent = 2;
+
+// tile (M x P*NR, row stride ldt) = A times P consecutive B panels (each
+// (K1+K2) x NR, panel_stride elements apart). A comes in two MR-interleaved
+// segments, K1 then K2 (rows < M read): the recurrence multiplies
+// [x_t | h_{t-1}] by [W_ih | W_hh]^T without copying x_t next to h_{t-1}.
+// Never inlined: inside a large caller the compiler runs out of registers and
+// spills accumulators, which chains every FMA through memory.
+template <class Real, int M, int P>
+__attribute__((noinline)) void micro_kernel(size_t K1, const Real* a1, size_t K2, const Real* a2,
+                                            const Real* b, size_t panel_stride, Real* tile,
+                                            size_t ldt) {
+  using V = typename Simd<Real>::V;
+  constexpr size_t L = Tile<Real>::L, NR = Tile<Real>::NR, MR = Tile<Real>::MR;
+  V acc[M][P][2];
+  for (int m = 0; m < M; ++m)
+    for (int p = 0; p < P; ++p) acc[m][p][0] = acc[m][p][1] = V{};
+  for (int segment = 0; segment < 2; ++segment) {
+    const size_t K = segment == 0 ? K1 : K2;
+    const Real* a = segment == 0 ? a1 : a2;
+    for (size_t k = 0; k < K; ++k) {
+      V b0[P], b1[P];
+      for (int p = 0; p < P; ++p) {
+        b0[p] = vload<V>(b + p * panel_stride + k * NR);
+        b1[p] = vload<V>(b + p * panel_stride + k * NR + L);
+      }
+      for (int m = 0; m < M; ++m) {
+        V am = broadcast<V>(a[k * MR + m]);
+        for (int p = 0; p < P; ++p) {
+          acc[m][p][0] += am * b0[p];
+          acc[m][p][1] += am * b1[p];
+        }
+      }
+    }
+    b += K * NR;
+  }
+  for (int m = 0; m < M; ++m)
+    for (int p = 0; p < P; ++p) {
+      vstore(tile + m * ldt + p * NR, acc[m][p][0]);
+      vstore(tile + m * ldt + p * NR + L, acc[m][p][1]);
+    }
+}
+
+// P panels in groups of PG per microkernel call: with few rows, more panels
+// per call keep enough independent accumulators to hide the FMA latency.
+template <class Real, int M, int PG>
+inline void tile_rows(size_t P, size_t K1, const Real* a1, size_t K2, const Real* a2,
+                      const Real* b, size_t panel_stride, Real* tile) {
+  constexpr size_t NR = Tile<Real>::NR;
+  const size_t ldt = P * NR;
+  size_t p = 0;
+  for (; p + PG <= P; p += PG)
+    micro_kernel<Real, M, PG>(K1, a1, K2, a2, b + p * panel_stride, panel_stride, tile + p * NR,
+                              ldt);
+  for (; p < P; ++p)
+    micro_kernel<Real, M, 1>(K1, a1, K2, a2, b + p * panel_stride, panel_stride, tile + p * NR,
+                             ldt);
+}
+
+// tile (m x P*NR) = packed A (m <= MR rows; segments K1, K2) times P packed B panels.
+template <class Real>
+inline void compute_tile(size_t m, size_t P, size_t K1, const Real* a1, size_t K2,
+                         const Real* a2, const Real* b, size_t panel_stride, Real* tile) {
+  constexpr size_t MR = Tile<Real>::MR;
+  switch (m) {
+    case 1: tile_rows<Real, 1, 4>(P, K1, a1, K2, a2, b, panel_stride, tile); break;
+    case 2: tile_rows<Real, 2, 2>(P, K1, a1, K2, a2, b, panel_stride, tile); break;
+    case 3: tile_rows<Real, 3, 1>(P, K1, a1, K2, a2, b, panel_stride, tile); break;
+    case 4: tile_rows<Real, 4, 1>(P, K1, a1, K2, a2, b, panel_stride, tile); break;
+    case 5: tile_rows<Real, 5, 1>(P, K1, a1, K2, a2, b, panel_stride, tile); break;
+    case 6: tile_rows<Real, 6, 1>(P, K1, a1, K2, a2, b, panel_stride, tile); break;
+    default:
+      if constexpr (MR >= 8) {
+        if (m == 7) tile_rows<Real, 7, 1>(P, K1, a1, K2, a2, b, panel_stride, tile);
+        else tile_rows<Real, 8, 1>(P, K1, a1, K2, a2, b, panel_stride, tile);
+      }
+      break;
+  }
+}
+
+// One-segment form: tile (m x P*NR) = packed A (K) times P packed B panels.
+template <class Real>
+inline void compute_tile(size_t m, size_t P, size_t K, const Real* a, const Real* b,
+                         size_t panel_stride, Real* tile) {
+  compute_tile<Real>(m, P, K, a, 0, nullptr, b, panel_stride, tile);
+}
+
+// Packs m <= MR rows of A over K (element (r, k) at a[r*rs + k*cs]) into
+// out[k*MR + r]. Rows m..MR-1 are left alone: kernels never read them.
+template <class Real>
+inline void pack_a_panel(size_t m, size_t K, const Real* a, size_t rs, size_t cs, Real* out) {
+  constexpr size_t MR = Tile<Real>::MR;
+  if (cs == 1) {
+    for (size_t r = 0; r < m; ++r)
+      for (size_t k = 0; k < K; ++k) out[k * MR + r] = a[r * rs + k];
+  } else {
+    for (size_t k = 0; k < K; ++k)
+      for (size_t r = 0; r < m; ++r) out[k * MR + r] = a[r * rs + k * cs];
+  }
+}
+
+// Packs n <= NR columns of B over K (element (k, j) at b[k*rs + j*cs]) into
+// out[k*NR + j], columns n..NR-1 zero.
+template <class Real>
+inline void pack_b_panel(size_t n, size_t K, const Real* b, size_t rs, size_t cs, Real* out) {
+  constexpr size_t NR = Tile<Real>::NR;
+  if (cs == 1) {
+    for (size_t k = 0; k < K; ++k) {
+      for (size_t j = 0; j < n; ++j) out[k * NR + j] = b[k * rs + j];
+      for (size_t j = n; j < NR; ++j) out[k * NR + j] = Real(0);
+    }
+  } else {
+    for (size_t j = 0; j < n; ++j)
+      for (size_t k = 0; k < K; ++k) out[k * NR + j] = b[k * rs + j * cs];
+    for (size_t j = n; j < NR; ++j)
+      for (size_t k = 0; k < K; ++k) out[k * NR + j] = Real(0);
+  }
+}
+
+// C (M x N, row stride ldc) = op(A) op(B) [+ C] [+ bias[j] on column j].
+// A element (i, k) at a[i*a_rs + k*a_cs]; B element (k, j) at b[k*b_rs + j*b_cs].
+template <class Real>
+struct Gemm {
+  size_t M, N, K;
+  const Real* a;
+  size_t a_rs, a_cs;
+  const Real* b;
+  size_t b_rs, b_cs;
+  Real* c;
+  size_t ldc;
+  bool accumulate;
+  const Real* bias;
+};
+
+// Rows are split evenly across threads in MR multiples; each output element
+// is summed by one thread in a fixed order, so results do not depend on the
+// thread count.
+template <class Real>
+void gemm(const Gemm<Real>& g, int threads);
+
+// out[j] = sum_i a[i*lda + j] over rows, columns split across threads.
+template <class Real>
+void column_sums(size_t rows, size_t cols, const Real* a, size_t lda, Real* out, int threads);
+
+// ------------------------------------------------------------ small helpers
+
+// Aligned heap array owned by a kernel call, allocated outside the time loop.
+template <class Real>
+class Buffer {
+ public:
+  explicit Buffer(size_t n) {
+    if (n > SIZE_MAX / sizeof(Real)) throw std::bad_alloc();
+    data_ = static_cast<Real*>(aligned_malloc(n * sizeof(Real)));
+  }
+  ~Buffer() { aligned_free(data_); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  Real* data() { return data_; }
+
+ private:
+  Real* data_;
+};
+
+// Runs f(tid, nthreads) on the pool; a captureless trampoline keeps the pool's
+// interface a plain function pointer (no std::function across ISA copies).
+template <class F>
+inline void run_parallel(int nthreads, F& f) {
+  parallel_run(nthreads, [](void* ctx, int tid, int n) { (*static_cast<F*>(ctx))(tid, n); }, &f);
+}
+
+// [lo, hi) of n items for thread tid of nthreads: static, deterministic.
+inline void split_range(size_t n, int tid, int nthreads, size_t& lo, size_t& hi) {
+  lo = n * static_cast<size_t>(tid) / static_cast<size_t>(nthreads);
+  hi = n * static_cast<size_t>(tid + 1) / static_cast<size_t>(nthreads);
+}
+
+// Threads worth waking for one time step of the recurrence: a barrier costs
+// about a microsecond, so each thread should get well over that in work.
+// K and N are the inner and output sizes of the step's product.
+inline int step_threads(int threads, size_t B, size_t K, size_t N, size_t hidden_blocks) {
+  const double flops = 2.0 * double(B) * double(K) * double(N);
+  size_t useful = static_cast<size_t>(flops / 4.0e5);
+  if (useful < 1) useful = 1;
+  size_t n = static_cast<size_t>(threads < 1 ? 1 : threads);
+  n = min_size(n, min_size(useful, hidden_blocks));
+  return static_cast<int>(n);
+}
+
+// Packs a (B, K) row-major state into MR-row panels: out[(b/MR)*MR*K + k*MR + b%MR].
+template <class Real>
+inline void pack_rows(size_t B, size_t K, const Real* src, Real* out) {
+  constexpr size_t MR = Tile<Real>::MR;
+  for (size_t r0 = 0; r0 < B; r0 += MR)
+    pack_a_panel(min_size(MR, B - r0), K, src + r0 * K, K, 1, out + r0 * K);
+}
+
+}  // namespace FASTRNN_ISA_NS
+}  // namespace fastrnn

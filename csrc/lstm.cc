@@ -1,0 +1,251 @@
+// The LSTM cell: lstm_forward, then lstm_backward.
+//
+//   a_t = x_t W_ih^T + h_{t-1} W_hh^T + b, split into gates i, f, g, o (B, H each)
+//   i = sigmoid(a_i), f = sigmoid(a_f), g = tanh(a_g), o = sigmoid(a_o)
+//   c_t = f * c_{t-1} + i * g
+//   h_t = o * tanh(c_t)
+// The saved workspace holds the activated gates (T, B, 4H) and every c_t (T, B, H).
+//
+// Threads split the hidden units into blocks of NR. W_hh is packed so that one
+// block's four gate panels lie together: a thread computes i, f, g, o of its
+// units for MR rows as one tile and applies the cell while the tile is
+// cache-hot, so each unit's state never leaves its thread. One barrier per step.
+#include "gemm.h"
+#include "kernels.h"
+
+
+namespace fastrnn {
+namespace FASTRNN_ISA_NS {
+
+constexpr size_t G = 4;
+
+// x (T, B, I), h0, c0 (B, H), w_ih (4H, I), w_hh (4H, H), b (4H,)
+//   -> y (T, B, H), cT (B, H); when training also gates (T, B, 4H), c_all (T, B, H).
+template <class Real>
+void lstm_forward(const ForwardArgs<Real>& p) {
+  using V = typename Simd<Real>::V;
+  using A = Act<Real>;
+  constexpr size_t L = Tile<Real>::L, MR = Tile<Real>::MR, NR = Tile<Real>::NR;
+  const size_t T = p.T, B = p.B, I = p.I, H = p.H, GH = G * H, K = I + H;
+  const bool training = p.gates != nullptr;
+
+  // Inference keeps only the running cell state, in cT itself.
+  if (!training) std::memcpy(p.cT, p.c0, B * H * sizeof(Real));
+
+  // Each step multiplies [x_t | h_{t-1}] by [W_ih | W_hh]^T in one tile pass:
+  // the input projection never makes a round trip through memory.
+  const size_t hidden_blocks = ceil_div(H, NR);
+  const size_t row_panels = ceil_div(B, MR);
+  const size_t packed_x_step = row_panels * MR * I;
+  const size_t packed_state = row_panels * MR * H;
+  Buffer<Real> inputs(T * packed_x_step + 1);
+  Buffer<Real> states(2 * packed_state);  // h_{t-1} and h_t, packed as A panels
+  pack_rows(B, H, p.h0, states.data());
+  const int nt = step_threads(p.threads, B, K, G * H, hidden_blocks);
+  reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * G * K * NR * sizeof(Real));
+  Real* xpack = inputs.data();
+  Real* packed = states.data();
+
+  auto task = [&](int tid, int n) {
+    size_t hb0, hb1, t0, t1;
+    split_range(hidden_blocks, tid, n, hb0, hb1);
+    split_range(T, tid, n, t0, t1);
+    for (size_t t = t0; t < t1; ++t) pack_rows(B, I, p.x + t * B * I, xpack + t * packed_x_step);
+    Real* w = static_cast<Real*>(scratch(tid, kSlotRecurrent));
+    for (size_t hb = hb0; hb < hb1; ++hb)
+      for (size_t gate = 0; gate < G; ++gate) {  // B (k, j) = [w_ih | w_hh][gate*H + j, k]
+        const size_t nu = min_size(NR, H - hb * NR), row = gate * H + hb * NR;
+        Real* panel = w + ((hb - hb0) * G + gate) * K * NR;
+        pack_b_panel(nu, I, p.w_ih + row * I, 1, I, panel);
+        pack_b_panel(nu, H, p.w_hh + row * H, 1, H, panel + I * NR);
+      }
+    alignas(64) Real tile[MR * G * NR];
+    alignas(64) Real act[G][NR];
+    alignas(64) Real c_new[NR];
+    alignas(64) Real h_new[NR];
+    alignas(64) Real edge_bias[G][NR];
+    alignas(64) Real edge_c[NR];
+    parallel_barrier();  // every x_t packed
+    for (size_t t = 0; t < T; ++t) {
+      const Real* h_prev = packed + (t & 1) * packed_state;
+      Real* h_next = packed + ((t + 1) & 1) * packed_state;
+      const Real* c_prev = training ? (t == 0 ? p.c0 : p.c_all + (t - 1) * B * H) : p.cT;
+      Real* c_t = training ? p.c_all + t * B * H : p.cT;
+      for (size_t hb = hb0; hb < hb1; ++hb) {
+        const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
+        const bool full = nu == NR;
+        const Real* bias[G];
+        for (size_t gate = 0; gate < G; ++gate) {
+          bias[gate] = full ? p.b + gate * H + u0 : edge_bias[gate];
+          if (!full)
+            for (size_t c = 0; c < NR; ++c) edge_bias[gate][c] = c < nu ? p.b[gate * H + u0 + c] : 0;
+        }
+        for (size_t r0 = 0; r0 < B; r0 += MR) {
+          const size_t m = min_size(MR, B - r0);
+          compute_tile(m, G, I, xpack + t * packed_x_step + r0 * I, H, h_prev + r0 * H,
+                       w + (hb - hb0) * G * K * NR, K * NR, tile);
+          for (size_t r = 0; r < m; ++r) {
+            const size_t b = r0 + r;
+            const Real* tile_row = tile + r * G * NR;
+            const Real* c_in = c_prev + b * H + u0;
+            if (!full) {
+              for (size_t c = 0; c < NR; ++c) edge_c[c] = c < nu ? c_in[c] : Real(0);
+              c_in = edge_c;
+            }
+            for (size_t l = 0; l < NR; l += L) {
+              V i = A::sigmoid(vload<V>(tile_row + 0 * NR + l) + vload<V>(bias[0] + l));
+              V f = A::sigmoid(vload<V>(tile_row + 1 * NR + l) + vload<V>(bias[1] + l));
+              V g = A::tanh(vload<V>(tile_row + 2 * NR + l) + vload<V>(bias[2] + l));
+              V o = A::sigmoid(vload<V>(tile_row + 3 * NR + l) + vload<V>(bias[3] + l));
+              V c = f * vload<V>(c_in + l) + i * g;
+              vstore(act[0] + l, i);
+              vstore(act[1] + l, f);
+              vstore(act[2] + l, g);
+              vstore(act[3] + l, o);
+              vstore(c_new + l, c);
+              vstore(h_new + l, o * A::tanh(c));
+            }
+            if (training) {
+              Real* gates_row = p.gates + (t * B + b) * GH + u0;
+              for (size_t gate = 0; gate < G; ++gate)
+                std::memcpy(gates_row + gate * H, act[gate], nu * sizeof(Real));
+            }
+            std::memcpy(c_t + b * H + u0, c_new, nu * sizeof(Real));
+            std::memcpy(p.y + (t * B + b) * H + u0, h_new, nu * sizeof(Real));
+            Real* h_packed = h_next + r0 * H + u0 * MR + r;
+            for (size_t c = 0; c < nu; ++c) h_packed[c * MR] = h_new[c];
+          }
+        }
+      }
+      parallel_barrier();
+    }
+  };
+  run_parallel(nt, task);
+  if (training) std::memcpy(p.cT, p.c_all + (T - 1) * B * H, B * H * sizeof(Real));
+}
+
+// BPTT, for t = T..1, with dh, dc carried from step t+1:
+//   dh_t  = dy_t + dh                                   (1)
+//   do    = dh_t * tanh(c_t)                            (2)
+//   dc_t  = dc + dh_t * o * (1 - tanh(c_t)^2)           (3)
+//   di    = dc_t * g,  dg = dc_t * i                    (4)
+//   df    = dc_t * c_{t-1}                              (5)
+//   dc    = dc_t * f            (carried to t-1)        (6)
+//   da_t  = [di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)]  (7)
+//   dh    = da_t W_hh           (carried to t-1)        (8)
+// after the loop, one GEMM each for dW_ih, dW_hh, dx, and a column sum for db.
+template <class Real>
+void lstm_backward(const BackwardArgs<Real>& p) {
+  using V = typename Simd<Real>::V;
+  using A = Act<Real>;
+  constexpr size_t L = Tile<Real>::L, MR = Tile<Real>::MR, NR = Tile<Real>::NR;
+  const size_t T = p.T, B = p.B, I = p.I, H = p.H, GH = G * H;
+
+  Buffer<Real> da_all(T * B * GH);
+  Real* da = da_all.data();
+  // dc runs in dc0 itself: after step 1 it is the answer.
+  std::memcpy(p.dc0, p.dcT, B * H * sizeof(Real));
+  const size_t hidden_blocks = ceil_div(H, NR);
+  const size_t packed_grad = ceil_div(B, MR) * MR * GH;
+  Buffer<Real> grads(2 * packed_grad);  // da_{t+1} and da_t, packed as A panels
+  Real* packed = grads.data();
+  const int nt = step_threads(p.threads, B, GH, H, hidden_blocks);
+  reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * GH * NR * sizeof(Real));
+
+  auto task = [&](int tid, int n) {
+    size_t hb0, hb1;
+    split_range(hidden_blocks, tid, n, hb0, hb1);
+    Real* w = static_cast<Real*>(scratch(tid, kSlotRecurrent));
+    for (size_t hb = hb0; hb < hb1; ++hb)  // B (k, u) = w_hh[k*H + u], k over all 4H
+      pack_b_panel(min_size(NR, H - hb * NR), GH, p.w_hh + hb * NR, H, 1,
+                   w + (hb - hb0) * GH * NR);
+    alignas(64) Real tile[MR * NR];
+    alignas(64) Real v[G][NR];  // gates in, gate gradients out
+    alignas(64) Real dh[NR];
+    alignas(64) Real c_t[NR];
+    alignas(64) Real c_prev[NR];
+    alignas(64) Real dc[NR];
+    for (size_t t = T; t-- > 0;) {
+      const Real* da_next = packed + ((t + 1) & 1) * packed_grad;
+      Real* da_packed = packed + (t & 1) * packed_grad;
+      const Real* c_prev_t = t == 0 ? p.c0 : p.c_all + (t - 1) * B * H;
+      for (size_t hb = hb0; hb < hb1; ++hb) {
+        const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
+        for (size_t r0 = 0; r0 < B; r0 += MR) {
+          const size_t m = min_size(MR, B - r0);
+          if (t + 1 < T) {
+            compute_tile(m, 1, GH, da_next + r0 * GH, w + (hb - hb0) * GH * NR, GH * NR, tile);
+          } else {
+            for (size_t r = 0; r < m; ++r)
+              for (size_t c = 0; c < nu; ++c) tile[r * NR + c] = p.dhT[(r0 + r) * H + u0 + c];
+          }
+          for (size_t r = 0; r < m; ++r) {
+            const size_t b = r0 + r;
+            const size_t row = (t * B + b) * H + u0;
+            const Real* gates_row = p.gates + (t * B + b) * GH + u0;
+            for (size_t c = 0; c < NR; ++c) {
+              const bool valid = c < nu;
+              dh[c] = valid ? tile[r * NR + c] + (p.dy != nullptr ? p.dy[row + c] : Real(0))
+                            : Real(0);                                                 // (1)
+              for (size_t gate = 0; gate < G; ++gate)
+                v[gate][c] = valid ? gates_row[gate * H + c] : Real(0);
+              c_t[c] = valid ? p.c_all[row + c] : Real(0);
+              c_prev[c] = valid ? c_prev_t[b * H + u0 + c] : Real(0);
+              dc[c] = valid ? p.dc0[b * H + u0 + c] : Real(0);
+            }
+            for (size_t l = 0; l < NR; l += L) {
+              V i = vload<V>(v[0] + l), f = vload<V>(v[1] + l);
+              V g = vload<V>(v[2] + l), o = vload<V>(v[3] + l);
+              V dh_t = vload<V>(dh + l);
+              V tanh_c = A::tanh(vload<V>(c_t + l));
+              V d_o = dh_t * tanh_c;                                                   // (2)
+              V dc_t = vload<V>(dc + l) + dh_t * o * (Real(1) - tanh_c * tanh_c);      // (3)
+              V d_i = dc_t * g, d_g = dc_t * i;                                        // (4)
+              V d_f = dc_t * vload<V>(c_prev + l);                                     // (5)
+              vstore(dc + l, dc_t * f);                                                // (6)
+              vstore(v[0] + l, d_i * i * (Real(1) - i));                               // (7)
+              vstore(v[1] + l, d_f * f * (Real(1) - f));
+              vstore(v[2] + l, d_g * (Real(1) - g * g));
+              vstore(v[3] + l, d_o * o * (Real(1) - o));
+            }
+            Real* da_row = da + (t * B + b) * GH + u0;
+            for (size_t gate = 0; gate < G; ++gate)
+              for (size_t c = 0; c < nu; ++c) {
+                da_row[gate * H + c] = v[gate][c];
+                da_packed[r0 * GH + (gate * H + u0 + c) * MR + r] = v[gate][c];
+              }
+            for (size_t c = 0; c < nu; ++c) p.dc0[b * H + u0 + c] = dc[c];
+          }
+        }
+      }
+      parallel_barrier();
+    }
+    for (size_t hb = hb0; hb < hb1; ++hb) {  // (8) for t = 1: dh0 = da_1 W_hh
+      const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
+      for (size_t r0 = 0; r0 < B; r0 += MR) {
+        const size_t m = min_size(MR, B - r0);
+        compute_tile(m, 1, GH, packed + r0 * GH, w + (hb - hb0) * GH * NR, GH * NR, tile);
+        for (size_t r = 0; r < m; ++r)
+          for (size_t c = 0; c < nu; ++c) p.dh0[(r0 + r) * H + u0 + c] = tile[r * NR + c];
+      }
+    }
+  };
+  run_parallel(nt, task);
+
+  const size_t TB = T * B;
+  gemm(Gemm<Real>{GH, I, TB, da, 1, GH, p.x, I, 1, p.dw_ih, I, false, nullptr}, p.threads);
+  gemm(Gemm<Real>{GH, H, B, da, 1, GH, p.h0, H, 1, p.dw_hh, H, false, nullptr}, p.threads);
+  gemm(Gemm<Real>{GH, H, TB - B, da + B * GH, 1, GH, p.y, H, 1, p.dw_hh, H, true, nullptr},
+       p.threads);
+  column_sums(TB, GH, da, GH, p.db, p.threads);
+  if (p.dx != nullptr)
+    gemm(Gemm<Real>{TB, I, GH, da, GH, 1, p.w_ih, I, 1, p.dx, I, false, nullptr}, p.threads);
+}
+
+template void lstm_forward<float>(const ForwardArgs<float>&);
+template void lstm_forward<double>(const ForwardArgs<double>&);
+template void lstm_backward<float>(const BackwardArgs<float>&);
+template void lstm_backward<double>(const BackwardArgs<double>&);
+
+}  // namespace FASTRNN_ISA_NS
+}  // namespace fastrnn

@@ -1,0 +1,190 @@
+#include "threadpool.h"
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <mutex>
+#include <new>
+#include <thread>
+#include <vector>
+
+namespace fastrnn {
+namespace {
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Spinning keeps the wake-up of back-to-back jobs (input GEMM, time loop,
+// weight GEMMs) in the microseconds; after this long idle a worker sleeps.
+constexpr auto kSpinBeforeSleep = std::chrono::microseconds(300);
+constexpr unsigned kBarrierSpins = 4000;
+
+struct Scratch {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+};
+
+struct ThreadScratch {
+  Scratch slot[kScratchSlots];
+};
+
+class Pool {
+ public:
+  ~Pool() { stop_workers(); }
+
+  void set_threads(int n) {
+    std::lock_guard<std::mutex> job_lock(job_mutex_);
+    if (n == threads_) return;
+    stop_workers();
+    threads_ = n;
+  }
+
+  int threads() const { return threads_; }
+
+  void run(int nthreads, TaskFn fn, void* context) {
+    std::lock_guard<std::mutex> job_lock(job_mutex_);
+    if (nthreads > threads_) nthreads = threads_;
+    if (nthreads < 1) nthreads = 1;
+    job_threads_ = nthreads;
+    barrier_count_.store(0, std::memory_order_relaxed);
+    if (nthreads == 1) {
+      fn(context, 0, 1);
+      return;
+    }
+    start_workers();
+    fn_ = fn;
+    context_ = context;
+    remaining_.store(nthreads - 1, std::memory_order_relaxed);
+    {
+      std::lock_guard<std::mutex> lock(wake_mutex_);
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    wake_.notify_all();
+    fn(context, 0, nthreads);
+    while (remaining_.load(std::memory_order_acquire) != 0) cpu_relax();
+  }
+
+  void barrier() {
+    if (job_threads_ == 1) return;
+    unsigned gen = barrier_generation_.load(std::memory_order_acquire);
+    if (barrier_count_.fetch_add(1, std::memory_order_acq_rel) == job_threads_ - 1) {
+      barrier_count_.store(0, std::memory_order_relaxed);
+      barrier_generation_.fetch_add(1, std::memory_order_release);
+      return;
+    }
+    // A short spin, then yield: on a busy machine the thread being waited
+    // for may need this core to finish its share.
+    unsigned spins = 0;
+    while (barrier_generation_.load(std::memory_order_acquire) == gen) {
+      cpu_relax();
+      if (++spins > kBarrierSpins) std::this_thread::yield();
+    }
+  }
+
+  void reserve(int nthreads, int slot, size_t bytes) {
+    std::lock_guard<std::mutex> job_lock(job_mutex_);
+    if (scratch_.size() < static_cast<size_t>(nthreads)) scratch_.resize(nthreads);
+    for (int t = 0; t < nthreads; ++t) {
+      Scratch& s = scratch_[t].slot[slot];
+      if (s.bytes >= bytes) continue;
+      void* p = aligned_malloc(bytes);
+      aligned_free(s.ptr);
+      s.ptr = p;
+      s.bytes = bytes;
+    }
+  }
+
+  void* scratch(int tid, int slot) { return scratch_[tid].slot[slot].ptr; }
+
+ private:
+  void start_workers() {
+    if (!workers_.empty()) return;
+    stop_ = false;
+    // Workers start from the current generation, so a job posted before a
+    // new thread first looks is still seen as new.
+    const uint64_t start = generation_.load(std::memory_order_acquire);
+    for (int tid = 1; tid < threads_; ++tid)
+      workers_.emplace_back([this, tid, start] { work(tid, start); });
+  }
+
+  void stop_workers() {
+    if (workers_.empty()) return;
+    {
+      std::lock_guard<std::mutex> lock(wake_mutex_);
+      stop_ = true;
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    wake_.notify_all();
+    for (auto& w : workers_) w.join();
+    workers_.clear();
+  }
+
+  void work(int tid, uint64_t seen) {
+    for (;;) {
+      auto idle_since = std::chrono::steady_clock::now();
+      unsigned spins = 0;
+      while (generation_.load(std::memory_order_acquire) == seen) {
+        cpu_relax();
+        if ((++spins & 255) == 0 &&
+            std::chrono::steady_clock::now() - idle_since > kSpinBeforeSleep) {
+          std::unique_lock<std::mutex> lock(wake_mutex_);
+          wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+        }
+      }
+      seen = generation_.load(std::memory_order_acquire);
+      if (stop_) return;
+      if (tid < job_threads_) {
+        fn_(context_, tid, job_threads_);
+        remaining_.fetch_sub(1, std::memory_order_acq_rel);
+      }
+    }
+  }
+
+  std::mutex job_mutex_;  // one job at a time, also guards scratch_ and resizing
+  int threads_ = 1;
+  int job_threads_ = 1;
+  TaskFn fn_ = nullptr;
+  void* context_ = nullptr;
+  std::vector<std::thread> workers_;
+  std::vector<ThreadScratch> scratch_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> remaining_{0};
+  std::mutex wake_mutex_;
+  std::condition_variable wake_;
+  bool stop_ = false;
+  std::atomic<int> barrier_count_{0};
+  std::atomic<unsigned> barrier_generation_{0};
+};
+
+Pool& pool() {
+  static Pool* p = new Pool();  // never destroyed: workers must not be joined at exit
+  return *p;
+}
+
+}  // namespace
+
+void parallel_run(int nthreads, TaskFn fn, void* context) { pool().run(nthreads, fn, context); }
+void parallel_barrier() { pool().barrier(); }
+void set_pool_threads(int n) { pool().set_threads(n < 1 ? 1 : n); }
+int get_pool_threads() { return pool().threads(); }
+void reserve_scratch(int nthreads, int slot, size_t bytes) { pool().reserve(nthreads, slot, bytes); }
+void* scratch(int tid, int slot) { return pool().scratch(tid, slot); }
+
+void* aligned_malloc(size_t bytes) {
+  size_t rounded = (bytes + 63) / 64 * 64;
+  if (rounded < bytes) throw std::bad_alloc();
+  void* p = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
+  if (p == nullptr) throw std::bad_alloc();
+  return p;
+}
+
+void aligned_free(void* p) { std::free(p); }
+
+}  // namespace fastrnn

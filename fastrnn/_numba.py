@@ -1,0 +1,337 @@
+"""The Numba backend: the reference kernels compiled, for installs without fastrnn._core.
+
+Same kernel contract as `fastrnn/_reference.py` (its docstring has it), same
+names and argument order. Sizes: T time steps, B batch, I input size, H hidden
+size, G gates (1 RNN, 4 LSTM); kernels are time-major, x (T, B, I), y (T, B, H).
+
+Where the time goes, and what is done about it:
+- Matrix products are BLAS calls (Numba's np.dot goes to SciPy's BLAS): the
+  input projection of all T steps is one GEMM before the time loop; the
+  weight and input gradients are one GEMM each after the BPTT loop, so only
+  the recurrent product h_{t-1} W_hh^T (or da_t W_hh) is left inside it.
+- The elementwise gate math of a step is one fused loop writing straight into
+  the saved workspace, with no temporaries. The forward pass keeps tanh(c_t)
+  beside c_t, so BPTT needs no transcendental function at all.
+- Each `_*` kernel compiles lazily, once per dtype, on its first call and is
+  cached on disk (cache=True): importing this module compiles nothing.
+- nogil: the kernels release the GIL, so Python threads can run them side by
+  side. No `parallel=True`: at the sizes that matter a step's elementwise work
+  is tens of microseconds, less than waking a second thread pool beside BLAS's.
+
+The public functions only convert arguments (one dtype, C order, dy and
+need_dx as flags) and call the compiled kernels.
+"""
+
+import numba
+import numpy as np
+from numba import njit
+
+name = "numba"
+
+_jit = njit(cache=True, nogil=True, error_model="numpy")
+
+
+# Gate activations. libm's tanh and exp are scalar calls that stop LLVM from
+# vectorizing the fused gate loop (libm tanh alone costs ~5x NumPy's SIMD tanh
+# here), so both come from the branch-free expm1 below: multiplies and adds
+# only, vectorized with the rest of the loop. Computed in float64, they are
+# correctly rounded for float32 and within ~1e-15 relative for float64.
+# error_model="numpy" (in _jit) matters as much: Python's ZeroDivisionError
+# check on every division also blocks vectorization.
+_HALVINGS = 9               # expm1 evaluated at y / 2**9, then doubled back
+_TANH_SATURATES = 20.0      # tanh(x) rounds to +-1 beyond this, even in float64
+_SIGMOID_SATURATES = 110.0  # float32 sigmoid(-x) underflows to 0 beyond this
+# _ONE is float32 so that float32 arithmetic stays float32 (a Python float
+# literal would promote it to float64); in float64 kernels it is exact.
+_ONE = np.float32(1.0)
+
+
+@_jit
+def _expm1(y):
+    # expm1(y) for 0 <= y <= 110: Taylor to degree 12 at z = y / 512 (|z| <= 0.22,
+    # truncation 4e-19 relative), then expm1(2z) = expm1(z) (expm1(z) + 2) nine
+    # times, each at most doubling the relative error (to ~1e-16 * 512 at worst).
+    z = y * (1.0 / 2 ** _HALVINGS)
+    p = 1.0 / 479001600
+    p = p * z + 1.0 / 39916800
+    p = p * z + 1.0 / 3628800
+    p = p * z + 1.0 / 362880
+    p = p * z + 1.0 / 40320
+    p = p * z + 1.0 / 5040
+    p = p * z + 1.0 / 720
+    p = p * z + 1.0 / 120
+    p = p * z + 1.0 / 24
+    p = p * z + 1.0 / 6
+    p = p * z + 0.5
+    p = p * z + 1.0
+    e = p * z
+    for _ in range(_HALVINGS):
+        e = e * (e + 2.0)
+    return e
+
+
+@_jit
+def _tanh(x):
+    # From expm1(2|x|), which keeps full relative precision for tiny x.
+    ax = abs(x)
+    e = _expm1(2.0 * (ax if ax < _TANH_SATURATES else _TANH_SATURATES))
+    t = e / (e + 2.0)
+    return t if x >= 0 else -t
+
+
+@_jit
+def _sigmoid(a):
+    # 1 / (1 + exp(-a)) from exp(|a|) alone, so nothing overflows for large |a|.
+    aa = abs(a)
+    big = 1.0 + _expm1(aa if aa < _SIGMOID_SATURATES else _SIGMOID_SATURATES)
+    return (big if a >= 0 else 1.0) / (big + 1.0)
+
+
+@_jit
+def _dot_bt(a, b, out):
+    """out = a @ b.T for C-ordered a (M, K), b (N, K); b.T is a free F-ordered view."""
+    np.dot(a, b.T, out)
+
+
+# ---------------------------------------------------------------- RNN (tanh)
+#   a_t = x_t W_ih^T + h_{t-1} W_hh^T + b
+#   h_t = tanh(a_t)
+# saved = None: BPTT needs only y.
+
+
+@_jit
+def _rnn_forward(x, h0, w_ih, w_hh, b, y):
+    # x (T, B, I), h0 (B, H), w_ih (H, I), w_hh (H, H), b (H,), y (T, B, H) filled.
+    T, B, I = x.shape
+    H = h0.shape[1]
+    y2 = y.reshape(T * B, H)
+    _dot_bt(x.reshape(T * B, I), w_ih, y2)       # every step's x_t W_ih^T at once
+    recurrent = np.empty((B, H), dtype=y.dtype)
+    for t in range(T):
+        _dot_bt(h0 if t == 0 else y[t - 1], w_hh, recurrent)
+        yt = y[t]
+        for n in range(B):
+            for j in range(H):
+                yt[n, j] = _tanh(yt[n, j] + recurrent[n, j] + b[j])
+
+
+@_jit
+def _rnn_backward(x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx):
+    # BPTT, for t = T..1:
+    #   dh_t   = dy_t + dh_t(from t+1)                      (1)
+    #   da_t   = dh_t * (1 - h_t^2)                         (2)
+    #   dh_{t-1} (from t) = da_t W_hh                       (3)
+    T, B, I = x.shape
+    H = h0.shape[1]
+    da = np.empty((T, B, H), dtype=y.dtype)
+    dh = dhT.copy()
+    for t in range(T - 1, -1, -1):
+        dat, yt = da[t], y[t]
+        for n in range(B):
+            for j in range(H):
+                g = dh[n, j]
+                if has_dy:
+                    g += dy[t, n, j]
+                dat[n, j] = g * (_ONE - yt[n, j] * yt[n, j])
+        np.dot(dat, w_hh, dh)
+    dw_ih, dw_hh, db = _weight_grads(da, x, h0, y)
+    dx = _input_grad(da, w_ih, need_dx)
+    return dx, dh, dw_ih, dw_hh, db
+
+
+@_jit
+def _weight_grads(da, x, h0, y):
+    """dW_ih = sum_t da_t^T x_t, dW_hh = sum_t da_t^T h_{t-1}, db = sum_t da_t."""
+    T, B, GH = da.shape
+    I = x.shape[2]
+    H = y.shape[2]
+    da2 = da.reshape(T * B, GH)
+    # Computed as (x^T da)^T: OpenBLAS runs this orientation of the long-K GEMM
+    # ~1.5x faster than da^T x here.
+    dw_ih = np.dot(x.reshape(T * B, I).T, da2)
+    # h_{t-1} is h0 for t = 1, else y_{t-1}: two GEMMs, no concatenated copy.
+    dw_hh = np.dot(h0.T, da[0])
+    if T > 1:
+        dw_hh += np.dot(y.reshape(T * B, H)[:(T - 1) * B].T, da2[B:])
+    db = np.zeros(GH, dtype=da.dtype)
+    for r in range(T * B):
+        for k in range(GH):
+            db[k] += da2[r, k]
+    return np.ascontiguousarray(dw_ih.T), np.ascontiguousarray(dw_hh.T), db
+
+
+@_jit
+def _input_grad(da, w_ih, need_dx):
+    """dx_t = da_t W_ih for every t in one GEMM, or an empty array when not wanted."""
+    T, B, GH = da.shape
+    I = w_ih.shape[1]
+    if not need_dx:
+        return np.empty((0, 0, 0), dtype=da.dtype)
+    return np.dot(da.reshape(T * B, GH), w_ih).reshape(T, B, I)
+
+
+# ---------------------------------------------------------------------- LSTM
+#   a_t = x_t W_ih^T + h_{t-1} W_hh^T + b, split into gate order i, f, g, o
+#   i = sigmoid(a_i), f = sigmoid(a_f), g = tanh(a_g), o = sigmoid(a_o)
+#   c_t = f * c_{t-1} + i * g
+#   h_t = o * tanh(c_t)
+# saved = (c, tanh_c, gates): c_t and tanh(c_t) (T, B, H), activated gates (T, B, 4H).
+
+
+@_jit
+def _lstm_forward(x, h0, c0, w_ih, w_hh, b, y, c, tanh_c, gates):
+    # x (T, B, I), h0 c0 (B, H), w_ih (4H, I), w_hh (4H, H), b (4H,); fills
+    # y (T, B, H), gates (T, B, 4H) with the activated gates, c_t into
+    # c[t % len(c)] and tanh(c_t) into tanh_c[t % len(tanh_c)]: training passes
+    # all T steps; inference passes two cell-state slots and one tanh slot.
+    T, B, I = x.shape
+    H = h0.shape[1]
+    _dot_bt(x.reshape(T * B, I), w_ih, gates.reshape(T * B, 4 * H))
+    recurrent = np.empty((B, 4 * H), dtype=y.dtype)
+    # Gates as (.., 4, H): every index below is provably non-negative, so no
+    # wraparound selects get in the vectorizer's way.
+    a4 = gates.reshape(T, B, 4, H)
+    r4 = recurrent.reshape(B, 4, H)
+    b4 = b.reshape(4, H)
+    n_c, n_tanh = c.shape[0], tanh_c.shape[0]
+    for t in range(T):
+        _dot_bt(h0 if t == 0 else y[t - 1], w_hh, recurrent)
+        c_prev = c0 if t == 0 else c[(t - 1) % n_c]
+        ct, tct, yt = c[t % n_c], tanh_c[t % n_tanh], y[t]
+        # Short loops over few arrays each: with more pointers than this in one
+        # loop, LLVM's runtime alias checks give up and it stays scalar (5x slower).
+        for n in range(B):
+            ai, af, ag, ao = a4[t, n, 0], a4[t, n, 1], a4[t, n, 2], a4[t, n, 3]
+            ri, rf, rg, ro = r4[n, 0], r4[n, 1], r4[n, 2], r4[n, 3]
+            for j in range(H):
+                ai[j] = _sigmoid(ai[j] + ri[j] + b4[0, j])
+            for j in range(H):
+                af[j] = _sigmoid(af[j] + rf[j] + b4[1, j])
+            for j in range(H):
+                ag[j] = _tanh(ag[j] + rg[j] + b4[2, j])
+            for j in range(H):
+                ao[j] = _sigmoid(ao[j] + ro[j] + b4[3, j])
+            cp, cn, tn, yn = c_prev[n], ct[n], tct[n], yt[n]
+            for j in range(H):
+                cell = af[j] * cp[j] + ai[j] * ag[j]
+                cn[j] = cell
+                tn[j] = _tanh(cell)
+            for j in range(H):
+                yn[j] = ao[j] * tn[j]
+
+
+@_jit
+def _lstm_backward(c, tanh_c, gates, x, h0, c0, w_ih, w_hh, y, dy, has_dy, dhT, dcT,
+                   need_dx):
+    # BPTT, for t = T..1, with dh, dc carried from step t+1:
+    #   dh_t  = dy_t + dh                                   (1)
+    #   do    = dh_t * tanh(c_t)                            (2)
+    #   dc_t  = dc + dh_t * o * (1 - tanh(c_t)^2)           (3)
+    #   di    = dc_t * g,  dg = dc_t * i                    (4)
+    #   df    = dc_t * c_{t-1}                              (5)
+    #   dc    = dc_t * f            (carried to t-1)        (6)
+    #   da    = [di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)]  (7)
+    #   dh    = da W_hh             (carried to t-1)        (8)
+    T, B, I = x.shape
+    H = h0.shape[1]
+    da = np.empty((T, B, 4 * H), dtype=y.dtype)
+    dh = dhT.copy()
+    dc = dcT.copy()
+    # Gates as (.., 4, H) and short loops over few arrays, as in _lstm_forward.
+    s4 = gates.reshape(T, B, 4, H)
+    d4 = da.reshape(T, B, 4, H)
+    for t in range(T - 1, -1, -1):
+        c_prev = c0 if t == 0 else c[t - 1]
+        for n in range(B):
+            i, f, g, o = s4[t, n, 0], s4[t, n, 1], s4[t, n, 2], s4[t, n, 3]
+            di, df, dg, do = d4[t, n, 0], d4[t, n, 1], d4[t, n, 2], d4[t, n, 3]
+            dhn, dcn, tc, cp = dh[n], dc[n], tanh_c[t, n], c_prev[n]
+            if has_dy:                                              # (1)
+                dyn = dy[t, n]
+                for j in range(H):
+                    dhn[j] += dyn[j]
+            for j in range(H):                                      # (2), (7)
+                do[j] = dhn[j] * tc[j] * o[j] * (_ONE - o[j])
+            for j in range(H):                                      # (3)
+                dcn[j] += dhn[j] * o[j] * (_ONE - tc[j] * tc[j])
+            for j in range(H):                                      # (4), (7)
+                di[j] = dcn[j] * g[j] * i[j] * (_ONE - i[j])
+            for j in range(H):
+                dg[j] = dcn[j] * i[j] * (_ONE - g[j] * g[j])
+            for j in range(H):                                      # (5), (7)
+                df[j] = dcn[j] * cp[j] * f[j] * (_ONE - f[j])
+            for j in range(H):                                      # (6)
+                dcn[j] *= f[j]
+        np.dot(da[t], w_hh, dh)                                     # (8)
+    dw_ih, dw_hh, db = _weight_grads(da, x, h0, y)
+    dx = _input_grad(da, w_ih, need_dx)
+    return dx, dh, dc, dw_ih, dw_hh, db
+
+
+# ------------------------------------------------------ the kernel contract
+
+
+def _c_array(a, dtype):
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _dy_flag(dy, y):
+    """(dy as an array, has_dy): the kernels take an unused empty array for None."""
+    if dy is None:
+        return np.empty((0, 0, 0), dtype=y.dtype), False
+    return _c_array(dy, y.dtype), True
+
+
+def rnn_forward(x, h0, w_ih, w_hh, b, training=True):
+    x = _c_array(x, x.dtype)
+    dt = x.dtype
+    T, B, _ = x.shape
+    H = h0.shape[1]
+    y = np.empty((T, B, H), dtype=dt)
+    _rnn_forward(x, _c_array(h0, dt), _c_array(w_ih, dt), _c_array(w_hh, dt),
+                 _c_array(b, dt), y)
+    return y, None
+
+
+def rnn_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True):
+    dt = y.dtype
+    dy, has_dy = _dy_flag(dy, y)
+    dx, dh0, dw_ih, dw_hh, db = _rnn_backward(
+        _c_array(x, dt), _c_array(h0, dt), _c_array(w_ih, dt), _c_array(w_hh, dt),
+        _c_array(y, dt), dy, has_dy, _c_array(dhT, dt), bool(need_dx))
+    return (dx if need_dx else None), dh0, dw_ih, dw_hh, db
+
+
+def lstm_forward(x, h0, c0, w_ih, w_hh, b, training=True):
+    x = _c_array(x, x.dtype)
+    dt = x.dtype
+    T, B, _ = x.shape
+    H = h0.shape[1]
+    y = np.empty((T, B, H), dtype=dt)
+    gates = np.empty((T, B, 4 * H), dtype=dt)
+    # Inference keeps only c_{t-1}, c_t (two slots, used in turn) and one tanh(c_t).
+    c = np.empty((T if training else 2, B, H), dtype=dt)
+    tanh_c = np.empty((T if training else 1, B, H), dtype=dt)
+    _lstm_forward(x, _c_array(h0, dt), _c_array(c0, dt), _c_array(w_ih, dt),
+                  _c_array(w_hh, dt), _c_array(b, dt), y, c, tanh_c, gates)
+    cT = c[(T - 1) % c.shape[0]].copy()
+    saved = (c, tanh_c, gates) if training else None
+    return y, cT, saved
+
+
+def lstm_backward(saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx=True):
+    if saved is None:
+        raise ValueError("lstm_backward needs the state saved by a training forward")
+    c, tanh_c, gates = saved
+    dt = y.dtype
+    dy, has_dy = _dy_flag(dy, y)
+    dx, dh0, dc0, dw_ih, dw_hh, db = _lstm_backward(
+        c, tanh_c, gates, _c_array(x, dt), _c_array(h0, dt), _c_array(c0, dt),
+        _c_array(w_ih, dt), _c_array(w_hh, dt), _c_array(y, dt), dy, has_dy,
+        _c_array(dhT, dt), _c_array(dcT, dt), bool(need_dx))
+    return (dx if need_dx else None), dh0, dc0, dw_ih, dw_hh, db
+
+
+def set_num_threads(n):
+    """Threads for Numba's parallel regions, clamped to the pool Numba started with."""
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
