@@ -130,6 +130,12 @@ def plot_runs(paths, out_path):
             bottom.plot(t, record["saturated"], color=color, label=label)
         cell = run.get("cell", "?")
         title = f"{cell.upper()}  lr {run.get('lr', '?')}"
+        if run.get("lr_schedule") not in (None, "constant"):
+            title += f" {run['lr_schedule']}"
+        if run.get("clip"):
+            title += f"  clip {run['clip']:g}"
+        if run.get("recurrent_init") not in (None, "uniform"):
+            title += f"  {run['recurrent_init']} W_hh"
         if run.get("test_accuracy") is not None:
             title += f"  test acc {run['test_accuracy']:.4f}"
         name = os.path.basename(path)
