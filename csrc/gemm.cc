@@ -112,10 +112,24 @@ void column_sums(size_t rows, size_t cols, const Real* a, size_t lda, Real* out,
   run_parallel(int(nt), task);
 }
 
+template <class Real>
+void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t GH) {
+  const size_t TB = p.T * p.B, B = p.B, I = p.I, H = p.H;
+  gemm(Gemm<Real>{GH, I, TB, da, 1, GH, p.x, I, 1, p.dw_ih, I, false, nullptr}, p.threads);
+  gemm(Gemm<Real>{GH, H, B, da, 1, GH, p.h0, H, 1, p.dw_hh, H, false, nullptr}, p.threads);
+  gemm(Gemm<Real>{GH, H, TB - B, da + B * GH, 1, GH, p.y, H, 1, p.dw_hh, H, true, nullptr},
+       p.threads);
+  column_sums(TB, GH, da, GH, p.db, p.threads);
+  if (p.dx != nullptr)
+    gemm(Gemm<Real>{TB, I, GH, da, GH, 1, p.w_ih, I, 1, p.dx, I, false, nullptr}, p.threads);
+}
+
 template void gemm<float>(const Gemm<float>&, int);
 template void gemm<double>(const Gemm<double>&, int);
 template void column_sums<float>(size_t, size_t, const float*, size_t, float*, int);
 template void column_sums<double>(size_t, size_t, const double*, size_t, double*, int);
+template void bptt_parameter_grads<float>(const BackwardArgs<float>&, const float*, size_t);
+template void bptt_parameter_grads<double>(const BackwardArgs<double>&, const double*, size_t);
 
 }  // namespace FASTRNN_ISA_NS
 }  // namespace fastrnn

@@ -237,5 +237,11 @@ inline void pack_rows(size_t B, size_t K, const Real* src, Real* out) {
     pack_a_panel(min_size(MR, B - r0), K, src + r0 * K, K, 1, out + r0 * K);
 }
 
+// After the BPTT time loop, one large product each from the pre-activation
+// gradients da (T*B, GH): dW_ih = da^T x, dW_hh = da^T [h0; h_1..h_{T-1}],
+// db = the column sums of da, and dx = da W_ih when p.dx is wanted.
+template <class Real>
+void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t GH);
+
 }  // namespace FASTRNN_ISA_NS
 }  // namespace fastrnn

@@ -246,14 +246,7 @@ void lstm_backward(const BackwardArgs<Real>& p) {
   };
   run_parallel(nt, task);
 
-  const size_t TB = T * B;
-  gemm(Gemm<Real>{GH, I, TB, da, 1, GH, p.x, I, 1, p.dw_ih, I, false, nullptr}, p.threads);
-  gemm(Gemm<Real>{GH, H, B, da, 1, GH, p.h0, H, 1, p.dw_hh, H, false, nullptr}, p.threads);
-  gemm(Gemm<Real>{GH, H, TB - B, da + B * GH, 1, GH, p.y, H, 1, p.dw_hh, H, true, nullptr},
-       p.threads);
-  column_sums(TB, GH, da, GH, p.db, p.threads);
-  if (p.dx != nullptr)
-    gemm(Gemm<Real>{TB, I, GH, da, GH, 1, p.w_ih, I, 1, p.dx, I, false, nullptr}, p.threads);
+  bptt_parameter_grads(p, da, GH);  // (after the loop) weight, bias, input grads
 }
 
 template void lstm_forward<float>(const ForwardArgs<float>&);

@@ -148,14 +148,7 @@ void rnn_backward(const BackwardArgs<Real>& p) {
   };
   run_parallel(nt, task);
 
-  const size_t TB = T * B;
-  gemm(Gemm<Real>{H, I, TB, da, 1, H, p.x, I, 1, p.dw_ih, I, false, nullptr}, p.threads);
-  gemm(Gemm<Real>{H, H, B, da, 1, H, p.h0, H, 1, p.dw_hh, H, false, nullptr}, p.threads);
-  gemm(Gemm<Real>{H, H, TB - B, da + B * H, 1, H, p.y, H, 1, p.dw_hh, H, true, nullptr},
-       p.threads);
-  column_sums(TB, H, da, H, p.db, p.threads);
-  if (p.dx != nullptr)
-    gemm(Gemm<Real>{TB, I, H, da, H, 1, p.w_ih, I, 1, p.dx, I, false, nullptr}, p.threads);
+  bptt_parameter_grads(p, da, H);  // (after the loop) weight, bias, input grads
 }
 
 template void rnn_forward<float>(const ForwardArgs<float>&);
