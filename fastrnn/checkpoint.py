@@ -17,10 +17,11 @@ the old checkpoint or the new one, never a half-written file under the name.
 import json
 import math
 import os
-import tempfile
 import zipfile
 
 import numpy as np
+
+from ._files import write_atomically
 
 FORMAT_VERSION = 1
 CONFIG_KEYS = {"input_size", "hidden_size", "num_classes", "cell", "forget_bias",
@@ -58,44 +59,7 @@ def save_checkpoint(path, model, optimizer=None, train_state=None):
     if train_state is not None:
         arrays["train"] = _json_array(train_state)
 
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                                    dir=directory)
-    try:
-        _default_permissions(tmp_path)
-        with os.fdopen(fd, "wb") as file:
-            _write_arrays(file, arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_path)
-        except OSError:
-            pass
-        raise
-    _fsync_directory(directory)
-
-
-def _default_permissions(path):
-    # mkstemp creates the file private (0600); a checkpoint gets what open() would give.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
-def _fsync_directory(directory):
-    # Makes the rename itself durable; not every platform can open a directory.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    write_atomically(path, lambda file: _write_arrays(file, arrays))
 
 
 class Checkpoint:

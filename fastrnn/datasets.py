@@ -13,11 +13,12 @@ tampered download never leaves anything that a later run would load.
 import gzip
 import hashlib
 import os
-import tempfile
 import urllib.request
 import zlib
 
 import numpy as np
+
+from ._files import write_atomically
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -145,33 +146,13 @@ def _download(name, root):
             failures.append(f"{url}: SHA-256 {digest} does not match the MNIST file")
             continue
         target = os.path.join(root, name + (".gz" if compressed else ""))
-        _write_atomically(target, payload)
+        write_atomically(target, lambda file: file.write(payload))
         return target
     raise DatasetError(
         f"could not download {name} into {root}:\n  " + "\n  ".join(failures) +
         "\nIf this machine is offline, copy the four MNIST IDX files (raw or .gz) into a "
         "directory and point FASTRNN_DATA at it (export FASTRNN_DATA=/path/to/mnist), "
         "or pass root= / --data DIR.")
-
-
-def _write_atomically(target, payload):
-    fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".part",
-                                    dir=os.path.dirname(target))
-    try:
-        umask = os.umask(0)   # mkstemp makes the file private; give it open()'s mode
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as file:
-            file.write(payload)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp_path, target)
-    except BaseException:
-        try:
-            os.unlink(tmp_path)
-        except OSError:
-            pass
-        raise
 
 
 def load_mnist(root=None, *, download=True):

@@ -30,6 +30,27 @@ def _check_shape(array, shape, what):
         raise ValueError(f"{what} must have shape {tuple(shape)}, got {array.shape}")
 
 
+def load_parameters(params, state_dict):
+    """Copy `state_dict` into the live arrays `params` (same keys and shapes), in place.
+
+    Every entry is checked before any is changed, so a bad one leaves all as they were.
+    """
+    if not hasattr(state_dict, "keys"):
+        raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
+    missing = sorted(set(params) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(params))
+    if missing or unexpected:
+        raise ValueError(f"state_dict keys do not match: missing {missing}, "
+                         f"unexpected {unexpected}")
+    converted = {}
+    for key, target in params.items():
+        value = as_real_array(state_dict[key], target.dtype, f"state_dict[{key!r}]")
+        _check_shape(value, target.shape, f"state_dict[{key!r}]")
+        converted[key] = value
+    for key, target in params.items():
+        np.copyto(target, converted[key])
+
+
 class _Recurrent:
     """What RNN and LSTM share; subclasses name the cell and its gates."""
 
@@ -77,21 +98,7 @@ class _Recurrent:
 
     def load_state_dict(self, state_dict):
         """Copy parameters in place from array-likes keyed like `state_dict()`."""
-        params = self.parameters()
-        if not hasattr(state_dict, "keys"):
-            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
-        missing = sorted(set(params) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(params))
-        if missing or unexpected:
-            raise ValueError(f"state_dict keys do not match: missing {missing}, "
-                             f"unexpected {unexpected}")
-        converted = {}
-        for key, target in params.items():
-            value = as_real_array(state_dict[key], self.dtype, f"state_dict[{key!r}]")
-            _check_shape(value, target.shape, f"state_dict[{key!r}]")
-            converted[key] = value
-        for key, target in params.items():  # only once every entry is known good
-            np.copyto(target, converted[key])
+        load_parameters(self.parameters(), state_dict)
 
     # -- forward and backward ------------------------------------------------
 

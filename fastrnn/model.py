@@ -5,7 +5,7 @@ only the small head is computed here.
 
 import numpy as np
 
-from .layers import LSTM, RNN, as_real_array
+from .layers import LSTM, RNN, as_real_array, load_parameters
 
 CELLS = {"lstm": LSTM, "rnn": RNN}
 RECURRENT_INITS = ("uniform", "orthogonal", "identity")
@@ -104,23 +104,7 @@ class SequenceClassifier:
 
     def load_state_dict(self, state_dict):
         """Copy every parameter in from array-likes; all checked before any is changed."""
-        if not hasattr(state_dict, "keys"):
-            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
-        params = self.parameters()
-        missing = sorted(set(params) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(params))
-        if missing or unexpected:
-            raise ValueError(f"state_dict keys do not match: missing {missing}, "
-                             f"unexpected {unexpected}")
-        converted = {}
-        for key, target in params.items():
-            value = as_real_array(state_dict[key], target.dtype, f"state_dict[{key!r}]")
-            if value.shape != target.shape:
-                raise ValueError(f"state_dict[{key!r}] must have shape {target.shape}, "
-                                 f"got {value.shape}")
-            converted[key] = value
-        for key, target in params.items():
-            np.copyto(target, converted[key])
+        load_parameters(self.parameters(), state_dict)
 
     # -- forward, loss, gradients ------------------------------------------------
 
