@@ -48,6 +48,7 @@ from collections import namedtuple
 import numpy as np
 
 from . import _backends
+from ._argtypes import positive_float, positive_int
 from ._info import __version__
 
 Shape = namedtuple("Shape", "T B I H")
@@ -624,7 +625,7 @@ def plot_report(report, path):
         ax.invert_yaxis()
     for ax in list(axes.flat)[len(cases):]:
         ax.set_visible(False)
-    peak = f", dashed: SGEMM peak" if report["peak"] else ""
+    peak = ", dashed: SGEMM peak" if report["peak"] else ""
     figure.suptitle(f"fastrnn bench, {report['threads']} thread(s){peak}")
     figure.tight_layout()
     figure.savefig(path)
@@ -643,28 +644,8 @@ def _choices(text, allowed, what):
     return list(dict.fromkeys(values))
 
 
-def _positive(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not value > 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
-    return value
-
-
 def add_arguments(parser):
-    parser.add_argument("--threads", type=_positive, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="threads for every rival (default: fastrnn's, "
                              "$FASTRNN_NUM_THREADS or the usable CPUs)")
     parser.add_argument("--shapes", default="origin",
@@ -685,7 +666,7 @@ def add_arguments(parser):
                              "onnxruntime (default: all that run here)")
     parser.add_argument("--quick", action="store_true",
                         help="about 1 s per case instead of 3 s, fewer peak runs")
-    parser.add_argument("--seconds", type=_positive_float, default=None,
+    parser.add_argument("--seconds", type=positive_float, default=None,
                         help="time budget per case (default 3, or 1 with --quick)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--plot", metavar="FILE.png", help="also draw GFLOP/s bars (matplotlib)")

@@ -6,6 +6,7 @@ import math
 import os
 import sys
 
+from ._argtypes import finite_float, non_negative_int, positive_float, positive_int
 from .model import RECURRENT_INITS
 from .optim import SCHEDULES
 
@@ -23,46 +24,6 @@ ORIGIN_DEFAULTS = {
     "train_limit": None,
 }
 DEFAULT_STEPS = 5000
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (value > 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
-    return value
-
-
-def _finite_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
 
 
 # -- fastrnn info ----------------------------------------------------------------------
@@ -308,14 +269,14 @@ def _cmd_plot(args):
 def _add_runtime_flags(p):
     p.add_argument("--backend", metavar="NAME",
                    help="cpp, numba or numpy (default: best available, or $FASTRNN_BACKEND)")
-    p.add_argument("--threads", type=_positive_int, metavar="N",
+    p.add_argument("--threads", type=positive_int, metavar="N",
                    help="kernel threads (default: $FASTRNN_NUM_THREADS, else all CPUs)")
     p.add_argument("--data", metavar="DIR",
                    help="directory with the MNIST IDX files (default: $FASTRNN_DATA, "
                         "else ~/.cache/fastrnn/mnist)")
     p.add_argument("--no-download", action="store_true",
                    help="fail instead of downloading missing MNIST files")
-    p.add_argument("--test-limit", type=_positive_int, metavar="N",
+    p.add_argument("--test-limit", type=positive_int, metavar="N",
                    help="evaluate on the first N test images only (default: all 10,000)")
     p.add_argument("--metrics-out", metavar="FILE.json", help="write the results as JSON")
 
@@ -331,35 +292,35 @@ def build_parser():
                     "Without flags: the original experiment (LSTM, 128 units, batch 100, "
                     "Adam 0.01, 5000 steps, forget bias 1.0).")
     p.add_argument("--cell", choices=("lstm", "rnn"), help="recurrent cell (default lstm)")
-    p.add_argument("--hidden", type=_positive_int, metavar="H", help="hidden units (128)")
-    p.add_argument("--steps", type=_positive_int, metavar="N",
+    p.add_argument("--hidden", type=positive_int, metavar="H", help="hidden units (128)")
+    p.add_argument("--steps", type=positive_int, metavar="N",
                    help=f"total optimizer steps ({DEFAULT_STEPS})")
-    p.add_argument("--batch-size", type=_positive_int, metavar="B", help="batch size (100)")
-    p.add_argument("--lr", type=_positive_float, help="Adam learning rate (0.01)")
+    p.add_argument("--batch-size", type=positive_int, metavar="B", help="batch size (100)")
+    p.add_argument("--lr", type=positive_float, help="Adam learning rate (0.01)")
     p.add_argument("--lr-schedule", choices=SCHEDULES,
                    help="constant (default); cosine decay to 0 over --steps; step: x0.1 at "
                         "50%% and x0.01 at 75%% of the steps")
-    p.add_argument("--clip", type=_positive_float, metavar="NORM",
+    p.add_argument("--clip", type=positive_float, metavar="NORM",
                    help="clip the global gradient norm to NORM (default: no clipping)")
-    p.add_argument("--forget-bias", type=_finite_float, metavar="F",
+    p.add_argument("--forget-bias", type=finite_float, metavar="F",
                    help="added to the LSTM forget-gate bias at init (1.0)")
     p.add_argument("--recurrent-init", choices=RECURRENT_INITS,
                    help="weight_hh init: torch's uniform (default), or each gate block "
                         "orthogonal / identity")
-    p.add_argument("--seed", type=_non_negative_int, help="weights and data order (0)")
-    p.add_argument("--train-limit", type=_positive_int, metavar="N",
+    p.add_argument("--seed", type=non_negative_int, help="weights and data order (0)")
+    p.add_argument("--train-limit", type=positive_int, metavar="N",
                    help="train on the first N training images only")
     p.add_argument("--save", metavar="PATH", help="write a checkpoint at the end (atomically)")
-    p.add_argument("--save-every", type=_non_negative_int, default=0, metavar="N",
+    p.add_argument("--save-every", type=non_negative_int, default=0, metavar="N",
                    help="also checkpoint to --save every N steps, for --resume (default: off)")
     p.add_argument("--resume", metavar="PATH",
                    help="continue a run from its checkpoint: weights, Adam state, data order")
-    p.add_argument("--log-every", type=_non_negative_int, default=100, metavar="N",
+    p.add_argument("--log-every", type=non_negative_int, default=100, metavar="N",
                    help="log loss, batch accuracy, mean W_hh and mean h_T every N steps (100)")
     p.add_argument("--diagnostics", metavar="DIR",
                    help="record ||dL/dh_t|| and saturation during training into DIR "
                         "(JSON, and a PNG if matplotlib is installed)")
-    p.add_argument("--diagnostics-every", type=_positive_int, default=500, metavar="N",
+    p.add_argument("--diagnostics-every", type=positive_int, default=500, metavar="N",
                    help="steps between diagnostics records (500)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _add_runtime_flags(p)

@@ -152,7 +152,7 @@ def test_table_has_every_column():
     (["--cells", "gru"], "--cells must be"),
     (["--modes", ""], "--modes must be"),
     (["--threads", "0"], "positive integer"),
-    (["--seconds", "-1"], "positive number"),
+    (["--seconds", "-1"], "positive finite number"),
     (["--rivals", "tensorflow"], "--rivals must be"),
 ])
 def test_bad_options_are_clear_errors(argv, message, capsys):

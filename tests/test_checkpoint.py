@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn import checkpoint
 from fastrnn.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from fastrnn.optim import Adam
 
