@@ -17,7 +17,10 @@ then timed calls), the order rotating each round, with a short pause between
 blocks so one library's spinning workers do not steal the next one's cores.
 Every rival gets the same thread count (fastrnn.set_num_threads,
 torch.set_num_threads, ONNX Runtime intra_op_num_threads, and threadpoolctl
-for NumPy's BLAS). A report gives the median of the timed calls.
+for NumPy's BLAS). A report gives the median of the timed calls. With
+--isolate each rival instead runs alone in its own subprocess, one rival after
+another (the same timing loop, with one rival in it), and the parent merges
+their results: libraries' thread pools then cannot starve each other.
 
 How FLOPs are counted: only the matrix products. One forward time step of
 a cell with G gates (1 RNN, 4 LSTM) multiplies [x_t, h_{t-1}] (B, I+H) by the
@@ -42,6 +45,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections import namedtuple
 
@@ -79,6 +83,10 @@ METHOD = (
     "an untimed wake-up call before each block of short calls, a pause after it), so the "
     "torch, ONNX Runtime and fastrnn thread pools were timed in turns under the same "
     "load; times are medians of the timed calls.")
+METHOD_ISOLATED = (
+    "Each rival ran in its own process, one after another (an untimed wake-up call "
+    "before each block of short calls, a pause after it), so no other library's thread "
+    "pool shared the process; times are medians of the timed calls.")
 
 
 class Unavailable(Exception):
@@ -461,7 +469,8 @@ COLUMNS = ("case", "rival", "median", "samples/s", "GFLOP/s", "% peak",
 
 
 def run_report(cases, rivals, threads, budget, min_rounds, peak, progress=None):
-    """Time every rival on every case; a dict ready for JSON and the table."""
+    """Time every rival on every case, interleaved in this process; a dict ready for JSON
+    and the table."""
     load_at_start = machine_load()
     results, skipped = [], []
     for case in cases:
@@ -485,16 +494,67 @@ def run_report(cases, rivals, threads, budget, min_rounds, peak, progress=None):
             progress(f"timing {case_label(case)}: {', '.join(runners)}")
         samples = time_interleaved(runners, budget, min_rounds)
         results.extend(_case_results(case, samples, peak))
+    return _report(threads, peak, "interleaved", results, skipped, load_at_start)
+
+
+def _report(threads, peak, timing, results, skipped, load_at_start):
     return {
         "fastrnn_version": __version__,
         "threads": threads,
         "peak": peak,
         "flop_counting": FLOP_COUNTING,
-        "method": METHOD,
+        "timing": timing,
+        "method": METHOD_ISOLATED if timing == "isolated" else METHOD,
         "results": results,
         "skipped": skipped,
         "load": {"cpus": _usable_cpus(), "start": load_at_start, "end": machine_load()},
     }
+
+
+def _child_command(rival, options, json_path):
+    """The command timing `rival` alone: this module, one rival, no peak measurement."""
+    return [sys.executable, "-m", "fastrnn.bench", "--rivals", rival, "--json", json_path,
+            "--no-peak"] + options
+
+
+def run_isolated(cases, rivals, threads, peak, child_options, progress=None):
+    """Time each rival in its own subprocess, one after another; the same report as run_report.
+
+    `child_options` are the command-line options every child gets (threads,
+    shapes, cells, modes, budget). The children's medians are merged per case
+    and the ratios and % peak computed here, as run_report does. A child that
+    fails skips its rival on every case, with the last line of its stderr.
+    """
+    load_at_start = machine_load()
+    medians, counts, skipped = {}, {}, []
+    labels = [case_label(case) for case in cases]
+    with tempfile.TemporaryDirectory(prefix="fastrnn-bench-") as tmp:
+        for rival in rivals:
+            if progress:
+                progress(f"timing {rival} in its own process ...")
+            path = os.path.join(tmp, f"{rival}.json")
+            done = subprocess.run(_child_command(rival, child_options, path),
+                                  capture_output=True, text=True)
+            if done.returncode != 0 or not os.path.exists(path):
+                lines = done.stderr.strip().splitlines()
+                reason = (f"failed in its own process (exit {done.returncode}): "
+                          f"{lines[-1] if lines else 'no message'}")
+                skipped.extend({"case": label, "rival": rival, "reason": reason}
+                               for label in labels)
+                continue
+            with open(path) as f:
+                child = json.load(f)
+            for row in child["results"]:
+                medians.setdefault(row["case"], {})[rival] = row["median_s"]
+                counts.setdefault(row["case"], {})[rival] = row["samples"]
+            skipped.extend(child["skipped"])
+    results = []
+    for case, label in zip(cases, labels):
+        if label in medians:
+            results.extend(_rows(case, medians[label], counts[label], peak))
+    order = {label: n for n, label in enumerate(labels)}
+    skipped.sort(key=lambda skip: order.get(skip["case"], len(order)))
+    return _report(threads, peak, "isolated", results, skipped, load_at_start)
 
 
 def _usable_cpus():
@@ -523,16 +583,21 @@ def busy_machine(load, threads):
 
 
 def _case_results(case, samples, peak):
+    medians = {rival: float(np.median(times)) for rival, times in samples.items()}
+    return _rows(case, medians, {rival: len(times) for rival, times in samples.items()}, peak)
+
+
+def _rows(case, medians, counts, peak):
+    """One report row per rival of `case` from its median time and its number of samples."""
     T, B, I, H = case.shape
     flops = case_flops(case.mode, case.cell, case.shape)
-    medians = {rival: float(np.median(times)) for rival, times in samples.items()}
     rows = []
     for rival, median in medians.items():
         gflops = flops / median / 1e9
         rows.append({
             "case": case_label(case), "mode": case.mode, "cell": case.cell,
             "shape": case.shape_name, "T": T, "B": B, "I": I, "H": H,
-            "rival": rival, "median_s": median, "samples": len(samples[rival]),
+            "rival": rival, "median_s": median, "samples": counts[rival],
             "samples_per_s": B / median, "flops": flops, "gflops": gflops,
             "percent_of_peak": 100.0 * gflops / peak["gflops"] if peak else None,
             "speedup_vs_numpy": medians["numpy"] / median if "numpy" in medians else None,
@@ -668,6 +733,11 @@ def add_arguments(parser):
                         help="about 1 s per case instead of 3 s, fewer peak runs")
     parser.add_argument("--seconds", type=positive_float, default=None,
                         help="time budget per case (default 3, or 1 with --quick)")
+    parser.add_argument("--isolate", action="store_true",
+                        help="time each rival alone in its own process, one after another, "
+                             "instead of interleaved in one process (use it for "
+                             "multi-threaded comparisons against torch / ONNX Runtime)")
+    parser.add_argument("--no-peak", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--plot", metavar="FILE.png", help="also draw GFLOP/s bars (matplotlib)")
     return parser
@@ -693,10 +763,18 @@ def run_from_args(args):
     def progress(message):
         print(message, file=sys.stderr, flush=True)
 
-    progress(f"measuring the SGEMM peak on {threads} thread(s) ...")
-    peak = measure_peak(threads, repeats=repeats)
-    report = run_report(make_cases(args.shapes, args.cells, args.modes), rivals, threads,
-                        budget, min_rounds, peak, progress)
+    peak = None
+    if not args.no_peak:  # --no-peak: an --isolate child, whose parent measures it
+        progress(f"measuring the SGEMM peak on {threads} thread(s) ...")
+        peak = measure_peak(threads, repeats=repeats)
+    cases = make_cases(args.shapes, args.cells, args.modes)
+    if args.isolate:
+        options = ["--threads", str(threads), "--shapes", ",".join(args.shapes),
+                   "--cells", ",".join(args.cells), "--modes", ",".join(args.modes),
+                   "--seconds", repr(budget)] + (["--quick"] if args.quick else [])
+        report = run_isolated(cases, rivals, threads, peak, options, progress)
+    else:
+        report = run_report(cases, rivals, threads, budget, min_rounds, peak, progress)
     print(format_report(report))
     if args.json:
         with open(args.json, "w") as f:

@@ -93,6 +93,7 @@ def test_json_report_schema(tmp_path, monkeypatch, capsys):
     report = json.loads(out.read_text())
     assert {"fastrnn_version", "threads", "peak", "flop_counting", "method", "results",
             "skipped"} <= set(report)
+    assert report["timing"] == "interleaved" and report["method"] == bench.METHOD
     assert report["peak"]["gflops"] > 0 and report["peak"]["size"] == 128
     assert isinstance(report["peak"]["kernel"], str) and report["peak"]["kernel"]
     assert set(report["load"]) == {"cpus", "start", "end"} and report["load"]["cpus"] >= 1
@@ -227,3 +228,44 @@ def test_busy_machine_warning(start, end, cpus, threads, busy):
     report = {"fastrnn_version": "0", "threads": threads, "method": bench.METHOD,
               "skipped": [], "peak": None, "results": [], "load": load}
     assert ("warning: other work was running" in bench.format_report(report)) == busy
+
+
+def test_isolate_times_each_rival_in_its_own_process(tmp_path, monkeypatch, capsys):
+    small_peak(monkeypatch)
+    children = []
+    real = bench._child_command
+
+    def child_command(rival, options, json_path):
+        children.append(rival)
+        return real(rival, options, json_path)
+    monkeypatch.setattr(bench, "_child_command", child_command)
+    out = tmp_path / "report.json"
+    code = cli.main(["bench", "--isolate", "--shapes", "tiny", "--cells", "rnn",
+                     "--modes", "inference", "--rivals", "numpy,cpp", "--quick",
+                     "--seconds", "0.05", "--threads", "1", "--json", str(out)])
+    assert code == 0
+    assert children == ["numpy", "cpp"]          # one process per rival, in turn
+    report = json.loads(out.read_text())
+    assert report["timing"] == "isolated" and report["method"] == bench.METHOD_ISOLATED
+    assert report["peak"]["size"] == 128 and report["skipped"] == []
+    rows = {row["rival"]: row for row in report["results"]}
+    assert list(rows) == ["numpy", "cpp"]
+    assert rows["numpy"]["speedup_vs_numpy"] == 1.0
+    assert rows["cpp"]["speedup_vs_numpy"] == pytest.approx(
+        rows["numpy"]["median_s"] / rows["cpp"]["median_s"])
+    for row in rows.values():
+        assert row["samples"] >= 2 and row["speedup_vs_torch"] is None
+        assert row["percent_of_peak"] == pytest.approx(
+            100 * row["gflops"] / report["peak"]["gflops"])
+    assert "each rival ran in its own process" in capsys.readouterr().out.lower()
+
+
+def test_isolate_reports_a_failing_child_as_skipped(monkeypatch):
+    monkeypatch.setattr(bench, "_child_command", lambda rival, options, json_path: [
+        sys.executable, "-c", "import sys; print('noise', file=sys.stderr); sys.exit('boom')"])
+    cases = [bench.Case("inference", "rnn", "tiny", bench.SHAPES["tiny"])]
+    report = bench.run_isolated(cases, ["torch"], threads=1, peak=None, child_options=[])
+    assert report["results"] == [] and report["timing"] == "isolated"
+    assert report["skipped"] == [{"case": "rnn inference tiny", "rival": "torch",
+                                  "reason": "failed in its own process (exit 1): boom"}]
+    assert "skipped torch on rnn inference tiny" in bench.format_report(report)
