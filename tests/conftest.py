@@ -68,3 +68,19 @@ def flat_state(state):
 @pytest.fixture(params=["rnn", "lstm"])
 def cell(request):
     return request.param
+
+
+@pytest.fixture
+def keep_thread_settings():
+    """Put every library's thread settings back after a test that changes them."""
+    import sys
+
+    from threadpoolctl import threadpool_limits
+    threads = fastrnn.get_num_threads()
+    torch_threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
+    limits = threadpool_limits(limits=None)  # restores what it saw, on request
+    yield
+    fastrnn.set_num_threads(threads)
+    if torch_threads is not None:
+        sys.modules["torch"].set_num_threads(torch_threads)
+    limits.restore_original_limits()

@@ -6,27 +6,11 @@ import time
 
 import pytest
 
-import fastrnn
 from fastrnn import bench, cli
 
 
-@pytest.fixture(autouse=True)
-def keep_thread_settings():
-    """The benchmark code sets every library's threads; put them back for later tests."""
-    threads = fastrnn.get_num_threads()
-    torch_threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        limits = None
-    else:
-        limits = threadpool_limits(limits=None)  # restores what it saw, on request
-    yield
-    fastrnn.set_num_threads(threads)
-    if torch_threads is not None:
-        sys.modules["torch"].set_num_threads(torch_threads)
-    if limits is not None:
-        limits.restore_original_limits()
+# The benchmark code sets every library's threads; put them back for later tests.
+pytestmark = pytest.mark.usefixtures("keep_thread_settings")
 
 
 def test_forward_flops_by_hand():
