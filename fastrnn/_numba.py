@@ -26,6 +26,9 @@ need_dx as flags) and call the compiled kernels.
 
 import numba
 import numpy as np
+# SciPy's BLAS, which Numba's matrix products call, loaded now so that
+# set_num_threads can limit its threads.
+import scipy.linalg.cython_blas  # noqa: F401
 from numba import njit
 
 from . import _blas
