@@ -533,8 +533,9 @@ def run_isolated(cases, rivals, threads, peak, child_options, progress=None):
             if progress:
                 progress(f"timing {rival} in its own process ...")
             path = os.path.join(tmp, f"{rival}.json")
+            # cwd: not a source tree, whose fastrnn would shadow the installed one
             done = subprocess.run(_child_command(rival, child_options, path),
-                                  capture_output=True, text=True)
+                                  capture_output=True, text=True, cwd=tmp)
             if done.returncode != 0 or not os.path.exists(path):
                 lines = done.stderr.strip().splitlines()
                 reason = (f"failed in its own process (exit {done.returncode}): "

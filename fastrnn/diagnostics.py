@@ -107,13 +107,13 @@ def _load_run(path):
 def plot_runs(paths, out_path):
     """Draw the runs side by side: ||dL/dh_t|| over t (log scale) and saturation over t,
     one curve per recorded training step, early steps light and late steps dark."""
+    runs = [_load_run(p) for p in paths]  # bad input is reported before a missing extra
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         raise RuntimeError("drawing needs matplotlib: pip install 'fastrnn[plot]'") from None
-    runs = [_load_run(p) for p in paths]
     # Shared y axes: the runs' gradient norms are compared on one scale.
     fig, axes = plt.subplots(2, len(runs), figsize=(5.5 * len(runs), 7.5), squeeze=False,
                              sharex="col", sharey="row")

@@ -1,5 +1,7 @@
 """Shared test helpers: the one tolerance table, problem builders, backends."""
 
+import tempfile
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,10 @@ TOLERANCES = {
     np.dtype(np.float32): {"output": 1e-5, "grad": 1e-4},
     np.dtype(np.float64): {"output": 1e-12, "grad": 1e-10},
 }
+
+# A fresh interpreter started in the source tree imports its fastrnn (no compiled
+# extension) before the installed one: tests start subprocesses from here instead.
+OUTSIDE_REPO = tempfile.gettempdir()
 
 BACKENDS = fastrnn.available_backends()
 FAST_BACKENDS = [name for name in BACKENDS if name != "numpy"]

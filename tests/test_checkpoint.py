@@ -12,6 +12,7 @@ import pytest
 
 import fastrnn
 from fastrnn.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from conftest import OUTSIDE_REPO
 from fastrnn.optim import Adam
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -200,7 +201,8 @@ def test_save_killed_halfway_leaves_the_previous_checkpoint(tmp_path):
 
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     child = subprocess.Popen([sys.executable, "-W", "ignore", "-c", CHILD, str(path)],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
+                             cwd=OUTSIDE_REPO)
     try:
         assert child.stdout.readline().strip() == "writing"
         temps = [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import assert_close
+from conftest import OUTSIDE_REPO, assert_close
 from fastrnn import _reference as ref
 
 core = pytest.importorskip("fastrnn._core")
@@ -320,7 +320,8 @@ def test_set_isa_rejects_unknown():
 def import_with_isa(value):
     env = dict(os.environ, FASTRNN_ISA=value)
     code = "import fastrnn._core as c; print(c.build_info()['kernel_path'])"
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          cwd=OUTSIDE_REPO)
 
 
 @pytest.mark.parametrize("value", ISAS)
@@ -342,6 +343,7 @@ def test_fastrnn_isa_beyond_the_cpu_is_an_error(value):
 def test_fastrnn_isa_error_is_not_a_silent_fallback():
     env = dict(os.environ, FASTRNN_ISA="avx1024")
     code = "import fastrnn; fastrnn.available_backends()"
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          cwd=OUTSIDE_REPO)
     assert done.returncode != 0
     assert "ValueError: unknown FASTRNN_ISA value 'avx1024'" in done.stderr

@@ -14,7 +14,7 @@ import textwrap
 import pytest
 
 import fastrnn
-from conftest import BACKENDS
+from conftest import BACKENDS, OUTSIDE_REPO
 
 pytestmark = pytest.mark.skipif("numba" not in BACKENDS, reason="Numba is not installed")
 
@@ -62,7 +62,7 @@ def run_python(code, **env_overrides):
         p for p in [package_parent, env.get("PYTHONPATH")] if p)
     env.update(env_overrides)
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=900)
+                          text=True, timeout=900, cwd=OUTSIDE_REPO)
 
 
 def lines_starting(stdout, word):
