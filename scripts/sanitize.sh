@@ -13,8 +13,8 @@ venv="$repo/build/sanitize-venv"
 
 if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet numpy threadpoolctl pytest scikit-build-core pybind11
 fi
+"$venv/bin/python" -m pip install --quiet numpy threadpoolctl pytest scikit-build-core pybind11
 "$venv/bin/python" -m pip install --quiet --no-build-isolation --no-deps \
   -Ccmake.define.FASTRNN_SANITIZE=ON -Cbuild-dir=build/sanitize "$repo"
 
