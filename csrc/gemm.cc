@@ -40,7 +40,7 @@ void gemm_rows(const Gemm<Real>& g, size_t m0, size_t m1, Real* apack, Real* bpa
           for (size_t ip = 0; ip * MR < mc; ++ip) {
             const size_t i = ic + ip * MR;
             const size_t mr = min_size(MR, m1 - i);
-            compute_tile(mr, 1, k, apack + ip * MR * k, bpack + jp * k * NR, 0, tile);
+            packed_tile(mr, 1, k, apack + ip * MR * k, bpack + jp * k * NR, 0, tile);
             for (size_t r = 0; r < mr; ++r) {
               Real* crow = g.c + (i + r) * g.ldc + j;
               const Real* trow = tile + r * NR;

@@ -31,10 +31,17 @@ constexpr int kSlotPackA = 0;
 constexpr int kSlotPackB = 1;
 constexpr int kSlotRecurrent = 2;
 
-// acc += A (K x M, MR-interleaved) times P B panels (K x NR each).
-template <class Real, int M, int P, class V>
+// A tile reads its A operand in one of two layouts: packed panels (element
+// (m, k) at a[k*MR + m], what gemm() builds) or rows in place (element (m, k)
+// at a[m*lda + k]). The recurrences use rows: x_t, h_{t-1} and da_{t+1} are
+// already row-major, so a step needs no packing and writes no packed copy.
+enum class ALayout { Packed, Rows };
+
+// acc += A (M rows over K) times P B panels (K x NR each).
+template <class Real, int M, int P, ALayout Layout, class V>
 __attribute__((always_inline)) inline void accumulate(V (&acc)[M][P][2], size_t K, const Real* a,
-                                                      const Real* b, size_t panel_stride) {
+                                                      size_t lda, const Real* b,
+                                                      size_t panel_stride) {
   constexpr size_t L = Tile<Real>::L, NR = Tile<Real>::NR, MR = Tile<Real>::MR;
   for (size_t k = 0; k < K; ++k) {
     V b0[P], b1[P];
@@ -43,7 +50,7 @@ __attribute__((always_inline)) inline void accumulate(V (&acc)[M][P][2], size_t 
       b1[p] = vload<V>(b + p * panel_stride + k * NR + L);
     }
     for (int m = 0; m < M; ++m) {
-      const V am = broadcast<V>(a[k * MR + m]);
+      const V am = broadcast<V>(Layout == ALayout::Rows ? a[m * lda + k] : a[k * MR + m]);
       for (int p = 0; p < P; ++p) {
         acc[m][p][0] += am * b0[p];
         acc[m][p][1] += am * b1[p];
@@ -53,22 +60,22 @@ __attribute__((always_inline)) inline void accumulate(V (&acc)[M][P][2], size_t 
 }
 
 // tile (M x P*NR, row stride ldt) = A times P consecutive B panels (each
-// (K1+K2) x NR, panel_stride elements apart). A comes in two MR-interleaved
-// segments, K1 then K2 (rows < M read): the recurrence multiplies
-// [x_t | h_{t-1}] by [W_ih | W_hh]^T without copying x_t next to h_{t-1}.
+// (K1+K2) x NR, panel_stride elements apart). A comes in two segments, K1
+// then K2 (rows < M read): the recurrence multiplies [x_t | h_{t-1}] by
+// [W_ih | W_hh]^T without copying x_t next to h_{t-1}.
 // Never inlined: inside a large caller the compiler runs out of registers and
 // spills accumulators, which chains every FMA through memory.
-template <class Real, int M, int P>
-__attribute__((noinline)) void micro_kernel(size_t K1, const Real* a1, size_t K2, const Real* a2,
-                                            const Real* b, size_t panel_stride, Real* tile,
-                                            size_t ldt) {
+template <class Real, int M, int P, ALayout Layout>
+__attribute__((noinline)) void micro_kernel(size_t K1, const Real* a1, size_t lda1, size_t K2,
+                                            const Real* a2, size_t lda2, const Real* b,
+                                            size_t panel_stride, Real* tile, size_t ldt) {
   using V = typename Simd<Real>::V;
   constexpr size_t L = Tile<Real>::L, NR = Tile<Real>::NR;
   V acc[M][P][2];
   for (int m = 0; m < M; ++m)
     for (int p = 0; p < P; ++p) acc[m][p][0] = acc[m][p][1] = V{};
-  accumulate<Real, M, P>(acc, K1, a1, b, panel_stride);
-  if (K2 != 0) accumulate<Real, M, P>(acc, K2, a2, b + K1 * NR, panel_stride);
+  accumulate<Real, M, P, Layout>(acc, K1, a1, lda1, b, panel_stride);
+  if (K2 != 0) accumulate<Real, M, P, Layout>(acc, K2, a2, lda2, b + K1 * NR, panel_stride);
   for (int m = 0; m < M; ++m)
     for (int p = 0; p < P; ++p) {
       vstore(tile + m * ldt + p * NR, acc[m][p][0]);
@@ -76,48 +83,68 @@ __attribute__((noinline)) void micro_kernel(size_t K1, const Real* a1, size_t K2
     }
 }
 
+// The A operand of a tile: up to two segments along K.
+template <class Real>
+struct TileA {
+  size_t K1;
+  const Real* a1;
+  size_t lda1;
+  size_t K2;
+  const Real* a2;
+  size_t lda2;
+};
+
 // P panels in groups of PG per microkernel call: with few rows, more panels
 // per call keep enough independent accumulators to hide the FMA latency.
-template <class Real, int M, int PG>
-inline void tile_rows(size_t P, size_t K1, const Real* a1, size_t K2, const Real* a2,
-                      const Real* b, size_t panel_stride, Real* tile) {
+template <class Real, int M, int PG, ALayout Layout>
+inline void tile_rows(size_t P, const TileA<Real>& a, const Real* b, size_t panel_stride,
+                      Real* tile) {
   constexpr size_t NR = Tile<Real>::NR;
   const size_t ldt = P * NR;
   size_t p = 0;
   for (; p + PG <= P; p += PG)
-    micro_kernel<Real, M, PG>(K1, a1, K2, a2, b + p * panel_stride, panel_stride, tile + p * NR,
-                              ldt);
+    micro_kernel<Real, M, PG, Layout>(a.K1, a.a1, a.lda1, a.K2, a.a2, a.lda2,
+                                      b + p * panel_stride, panel_stride, tile + p * NR, ldt);
   for (; p < P; ++p)
-    micro_kernel<Real, M, 1>(K1, a1, K2, a2, b + p * panel_stride, panel_stride, tile + p * NR,
-                             ldt);
+    micro_kernel<Real, M, 1, Layout>(a.K1, a.a1, a.lda1, a.K2, a.a2, a.lda2,
+                                     b + p * panel_stride, panel_stride, tile + p * NR, ldt);
 }
 
-// tile (m x P*NR) = packed A (m <= MR rows; segments K1, K2) times P packed B panels.
-template <class Real>
-inline void compute_tile(size_t m, size_t P, size_t K1, const Real* a1, size_t K2,
-                         const Real* a2, const Real* b, size_t panel_stride, Real* tile) {
+// tile (m x P*NR) = A (m <= MR rows) times P packed B panels.
+template <class Real, ALayout Layout>
+inline void compute_tile(size_t m, size_t P, const TileA<Real>& a, const Real* b,
+                         size_t panel_stride, Real* tile) {
   constexpr size_t MR = Tile<Real>::MR;
   switch (m) {
-    case 1: tile_rows<Real, 1, 4>(P, K1, a1, K2, a2, b, panel_stride, tile); break;
-    case 2: tile_rows<Real, 2, 2>(P, K1, a1, K2, a2, b, panel_stride, tile); break;
-    case 3: tile_rows<Real, 3, 1>(P, K1, a1, K2, a2, b, panel_stride, tile); break;
-    case 4: tile_rows<Real, 4, 1>(P, K1, a1, K2, a2, b, panel_stride, tile); break;
-    case 5: tile_rows<Real, 5, 1>(P, K1, a1, K2, a2, b, panel_stride, tile); break;
-    case 6: tile_rows<Real, 6, 1>(P, K1, a1, K2, a2, b, panel_stride, tile); break;
+    case 1: tile_rows<Real, 1, 4, Layout>(P, a, b, panel_stride, tile); break;
+    case 2: tile_rows<Real, 2, 2, Layout>(P, a, b, panel_stride, tile); break;
+    case 3: tile_rows<Real, 3, 1, Layout>(P, a, b, panel_stride, tile); break;
+    case 4: tile_rows<Real, 4, 1, Layout>(P, a, b, panel_stride, tile); break;
+    case 5: tile_rows<Real, 5, 1, Layout>(P, a, b, panel_stride, tile); break;
+    case 6: tile_rows<Real, 6, 1, Layout>(P, a, b, panel_stride, tile); break;
     default:
       if constexpr (MR >= 8) {
-        if (m == 7) tile_rows<Real, 7, 1>(P, K1, a1, K2, a2, b, panel_stride, tile);
-        else tile_rows<Real, 8, 1>(P, K1, a1, K2, a2, b, panel_stride, tile);
+        if (m == 7) tile_rows<Real, 7, 1, Layout>(P, a, b, panel_stride, tile);
+        else tile_rows<Real, 8, 1, Layout>(P, a, b, panel_stride, tile);
       }
       break;
   }
 }
 
-// One-segment form: tile (m x P*NR) = packed A (K) times P packed B panels.
+// tile (m x P*NR) = packed A panel (K) times P packed B panels.
 template <class Real>
-inline void compute_tile(size_t m, size_t P, size_t K, const Real* a, const Real* b,
-                         size_t panel_stride, Real* tile) {
-  compute_tile<Real>(m, P, K, a, 0, nullptr, b, panel_stride, tile);
+inline void packed_tile(size_t m, size_t P, size_t K, const Real* a, const Real* b,
+                        size_t panel_stride, Real* tile) {
+  compute_tile<Real, ALayout::Packed>(m, P, TileA<Real>{K, a, 0, 0, nullptr, 0}, b, panel_stride,
+                                      tile);
+}
+
+// tile (m x P*NR) = rows [a1 | a2] (m rows, row strides lda1, lda2) times P
+// packed B panels; K2 = 0 for a single segment.
+template <class Real>
+inline void rows_tile(size_t m, size_t P, const TileA<Real>& a, const Real* b,
+                      size_t panel_stride, Real* tile) {
+  compute_tile<Real, ALayout::Rows>(m, P, a, b, panel_stride, tile);
 }
 
 // Packs m <= MR rows of A over K (element (r, k) at a[r*rs + k*cs]) into
@@ -125,7 +152,9 @@ inline void compute_tile(size_t m, size_t P, size_t K, const Real* a, const Real
 template <class Real>
 inline void pack_a_panel(size_t m, size_t K, const Real* a, size_t rs, size_t cs, Real* out) {
   constexpr size_t MR = Tile<Real>::MR;
-  if (cs == 1) {
+  if (rs == 1 && m == MR) {  // rows lie side by side: a fixed-size copy per k
+    for (size_t k = 0; k < K; ++k) std::memcpy(out + k * MR, a + k * cs, MR * sizeof(Real));
+  } else if (cs == 1) {
     for (size_t r = 0; r < m; ++r)
       for (size_t k = 0; k < K; ++k) out[k * MR + r] = a[r * rs + k];
   } else {
@@ -139,7 +168,9 @@ inline void pack_a_panel(size_t m, size_t K, const Real* a, size_t rs, size_t cs
 template <class Real>
 inline void pack_b_panel(size_t n, size_t K, const Real* b, size_t rs, size_t cs, Real* out) {
   constexpr size_t NR = Tile<Real>::NR;
-  if (cs == 1) {
+  if (cs == 1 && n == NR) {
+    for (size_t k = 0; k < K; ++k) std::memcpy(out + k * NR, b + k * rs, NR * sizeof(Real));
+  } else if (cs == 1) {
     for (size_t k = 0; k < K; ++k) {
       for (size_t j = 0; j < n; ++j) out[k * NR + j] = b[k * rs + j];
       for (size_t j = n; j < NR; ++j) out[k * NR + j] = Real(0);
@@ -227,14 +258,6 @@ template <class Real>
 inline void stage(Real* dst, const Real* src, size_t n) {
   constexpr size_t NR = Tile<Real>::NR;
   for (size_t c = 0; c < NR; ++c) dst[c] = c < n ? src[c] : Real(0);
-}
-
-// Packs a (B, K) row-major state into MR-row panels: out[(b/MR)*MR*K + k*MR + b%MR].
-template <class Real>
-inline void pack_rows(size_t B, size_t K, const Real* src, Real* out) {
-  constexpr size_t MR = Tile<Real>::MR;
-  for (size_t r0 = 0; r0 < B; r0 += MR)
-    pack_a_panel(min_size(MR, B - r0), K, src + r0 * K, K, 1, out + r0 * K);
 }
 
 // After the BPTT time loop, one large product each from the pre-activation

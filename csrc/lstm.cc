@@ -38,22 +38,12 @@ void lstm_forward(const ForwardArgs<Real>& p) {
   // Each step multiplies [x_t | h_{t-1}] by [W_ih | W_hh]^T in one tile pass:
   // the input projection never makes a round trip through memory.
   const size_t hidden_blocks = ceil_div(H, NR);
-  const size_t row_panels = ceil_div(B, MR);
-  const size_t packed_x_step = row_panels * MR * I;
-  const size_t packed_state = row_panels * MR * H;
-  Buffer<Real> inputs(T * packed_x_step + 1);
-  Buffer<Real> states(2 * packed_state);  // h_{t-1} and h_t, packed as A panels
-  pack_rows(B, H, p.h0, states.data());
   const int nt = step_threads(p.threads, B, K, G * H, hidden_blocks);
   reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * G * K * NR * sizeof(Real));
-  Real* xpack = inputs.data();
-  Real* packed = states.data();
 
   auto task = [&](int tid, int n) {
-    size_t hb0, hb1, t0, t1;
+    size_t hb0, hb1;
     split_range(hidden_blocks, tid, n, hb0, hb1);
-    split_range(T, tid, n, t0, t1);
-    for (size_t t = t0; t < t1; ++t) pack_rows(B, I, p.x + t * B * I, xpack + t * packed_x_step);
     Real* w = static_cast<Real*>(scratch(tid, kSlotRecurrent));
     for (size_t hb = hb0; hb < hb1; ++hb)
       for (size_t gate = 0; gate < G; ++gate) {  // B (k, j) = [w_ih | w_hh][gate*H + j, k]
@@ -68,10 +58,9 @@ void lstm_forward(const ForwardArgs<Real>& p) {
     alignas(64) Real h_new[NR];
     alignas(64) Real edge_bias[G][NR];
     alignas(64) Real edge_c[NR];
-    parallel_barrier();  // every x_t packed
     for (size_t t = 0; t < T; ++t) {
-      const Real* h_prev = packed + (t & 1) * packed_state;
-      Real* h_next = packed + ((t + 1) & 1) * packed_state;
+      const Real* x_t = p.x + t * B * I;
+      const Real* h_prev = t == 0 ? p.h0 : p.y + (t - 1) * B * H;
       const Real* c_prev = training ? (t == 0 ? p.c0 : p.c_all + (t - 1) * B * H) : p.cT;
       Real* c_t = training ? p.c_all + t * B * H : p.cT;
       for (size_t hb = hb0; hb < hb1; ++hb) {
@@ -85,14 +74,25 @@ void lstm_forward(const ForwardArgs<Real>& p) {
         }
         for (size_t r0 = 0; r0 < B; r0 += MR) {
           const size_t m = min_size(MR, B - r0);
-          compute_tile(m, G, I, xpack + t * packed_x_step + r0 * I, H, h_prev + r0 * H,
-                       w + (hb - hb0) * G * K * NR, K * NR, tile);
+          rows_tile(m, G, TileA<Real>{I, x_t + r0 * I, I, H, h_prev + r0 * H, H},
+                    w + (hb - hb0) * G * K * NR, K * NR, tile);
           for (size_t r = 0; r < m; ++r) {
             const size_t b = r0 + r;
             const Real* tile_row = tile + r * G * NR;
             const Real* c_in = c_prev + b * H + u0;
-            if (!full) {
-              for (size_t c = 0; c < NR; ++c) edge_c[c] = c < nu ? c_in[c] : Real(0);
+            // A full block is written straight into its rows; the last, partial
+            // one goes through zero-padded staging and copies nu units out.
+            Real* gates_out[G] = {act[0], act[1], act[2], act[3]};
+            Real* c_out = c_new;
+            Real* h_out = h_new;
+            if (full) {
+              if (training)
+                for (size_t gate = 0; gate < G; ++gate)
+                  gates_out[gate] = p.gates + (t * B + b) * GH + gate * H + u0;
+              c_out = c_t + b * H + u0;
+              h_out = p.y + (t * B + b) * H + u0;
+            } else {
+              stage(edge_c, c_in, nu);
               c_in = edge_c;
             }
             for (size_t l = 0; l < NR; l += L) {
@@ -101,22 +101,21 @@ void lstm_forward(const ForwardArgs<Real>& p) {
               V g = A::tanh(vload<V>(tile_row + 2 * NR + l) + vload<V>(bias[2] + l));
               V o = A::sigmoid(vload<V>(tile_row + 3 * NR + l) + vload<V>(bias[3] + l));
               V c = f * vload<V>(c_in + l) + i * g;
-              vstore(act[0] + l, i);
-              vstore(act[1] + l, f);
-              vstore(act[2] + l, g);
-              vstore(act[3] + l, o);
-              vstore(c_new + l, c);
-              vstore(h_new + l, o * A::tanh(c));
+              vstore(gates_out[0] + l, i);
+              vstore(gates_out[1] + l, f);
+              vstore(gates_out[2] + l, g);
+              vstore(gates_out[3] + l, o);
+              vstore(c_out + l, c);
+              vstore(h_out + l, o * A::tanh(c));
             }
-            if (training) {
-              Real* gates_row = p.gates + (t * B + b) * GH + u0;
-              for (size_t gate = 0; gate < G; ++gate)
-                std::memcpy(gates_row + gate * H, act[gate], nu * sizeof(Real));
+            if (!full) {
+              if (training)
+                for (size_t gate = 0; gate < G; ++gate)
+                  std::memcpy(p.gates + (t * B + b) * GH + gate * H + u0, act[gate],
+                              nu * sizeof(Real));
+              std::memcpy(c_t + b * H + u0, c_new, nu * sizeof(Real));
+              std::memcpy(p.y + (t * B + b) * H + u0, h_new, nu * sizeof(Real));
             }
-            std::memcpy(c_t + b * H + u0, c_new, nu * sizeof(Real));
-            std::memcpy(p.y + (t * B + b) * H + u0, h_new, nu * sizeof(Real));
-            Real* h_packed = h_next + r0 * H + u0 * MR + r;
-            for (size_t c = 0; c < nu; ++c) h_packed[c * MR] = h_new[c];
           }
         }
       }
@@ -149,9 +148,6 @@ void lstm_backward(const BackwardArgs<Real>& p) {
   // dc runs in dc0 itself: after step 1 it is the answer.
   std::memcpy(p.dc0, p.dcT, B * H * sizeof(Real));
   const size_t hidden_blocks = ceil_div(H, NR);
-  const size_t packed_grad = ceil_div(B, MR) * MR * GH;
-  Buffer<Real> grads(2 * packed_grad);  // da_{t+1} and da_t, packed as A panels
-  Real* packed = grads.data();
   const int nt = step_threads(p.threads, B, GH, H, hidden_blocks);
   reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * GH * NR * sizeof(Real));
 
@@ -167,15 +163,15 @@ void lstm_backward(const BackwardArgs<Real>& p) {
     alignas(64) Real dc[NR];
     alignas(64) Real edge[8][NR];
     for (size_t t = T; t-- > 0;) {
-      const Real* da_next = packed + ((t + 1) & 1) * packed_grad;
-      Real* da_packed = packed + (t & 1) * packed_grad;
+      const Real* da_next = da + (t + 1) * B * GH;  // read only when t + 1 < T
       const Real* c_prev_t = t == 0 ? p.c0 : p.c_all + (t - 1) * B * H;
       for (size_t hb = hb0; hb < hb1; ++hb) {
         const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
         for (size_t r0 = 0; r0 < B; r0 += MR) {
           const size_t m = min_size(MR, B - r0);
           if (t + 1 < T) {
-            compute_tile(m, 1, GH, da_next + r0 * GH, w + (hb - hb0) * GH * NR, GH * NR, tile);
+            rows_tile(m, 1, TileA<Real>{GH, da_next + r0 * GH, GH, 0, nullptr, 0},
+                      w + (hb - hb0) * GH * NR, GH * NR, tile);
           } else {
             for (size_t r = 0; r < m; ++r)
               for (size_t c = 0; c < nu; ++c) tile[r * NR + c] = p.dhT[(r0 + r) * H + u0 + c];
@@ -190,7 +186,15 @@ void lstm_backward(const BackwardArgs<Real>& p) {
             const Real* dy_in = p.dy != nullptr ? p.dy + row : nullptr;
             for (size_t gate = 0; gate < G; ++gate)
               gates_in[gate] = p.gates + (t * B + b) * GH + gate * H + u0;
-            if (nu < NR) {  // the last, partial block: zero-padded copies
+            // A full block is read and written in place; the last, partial one
+            // goes through zero-padded staging and copies nu units out.
+            Real* da_row = da + (t * B + b) * GH + u0;
+            Real* da_out[G] = {v[0], v[1], v[2], v[3]};
+            Real* dc_out = dc;
+            if (nu == NR) {
+              for (size_t gate = 0; gate < G; ++gate) da_out[gate] = da_row + gate * H;
+              dc_out = p.dc0 + b * H + u0;
+            } else {
               for (size_t gate = 0; gate < G; ++gate) {
                 stage(edge[gate], gates_in[gate], nu);
                 gates_in[gate] = edge[gate];
@@ -216,19 +220,17 @@ void lstm_backward(const BackwardArgs<Real>& p) {
               V dc_t = vload<V>(dc_in + l) + dh_t * o * (Real(1) - tanh_c * tanh_c);         // (3)
               V d_i = dc_t * g, d_g = dc_t * i;                                              // (4)
               V d_f = dc_t * vload<V>(c_prev_in + l);                                        // (5)
-              vstore(dc + l, dc_t * f);                                                      // (6)
-              vstore(v[0] + l, d_i * i * (Real(1) - i));                                     // (7)
-              vstore(v[1] + l, d_f * f * (Real(1) - f));
-              vstore(v[2] + l, d_g * (Real(1) - g * g));
-              vstore(v[3] + l, d_o * o * (Real(1) - o));
+              vstore(dc_out + l, dc_t * f);                                                  // (6)
+              vstore(da_out[0] + l, d_i * i * (Real(1) - i));                                // (7)
+              vstore(da_out[1] + l, d_f * f * (Real(1) - f));
+              vstore(da_out[2] + l, d_g * (Real(1) - g * g));
+              vstore(da_out[3] + l, d_o * o * (Real(1) - o));
             }
-            Real* da_row = da + (t * B + b) * GH + u0;
-            for (size_t gate = 0; gate < G; ++gate) {
-              std::memcpy(da_row + gate * H, v[gate], nu * sizeof(Real));
-              Real* packed_col = da_packed + r0 * GH + (gate * H + u0) * MR + r;
-              for (size_t c = 0; c < nu; ++c) packed_col[c * MR] = v[gate][c];
+            if (nu < NR) {
+              for (size_t gate = 0; gate < G; ++gate)
+                std::memcpy(da_row + gate * H, v[gate], nu * sizeof(Real));
+              std::memcpy(p.dc0 + b * H + u0, dc, nu * sizeof(Real));
             }
-            std::memcpy(p.dc0 + b * H + u0, dc, nu * sizeof(Real));
           }
         }
       }
@@ -238,7 +240,8 @@ void lstm_backward(const BackwardArgs<Real>& p) {
       const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
       for (size_t r0 = 0; r0 < B; r0 += MR) {
         const size_t m = min_size(MR, B - r0);
-        compute_tile(m, 1, GH, packed + r0 * GH, w + (hb - hb0) * GH * NR, GH * NR, tile);
+        rows_tile(m, 1, TileA<Real>{GH, da + r0 * GH, GH, 0, nullptr, 0},
+                  w + (hb - hb0) * GH * NR, GH * NR, tile);
         for (size_t r = 0; r < m; ++r)
           for (size_t c = 0; c < nu; ++c) p.dh0[(r0 + r) * H + u0 + c] = tile[r * NR + c];
       }

@@ -25,22 +25,12 @@ void rnn_forward(const ForwardArgs<Real>& p) {
   // Each step multiplies [x_t | h_{t-1}] by [W_ih | W_hh]^T in one tile pass:
   // the input projection never makes a round trip through memory.
   const size_t hidden_blocks = ceil_div(H, NR);
-  const size_t row_panels = ceil_div(B, MR);
-  const size_t packed_x_step = row_panels * MR * I;
-  const size_t packed_state = row_panels * MR * H;
-  Buffer<Real> inputs(T * packed_x_step + 1);
-  Buffer<Real> states(2 * packed_state);  // h_{t-1} and h_t, packed as A panels
-  pack_rows(B, H, p.h0, states.data());
   const int nt = step_threads(p.threads, B, K, H, hidden_blocks);
   reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * K * NR * sizeof(Real));
-  Real* xpack = inputs.data();
-  Real* packed = states.data();
 
   auto task = [&](int tid, int n) {
-    size_t hb0, hb1, t0, t1;
+    size_t hb0, hb1;
     split_range(hidden_blocks, tid, n, hb0, hb1);
-    split_range(T, tid, n, t0, t1);
-    for (size_t t = t0; t < t1; ++t) pack_rows(B, I, p.x + t * B * I, xpack + t * packed_x_step);
     Real* w = static_cast<Real*>(scratch(tid, kSlotRecurrent));
     for (size_t hb = hb0; hb < hb1; ++hb) {  // B (k, j) = [w_ih | w_hh][j, k]
       const size_t nu = min_size(NR, H - hb * NR);
@@ -51,10 +41,9 @@ void rnn_forward(const ForwardArgs<Real>& p) {
     alignas(64) Real tile[MR * NR];
     alignas(64) Real h_new[NR];
     alignas(64) Real edge_bias[NR];
-    parallel_barrier();  // every x_t packed
     for (size_t t = 0; t < T; ++t) {
-      const Real* h_prev = packed + (t & 1) * packed_state;
-      Real* h_next = packed + ((t + 1) & 1) * packed_state;
+      const Real* x_t = p.x + t * B * I;
+      const Real* h_prev = t == 0 ? p.h0 : p.y + (t - 1) * B * H;
       for (size_t hb = hb0; hb < hb1; ++hb) {
         const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
         const Real* bias = p.b + u0;
@@ -64,14 +53,15 @@ void rnn_forward(const ForwardArgs<Real>& p) {
         }
         for (size_t r0 = 0; r0 < B; r0 += MR) {
           const size_t m = min_size(MR, B - r0);
-          compute_tile(m, 1, I, xpack + t * packed_x_step + r0 * I, H, h_prev + r0 * H,
-                       w + (hb - hb0) * K * NR, K * NR, tile);
+          rows_tile(m, 1, TileA<Real>{I, x_t + r0 * I, I, H, h_prev + r0 * H, H},
+                    w + (hb - hb0) * K * NR, K * NR, tile);
           for (size_t r = 0; r < m; ++r) {
+            // A full block is written straight into y; a partial one is staged.
+            Real* y_row = p.y + (t * B + r0 + r) * H + u0;
+            Real* h_out = nu == NR ? y_row : h_new;
             for (size_t l = 0; l < NR; l += L)
-              vstore(h_new + l, Act<Real>::tanh(vload<V>(tile + r * NR + l) + vload<V>(bias + l)));
-            std::memcpy(p.y + (t * B + r0 + r) * H + u0, h_new, nu * sizeof(Real));
-            Real* h_packed = h_next + r0 * H + u0 * MR + r;
-            for (size_t c = 0; c < nu; ++c) h_packed[c * MR] = h_new[c];
+              vstore(h_out + l, Act<Real>::tanh(vload<V>(tile + r * NR + l) + vload<V>(bias + l)));
+            if (nu < NR) std::memcpy(y_row, h_new, nu * sizeof(Real));
           }
         }
       }
@@ -90,15 +80,13 @@ void rnn_forward(const ForwardArgs<Real>& p) {
 //   dx_t = da_t W_ih
 template <class Real>
 void rnn_backward(const BackwardArgs<Real>& p) {
-  constexpr size_t MR = Tile<Real>::MR, NR = Tile<Real>::NR;
+  using V = typename Simd<Real>::V;
+  constexpr size_t L = Tile<Real>::L, MR = Tile<Real>::MR, NR = Tile<Real>::NR;
   const size_t T = p.T, B = p.B, I = p.I, H = p.H;
 
   Buffer<Real> da_all(T * B * H);
   Real* da = da_all.data();
   const size_t hidden_blocks = ceil_div(H, NR);
-  const size_t packed_grad = ceil_div(B, MR) * MR * H;
-  Buffer<Real> grads(2 * packed_grad);  // da_{t+1} and da_t, packed as A panels
-  Real* packed = grads.data();
   const int nt = step_threads(p.threads, B, H, H, hidden_blocks);
   reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * H * NR * sizeof(Real));
 
@@ -109,28 +97,41 @@ void rnn_backward(const BackwardArgs<Real>& p) {
     for (size_t hb = hb0; hb < hb1; ++hb)  // B (k, u) = w_hh[k*H + u]
       pack_b_panel(min_size(NR, H - hb * NR), H, p.w_hh + hb * NR, H, 1, w + (hb - hb0) * H * NR);
     alignas(64) Real tile[MR * NR];
+    alignas(64) Real edge[3][NR];  // staging for a partial block: h, dy, da
     for (size_t t = T; t-- > 0;) {
-      const Real* da_next = packed + ((t + 1) & 1) * packed_grad;
-      Real* da_packed = packed + (t & 1) * packed_grad;
+      const Real* da_next = da + (t + 1) * B * H;  // read only when t + 1 < T
       for (size_t hb = hb0; hb < hb1; ++hb) {
         const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
         for (size_t r0 = 0; r0 < B; r0 += MR) {
           const size_t m = min_size(MR, B - r0);
           if (t + 1 < T) {
-            compute_tile(m, 1, H, da_next + r0 * H, w + (hb - hb0) * H * NR, H * NR, tile);
+            rows_tile(m, 1, TileA<Real>{H, da_next + r0 * H, H, 0, nullptr, 0},
+                      w + (hb - hb0) * H * NR, H * NR, tile);
           } else {
             for (size_t r = 0; r < m; ++r)
               for (size_t c = 0; c < nu; ++c) tile[r * NR + c] = p.dhT[(r0 + r) * H + u0 + c];
           }
           for (size_t r = 0; r < m; ++r) {
             const size_t row = (t * B + r0 + r) * H + u0;
-            for (size_t c = 0; c < nu; ++c) {
-              Real dh = tile[r * NR + c] + (p.dy != nullptr ? p.dy[row + c] : Real(0));  // (1)
-              Real h = p.y[row + c];
-              Real d = dh * (Real(1) - h * h);                                            // (2)
-              da[row + c] = d;
-              da_packed[r0 * H + (u0 + c) * MR + r] = d;
+            const Real* h_in = p.y + row;
+            const Real* dy_in = p.dy != nullptr ? p.dy + row : nullptr;
+            Real* da_out = da + row;
+            if (nu < NR) {
+              stage(edge[0], h_in, nu);
+              h_in = edge[0];
+              if (dy_in != nullptr) {
+                stage(edge[1], dy_in, nu);
+                dy_in = edge[1];
+              }
+              da_out = edge[2];
             }
+            for (size_t l = 0; l < NR; l += L) {
+              V dh = vload<V>(tile + r * NR + l);
+              if (dy_in != nullptr) dh += vload<V>(dy_in + l);                 // (1)
+              V h = vload<V>(h_in + l);
+              vstore(da_out + l, dh * (Real(1) - h * h));                        // (2)
+            }
+            if (nu < NR) std::memcpy(da + row, edge[2], nu * sizeof(Real));
           }
         }
       }
@@ -140,7 +141,8 @@ void rnn_backward(const BackwardArgs<Real>& p) {
       const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
       for (size_t r0 = 0; r0 < B; r0 += MR) {
         const size_t m = min_size(MR, B - r0);
-        compute_tile(m, 1, H, packed + r0 * H, w + (hb - hb0) * H * NR, H * NR, tile);
+        rows_tile(m, 1, TileA<Real>{H, da + r0 * H, H, 0, nullptr, 0},
+                  w + (hb - hb0) * H * NR, H * NR, tile);
         for (size_t r = 0; r < m; ++r)
           for (size_t c = 0; c < nu; ++c) p.dh0[(r0 + r) * H + u0 + c] = tile[r * NR + c];
       }
