@@ -22,25 +22,28 @@ void gemm_rows(const Gemm<Real>& g, size_t m0, size_t m1, Real* apack, Real* bpa
     for (size_t pc = 0; pc < g.K; pc += KC) {
       const size_t k = min_size(KC, g.K - pc);
       const bool first = pc == 0;
-      for (size_t jp = 0; jp < npanels; ++jp) {
-        const size_t j = jc + jp * NR;
-        pack_b_panel(min_size(NR, g.N - j), k, g.b + pc * g.b_rs + j * g.b_cs, g.b_rs, g.b_cs,
-                     bpack + jp * k * NR);
-      }
+      // B in unit panels is read where it lies: slab (j/NR), rows from pc.
+      if (g.b_slabs == 0)
+        for (size_t jp = 0; jp < npanels; ++jp) {
+          const size_t j = jc + jp * NR;
+          pack_b_panel(min_size(NR, g.N - j), k, g.b + pc * g.b_rs + j * g.b_cs, g.b_rs, g.b_cs,
+                       bpack + jp * k * NR);
+        }
       for (size_t ic = m0; ic < m1; ic += MC) {
         const size_t mc = min_size(MC, m1 - ic);
-        for (size_t ip = 0; ip * MR < mc; ++ip) {
-          const size_t i = ic + ip * MR;
-          pack_a_panel(min_size(MR, m1 - i), k, g.a + i * g.a_rs + pc * g.a_cs, g.a_rs, g.a_cs,
-                       apack + ip * MR * k);
-        }
+        if (g.a_slabs != 0)
+          pack_a_from_panels(mc, k, g.a + (pc / NR) * g.a_slabs + ic * NR, g.a_slabs, apack);
+        else
+          pack_a_block(mc, k, g.a + ic * g.a_rs + pc * g.a_cs, g.a_rs, g.a_cs, apack);
         for (size_t jp = 0; jp < npanels; ++jp) {
           const size_t j = jc + jp * NR;
           const size_t nr = min_size(NR, g.N - j);
           for (size_t ip = 0; ip * MR < mc; ++ip) {
             const size_t i = ic + ip * MR;
             const size_t mr = min_size(MR, m1 - i);
-            packed_tile(mr, 1, k, apack + ip * MR * k, bpack + jp * k * NR, 0, tile);
+            const Real* bpanel =
+                g.b_slabs != 0 ? g.b + (j / NR) * g.b_slabs + pc * NR : bpack + jp * k * NR;
+            packed_tile(mr, 1, k, apack + ip * MR * k, bpanel, 0, tile);
             for (size_t r = 0; r < mr; ++r) {
               Real* crow = g.c + (i + r) * g.ldc + j;
               const Real* trow = tile + r * NR;
@@ -94,40 +97,71 @@ void gemm(const Gemm<Real>& g, int threads) {
 }
 
 template <class Real>
-void column_sums(size_t rows, size_t cols, const Real* a, size_t lda, Real* out, int threads) {
-  const double work = double(rows) * double(cols);
-  size_t nt = static_cast<size_t>(work / 1.0e6);
-  nt = min_size(min_size(nt < 1 ? 1 : nt, static_cast<size_t>(threads < 1 ? 1 : threads)),
-                ceil_div(cols, 64));
-  auto task = [&](int tid, int n) {
-    size_t b0, b1;
-    split_range(ceil_div(cols, 64), tid, n, b0, b1);
-    const size_t j0 = b0 * 64, j1 = min_size(cols, b1 * 64);
-    for (size_t j = j0; j < j1; ++j) out[j] = Real(0);
-    for (size_t i = 0; i < rows; ++i) {
-      const Real* row = a + i * lda;
-      for (size_t j = j0; j < j1; ++j) out[j] += row[j];
+void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t G) {
+  constexpr size_t NR = Tile<Real>::NR, L = Tile<Real>::L;
+  using V = typename Simd<Real>::V;
+  const size_t TB = p.T * p.B, B = p.B, I = p.I, H = p.H, K = I + H;
+  const size_t HB = ceil_div(H, NR), Q = G * HB, slabs = TB * NR;
+
+  // [x_t | h_{t-1}] of every step side by side: one product with the unit
+  // panels, [x | h_prev]^T da, gives [dW_ih | dW_hh] transposed and padded.
+  Buffer<Real> inputs(TB * K);
+  Buffer<Real> dw_t(K * Q * NR);
+  Real* xh = inputs.data();
+  auto gather = [&](int tid, int n) {
+    size_t r0, r1;
+    split_range(TB, tid, n, r0, r1);
+    for (size_t r = r0; r < r1; ++r) {
+      std::memcpy(xh + r * K, p.x + r * I, I * sizeof(Real));
+      const Real* h_prev = r < B ? p.h0 + r * H : p.y + (r - B) * H;
+      std::memcpy(xh + r * K + I, h_prev, H * sizeof(Real));
     }
   };
-  run_parallel(int(nt), task);
-}
+  run_parallel(static_cast<int>(min_size(size_t(p.threads), ceil_div(TB * K, 1 << 16))), gather);
+  Gemm<Real> weights{K, Q * NR, TB, xh, 1, K, da, 0, 0, dw_t.data(), Q * NR, false, nullptr};
+  weights.b_slabs = slabs;
+  gemm(weights, p.threads);
 
-template <class Real>
-void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t GH) {
-  const size_t TB = p.T * p.B, B = p.B, I = p.I, H = p.H;
-  gemm(Gemm<Real>{GH, I, TB, da, 1, GH, p.x, I, 1, p.dw_ih, I, false, nullptr}, p.threads);
-  gemm(Gemm<Real>{GH, H, B, da, 1, GH, p.h0, H, 1, p.dw_hh, H, false, nullptr}, p.threads);
-  gemm(Gemm<Real>{GH, H, TB - B, da + B * GH, 1, GH, p.y, H, 1, p.dw_hh, H, true, nullptr},
-       p.threads);
-  column_sums(TB, GH, da, GH, p.db, p.threads);
-  if (p.dx != nullptr)
-    gemm(Gemm<Real>{TB, I, GH, da, GH, 1, p.w_ih, I, 1, p.dx, I, false, nullptr}, p.threads);
+  // Unpad and transpose into dW_ih (G*H, I) and dW_hh (G*H, H); db = the
+  // column sums of the slabs, each slab summed by one thread, rows in order.
+  auto finish = [&](int tid, int n) {
+    size_t q0, q1;
+    split_range(Q, tid, n, q0, q1);
+    for (size_t q = q0; q < q1; ++q) {
+      const size_t gate = q / HB, u0 = (q % HB) * NR, units = min_size(NR, H - u0);
+      const Real* slab = da + q * slabs;
+      V sum[NR / L];
+      for (size_t l = 0; l < NR / L; ++l) sum[l] = V{};
+      for (size_t k = 0; k < TB; ++k)
+        for (size_t l = 0; l < NR / L; ++l) sum[l] += vload<V>(slab + k * NR + l * L);
+      alignas(64) Real lanes[NR];
+      for (size_t l = 0; l < NR / L; ++l) vstore(lanes + l * L, sum[l]);
+      for (size_t c = 0; c < units; ++c) {
+        const size_t j = gate * H + u0 + c;
+        p.db[j] = lanes[c];
+        const Real* column = dw_t.data() + q * NR + c;
+        for (size_t i = 0; i < I; ++i) p.dw_ih[j * I + i] = column[i * Q * NR];
+        for (size_t i = 0; i < H; ++i) p.dw_hh[j * H + i] = column[(I + i) * Q * NR];
+      }
+    }
+  };
+  run_parallel(static_cast<int>(min_size(size_t(p.threads), Q)), finish);
+
+  if (p.dx != nullptr) {  // dx = da W_ih, with W_ih's rows in the padded unit order
+    Buffer<Real> w_pad(Q * NR * I);
+    for (size_t q = 0; q < Q; ++q) {
+      const size_t gate = q / HB, u0 = (q % HB) * NR, units = min_size(NR, H - u0);
+      std::memcpy(w_pad.data() + q * NR * I, p.w_ih + (gate * H + u0) * I, units * I * sizeof(Real));
+      std::memset(w_pad.data() + (q * NR + units) * I, 0, (NR - units) * I * sizeof(Real));
+    }
+    Gemm<Real> inputs_grad{TB, I, Q * NR, da, 0, 0, w_pad.data(), I, 1, p.dx, I, false, nullptr};
+    inputs_grad.a_slabs = slabs;
+    gemm(inputs_grad, p.threads);
+  }
 }
 
 template void gemm<float>(const Gemm<float>&, int);
 template void gemm<double>(const Gemm<double>&, int);
-template void column_sums<float>(size_t, size_t, const float*, size_t, float*, int);
-template void column_sums<double>(size_t, size_t, const double*, size_t, double*, int);
 template void bptt_parameter_grads<float>(const BackwardArgs<float>&, const float*, size_t);
 template void bptt_parameter_grads<double>(const BackwardArgs<double>&, const double*, size_t);
 

@@ -31,11 +31,13 @@ constexpr int kSlotPackA = 0;
 constexpr int kSlotPackB = 1;
 constexpr int kSlotRecurrent = 2;
 
-// A tile reads its A operand in one of two layouts: packed panels (element
-// (m, k) at a[k*MR + m], what gemm() builds) or rows in place (element (m, k)
-// at a[m*lda + k]). The recurrences use rows: x_t, h_{t-1} and da_{t+1} are
-// already row-major, so a step needs no packing and writes no packed copy.
-enum class ALayout { Packed, Rows };
+// A tile reads its A operand in one of three layouts:
+//   Packed  element (m, k) at a[k*MR + m], the panels gemm() builds;
+//   Rows    element (m, k) at a[m*lda + k], read in place: x_t and h_{t-1}
+//           are row-major already, so a forward step packs nothing;
+//   Panels  element (m, k) at a[(k/NR)*lda + m*NR + k%NR], K a multiple of
+//           NR: da kept as unit panels (below), read in place by BPTT.
+enum class ALayout { Packed, Rows, Panels };
 
 // acc += A (M rows over K) times P B panels (K x NR each).
 template <class Real, int M, int P, ALayout Layout, class V>
@@ -43,6 +45,12 @@ __attribute__((always_inline)) inline void accumulate(V (&acc)[M][P][2], size_t 
                                                       size_t lda, const Real* b,
                                                       size_t panel_stride) {
   constexpr size_t L = Tile<Real>::L, NR = Tile<Real>::NR, MR = Tile<Real>::MR;
+  if constexpr (Layout == ALayout::Panels) {  // NR-wide row-major slabs, lda apart
+    for (size_t s = 0; s < K; s += NR)
+      accumulate<Real, M, P, ALayout::Rows>(acc, NR, a + (s / NR) * lda, NR, b + s * NR,
+                                            panel_stride);
+    return;
+  }
   for (size_t k = 0; k < K; ++k) {
     V b0[P], b1[P];
     for (int p = 0; p < P; ++p) {
@@ -140,11 +148,30 @@ inline void packed_tile(size_t m, size_t P, size_t K, const Real* a, const Real*
 }
 
 // tile (m x P*NR) = rows [a1 | a2] (m rows, row strides lda1, lda2) times P
-// packed B panels; K2 = 0 for a single segment.
+// packed B panels.
 template <class Real>
 inline void rows_tile(size_t m, size_t P, const TileA<Real>& a, const Real* b,
                       size_t panel_stride, Real* tile) {
   compute_tile<Real, ALayout::Rows>(m, P, a, b, panel_stride, tile);
+}
+
+// ---------------------------------------------------------------- unit panels
+// How BPTT keeps the pre-activation gradients da (TB = T*B rows, G*H units):
+// each gate's units are cut into HB = ceil(H/NR) blocks of NR, the last one
+// zero-padded, and each of the Q = G*HB blocks is a (TB, NR) row-major slab:
+//   da[k, gate*H + u]  at  panels[((gate*HB + u/NR)*TB + k)*NR + u%NR].
+// A step's epilogue stores whole vectors into the slabs; the recurrence reads
+// da_{t+1} from them as A (ALayout::Panels), and after the loop they are the B
+// operand of the weight-gradient product as they lie: nothing is repacked.
+
+// tile (m x NR) = m rows of da in unit panels (Q*NR padded units, slabs
+// slab_stride apart) times a B panel packed by pack_panel_weights.
+template <class Real>
+inline void panels_tile(size_t m, size_t Q, const Real* da, size_t slab_stride, const Real* b,
+                        Real* tile) {
+  constexpr size_t NR = Tile<Real>::NR;
+  compute_tile<Real, ALayout::Panels>(m, 1, TileA<Real>{Q * NR, da, slab_stride, 0, nullptr, 0},
+                                      b, 0, tile);
 }
 
 // Packs m <= MR rows of A over K (element (r, k) at a[r*rs + k*cs]) into
@@ -160,6 +187,25 @@ inline void pack_a_panel(size_t m, size_t K, const Real* a, size_t rs, size_t cs
   } else {
     for (size_t k = 0; k < K; ++k)
       for (size_t r = 0; r < m; ++r) out[k * MR + r] = a[r * rs + k * cs];
+  }
+}
+
+// Packs rows [0, m) of A over K into MR-row panels, panel ip at out + ip*MR*K.
+template <class Real>
+inline void pack_a_block(size_t m, size_t K, const Real* a, size_t rs, size_t cs, Real* out) {
+  constexpr size_t MR = Tile<Real>::MR;
+  const size_t full = m / MR;
+  if (rs == 1) {
+    // A's rows are adjacent in memory (A is a transpose): read each k's run
+    // once, left to right, and deal MR-wide pieces to the panels. Panel by
+    // panel, the same lines would be fetched again for every panel.
+    for (size_t k = 0; k < K; ++k)
+      for (size_t ip = 0; ip < full; ++ip)
+        std::memcpy(out + ip * MR * K + k * MR, a + k * cs + ip * MR, MR * sizeof(Real));
+    if (full * MR < m) pack_a_panel(m - full * MR, K, a + full * MR, rs, cs, out + full * MR * K);
+  } else {
+    for (size_t ip = 0; ip * MR < m; ++ip)
+      pack_a_panel(min_size(MR, m - ip * MR), K, a + ip * MR * rs, rs, cs, out + ip * MR * K);
   }
 }
 
@@ -183,8 +229,41 @@ inline void pack_b_panel(size_t n, size_t K, const Real* b, size_t rs, size_t cs
   }
 }
 
+// The B panel of da W for output columns [j0, j0 + n) of W (G*H x ldw): row
+// (q, c) of the padded unit order holds W[gate*H + u, j0 .. j0+n) for unit
+// u = (q % HB)*NR + c of gate q / HB, and zeros past H.
+template <class Real>
+inline void pack_panel_weights(size_t G, size_t H, const Real* w, size_t ldw, size_t j0,
+                               size_t n, Real* out) {
+  constexpr size_t NR = Tile<Real>::NR;
+  const size_t HB = ceil_div(H, NR);
+  for (size_t q = 0; q < G * HB; ++q) {
+    const size_t gate = q / HB, u0 = (q % HB) * NR, units = min_size(NR, H - u0);
+    Real* slab = out + q * NR * NR;
+    pack_b_panel(n, units, w + (gate * H + u0) * ldw + j0, ldw, 1, slab);
+    std::memset(slab + units * NR, 0, (NR - units) * NR * sizeof(Real));
+  }
+}
+
+// Packs rows [0, m) of A held in unit panels (element (i, k) at
+// a[(k/NR)*slabs + i*NR + k%NR]) over K into MR-row panels.
+template <class Real>
+inline void pack_a_from_panels(size_t m, size_t K, const Real* a, size_t slabs, Real* out) {
+  constexpr size_t MR = Tile<Real>::MR, NR = Tile<Real>::NR;
+  for (size_t ip = 0; ip * MR < m; ++ip) {
+    const size_t rows = min_size(MR, m - ip * MR);
+    Real* panel = out + ip * MR * K;
+    for (size_t k = 0; k < K; ++k) {
+      const Real* src = a + (k / NR) * slabs + ip * MR * NR + k % NR;
+      for (size_t r = 0; r < rows; ++r) panel[k * MR + r] = src[r * NR];
+    }
+  }
+}
+
 // C (M x N, row stride ldc) = op(A) op(B) [+ C] [+ bias[j] on column j].
 // A element (i, k) at a[i*a_rs + k*a_cs]; B element (k, j) at b[k*b_rs + j*b_cs].
+// Either operand may instead be unit panels with slabs *_slabs apart (then
+// its strides are ignored): A's k or B's j runs over the padded units.
 template <class Real>
 struct Gemm {
   size_t M, N, K;
@@ -196,6 +275,8 @@ struct Gemm {
   size_t ldc;
   bool accumulate;
   const Real* bias;
+  size_t a_slabs = 0;
+  size_t b_slabs = 0;
 };
 
 // Rows are split evenly across threads in MR multiples; each output element
@@ -203,10 +284,6 @@ struct Gemm {
 // thread count.
 template <class Real>
 void gemm(const Gemm<Real>& g, int threads);
-
-// out[j] = sum_i a[i*lda + j] over rows, columns split across threads.
-template <class Real>
-void column_sums(size_t rows, size_t cols, const Real* a, size_t lda, Real* out, int threads);
 
 // ------------------------------------------------------------ small helpers
 
@@ -260,11 +337,11 @@ inline void stage(Real* dst, const Real* src, size_t n) {
   for (size_t c = 0; c < NR; ++c) dst[c] = c < n ? src[c] : Real(0);
 }
 
-// After the BPTT time loop, one large product each from the pre-activation
-// gradients da (T*B, GH): dW_ih = da^T x, dW_hh = da^T [h0; h_1..h_{T-1}],
-// db = the column sums of da, and dx = da W_ih when p.dx is wanted.
+// After the BPTT time loop, from da in unit panels (G gates): dW_ih and dW_hh
+// from one product with [x | h_prev], db from the slab sums, and dx = da W_ih
+// when p.dx is wanted.
 template <class Real>
-void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t GH);
+void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t G);
 
 }  // namespace FASTRNN_ISA_NS
 }  // namespace fastrnn

@@ -135,7 +135,8 @@ void lstm_forward(const ForwardArgs<Real>& p) {
 //   dc    = dc_t * f            (carried to t-1)        (6)
 //   da_t  = [di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)]  (7)
 //   dh    = da_t W_hh           (carried to t-1)        (8)
-// after the loop, one GEMM each for dW_ih, dW_hh, dx, and a column sum for db.
+// da is kept in unit panels (gemm.h): after the loop, one GEMM gives dW_ih and
+// dW_hh, another dx, and the slab sums db.
 template <class Real>
 void lstm_backward(const BackwardArgs<Real>& p) {
   using V = typename Simd<Real>::V;
@@ -143,38 +144,35 @@ void lstm_backward(const BackwardArgs<Real>& p) {
   constexpr size_t L = Tile<Real>::L, MR = Tile<Real>::MR, NR = Tile<Real>::NR;
   const size_t T = p.T, B = p.B, I = p.I, H = p.H, GH = G * H;
 
-  Buffer<Real> da_all(T * B * GH);
-  Real* da = da_all.data();
+  const size_t hidden_blocks = ceil_div(H, NR), Q = G * hidden_blocks, slabs = T * B * NR;
+  Buffer<Real> da_panels(Q * slabs);
+  Real* da = da_panels.data();
   // dc runs in dc0 itself: after step 1 it is the answer.
   std::memcpy(p.dc0, p.dcT, B * H * sizeof(Real));
-  const size_t hidden_blocks = ceil_div(H, NR);
   const int nt = step_threads(p.threads, B, GH, H, hidden_blocks);
-  reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * GH * NR * sizeof(Real));
+  reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * Q * NR * NR * sizeof(Real));
 
   auto task = [&](int tid, int n) {
     size_t hb0, hb1;
     split_range(hidden_blocks, tid, n, hb0, hb1);
     Real* w = static_cast<Real*>(scratch(tid, kSlotRecurrent));
-    for (size_t hb = hb0; hb < hb1; ++hb)  // B (k, u) = w_hh[k*H + u], k over all 4H
-      pack_b_panel(min_size(NR, H - hb * NR), GH, p.w_hh + hb * NR, H, 1,
-                   w + (hb - hb0) * GH * NR);
+    for (size_t hb = hb0; hb < hb1; ++hb)  // B (k, u) = w_hh[k, u], k in unit-panel order
+      pack_panel_weights(G, H, p.w_hh, H, hb * NR, min_size(NR, H - hb * NR),
+                         w + (hb - hb0) * Q * NR * NR);
     alignas(64) Real tile[MR * NR];
-    alignas(64) Real v[G][NR];  // gate gradients
     alignas(64) Real dc[NR];
     alignas(64) Real edge[8][NR];
     for (size_t t = T; t-- > 0;) {
-      const Real* da_next = da + (t + 1) * B * GH;  // read only when t + 1 < T
       const Real* c_prev_t = t == 0 ? p.c0 : p.c_all + (t - 1) * B * H;
       for (size_t hb = hb0; hb < hb1; ++hb) {
         const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
         for (size_t r0 = 0; r0 < B; r0 += MR) {
           const size_t m = min_size(MR, B - r0);
           if (t + 1 < T) {
-            rows_tile(m, 1, TileA<Real>{GH, da_next + r0 * GH, GH, 0, nullptr, 0},
-                      w + (hb - hb0) * GH * NR, GH * NR, tile);
+            panels_tile(m, Q, da + ((t + 1) * B + r0) * NR, slabs, w + (hb - hb0) * Q * NR * NR,
+                        tile);
           } else {
-            for (size_t r = 0; r < m; ++r)
-              for (size_t c = 0; c < nu; ++c) tile[r * NR + c] = p.dhT[(r0 + r) * H + u0 + c];
+            for (size_t r = 0; r < m; ++r) stage(tile + r * NR, p.dhT + (r0 + r) * H + u0, nu);
           }
           for (size_t r = 0; r < m; ++r) {
             const size_t b = r0 + r;
@@ -186,13 +184,14 @@ void lstm_backward(const BackwardArgs<Real>& p) {
             const Real* dy_in = p.dy != nullptr ? p.dy + row : nullptr;
             for (size_t gate = 0; gate < G; ++gate)
               gates_in[gate] = p.gates + (t * B + b) * GH + gate * H + u0;
-            // A full block is read and written in place; the last, partial one
-            // goes through zero-padded staging and copies nu units out.
-            Real* da_row = da + (t * B + b) * GH + u0;
-            Real* da_out[G] = {v[0], v[1], v[2], v[3]};
+            // da goes to the unit panels as whole vectors. The state of a full
+            // block is read and written in place; a partial block is staged
+            // zero-padded, so the padding lanes of da come out exactly zero.
+            Real* da_out[G];
+            for (size_t gate = 0; gate < G; ++gate)
+              da_out[gate] = da + ((gate * hidden_blocks + hb) * T * B + t * B + b) * NR;
             Real* dc_out = dc;
             if (nu == NR) {
-              for (size_t gate = 0; gate < G; ++gate) da_out[gate] = da_row + gate * H;
               dc_out = p.dc0 + b * H + u0;
             } else {
               for (size_t gate = 0; gate < G; ++gate) {
@@ -226,11 +225,7 @@ void lstm_backward(const BackwardArgs<Real>& p) {
               vstore(da_out[2] + l, d_g * (Real(1) - g * g));
               vstore(da_out[3] + l, d_o * o * (Real(1) - o));
             }
-            if (nu < NR) {
-              for (size_t gate = 0; gate < G; ++gate)
-                std::memcpy(da_row + gate * H, v[gate], nu * sizeof(Real));
-              std::memcpy(p.dc0 + b * H + u0, dc, nu * sizeof(Real));
-            }
+            if (nu < NR) std::memcpy(p.dc0 + b * H + u0, dc, nu * sizeof(Real));
           }
         }
       }
@@ -240,8 +235,7 @@ void lstm_backward(const BackwardArgs<Real>& p) {
       const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
       for (size_t r0 = 0; r0 < B; r0 += MR) {
         const size_t m = min_size(MR, B - r0);
-        rows_tile(m, 1, TileA<Real>{GH, da + r0 * GH, GH, 0, nullptr, 0},
-                  w + (hb - hb0) * GH * NR, GH * NR, tile);
+        panels_tile(m, Q, da + r0 * NR, slabs, w + (hb - hb0) * Q * NR * NR, tile);
         for (size_t r = 0; r < m; ++r)
           for (size_t c = 0; c < nu; ++c) p.dh0[(r0 + r) * H + u0 + c] = tile[r * NR + c];
       }
@@ -249,7 +243,7 @@ void lstm_backward(const BackwardArgs<Real>& p) {
   };
   run_parallel(nt, task);
 
-  bptt_parameter_grads(p, da, GH);  // (after the loop) weight, bias, input grads
+  bptt_parameter_grads(p, da, G);  // (after the loop) weight, bias, input grads
 }
 
 template void lstm_forward<float>(const ForwardArgs<float>&);

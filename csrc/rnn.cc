@@ -75,47 +75,49 @@ void rnn_forward(const ForwardArgs<Real>& p) {
 //   dh_t = dy_t + dh                                   (1)
 //   da_t = dh_t * (1 - h_t^2)                          (2)
 //   dh   = da_t W_hh           (carried to t-1)        (3)
-// after the loop, one GEMM each:
-//   dW_ih = sum_t da_t^T x_t,  dW_hh = sum_t da_t^T h_{t-1},  db = sum_t da_t,
-//   dx_t = da_t W_ih
+// da is kept in unit panels (gemm.h); after the loop
+//   [dW_ih | dW_hh] = sum_t da_t^T [x_t | h_{t-1}]  (one GEMM),
+//   db = sum_t da_t,  dx_t = da_t W_ih
 template <class Real>
 void rnn_backward(const BackwardArgs<Real>& p) {
   using V = typename Simd<Real>::V;
   constexpr size_t L = Tile<Real>::L, MR = Tile<Real>::MR, NR = Tile<Real>::NR;
   const size_t T = p.T, B = p.B, I = p.I, H = p.H;
 
-  Buffer<Real> da_all(T * B * H);
-  Real* da = da_all.data();
-  const size_t hidden_blocks = ceil_div(H, NR);
+  const size_t hidden_blocks = ceil_div(H, NR), slabs = T * B * NR;
+  Buffer<Real> da_panels(hidden_blocks * slabs);
+  Real* da = da_panels.data();
   const int nt = step_threads(p.threads, B, H, H, hidden_blocks);
-  reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * H * NR * sizeof(Real));
+  const size_t panel = hidden_blocks * NR * NR;  // one block's packed W_hh columns
+  reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * panel * sizeof(Real));
 
   auto task = [&](int tid, int n) {
     size_t hb0, hb1;
     split_range(hidden_blocks, tid, n, hb0, hb1);
     Real* w = static_cast<Real*>(scratch(tid, kSlotRecurrent));
-    for (size_t hb = hb0; hb < hb1; ++hb)  // B (k, u) = w_hh[k*H + u]
-      pack_b_panel(min_size(NR, H - hb * NR), H, p.w_hh + hb * NR, H, 1, w + (hb - hb0) * H * NR);
+    for (size_t hb = hb0; hb < hb1; ++hb)  // B (k, u) = w_hh[k, u], k in unit-panel order
+      pack_panel_weights(1, H, p.w_hh, H, hb * NR, min_size(NR, H - hb * NR),
+                         w + (hb - hb0) * panel);
     alignas(64) Real tile[MR * NR];
-    alignas(64) Real edge[3][NR];  // staging for a partial block: h, dy, da
+    alignas(64) Real edge[2][NR];  // staging for a partial block: h, dy
     for (size_t t = T; t-- > 0;) {
-      const Real* da_next = da + (t + 1) * B * H;  // read only when t + 1 < T
       for (size_t hb = hb0; hb < hb1; ++hb) {
         const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
         for (size_t r0 = 0; r0 < B; r0 += MR) {
           const size_t m = min_size(MR, B - r0);
           if (t + 1 < T) {
-            rows_tile(m, 1, TileA<Real>{H, da_next + r0 * H, H, 0, nullptr, 0},
-                      w + (hb - hb0) * H * NR, H * NR, tile);
+            panels_tile(m, hidden_blocks, da + ((t + 1) * B + r0) * NR, slabs,
+                        w + (hb - hb0) * panel, tile);
           } else {
-            for (size_t r = 0; r < m; ++r)
-              for (size_t c = 0; c < nu; ++c) tile[r * NR + c] = p.dhT[(r0 + r) * H + u0 + c];
+            for (size_t r = 0; r < m; ++r) stage(tile + r * NR, p.dhT + (r0 + r) * H + u0, nu);
           }
           for (size_t r = 0; r < m; ++r) {
             const size_t row = (t * B + r0 + r) * H + u0;
             const Real* h_in = p.y + row;
             const Real* dy_in = p.dy != nullptr ? p.dy + row : nullptr;
-            Real* da_out = da + row;
+            // Whole vectors into the unit panel; a partial block is staged
+            // zero-padded, so the padding lanes of da come out exactly zero.
+            Real* da_out = da + (hb * T * B + t * B + r0 + r) * NR;
             if (nu < NR) {
               stage(edge[0], h_in, nu);
               h_in = edge[0];
@@ -123,7 +125,6 @@ void rnn_backward(const BackwardArgs<Real>& p) {
                 stage(edge[1], dy_in, nu);
                 dy_in = edge[1];
               }
-              da_out = edge[2];
             }
             for (size_t l = 0; l < NR; l += L) {
               V dh = vload<V>(tile + r * NR + l);
@@ -131,7 +132,6 @@ void rnn_backward(const BackwardArgs<Real>& p) {
               V h = vload<V>(h_in + l);
               vstore(da_out + l, dh * (Real(1) - h * h));                        // (2)
             }
-            if (nu < NR) std::memcpy(da + row, edge[2], nu * sizeof(Real));
           }
         }
       }
@@ -141,8 +141,7 @@ void rnn_backward(const BackwardArgs<Real>& p) {
       const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
       for (size_t r0 = 0; r0 < B; r0 += MR) {
         const size_t m = min_size(MR, B - r0);
-        rows_tile(m, 1, TileA<Real>{H, da + r0 * H, H, 0, nullptr, 0},
-                  w + (hb - hb0) * H * NR, H * NR, tile);
+        panels_tile(m, hidden_blocks, da + r0 * NR, slabs, w + (hb - hb0) * panel, tile);
         for (size_t r = 0; r < m; ++r)
           for (size_t c = 0; c < nu; ++c) p.dh0[(r0 + r) * H + u0 + c] = tile[r * NR + c];
       }
@@ -150,7 +149,7 @@ void rnn_backward(const BackwardArgs<Real>& p) {
   };
   run_parallel(nt, task);
 
-  bptt_parameter_grads(p, da, H);  // (after the loop) weight, bias, input grads
+  bptt_parameter_grads(p, da, 1);  // (after the loop) weight, bias, input grads
 }
 
 template void rnn_forward<float>(const ForwardArgs<float>&);
