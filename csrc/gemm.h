@@ -46,9 +46,14 @@ __attribute__((always_inline)) inline void accumulate(V (&acc)[M][P][2], size_t 
                                                       size_t panel_stride) {
   constexpr size_t L = Tile<Real>::L, NR = Tile<Real>::NR, MR = Tile<Real>::MR;
   if constexpr (Layout == ALayout::Panels) {  // NR-wide row-major slabs, lda apart
-    for (size_t s = 0; s < K; s += NR)
-      accumulate<Real, M, P, ALayout::Rows>(acc, NR, a + (s / NR) * lda, NR, b + s * NR,
-                                            panel_stride);
+    for (size_t s = 0; s < K; s += NR) {
+      const Real* slab = a + (s / NR) * lda;
+      // Slabs lie far apart, beyond the hardware prefetcher's reach: ask for
+      // the next slab's rows one slab ahead.
+      if (s + NR < K)
+        for (int m = 0; m < M; ++m) __builtin_prefetch(slab + lda + m * NR);
+      accumulate<Real, M, P, ALayout::Rows>(acc, NR, slab, NR, b + s * NR, panel_stride);
+    }
     return;
   }
   for (size_t k = 0; k < K; ++k) {

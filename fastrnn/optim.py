@@ -83,12 +83,25 @@ class Adam:
             dtype = param.dtype.type
             grad = np.asarray(grads[key], dtype=param.dtype)
             m, v = self.exp_avg[key], self.exp_avg_sq[key]
-            # Scalars in the parameter's precision, as torch casts them.
-            m += dtype(1.0 - beta1) * (grad - m)
+            # The update below, in place through one scratch array (same
+            # operations in the same order, so the same rounding as spelled out):
+            #   m += (1 - beta1) * (grad - m)
+            #   v = beta2 * v + (1 - beta2) * grad * grad
+            #   param += -step_size * (m / (sqrt(v) / bias_correction2_sqrt + eps))
+            # Scalars are in the parameter's precision, as torch casts them.
+            work = np.subtract(grad, m)
+            work *= dtype(1.0 - beta1)
+            m += work
             v *= dtype(beta2)
-            v += dtype(1.0 - beta2) * grad * grad
-            denom = np.sqrt(v) / dtype(bias_correction2_sqrt) + dtype(self.eps)
-            param += dtype(-step_size) * (m / denom)
+            np.multiply(dtype(1.0 - beta2), grad, out=work)
+            work *= grad
+            v += work
+            np.sqrt(v, out=work)
+            work /= dtype(bias_correction2_sqrt)
+            work += dtype(self.eps)
+            np.divide(m, work, out=work)
+            work *= dtype(-step_size)
+            param += work
 
     def state_dict(self):
         """Everything needed to continue exactly: hyperparameters, step count, moments."""
