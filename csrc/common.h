@@ -108,14 +108,12 @@ struct Simd;
 template <>
 struct Simd<float> {
   typedef float V __attribute__((vector_size(kVecBytes)));
-  typedef int32_t VI __attribute__((vector_size(kVecBytes)));
   static constexpr size_t L = kVecBytes / sizeof(float);
 };
 
 template <>
 struct Simd<double> {
   typedef double V __attribute__((vector_size(kVecBytes)));
-  typedef int64_t VI __attribute__((vector_size(kVecBytes)));
   static constexpr size_t L = kVecBytes / sizeof(double);
 };
 
@@ -172,21 +170,24 @@ template <>
 struct Act<float> {
   using S = Simd<float>;
   using V = S::V;
-  using VI = S::VI;
+  typedef uint32_t VU __attribute__((vector_size(kVecBytes)));
 
-  // exp(a) for a in [-87, 88]: 2^n * p(r), n = round(a / ln 2), |r| <= ln2 / 2;
-  // degree-6 polynomial, about 1 ulp. The clamp keeps 2^n a normal float; outside
-  // it the result is exactly 0 or inf, as the library's, so a saturated sigmoid is
-  // exactly 0 or 1 and its derivative exactly 0 (no tiny gradient times a huge x).
+  // exp(x) = 2^n * p(r), n = round(x / ln 2), |r| <= ln2 / 2, p of degree 7,
+  // about 1 ulp. x is first clamped to [-88, 89], where n runs from -127 to
+  // 128: there the exponent field n + 127 reaches 0 or 255, so 2^n itself
+  // becomes exactly 0 or inf. Beyond about -87.7 and 88.4 the result is thus
+  // exactly 0 or inf with no extra select: a saturated sigmoid is exactly 0 or
+  // 1 and its derivative exactly 0 (no tiny gradient times a huge x). NaN
+  // passes through the clamp (the comparisons are false) and stays NaN.
   static inline V exp(V x) {
-    const V lo = V{} - 87.0f, hi = V{} + 88.0f;
-    V a = x < lo ? lo : x;
-    a = a > hi ? hi : a;
-    // Round to nearest by adding 1.5 * 2^23: n lands in the low mantissa bits.
-    const V magic = V{} + 12582912.0f;
+    V a = x < -88.0f ? V{} - 88.0f : x;
+    a = a > 89.0f ? V{} + 89.0f : a;
+    // Round to nearest by adding 1.5 * 2^23 + 127: n + 127 lands in the low
+    // mantissa bits, and shifting them into the exponent field gives 2^n.
+    const float magic = 12582912.0f + 127.0f;
     V shifted = a * 1.44269504088896341f + magic;
     V n = shifted - magic;
-    VI ni = (VI)shifted - (VI)magic;
+    V scale = (V)((VU)shifted << 23);
     V r = a - n * 0.693145751953125f;  // ln 2 split in two for exactness
     r = r - n * 1.428606765330187045e-06f;
     V p = V{} + 1.9875691500e-4f;
@@ -196,10 +197,7 @@ struct Act<float> {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    VI bits = (ni + 127) << 23;
-    V result = p * (V)bits;
-    result = x < lo ? V{} : result;
-    return x > hi ? V{} + __builtin_inff() : result;
+    return p * scale;
   }
 
   static inline V sigmoid(V a) { return 1.0f / (1.0f + exp(-a)); }
