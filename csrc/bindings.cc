@@ -13,6 +13,7 @@
 
 #include "common.h"
 #include "dispatch.h"
+#include "memory.h"
 #include "threadpool.h"
 
 namespace py = pybind11;
@@ -39,7 +40,7 @@ class Workspace {
       : cell(cell), itemsize(itemsize), T(T), B(B), I(I), H(H), elements(elements) {
     if (elements != 0) data = aligned_malloc(elements * itemsize);
   }
-  ~Workspace() { aligned_free(data); }
+  ~Workspace() { aligned_free(data, elements * itemsize); }
   Workspace(const Workspace&) = delete;
   Workspace& operator=(const Workspace&) = delete;
 
@@ -147,8 +148,22 @@ Sizes read_sizes(const py::array& x, const py::handle& h0_obj, const py::dtype& 
   return s;
 }
 
+// A C-contiguous output array. Its memory comes from aligned_malloc, so the
+// large ones (y, dx) are reused from call to call like the kernels' buffers.
 py::array new_array(const py::dtype& dt, std::vector<py::ssize_t> shape) {
-  return py::array(dt, std::move(shape));
+  size_t bytes = size_t(dt.itemsize());
+  for (py::ssize_t d : shape) bytes = checked_mul(bytes, size_t(d));
+  struct Block {
+    void* data;
+    size_t bytes;
+  };
+  Block* block = new Block{aligned_malloc(bytes), bytes};
+  py::capsule owner(block, [](void* p) {
+    Block* b = static_cast<Block*>(p);
+    aligned_free(b->data, b->bytes);
+    delete b;
+  });
+  return py::array(dt, std::move(shape), {}, block->data, owner);
 }
 
 // ------------------------------------------------------------------ forward
@@ -412,6 +427,8 @@ PYBIND11_MODULE(_core, m) {
         "Threads the kernels use (1 to 1024).");
   m.def("get_num_threads", &get_pool_threads);
   m.def("build_info", &build_info, "Facts about this build and the kernel path chosen.");
+  m.def("release_cached_memory", &release_cached_memory,
+        "Return the freed large buffers kept for reuse to the system; the bytes released.");
   m.def("_set_isa", [](const std::string& name) { select_isa(name); }, py::arg("name"),
         "Tests only: switch the kernel path (generic, avx2, avx512) in this process.");
 }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "common.h"
+#include "memory.h"
 #include "threadpool.h"
 
 #include <cstdint>
@@ -296,16 +297,17 @@ void gemm(const Gemm<Real>& g, int threads);
 template <class Real>
 class Buffer {
  public:
-  explicit Buffer(size_t n) {
+  explicit Buffer(size_t n) : bytes_(n * sizeof(Real)) {
     if (n > SIZE_MAX / sizeof(Real)) throw std::bad_alloc();
-    data_ = static_cast<Real*>(aligned_malloc(n * sizeof(Real)));
+    data_ = static_cast<Real*>(aligned_malloc(bytes_));
   }
-  ~Buffer() { aligned_free(data_); }
+  ~Buffer() { aligned_free(data_, bytes_); }
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
   Real* data() { return data_; }
 
  private:
+  size_t bytes_;
   Real* data_;
 };
 

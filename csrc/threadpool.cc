@@ -1,5 +1,7 @@
 #include "threadpool.h"
 
+#include "memory.h"
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -95,7 +97,7 @@ class Pool {
       Scratch& s = scratch_[t].slot[slot];
       if (s.bytes >= bytes) continue;
       void* p = aligned_malloc(bytes);
-      aligned_free(s.ptr);
+      aligned_free(s.ptr, s.bytes);
       s.ptr = p;
       s.bytes = bytes;
     }
@@ -176,15 +178,5 @@ void set_pool_threads(int n) { pool().set_threads(n < 1 ? 1 : n); }
 int get_pool_threads() { return pool().threads(); }
 void reserve_scratch(int nthreads, int slot, size_t bytes) { pool().reserve(nthreads, slot, bytes); }
 void* scratch(int tid, int slot) { return pool().scratch(tid, slot); }
-
-void* aligned_malloc(size_t bytes) {
-  size_t rounded = (bytes + 63) / 64 * 64;
-  if (rounded < bytes) throw std::bad_alloc();
-  void* p = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
-  if (p == nullptr) throw std::bad_alloc();
-  return p;
-}
-
-void aligned_free(void* p) { std::free(p); }
 
 }  // namespace fastrnn

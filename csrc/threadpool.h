@@ -29,8 +29,4 @@ void reserve_scratch(int nthreads, int slot, size_t bytes);
 void* scratch(int tid, int slot);
 constexpr int kScratchSlots = 3;
 
-// 64-byte aligned heap memory; nullptr-safe free. Throws std::bad_alloc.
-void* aligned_malloc(size_t bytes);
-void aligned_free(void* p);
-
 }  // namespace fastrnn
