@@ -227,11 +227,11 @@ inline void pack_b_panel(size_t n, size_t K, const Real* b, size_t rs, size_t cs
       for (size_t j = 0; j < n; ++j) out[k * NR + j] = b[k * rs + j];
       for (size_t j = n; j < NR; ++j) out[k * NR + j] = Real(0);
     }
-  } else {
-    for (size_t j = 0; j < n; ++j)
-      for (size_t k = 0; k < K; ++k) out[k * NR + j] = b[k * rs + j * cs];
-    for (size_t j = n; j < NR; ++j)
-      for (size_t k = 0; k < K; ++k) out[k * NR + j] = Real(0);
+  } else {  // a transpose: the n source lines stay in L1 while k sweeps them
+    for (size_t k = 0; k < K; ++k) {
+      for (size_t j = 0; j < n; ++j) out[k * NR + j] = b[k * rs + j * cs];
+      for (size_t j = n; j < NR; ++j) out[k * NR + j] = Real(0);
+    }
   }
 }
 
@@ -329,7 +329,7 @@ inline void split_range(size_t n, int tid, int nthreads, size_t& lo, size_t& hi)
 // K and N are the inner and output sizes of the step's product.
 inline int step_threads(int threads, size_t B, size_t K, size_t N, size_t hidden_blocks) {
   const double flops = 2.0 * double(B) * double(K) * double(N);
-  size_t useful = static_cast<size_t>(flops / 4.0e5);
+  size_t useful = static_cast<size_t>(flops / 5.0e4);
   if (useful < 1) useful = 1;
   size_t n = static_cast<size_t>(threads < 1 ? 1 : threads);
   n = min_size(n, min_size(useful, hidden_blocks));
