@@ -43,18 +43,19 @@ void gemm_rows(const Gemm<Real>& g, size_t m0, size_t m1, Real* apack, Real* bpa
             const size_t mr = min_size(MR, m1 - i);
             const Real* bpanel =
                 g.b_slabs != 0 ? g.b + (j / NR) * g.b_slabs + pc * NR : bpack + jp * k * NR;
-            packed_tile(mr, 1, k, apack + ip * MR * k, bpanel, 0, tile);
-            for (size_t r = 0; r < mr; ++r) {
-              Real* crow = g.c + (i + r) * g.ldc + j;
-              const Real* trow = tile + r * NR;
-              if (!first || g.accumulate) {
-                for (size_t c = 0; c < nr; ++c) crow[c] += trow[c];
-              } else {
-                for (size_t c = 0; c < nr; ++c) crow[c] = trow[c];
-              }
-              if (first && g.bias != nullptr)
-                for (size_t c = 0; c < nr; ++c) crow[c] += g.bias[j + c];
+            const bool add = !first || g.accumulate;
+            Real* crow = g.c + i * g.ldc + j;
+            if (mr == MR && nr == NR) {  // a whole tile: C is summed in registers
+              packed_tile(mr, k, apack + ip * MR * k, bpanel, TileOut<Real>{crow, g.ldc, add});
+            } else {
+              packed_tile(mr, k, apack + ip * MR * k, bpanel, TileOut<Real>{tile, NR, false});
+              for (size_t r = 0; r < mr; ++r)
+                for (size_t c = 0; c < nr; ++c)
+                  crow[r * g.ldc + c] = (add ? crow[r * g.ldc + c] : Real(0)) + tile[r * NR + c];
             }
+            if (first && g.bias != nullptr)
+              for (size_t r = 0; r < mr; ++r)
+                for (size_t c = 0; c < nr; ++c) crow[r * g.ldc + c] += g.bias[j + c];
           }
         }
       }

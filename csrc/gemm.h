@@ -74,7 +74,8 @@ __attribute__((always_inline)) inline void accumulate(V (&acc)[M][P][2], size_t 
 }
 
 // tile (M x P*NR, row stride ldt) = A times P consecutive B panels (each
-// (K1+K2) x NR, panel_stride elements apart). A comes in two segments, K1
+// (K1+K2) x NR, panel_stride elements apart), or += when add: the GEMM sums
+// its K blocks straight into C this way, in registers. A comes in two segments, K1
 // then K2 (rows < M read): the recurrence multiplies [x_t | h_{t-1}] by
 // [W_ih | W_hh]^T without copying x_t next to h_{t-1}.
 // Never inlined: inside a large caller the compiler runs out of registers and
@@ -82,12 +83,16 @@ __attribute__((always_inline)) inline void accumulate(V (&acc)[M][P][2], size_t 
 template <class Real, int M, int P, ALayout Layout>
 __attribute__((noinline)) void micro_kernel(size_t K1, const Real* a1, size_t lda1, size_t K2,
                                             const Real* a2, size_t lda2, const Real* b,
-                                            size_t panel_stride, Real* tile, size_t ldt) {
+                                            size_t panel_stride, Real* tile, size_t ldt,
+                                            bool add) {
   using V = typename Simd<Real>::V;
   constexpr size_t L = Tile<Real>::L, NR = Tile<Real>::NR;
   V acc[M][P][2];
   for (int m = 0; m < M; ++m)
-    for (int p = 0; p < P; ++p) acc[m][p][0] = acc[m][p][1] = V{};
+    for (int p = 0; p < P; ++p) {
+      acc[m][p][0] = add ? vload<V>(tile + m * ldt + p * NR) : V{};
+      acc[m][p][1] = add ? vload<V>(tile + m * ldt + p * NR + L) : V{};
+    }
   accumulate<Real, M, P, Layout>(acc, K1, a1, lda1, b, panel_stride);
   if (K2 != 0) accumulate<Real, M, P, Layout>(acc, K2, a2, lda2, b + K1 * NR, panel_stride);
   for (int m = 0; m < M; ++m)
@@ -110,47 +115,55 @@ struct TileA {
 
 // P panels in groups of PG per microkernel call: with few rows, more panels
 // per call keep enough independent accumulators to hide the FMA latency.
+// Where a tile goes: row stride ldt; add sums into what is there.
+template <class Real>
+struct TileOut {
+  Real* tile;
+  size_t ldt;
+  bool add;
+};
+
 template <class Real, int M, int PG, ALayout Layout>
 inline void tile_rows(size_t P, const TileA<Real>& a, const Real* b, size_t panel_stride,
-                      Real* tile) {
+                      const TileOut<Real>& out) {
   constexpr size_t NR = Tile<Real>::NR;
-  const size_t ldt = P * NR;
   size_t p = 0;
   for (; p + PG <= P; p += PG)
     micro_kernel<Real, M, PG, Layout>(a.K1, a.a1, a.lda1, a.K2, a.a2, a.lda2,
-                                      b + p * panel_stride, panel_stride, tile + p * NR, ldt);
+                                      b + p * panel_stride, panel_stride, out.tile + p * NR,
+                                      out.ldt, out.add);
   for (; p < P; ++p)
     micro_kernel<Real, M, 1, Layout>(a.K1, a.a1, a.lda1, a.K2, a.a2, a.lda2,
-                                     b + p * panel_stride, panel_stride, tile + p * NR, ldt);
+                                     b + p * panel_stride, panel_stride, out.tile + p * NR,
+                                     out.ldt, out.add);
 }
 
-// tile (m x P*NR) = A (m <= MR rows) times P packed B panels.
+// out (m x P*NR) (+)= A (m <= MR rows) times P packed B panels.
 template <class Real, ALayout Layout>
 inline void compute_tile(size_t m, size_t P, const TileA<Real>& a, const Real* b,
-                         size_t panel_stride, Real* tile) {
+                         size_t panel_stride, const TileOut<Real>& out) {
   constexpr size_t MR = Tile<Real>::MR;
   switch (m) {
-    case 1: tile_rows<Real, 1, 4, Layout>(P, a, b, panel_stride, tile); break;
-    case 2: tile_rows<Real, 2, 2, Layout>(P, a, b, panel_stride, tile); break;
-    case 3: tile_rows<Real, 3, 1, Layout>(P, a, b, panel_stride, tile); break;
-    case 4: tile_rows<Real, 4, 1, Layout>(P, a, b, panel_stride, tile); break;
-    case 5: tile_rows<Real, 5, 1, Layout>(P, a, b, panel_stride, tile); break;
-    case 6: tile_rows<Real, 6, 1, Layout>(P, a, b, panel_stride, tile); break;
+    case 1: tile_rows<Real, 1, 4, Layout>(P, a, b, panel_stride, out); break;
+    case 2: tile_rows<Real, 2, 2, Layout>(P, a, b, panel_stride, out); break;
+    case 3: tile_rows<Real, 3, 1, Layout>(P, a, b, panel_stride, out); break;
+    case 4: tile_rows<Real, 4, 1, Layout>(P, a, b, panel_stride, out); break;
+    case 5: tile_rows<Real, 5, 1, Layout>(P, a, b, panel_stride, out); break;
+    case 6: tile_rows<Real, 6, 1, Layout>(P, a, b, panel_stride, out); break;
     default:
       if constexpr (MR >= 8) {
-        if (m == 7) tile_rows<Real, 7, 1, Layout>(P, a, b, panel_stride, tile);
-        else tile_rows<Real, 8, 1, Layout>(P, a, b, panel_stride, tile);
+        if (m == 7) tile_rows<Real, 7, 1, Layout>(P, a, b, panel_stride, out);
+        else tile_rows<Real, 8, 1, Layout>(P, a, b, panel_stride, out);
       }
       break;
   }
 }
 
-// tile (m x P*NR) = packed A panel (K) times P packed B panels.
+// out (m x NR) (+)= packed A panel (K) times one packed B panel.
 template <class Real>
-inline void packed_tile(size_t m, size_t P, size_t K, const Real* a, const Real* b,
-                        size_t panel_stride, Real* tile) {
-  compute_tile<Real, ALayout::Packed>(m, P, TileA<Real>{K, a, 0, 0, nullptr, 0}, b, panel_stride,
-                                      tile);
+inline void packed_tile(size_t m, size_t K, const Real* a, const Real* b,
+                        const TileOut<Real>& out) {
+  compute_tile<Real, ALayout::Packed>(m, 1, TileA<Real>{K, a, 0, 0, nullptr, 0}, b, 0, out);
 }
 
 // tile (m x P*NR) = rows [a1 | a2] (m rows, row strides lda1, lda2) times P
@@ -158,7 +171,8 @@ inline void packed_tile(size_t m, size_t P, size_t K, const Real* a, const Real*
 template <class Real>
 inline void rows_tile(size_t m, size_t P, const TileA<Real>& a, const Real* b,
                       size_t panel_stride, Real* tile) {
-  compute_tile<Real, ALayout::Rows>(m, P, a, b, panel_stride, tile);
+  constexpr size_t NR = Tile<Real>::NR;
+  compute_tile<Real, ALayout::Rows>(m, P, a, b, panel_stride, TileOut<Real>{tile, P * NR, false});
 }
 
 // ---------------------------------------------------------------- unit panels
@@ -177,7 +191,7 @@ inline void panels_tile(size_t m, size_t Q, const Real* da, size_t slab_stride, 
                         Real* tile) {
   constexpr size_t NR = Tile<Real>::NR;
   compute_tile<Real, ALayout::Panels>(m, 1, TileA<Real>{Q * NR, da, slab_stride, 0, nullptr, 0},
-                                      b, 0, tile);
+                                      b, 0, TileOut<Real>{tile, NR, false});
 }
 
 // Packs m <= MR rows of A over K (element (r, k) at a[r*rs + k*cs]) into
