@@ -1,11 +1,15 @@
 """Reliability: awkward arrays, saturation, threads and memory never break a layer."""
 
+import os
 import threading
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import fastrnn
+from fastrnn.optim import clip_grad_norm
 
 from conftest import BACKENDS, FAST_BACKENDS, assert_close, flat_state, make_layer, make_problem
 
@@ -74,6 +78,51 @@ def test_nan_input_propagates_without_crashing(backend):
     y, _ = layer.forward(x)
     assert np.all(np.isfinite(y[0])) and np.isnan(y[1, 2:]).all()
     layer.backward(np.ones_like(y))  # documented: NaN flows through, nothing raises
+
+
+def _gradient_steps_on_exploding_rnn(backend, clip, steps=20, lr=0.1):
+    """Plain gradient steps on a tanh RNN whose recurrence amplifies gradients:
+    W_hh = 3 x orthogonal over 60 steps, with inputs small enough that tanh
+    stays near its linear part. Returns the first gradient norm, the losses and
+    how far the parameters moved (L2, over all of them)."""
+    rng = np.random.default_rng(0)
+    model = fastrnn.SequenceClassifier(4, 16, 3, cell="rnn", backend=backend, seed=0)
+    params = model.parameters()
+    q, _ = np.linalg.qr(rng.standard_normal((16, 16)))
+    params["weight_hh_l0"][...] = 3.0 * q
+    x = 0.1 * rng.standard_normal((32, 60, 4))
+    labels = rng.integers(0, 3, 32)
+    start = {key: value.astype(np.float64) for key, value in params.items()}
+    first_norm, losses = None, []
+    for _ in range(steps):
+        loss, grads = model.loss_and_grads(x, labels)
+        norm = global_norm(grads)
+        first_norm = norm if first_norm is None else first_norm
+        if clip is not None:
+            clip_grad_norm(grads, clip)
+        for key, param in params.items():
+            param -= np.float32(lr) * grads[key]
+        losses.append(loss)
+    moved = global_norm({key: params[key] - start[key] for key in params})
+    assert all(np.all(np.isfinite(p)) for p in params.values())
+    return first_norm, losses, moved
+
+
+def global_norm(arrays):
+    return float(np.sqrt(sum(float((np.asarray(a, np.float64) ** 2).sum())
+                             for a in arrays.values())))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_clipping_bounds_training_where_gradients_explode(backend):
+    steps, lr, max_norm = 20, 0.1, 1.0
+    first_norm, _, moved = _gradient_steps_on_exploding_rnn(backend, None, steps, lr)
+    # Unclipped, the exploding gradient throws the parameters far away.
+    assert first_norm > 1e4 and moved > 1e3
+    _, losses, moved = _gradient_steps_on_exploding_rnn(backend, max_norm, steps, lr)
+    # Clipped, no step can move them by more than lr * max_norm.
+    assert moved <= steps * lr * max_norm * (1 + 1e-5)
+    assert np.all(np.isfinite(losses)) and max(losses) < 2 * np.log(3)
 
 
 # -- threads ----------------------------------------------------------------------
@@ -154,6 +203,30 @@ def test_ten_thousand_calls_do_not_grow_memory(backend):
     calls(10_000)
     grown = _resident_bytes() - before
     assert grown < 8 * 2**20, f"resident memory grew by {grown / 2**20:.1f} MiB"
+
+
+# More elements than a 32-bit index reaches (2^31 + 2^21 in x and in y): about
+# 18 GB, so it runs only when asked for (FASTRNN_TEST_BIGMEM=1; see README).
+@pytest.mark.bigmem
+@pytest.mark.skipif(os.environ.get("FASTRNN_TEST_BIGMEM") != "1",
+                    reason="needs about 18 GB; set FASTRNN_TEST_BIGMEM=1 to run it")
+@pytest.mark.skipif("cpp" not in BACKENDS, reason="compiled backend not built")
+def test_arrays_past_two_to_the_31_elements_are_indexed_in_full():
+    import fastrnn._core as core
+
+    T, B = 1025, 2**21
+    x = np.empty((T, B, 1), np.float32)
+    # A ramp over time: an offset that wrapped at 2^31 elements would land
+    # 1024 steps back, where x (and so y) differ.
+    x[:, :, 0] = (np.arange(T, dtype=np.float32) / T - np.float32(0.5))[:, None]
+    one, zero = np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32)
+    # W_hh = 0: every step is y_t = tanh(x_t), whatever came before.
+    y, _ = core.rnn_forward(x, np.zeros((B, 1), np.float32), one, zero,
+                            np.zeros(1, np.float32), False)
+    del x
+    for t in (0, T // 2, T - 1):
+        expected = np.tanh((np.float32(t) / np.float32(T) - np.float32(0.5)).astype(np.float64))
+        assert np.abs(y[t, :, 0] - expected).max() < 1e-6, f"step {t}"
 
 
 # -- the kernels called directly: agree with the reference or raise ------------------
