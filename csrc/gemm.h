@@ -249,6 +249,25 @@ inline void pack_b_panel(size_t n, size_t K, const Real* b, size_t rs, size_t cs
   }
 }
 
+// The last product of BPTT, dh0 = da_1 W_hh, for hidden blocks [hb0, hb1):
+// da_1 from the unit panels (Q slabs, slabs apart), w the blocks' packed
+// panels from pack_panel_weights, Q*NR*NR elements each.
+template <class Real>
+inline void initial_state_grad(size_t B, size_t H, size_t Q, const Real* da, size_t slabs,
+                               const Real* w, size_t hb0, size_t hb1, Real* dh0) {
+  constexpr size_t MR = Tile<Real>::MR, NR = Tile<Real>::NR;
+  alignas(64) Real tile[MR * NR];
+  for (size_t hb = hb0; hb < hb1; ++hb) {
+    const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
+    for (size_t r0 = 0; r0 < B; r0 += MR) {
+      const size_t m = min_size(MR, B - r0);
+      panels_tile(m, Q, da + r0 * NR, slabs, w + (hb - hb0) * Q * NR * NR, tile);
+      for (size_t r = 0; r < m; ++r)
+        std::memcpy(dh0 + (r0 + r) * H + u0, tile + r * NR, nu * sizeof(Real));
+    }
+  }
+}
+
 // The B panel of da W for output columns [j0, j0 + n) of W (G*H x ldw): row
 // (q, c) of the padded unit order holds W[gate*H + u, j0 .. j0+n) for unit
 // u = (q % HB)*NR + c of gate q / HB, and zeros past H.

@@ -8,11 +8,12 @@
 //
 // Threads split the hidden units into blocks of NR. Forward packs
 // [W_ih | W_hh] so that one block's four gate panels lie together: a thread
-// computes i, f, g, o of its units for MR rows as one tile (input projection
-// included) and applies the cell while the tile is cache-hot, so each unit's
-// state never leaves its thread. One barrier per step. Backward keeps only
-// dGates_t and dh_{t-1} in the loop; the weight, bias and input gradients are
-// large GEMMs after it.
+// computes i, f, g, o of its units for MR rows as one tile, reading x_t and
+// h_{t-1} rows in place (input projection included), and applies the cell
+// while the tile is cache-hot, so each unit's state never leaves its thread.
+// One barrier per step. Backward keeps only dGates_t (as unit panels, see
+// gemm.h) and the running dc in the loop; the weight, bias and input
+// gradients are large products after it.
 #include "gemm.h"
 #include "kernels.h"
 
@@ -231,15 +232,7 @@ void lstm_backward(const BackwardArgs<Real>& p) {
       }
       parallel_barrier();
     }
-    for (size_t hb = hb0; hb < hb1; ++hb) {  // (8) for t = 1: dh0 = da_1 W_hh
-      const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
-      for (size_t r0 = 0; r0 < B; r0 += MR) {
-        const size_t m = min_size(MR, B - r0);
-        panels_tile(m, Q, da + r0 * NR, slabs, w + (hb - hb0) * Q * NR * NR, tile);
-        for (size_t r = 0; r < m; ++r)
-          for (size_t c = 0; c < nu; ++c) p.dh0[(r0 + r) * H + u0 + c] = tile[r * NR + c];
-      }
-    }
+    initial_state_grad(B, H, Q, da, slabs, w, hb0, hb1, p.dh0);  // (8) for t = 1
   };
   run_parallel(nt, task);
 

@@ -5,10 +5,10 @@
 //
 // Threads split the hidden units into blocks of NR; each thread packs its
 // slice of the weights once per call ([W_ih | W_hh] forward, W_hh backward)
-// and keeps it cache-resident for every step. One barrier per step: h_t
-// (forward) or da_t (backward) of all units must be complete before the next
-// step's product reads it. Backward leaves dW_ih, dW_hh, db and dx to large
-// GEMMs after the loop.
+// and keeps it cache-resident for every step, while x_t, h_{t-1} and da_{t+1}
+// are read where they lie. One barrier per step: h_t (forward) or da_t
+// (backward) of all units must be complete before the next step's product
+// reads it. Backward leaves dW_ih, dW_hh, db and dx to products after the loop.
 #include "gemm.h"
 #include "kernels.h"
 
@@ -137,15 +137,7 @@ void rnn_backward(const BackwardArgs<Real>& p) {
       }
       parallel_barrier();
     }
-    for (size_t hb = hb0; hb < hb1; ++hb) {  // (3) for t = 1: dh0 = da_1 W_hh
-      const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
-      for (size_t r0 = 0; r0 < B; r0 += MR) {
-        const size_t m = min_size(MR, B - r0);
-        panels_tile(m, hidden_blocks, da + r0 * NR, slabs, w + (hb - hb0) * panel, tile);
-        for (size_t r = 0; r < m; ++r)
-          for (size_t c = 0; c < nu; ++c) p.dh0[(r0 + r) * H + u0 + c] = tile[r * NR + c];
-      }
-    }
+    initial_state_grad(B, H, hidden_blocks, da, slabs, w, hb0, hb1, p.dh0);  // (3) for t = 1
   };
   run_parallel(nt, task);
 
