@@ -166,6 +166,19 @@ py::array new_array(const py::dtype& dt, std::vector<py::ssize_t> shape) {
   return py::array(dt, std::move(shape), {}, block->data, owner);
 }
 
+// The float32 or float64 entry of a kernel table pair.
+template <class Real, class F32, class F64>
+auto table_entry(F32 f32, F64 f64) {
+  if constexpr (sizeof(Real) == 4) return f32; else return f64;
+}
+
+// Calls a kernel with the GIL released: other Python threads run meanwhile.
+template <class Args>
+void run_kernel(void (*kernel)(const Args&), const Args& args) {
+  py::gil_scoped_release release;
+  kernel(args);
+}
+
 // ------------------------------------------------------------------ forward
 
 template <class Real>
@@ -201,14 +214,9 @@ py::tuple forward(Cell cell, py::array x, py::array h0, py::object c0, py::array
   }
   args.threads = pool_threads();
   const KernelTable& k = kernels();
-  {
-    py::gil_scoped_release release;
-    if (cell == Cell::rnn) {
-      if constexpr (sizeof(Real) == 4) k.rnn_forward_f32(args); else k.rnn_forward_f64(args);
-    } else {
-      if constexpr (sizeof(Real) == 4) k.lstm_forward_f32(args); else k.lstm_forward_f64(args);
-    }
-  }
+  run_kernel(cell == Cell::rnn ? table_entry<Real>(k.rnn_forward_f32, k.rnn_forward_f64)
+                               : table_entry<Real>(k.lstm_forward_f32, k.lstm_forward_f64),
+             args);
   if (cell == Cell::rnn) return py::make_tuple(y, saved);
   return py::make_tuple(y, cT, saved);
 }
@@ -277,14 +285,9 @@ py::tuple backward(Cell cell, const Workspace& ws, py::array x, py::array h0, py
   }
   args.threads = pool_threads();
   const KernelTable& k = kernels();
-  {
-    py::gil_scoped_release release;
-    if (cell == Cell::rnn) {
-      if constexpr (sizeof(Real) == 4) k.rnn_backward_f32(args); else k.rnn_backward_f64(args);
-    } else {
-      if constexpr (sizeof(Real) == 4) k.lstm_backward_f32(args); else k.lstm_backward_f64(args);
-    }
-  }
+  run_kernel(cell == Cell::rnn ? table_entry<Real>(k.rnn_backward_f32, k.rnn_backward_f64)
+                               : table_entry<Real>(k.lstm_backward_f32, k.lstm_backward_f64),
+             args);
   if (cell == Cell::rnn) return py::make_tuple(dx, dh0, dw_ih, dw_hh, db);
   return py::make_tuple(dx, dh0, dc0, dw_ih, dw_hh, db);
 }

@@ -152,7 +152,8 @@ void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t G)
     Buffer<Real> w_pad(Q * NR * I);
     for (size_t q = 0; q < Q; ++q) {
       const size_t gate = q / HB, u0 = (q % HB) * NR, units = min_size(NR, H - u0);
-      std::memcpy(w_pad.data() + q * NR * I, p.w_ih + (gate * H + u0) * I, units * I * sizeof(Real));
+      std::memcpy(w_pad.data() + q * NR * I, p.w_ih + (gate * H + u0) * I,
+                  units * I * sizeof(Real));
       std::memset(w_pad.data() + (q * NR + units) * I, 0, (NR - units) * I * sizeof(Real));
     }
     Gemm<Real> inputs_grad{TB, I, Q * NR, da, 0, 0, w_pad.data(), I, 1, p.dx, I, false, nullptr};
