@@ -31,6 +31,10 @@ struct Tile {
 constexpr int kSlotPackA = 0;
 constexpr int kSlotPackB = 1;
 constexpr int kSlotRecurrent = 2;
+constexpr int kSlotTiles = 3;
+
+// A B panel block that leaves room in a 32 KiB L1 for the A rows beside it.
+constexpr size_t kPanelBytesL1 = 20 << 10;
 
 // A tile reads its A operand in one of three layouts:
 //   Packed  element (m, k) at a[k*MR + m], the panels gemm() builds;

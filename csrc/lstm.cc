@@ -41,11 +41,20 @@ void lstm_forward(const ForwardArgs<Real>& p) {
   const size_t hidden_blocks = ceil_div(H, NR);
   const int nt = step_threads(p.threads, B, K, G * H, hidden_blocks);
   reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * G * K * NR * sizeof(Real));
+  // The step's gate sums for every row of one hidden block, (B, G*NR).
+  reserve_scratch(nt, kSlotTiles, ceil_div(B, MR) * MR * G * NR * sizeof(Real));
+  // A long K (I + H) goes in blocks, so that one gate's block of B panel stays
+  // in L1 while every row panel streams past it; with few rows the gates stay
+  // together instead (more independent sums per microkernel call).
+  const size_t k_blocks = ceil_div(K, kPanelBytesL1 / (NR * sizeof(Real)));
+  const size_t kc = ceil_div(K, k_blocks);
+  const bool gate_outer = k_blocks > 1 && B >= 3;
 
   auto task = [&](int tid, int n) {
     size_t hb0, hb1;
     split_range(hidden_blocks, tid, n, hb0, hb1);
     Real* w = static_cast<Real*>(scratch(tid, kSlotRecurrent));
+    Real* tiles = static_cast<Real*>(scratch(tid, kSlotTiles));
     for (size_t hb = hb0; hb < hb1; ++hb)
       for (size_t gate = 0; gate < G; ++gate) {  // B (k, j) = [w_ih | w_hh][gate*H + j, k]
         const size_t nu = min_size(NR, H - hb * NR), row = gate * H + hb * NR;
@@ -53,7 +62,6 @@ void lstm_forward(const ForwardArgs<Real>& p) {
         pack_b_panel(nu, I, p.w_ih + row * I, 1, I, panel);
         pack_b_panel(nu, H, p.w_hh + row * H, 1, H, panel + I * NR);
       }
-    alignas(64) Real tile[MR * G * NR];
     alignas(64) Real act[G][NR];
     alignas(64) Real c_new[NR];
     alignas(64) Real h_new[NR];
@@ -64,6 +72,14 @@ void lstm_forward(const ForwardArgs<Real>& p) {
       const Real* h_prev = t == 0 ? p.h0 : p.y + (t - 1) * B * H;
       const Real* c_prev = training ? (t == 0 ? p.c0 : p.c_all + (t - 1) * B * H) : p.cT;
       Real* c_t = training ? p.c_all + t * B * H : p.cT;
+      // Rows r0.. of [x_t | h_{t-1}], columns [k0, k1): a part of x_t, then of h_{t-1}.
+      auto step_inputs = [&](size_t r0, size_t k0, size_t k1) {
+        const size_t x_end = min_size(k1, I), h_begin = k0 > I ? k0 : I;
+        const bool in_x = x_end > k0, in_h = k1 > h_begin;
+        return TileA<Real>{in_x ? x_end - k0 : 0, in_x ? x_t + r0 * I + k0 : x_t, I,
+                           in_h ? k1 - h_begin : 0,
+                           in_h ? h_prev + r0 * H + (h_begin - I) : h_prev, H};
+      };
       for (size_t hb = hb0; hb < hb1; ++hb) {
         const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
         const bool full = nu == NR;
@@ -73,13 +89,11 @@ void lstm_forward(const ForwardArgs<Real>& p) {
           if (!full)
             for (size_t c = 0; c < NR; ++c) edge_bias[gate][c] = c < nu ? p.b[gate * H + u0 + c] : 0;
         }
-        for (size_t r0 = 0; r0 < B; r0 += MR) {
-          const size_t m = min_size(MR, B - r0);
-          rows_tile(m, G, TileA<Real>{I, x_t + r0 * I, I, H, h_prev + r0 * H, H},
-                    w + (hb - hb0) * G * K * NR, K * NR, tile);
-          for (size_t r = 0; r < m; ++r) {
-            const size_t b = r0 + r;
-            const Real* tile_row = tile + r * G * NR;
+        const Real* panels = w + (hb - hb0) * G * K * NR;
+        // The cell on rows [r0, r0 + m) once their gate sums are complete.
+        auto update_rows = [&](size_t r0, size_t m) {
+          for (size_t b = r0; b < r0 + m; ++b) {
+            const Real* tile_row = tiles + b * G * NR;
             const Real* c_in = c_prev + b * H + u0;
             // A full block is written straight into its rows; the last, partial
             // one goes through zero-padded staging and copies nu units out.
@@ -117,6 +131,22 @@ void lstm_forward(const ForwardArgs<Real>& p) {
               std::memcpy(c_t + b * H + u0, c_new, nu * sizeof(Real));
               std::memcpy(p.y + (t * B + b) * H + u0, h_new, nu * sizeof(Real));
             }
+          }
+        };
+        if (gate_outer) {
+          for (size_t k0 = 0; k0 < K; k0 += kc)
+            for (size_t gate = 0; gate < G; ++gate)
+              for (size_t r0 = 0; r0 < B; r0 += MR)
+                compute_tile<Real, ALayout::Rows>(
+                    min_size(MR, B - r0), 1, step_inputs(r0, k0, min_size(K, k0 + kc)),
+                    panels + (gate * K + k0) * NR, 0,
+                    TileOut<Real>{tiles + (r0 * G + gate) * NR, G * NR, k0 > 0});
+          for (size_t r0 = 0; r0 < B; r0 += MR) update_rows(r0, min_size(MR, B - r0));
+        } else {  // one pass, the cell applied while a row panel's sums are hot
+          for (size_t r0 = 0; r0 < B; r0 += MR) {
+            const size_t m = min_size(MR, B - r0);
+            rows_tile(m, G, step_inputs(r0, 0, K), panels, K * NR, tiles + r0 * G * NR);
+            update_rows(r0, m);
           }
         }
       }

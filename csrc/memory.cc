@@ -11,7 +11,7 @@ namespace {
 
 constexpr size_t kMinCachedBytes = size_t(1) << 20;
 // At most this much is held unused; the oldest blocks go first.
-constexpr size_t kCacheBudget = size_t(512) << 20;
+constexpr size_t kCacheBudget = size_t(1) << 30;
 
 size_t rounded_size(size_t bytes) {
   size_t rounded = (bytes + 63) / 64 * 64;

@@ -27,6 +27,6 @@ int get_pool_threads();
 // the job, thread tid reads its pointer without allocating.
 void reserve_scratch(int nthreads, int slot, size_t bytes);
 void* scratch(int tid, int slot);
-constexpr int kScratchSlots = 3;
+constexpr int kScratchSlots = 4;
 
 }  // namespace fastrnn

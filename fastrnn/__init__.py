@@ -1,7 +1,8 @@
 """fastrnn: fast CPU forward and backpropagation-through-time for RNN and LSTM cells."""
 
 from . import datasets, optim
-from ._backends import available_backends, get_num_threads, set_num_threads
+from ._backends import (available_backends, get_num_threads, release_cached_memory,
+                        set_num_threads)
 from ._info import __version__, info
 from .checkpoint import load
 from .layers import LSTM, RNN
@@ -17,6 +18,7 @@ __all__ = [
     "available_backends",
     "set_num_threads",
     "get_num_threads",
+    "release_cached_memory",
     "info",
     "__version__",
 ]

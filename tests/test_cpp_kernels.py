@@ -29,6 +29,7 @@ SHAPES = [  # T, B, I, H: ones, H not a multiple of the vector width, edge rows
     (4, 13, 6, 130),
     (28, 5, 28, 16),
     (2, 50, 300, 33),  # T*B and I beyond one cache block of the GEMM
+    (3, 9, 40, 650),  # I + H in three K blocks of the recurrent forward
 ]
 
 

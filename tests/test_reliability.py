@@ -205,6 +205,20 @@ def test_ten_thousand_calls_do_not_grow_memory(backend):
     assert grown < 8 * 2**20, f"resident memory grew by {grown / 2**20:.1f} MiB"
 
 
+@pytest.mark.skipif("cpp" not in BACKENDS, reason="compiled backend not built")
+def test_cached_buffers_are_reused_and_released():
+    layer = make_layer("lstm", 64, 256, backend="cpp")
+    x = np.random.default_rng(0).standard_normal((16, 64, 64)).astype(np.float32)
+    for _ in range(3):  # the workspace (16 x 64 x 1280 floats, 5 MiB) comes back each call
+        y, _ = layer.forward(x)
+        layer.backward(np.ones_like(y))
+    del y, layer  # workspace and outputs go back to the cache
+    assert fastrnn.release_cached_memory() >= 5 * 2**20
+    assert fastrnn.release_cached_memory() == 0
+    y, _ = make_layer("lstm", 64, 256, backend="cpp").forward(x)  # and calls still work
+    assert np.all(np.isfinite(y))
+
+
 # More elements than a 32-bit index reaches (2^31 + 2^21 in x and in y): about
 # 18 GB, so it runs only when asked for (FASTRNN_TEST_BIGMEM=1; see README).
 @pytest.mark.bigmem
