@@ -131,6 +131,9 @@ class _Recurrent:
         x_tm = self._check_input(x)
         states0 = self._initial_state(state, x_tm.shape[1])
         weights = self._kernel_weights()
+        # The last forward's record goes first: its workspace is freed (and, on
+        # the compiled backend, reused) instead of living beside the new one.
+        self._tape = None
         y_tm, final, saved = self._run_forward(x_tm, states0, weights, training)
         # y is kept for BPTT: hand it out read-only so it cannot be changed under us.
         y_tm.flags.writeable = False
