@@ -203,9 +203,7 @@ inline void panels_tile(size_t m, size_t Q, const Real* da, size_t slab_stride, 
 template <class Real>
 inline void pack_a_panel(size_t m, size_t K, const Real* a, size_t rs, size_t cs, Real* out) {
   constexpr size_t MR = Tile<Real>::MR;
-  if (rs == 1 && m == MR) {  // rows lie side by side: a fixed-size copy per k
-    for (size_t k = 0; k < K; ++k) std::memcpy(out + k * MR, a + k * cs, MR * sizeof(Real));
-  } else if (cs == 1) {
+  if (cs == 1) {
     for (size_t r = 0; r < m; ++r)
       for (size_t k = 0; k < K; ++k) out[k * MR + r] = a[r * rs + k];
   } else {
@@ -362,8 +360,10 @@ inline void split_range(size_t n, int tid, int nthreads, size_t& lo, size_t& hi)
 }
 
 // Threads worth waking for one time step of the recurrence: a barrier costs
-// about a microsecond, so each thread should get well over that in work.
-// K and N are the inner and output sizes of the step's product.
+// about a microsecond, so each thread should get a few microseconds of work
+// (5e4 flops is about one). Batch 1 at H=128 already gains from a second
+// thread: reading the weights bounds it, and two caches read them twice as
+// fast. K and N are the inner and output sizes of the step's product.
 inline int step_threads(int threads, size_t B, size_t K, size_t N, size_t hidden_blocks) {
   const double flops = 2.0 * double(B) * double(K) * double(N);
   size_t useful = static_cast<size_t>(flops / 5.0e4);
