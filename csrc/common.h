@@ -88,6 +88,10 @@ struct KernelTable {
 #include <cmath>
 #include <utility>
 
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
 namespace fastrnn {
 namespace FASTRNN_ISA_NS {
 
@@ -128,6 +132,44 @@ inline V vload(const Real* p) {
 template <class V, class Real>
 inline void vstore(Real* p, V v) {
   std::memcpy(p, &v, sizeof v);
+}
+
+// Stores a vector that nothing reads again soon (the LSTM gates saved for
+// BPTT), past the caches where the ISA can: a plain store to a cold line first
+// reads the line in, which here doubles the memory traffic. Aligned addresses
+// only; others take vstore. Threads that stream must stream_fence() before
+// their work is handed on: streaming stores are not ordered with the rest.
+template <class V, class Real>
+inline void vstream(Real* p, V v) {
+#if defined(__SSE2__)
+  if (reinterpret_cast<uintptr_t>(p) % sizeof(V) == 0) {
+    if constexpr (sizeof(Real) == 4) {
+#if defined(__AVX512F__)
+      _mm512_stream_ps(reinterpret_cast<float*>(p), reinterpret_cast<__m512>(v));
+#elif defined(__AVX__)
+      _mm256_stream_ps(reinterpret_cast<float*>(p), reinterpret_cast<__m256>(v));
+#else
+      _mm_stream_ps(reinterpret_cast<float*>(p), reinterpret_cast<__m128>(v));
+#endif
+    } else {
+#if defined(__AVX512F__)
+      _mm512_stream_pd(reinterpret_cast<double*>(p), reinterpret_cast<__m512d>(v));
+#elif defined(__AVX__)
+      _mm256_stream_pd(reinterpret_cast<double*>(p), reinterpret_cast<__m256d>(v));
+#else
+      _mm_stream_pd(reinterpret_cast<double*>(p), reinterpret_cast<__m128d>(v));
+#endif
+    }
+    return;
+  }
+#endif
+  vstore(p, v);
+}
+
+inline void stream_fence() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
 }
 
 // All lanes = s. Spelled as an initializer list of L copies, which compilers

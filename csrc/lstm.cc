@@ -116,10 +116,17 @@ void lstm_forward(const ForwardArgs<Real>& p) {
               V g = A::tanh(vload<V>(tile_row + 2 * NR + l) + vload<V>(bias[2] + l));
               V o = A::sigmoid(vload<V>(tile_row + 3 * NR + l) + vload<V>(bias[3] + l));
               V c = f * vload<V>(c_in + l) + i * g;
-              vstore(gates_out[0] + l, i);
-              vstore(gates_out[1] + l, f);
-              vstore(gates_out[2] + l, g);
-              vstore(gates_out[3] + l, o);
+              if (training && full) {  // read again only by BPTT, after the whole forward
+                vstream(gates_out[0] + l, i);
+                vstream(gates_out[1] + l, f);
+                vstream(gates_out[2] + l, g);
+                vstream(gates_out[3] + l, o);
+              } else {
+                vstore(gates_out[0] + l, i);
+                vstore(gates_out[1] + l, f);
+                vstore(gates_out[2] + l, g);
+                vstore(gates_out[3] + l, o);
+              }
               vstore(c_out + l, c);
               vstore(h_out + l, o * A::tanh(c));
             }
@@ -152,6 +159,7 @@ void lstm_forward(const ForwardArgs<Real>& p) {
       }
       parallel_barrier();
     }
+    stream_fence();  // the streamed gates, visible to whichever thread runs BPTT
   };
   run_parallel(nt, task);
   if (training) std::memcpy(p.cT, p.c_all + (T - 1) * B * H, B * H * sizeof(Real));
