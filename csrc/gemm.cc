@@ -1,5 +1,7 @@
 #include "gemm.h"
 
+#include <algorithm>
+
 namespace fastrnn {
 namespace FASTRNN_ISA_NS {
 namespace {
@@ -21,7 +23,6 @@ void gemm_rows(const Gemm<Real>& g, size_t m0, size_t m1, Real* apack, Real* bpa
     const size_t npanels = ceil_div(n, NR);
     for (size_t pc = 0; pc < g.K; pc += KC) {
       const size_t k = min_size(KC, g.K - pc);
-      const bool first = pc == 0;
       // B in unit panels is read where it lies: slab (j/NR), rows from pc.
       if (g.b_slabs == 0)
         for (size_t jp = 0; jp < npanels; ++jp) {
@@ -43,7 +44,7 @@ void gemm_rows(const Gemm<Real>& g, size_t m0, size_t m1, Real* apack, Real* bpa
             const size_t mr = min_size(MR, m1 - i);
             const Real* bpanel =
                 g.b_slabs != 0 ? g.b + (j / NR) * g.b_slabs + pc * NR : bpack + jp * k * NR;
-            const bool add = !first || g.accumulate;
+            const bool add = pc > 0;  // later K blocks sum into C
             Real* crow = g.c + i * g.ldc + j;
             if (mr == MR && nr == NR) {  // a whole tile: C is summed in registers
               packed_tile(mr, k, apack + ip * MR * k, bpanel, TileOut<Real>{crow, g.ldc, add});
@@ -53,9 +54,6 @@ void gemm_rows(const Gemm<Real>& g, size_t m0, size_t m1, Real* apack, Real* bpa
                 for (size_t c = 0; c < nr; ++c)
                   crow[r * g.ldc + c] = (add ? crow[r * g.ldc + c] : Real(0)) + tile[r * NR + c];
             }
-            if (first && g.bias != nullptr)
-              for (size_t r = 0; r < mr; ++r)
-                for (size_t c = 0; c < nr; ++c) crow[r * g.ldc + c] += g.bias[j + c];
           }
         }
       }
@@ -69,12 +67,8 @@ template <class Real>
 void gemm(const Gemm<Real>& g, int threads) {
   constexpr size_t MR = Tile<Real>::MR, NR = Tile<Real>::NR;
   if (g.M == 0 || g.N == 0) return;
-  if (g.K == 0) {  // an empty product: C keeps its value or becomes 0, plus bias
-    for (size_t i = 0; i < g.M; ++i)
-      for (size_t j = 0; j < g.N; ++j) {
-        Real& c = g.c[i * g.ldc + j];
-        c = (g.accumulate ? c : Real(0)) + (g.bias != nullptr ? g.bias[j] : Real(0));
-      }
+  if (g.K == 0) {  // an empty product
+    for (size_t i = 0; i < g.M; ++i) std::fill(g.c + i * g.ldc, g.c + i * g.ldc + g.N, Real(0));
     return;
   }
   const double flops = 2.0 * double(g.M) * double(g.N) * double(g.K);
@@ -119,7 +113,7 @@ void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t G)
     }
   };
   run_parallel(static_cast<int>(min_size(size_t(p.threads), ceil_div(TB * K, 1 << 16))), gather);
-  Gemm<Real> weights{K, Q * NR, TB, xh, 1, K, da, 0, 0, dw_t.data(), Q * NR, false, nullptr};
+  Gemm<Real> weights{K, Q * NR, TB, xh, 1, K, da, 0, 0, dw_t.data(), Q * NR};
   weights.b_slabs = slabs;
   gemm(weights, p.threads);
 
@@ -156,7 +150,7 @@ void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t G)
                   units * I * sizeof(Real));
       std::memset(w_pad.data() + (q * NR + units) * I, 0, (NR - units) * I * sizeof(Real));
     }
-    Gemm<Real> inputs_grad{TB, I, Q * NR, da, 0, 0, w_pad.data(), I, 1, p.dx, I, false, nullptr};
+    Gemm<Real> inputs_grad{TB, I, Q * NR, da, 0, 0, w_pad.data(), I, 1, p.dx, I};
     inputs_grad.a_slabs = slabs;
     gemm(inputs_grad, p.threads);
   }

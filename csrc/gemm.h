@@ -301,7 +301,7 @@ inline void pack_a_from_panels(size_t m, size_t K, const Real* a, size_t slabs, 
   }
 }
 
-// C (M x N, row stride ldc) = op(A) op(B) [+ C] [+ bias[j] on column j].
+// C (M x N, row stride ldc) = op(A) op(B).
 // A element (i, k) at a[i*a_rs + k*a_cs]; B element (k, j) at b[k*b_rs + j*b_cs].
 // Either operand may instead be unit panels with slabs *_slabs apart (then
 // its strides are ignored): A's k or B's j runs over the padded units.
@@ -314,8 +314,6 @@ struct Gemm {
   size_t b_rs, b_cs;
   Real* c;
   size_t ldc;
-  bool accumulate;
-  const Real* bias;
   size_t a_slabs = 0;
   size_t b_slabs = 0;
 };
