@@ -96,7 +96,7 @@ void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t G)
   constexpr size_t NR = Tile<Real>::NR, L = Tile<Real>::L;
   using V = typename Simd<Real>::V;
   const size_t TB = p.T * p.B, B = p.B, I = p.I, H = p.H, K = I + H;
-  const size_t HB = ceil_div(H, NR), Q = G * HB, slabs = TB * NR;
+  const size_t Q = G * ceil_div(H, NR), slabs = TB * NR;
 
   // [x_t | h_{t-1}] of every step side by side: one product with the unit
   // panels, [x | h_prev]^T da, gives [dW_ih | dW_hh] transposed and padded.
@@ -123,7 +123,7 @@ void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t G)
     size_t q0, q1;
     split_range(Q, tid, n, q0, q1);
     for (size_t q = q0; q < q1; ++q) {
-      const size_t gate = q / HB, u0 = (q % HB) * NR, units = min_size(NR, H - u0);
+      const auto [gate, u0, units] = unit_block<Real>(q, H);
       const Real* slab = da + q * slabs;
       V sum[NR / L];
       for (size_t l = 0; l < NR / L; ++l) sum[l] = V{};
@@ -145,7 +145,7 @@ void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t G)
   if (p.dx != nullptr) {  // dx = da W_ih, with W_ih's rows in the padded unit order
     Buffer<Real> w_pad(Q * NR * I);
     for (size_t q = 0; q < Q; ++q) {
-      const size_t gate = q / HB, u0 = (q % HB) * NR, units = min_size(NR, H - u0);
+      const auto [gate, u0, units] = unit_block<Real>(q, H);
       std::memcpy(w_pad.data() + q * NR * I, p.w_ih + (gate * H + u0) * I,
                   units * I * sizeof(Real));
       std::memset(w_pad.data() + (q * NR + units) * I, 0, (NR - units) * I * sizeof(Real));

@@ -188,6 +188,19 @@ inline void rows_tile(size_t m, size_t P, const TileA<Real>& a, const Real* b,
 // da_{t+1} from them as A (ALayout::Panels), and after the loop they are the B
 // operand of the weight-gradient product as they lie: nothing is repacked.
 
+// Unit panel q covers units [first, first + count) of gate `gate`; count is
+// below NR only in a gate's last block.
+struct UnitBlock {
+  size_t gate, first, count;
+};
+
+template <class Real>
+inline UnitBlock unit_block(size_t q, size_t H) {
+  constexpr size_t NR = Tile<Real>::NR;
+  const size_t HB = ceil_div(H, NR), first = (q % HB) * NR;
+  return UnitBlock{q / HB, first, min_size(NR, H - first)};
+}
+
 // tile (m x NR) = m rows of da in unit panels (Q*NR padded units, slabs
 // slab_stride apart) times a B panel packed by pack_panel_weights.
 template <class Real>
@@ -277,9 +290,8 @@ template <class Real>
 inline void pack_panel_weights(size_t G, size_t H, const Real* w, size_t ldw, size_t j0,
                                size_t n, Real* out) {
   constexpr size_t NR = Tile<Real>::NR;
-  const size_t HB = ceil_div(H, NR);
-  for (size_t q = 0; q < G * HB; ++q) {
-    const size_t gate = q / HB, u0 = (q % HB) * NR, units = min_size(NR, H - u0);
+  for (size_t q = 0; q < G * ceil_div(H, NR); ++q) {
+    const auto [gate, u0, units] = unit_block<Real>(q, H);
     Real* slab = out + q * NR * NR;
     pack_b_panel(n, units, w + (gate * H + u0) * ldw + j0, ldw, 1, slab);
     std::memset(slab + units * NR, 0, (NR - units) * NR * sizeof(Real));
