@@ -20,8 +20,9 @@ Where the time goes, and what is done about it:
   beside them fights for the same cores (2 here), so the gate loops stay on
   the calling thread. nogil: Python threads can run kernels side by side.
 
-The public functions only convert arguments (one dtype, C order, dy and
-need_dx as flags) and call the compiled kernels.
+The public functions check every shape (the compiled kernels do no bounds
+checks, so a mismatch must stop there), convert arguments (one dtype, C
+order, dy and need_dx as flags) and call the compiled kernels.
 """
 
 import numba
@@ -292,6 +293,24 @@ def _kernel_dtype(x):
     return dt
 
 
+def _check_shapes(fn, G, x, h0, w_ih, w_hh, **more):
+    """Raise ValueError unless every array has the shape x (T, B, I) and h0 (B, H)
+    imply; `more` holds the others of the call (None: not given)."""
+    x, h0 = np.asarray(x), np.asarray(h0)
+    if x.ndim != 3 or 0 in x.shape:
+        raise ValueError(f"{fn}: x must be 3-D (T, B, I) with T, B >= 1, got shape {x.shape}")
+    T, B, I = x.shape
+    if h0.ndim != 2 or h0.shape[0] != B or h0.shape[1] == 0:
+        raise ValueError(f"{fn}: h0 must have shape ({B}, H) with H >= 1, got {h0.shape}")
+    H = h0.shape[1]
+    expected = {"w_ih": (G * H, I), "w_hh": (G * H, H), "b": (G * H,), "c0": (B, H),
+                "y": (T, B, H), "dy": (T, B, H), "dhT": (B, H), "dcT": (B, H)}
+    for name, array in {"w_ih": w_ih, "w_hh": w_hh, **more}.items():
+        if array is not None and np.shape(array) != expected[name]:
+            raise ValueError(f"{fn}: {name} must have shape {expected[name]}, "
+                             f"got {np.shape(array)}")
+
+
 def _dy_flag(dy, y):
     """(dy as an array, has_dy): the kernels take an unused empty array for None."""
     if dy is None:
@@ -300,6 +319,7 @@ def _dy_flag(dy, y):
 
 
 def rnn_forward(x, h0, w_ih, w_hh, b, training=True):
+    _check_shapes("rnn_forward", 1, x, h0, w_ih, w_hh, b=b)
     dt = _kernel_dtype(x)
     x = _c_array(x, dt)
     T, B, _ = x.shape
@@ -311,6 +331,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b, training=True):
 
 
 def rnn_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True):
+    _check_shapes("rnn_backward", 1, x, h0, w_ih, w_hh, y=y, dy=dy, dhT=dhT)
     dt = _kernel_dtype(y)
     dy, has_dy = _dy_flag(dy, y)
     dx, dh0, dw_ih, dw_hh, db = _rnn_backward(
@@ -320,6 +341,7 @@ def rnn_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True):
 
 
 def lstm_forward(x, h0, c0, w_ih, w_hh, b, training=True):
+    _check_shapes("lstm_forward", 4, x, h0, w_ih, w_hh, b=b, c0=c0)
     dt = _kernel_dtype(x)
     x = _c_array(x, dt)
     T, B, _ = x.shape
@@ -340,6 +362,9 @@ def lstm_backward(saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx=True):
     if saved is None:
         raise ValueError("lstm_backward needs the state saved by a training forward")
     c, tanh_c, gates = saved
+    _check_shapes("lstm_backward", 4, x, h0, w_ih, w_hh, c0=c0, y=y, dy=dy, dhT=dhT, dcT=dcT)
+    if gates.shape[:2] != np.shape(x)[:2] or gates.shape[2] != 4 * np.shape(h0)[1]:
+        raise ValueError("lstm_backward: saved comes from a forward of other sizes")
     dt = _kernel_dtype(y)
     dy, has_dy = _dy_flag(dy, y)
     dx, dh0, dc0, dw_ih, dw_hh, db = _lstm_backward(

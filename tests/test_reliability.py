@@ -280,6 +280,30 @@ def _reference_forward(cell, arrays):
     return y, y[-1]
 
 
+# Mismatches hypothesis once found the numba backend reading past (an empty b):
+# every fast backend must refuse them before a kernel runs.
+BROKEN_FORWARD = {"b": np.zeros(0, np.float32), "w_hh": np.zeros((4, 2), np.float32),
+                  "w_ih": np.zeros((4, 3), np.float32), "c0": np.zeros((2, 2), np.float32)}
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS or ["numpy"])
+@pytest.mark.parametrize("broken", sorted(BROKEN_FORWARD))
+def test_raw_kernels_refuse_mismatched_shapes(backend, broken):
+    from fastrnn import _backends
+    module = _backends.get_backend(backend)
+    a = {"x": np.zeros((2, 3, 2), np.float32), "h0": np.zeros((3, 1), np.float32),
+         "c0": np.zeros((3, 1), np.float32), "w_ih": np.zeros((4, 2), np.float32),
+         "w_hh": np.zeros((4, 1), np.float32), "b": np.zeros(4, np.float32)}
+    a[broken] = BROKEN_FORWARD[broken]
+    with pytest.raises(ValueError, match=broken):
+        module.lstm_forward(a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b"], True)
+    if broken != "c0":  # the RNN: one gate, so the intact weights keep their first row
+        rnn = {k: v[:1] if k in ("w_ih", "w_hh", "b") and k != broken else v
+               for k, v in a.items()}
+        with pytest.raises(ValueError, match=broken):
+            module.rnn_forward(rnn["x"], rnn["h0"], rnn["w_ih"], rnn["w_hh"], rnn["b"], True)
+
+
 @pytest.mark.parametrize("backend", FAST_BACKENDS or ["numpy"])
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(call=raw_kernel_calls())
