@@ -305,6 +305,21 @@ def test_raw_kernels_refuse_mismatched_shapes(backend, broken):
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS or ["numpy"])
+def test_backward_refuses_a_workspace_of_other_sizes(backend):
+    from fastrnn import _backends
+    module = _backends.get_backend(backend)
+    z = np.zeros
+    _, _, saved = module.lstm_forward(z((2, 3, 2), np.float32), z((3, 1), np.float32),
+                                      z((3, 1), np.float32), z((4, 2), np.float32),
+                                      z((4, 1), np.float32), z(4, np.float32), True)
+    x, h0 = z((2, 5, 2), np.float32), z((5, 1), np.float32)  # batch 5, not 3
+    y = z((2, 5, 1), np.float32)
+    with pytest.raises(ValueError, match="other sizes"):
+        module.lstm_backward(saved, x, h0, h0, z((4, 2), np.float32), z((4, 1), np.float32),
+                             y, None, h0, h0, True)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS or ["numpy"])
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(call=raw_kernel_calls())
 def test_raw_kernel_either_agrees_with_reference_or_raises(backend, call):
