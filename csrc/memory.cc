@@ -33,23 +33,25 @@ class BlockCache {
     return nullptr;
   }
 
+  // Called from destructors, so it never throws: a block it cannot keep is freed.
   void keep(void* p, size_t bytes) {
-    std::vector<void*> evicted;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (bytes > kCacheBudget) {
-        evicted.push_back(p);
-      } else {
-        while (held_ + bytes > kCacheBudget) {
-          evicted.push_back(blocks_.front().second);
-          held_ -= blocks_.front().first;
-          blocks_.erase(blocks_.begin());
-        }
-        blocks_.emplace_back(bytes, p);
-        held_ += bytes;
-      }
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (bytes > kCacheBudget) {
+      std::free(p);
+      return;
     }
-    for (void* q : evicted) std::free(q);
+    while (held_ + bytes > kCacheBudget) {
+      std::free(blocks_.front().second);
+      held_ -= blocks_.front().first;
+      blocks_.erase(blocks_.begin());
+    }
+    try {
+      blocks_.emplace_back(bytes, p);
+    } catch (...) {
+      std::free(p);
+      return;
+    }
+    held_ += bytes;
   }
 
   size_t release() {
