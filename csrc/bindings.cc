@@ -331,6 +331,59 @@ py::tuple backward_entry(Cell cell, py::object saved, py::object x_obj, py::obje
                           need_dx, dt, s);
 }
 
+// ------------------------------------------------------------------- Adam
+
+// An ndarray of dtype dt, C-contiguous and aligned (and writeable if asked).
+bool plain_array(const py::handle& obj, const py::dtype& dt, bool writeable) {
+  if (!py::isinstance<py::array>(obj)) return false;
+  auto a = py::reinterpret_borrow<py::array>(obj);
+  const int flags = py::detail::array_proxy(a.ptr())->flags;
+  return a.dtype().equal(dt) && (flags & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_) &&
+         (flags & py::detail::npy_api::NPY_ARRAY_ALIGNED_) &&
+         (!writeable || (flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_));
+}
+
+bool overlaps(const py::array& a, const py::array& b) {
+  const char* a0 = static_cast<const char*>(a.data());
+  const char* b0 = static_cast<const char*>(b.data());
+  return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
+}
+
+// Adam's update of one parameter in one pass, when the arrays allow it:
+// param, exp_avg, exp_avg_sq writeable, all four of one dtype (float32 or
+// float64) and size, C-contiguous, the gradient apart from the other three.
+// Returns False otherwise, leaving everything untouched: fastrnn.optim then
+// does the same update with NumPy ufuncs, which give the same bits.
+bool adam_update_entry(py::object param, py::object grad, py::object exp_avg,
+                       py::object exp_avg_sq, double beta1, double beta2, double step_size,
+                       double bias_correction2_sqrt, double eps) {
+  if (!py::isinstance<py::array>(param)) return false;
+  const py::dtype dt = py::reinterpret_borrow<py::array>(param).dtype();
+  const bool f32 = dt.equal(py::dtype::of<float>());
+  if (!f32 && !dt.equal(py::dtype::of<double>())) return false;
+  if (!plain_array(param, dt, true) || !plain_array(grad, dt, false) ||
+      !plain_array(exp_avg, dt, true) || !plain_array(exp_avg_sq, dt, true))
+    return false;
+  auto p = py::reinterpret_borrow<py::array>(param), g = py::reinterpret_borrow<py::array>(grad);
+  auto m = py::reinterpret_borrow<py::array>(exp_avg);
+  auto v = py::reinterpret_borrow<py::array>(exp_avg_sq);
+  const py::ssize_t n = p.size();
+  if (g.size() != n || m.size() != n || v.size() != n) return false;
+  if (overlaps(g, p) || overlaps(g, m) || overlaps(g, v) || overlaps(p, m) || overlaps(p, v) ||
+      overlaps(m, v))
+    return false;
+  auto run = [&](auto zero) {
+    using Real = decltype(zero);
+    const AdamArgs<Real> args{out_ptr<Real>(p), ptr<Real>(g), out_ptr<Real>(m), out_ptr<Real>(v),
+                              size_t(n), Real(1.0 - beta1), Real(beta2), Real(1.0 - beta2),
+                              Real(bias_correction2_sqrt), Real(eps), Real(-step_size)};
+    const KernelTable& k = kernels();
+    run_kernel(table_entry<Real>(k.adam_update_f32, k.adam_update_f64), args);
+  };
+  if (f32) run(0.0f); else run(0.0);
+  return true;
+}
+
 // ------------------------------------------------------------------ module
 
 py::dict build_info() {
@@ -426,6 +479,11 @@ PYBIND11_MODULE(_core, m) {
         py::arg("w_hh"), py::arg("y"), py::arg("dy").none(true), py::arg("dhT"),
         py::arg("dcT"), py::arg("need_dx") = true,
         "(dx, dh0, dc0, dw_ih, dw_hh, db); dy may be None, dx is None unless need_dx.");
+  m.def("adam_update", &adam_update_entry, py::arg("param"), py::arg("grad"),
+        py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("beta1"), py::arg("beta2"),
+        py::arg("step_size"), py::arg("bias_correction2_sqrt"), py::arg("eps"),
+        "Adam's update of one parameter in place, in one pass; False (nothing done) when the "
+        "arrays do not allow it (see fastrnn.optim.Adam).");
   m.def("set_num_threads", &set_num_threads, py::arg("n"),
         "Threads the kernels use (1 to 1024).");
   m.def("get_num_threads", &get_pool_threads);

@@ -64,6 +64,19 @@ struct BackwardArgs {
   int threads;
 };
 
+// One step of Adam on one parameter array p with gradient g and moments m,
+// v (n elements each, g overlapping none of the others); the scalars are
+// already in the parameter's precision.
+template <class Real>
+struct AdamArgs {
+  Real* p;
+  const Real* g;
+  Real* m;
+  Real* v;
+  size_t n;
+  Real one_minus_beta1, beta2, one_minus_beta2, bias_correction2_sqrt, eps, minus_step_size;
+};
+
 // One ISA's compiled kernels; dispatch.cc picks the table.
 struct KernelTable {
   const char* isa;
@@ -75,6 +88,8 @@ struct KernelTable {
   void (*lstm_forward_f64)(const ForwardArgs<double>&);
   void (*lstm_backward_f32)(const BackwardArgs<float>&);
   void (*lstm_backward_f64)(const BackwardArgs<double>&);
+  void (*adam_update_f32)(const AdamArgs<float>&);
+  void (*adam_update_f64)(const AdamArgs<double>&);
 };
 
 }  // namespace fastrnn

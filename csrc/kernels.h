@@ -14,6 +14,8 @@ template <class Real>
 void lstm_forward(const ForwardArgs<Real>& p);
 template <class Real>
 void lstm_backward(const BackwardArgs<Real>& p);
+template <class Real>
+void adam_update(const AdamArgs<Real>& a);
 
 const KernelTable* kernel_table();
 

@@ -14,6 +14,7 @@ const KernelTable* kernel_table() {
       &rnn_backward<float>,  &rnn_backward<double>,
       &lstm_forward<float>,  &lstm_forward<double>,
       &lstm_backward<float>, &lstm_backward<double>,
+      &adam_update<float>,   &adam_update<double>,
   };
   return &table;
 }

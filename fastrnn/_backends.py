@@ -74,6 +74,11 @@ def release_cached_memory():
     return int(core.release_cached_memory()) if core is not None else 0
 
 
+def compiled_module():
+    """fastrnn._core when it loads here, else None (for helpers beside the kernels)."""
+    return _try_load("cpp")
+
+
 def get_backend(name=None):
     """The backend module for `name`, else $FASTRNN_BACKEND, else the best available."""
     global _warned_fallback

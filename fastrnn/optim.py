@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 
+from . import _backends
+
 SCHEDULES = ("constant", "cosine", "step")
 
 
@@ -70,6 +72,9 @@ class Adam:
         self.step_count = 0
         self.exp_avg = {key: np.zeros_like(p) for key, p in params.items()}
         self.exp_avg_sq = {key: np.zeros_like(p) for key, p in params.items()}
+        # The compiled backend's one-pass update where it loads; it rounds as the
+        # ufuncs below do, so which one runs never changes a result.
+        self._fused_update = getattr(_backends.compiled_module(), "adam_update", None)
 
     def step(self, grads):
         """One update of every parameter from `grads` (a dict keyed like params)."""
@@ -79,10 +84,14 @@ class Adam:
         bias_correction1 = 1.0 - beta1 ** self.step_count
         bias_correction2_sqrt = math.sqrt(1.0 - beta2 ** self.step_count)
         step_size = self.lr / bias_correction1
+        fused = self._fused_update
         for key, param in self.params.items():
             dtype = param.dtype.type
             grad = np.asarray(grads[key], dtype=param.dtype)
             m, v = self.exp_avg[key], self.exp_avg_sq[key]
+            if fused is not None and fused(param, grad, m, v, beta1, beta2, step_size,
+                                           bias_correction2_sqrt, self.eps):
+                continue
             # The update below, in place through one scratch array (same
             # operations in the same order, so the same rounding as spelled out):
             #   m += (1 - beta1) * (grad - m)
