@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -72,13 +73,13 @@ std::string expected_str(const std::vector<size_t>& shape) {
 }
 
 // The dtype of x: exactly float32 or float64; the other arrays must match it.
-py::dtype float_dtype_of(const py::handle& x) {
+py::dtype float_dtype_of(const py::handle& x, const char* name = "x") {
   if (!py::isinstance<py::array>(x))
-    throw py::type_error("x must be a numpy.ndarray, got " +
+    throw py::type_error(std::string(name) + " must be a numpy.ndarray, got " +
                          std::string(py::str(py::type::of(x).attr("__name__"))));
   py::dtype dt = py::reinterpret_borrow<py::array>(x).dtype();
   if (!dt.equal(py::dtype::of<float>()) && !dt.equal(py::dtype::of<double>()))
-    throw py::type_error("x must have dtype float32 or float64, got " +
+    throw py::type_error(std::string(name) + " must have dtype float32 or float64, got " +
                          std::string(py::str(dt)));
   return dt;
 }
@@ -104,7 +105,7 @@ py::array checked(const py::handle& obj, const char* name, const py::dtype& dt,
   auto a = py::reinterpret_borrow<py::array>(obj);
   if (!a.dtype().equal(dt))
     throw py::type_error(std::string(name) + " has dtype " + std::string(py::str(a.dtype())) +
-                         ", expected " + std::string(py::str(dt)) + " like x");
+                         ", expected " + std::string(py::str(dt)));
   bool same = a.ndim() == static_cast<py::ssize_t>(shape.size());
   for (size_t d = 0; same && d < shape.size(); ++d)
     same = shape[d] == SIZE_MAX || static_cast<size_t>(a.shape(d)) == shape[d];
@@ -384,6 +385,46 @@ bool adam_update_entry(py::object param, py::object grad, py::object exp_avg,
   return true;
 }
 
+// ------------------------------------------------------------------- head
+
+// The classifier head in one call (csrc/head.cc): h (B, H), weight (C, H),
+// bias (C,) of one float dtype, labels (B,) int64 in [0, C) ->
+// (loss, predictions, dh, dweight, dbias).
+py::tuple classifier_head_entry(py::object h_obj, py::object w_obj, py::object bias_obj,
+                                py::object labels_obj) {
+  const py::dtype dt = float_dtype_of(h_obj, "h");
+  auto h_arr = py::reinterpret_borrow<py::array>(h_obj);
+  if (h_arr.ndim() != 2 || h_arr.shape(0) == 0 || h_arr.shape(1) == 0)
+    throw py::value_error("h must be 2-D (B, H) with B, H >= 1, got shape " + shape_str(h_arr));
+  const size_t B = size_t(h_arr.shape(0)), H = size_t(h_arr.shape(1));
+  py::array h = checked(h_obj, "h", dt, {B, H});
+  py::array w = checked(w_obj, "weight", dt, {SIZE_MAX, H});
+  const size_t C = size_t(w.shape(0));
+  if (C == 0) throw py::value_error("weight must have at least one class (row)");
+  py::array bias = checked(bias_obj, "bias", dt, {C});
+  py::array labels = checked(labels_obj, "labels", py::dtype::of<int64_t>(), {B});
+  const int64_t* label = static_cast<const int64_t*>(labels.data());
+  const auto [low, high] = std::minmax_element(label, label + B);
+  if (*low < 0 || *high >= int64_t(C))
+    throw py::value_error("labels must lie in [0, " + std::to_string(C) + "), got range [" +
+                          std::to_string(*low) + ", " + std::to_string(*high) + "]");
+  py::array predictions = new_array(py::dtype::of<int64_t>(), {py::ssize_t(B)});
+  py::array dh = new_array(dt, {py::ssize_t(B), py::ssize_t(H)});
+  py::array dw = new_array(dt, {py::ssize_t(C), py::ssize_t(H)});
+  py::array db = new_array(dt, {py::ssize_t(C)});
+  double loss = 0;
+  auto run = [&](auto zero) {
+    using Real = decltype(zero);
+    const HeadArgs<Real> args{B, H, C, ptr<Real>(h), ptr<Real>(w), ptr<Real>(bias), label,
+                              &loss, static_cast<int64_t*>(predictions.mutable_data()),
+                              out_ptr<Real>(dh), out_ptr<Real>(dw), out_ptr<Real>(db)};
+    const KernelTable& k = kernels();
+    run_kernel(table_entry<Real>(k.classifier_head_f32, k.classifier_head_f64), args);
+  };
+  if (dt.equal(py::dtype::of<float>())) run(0.0f); else run(0.0);
+  return py::make_tuple(loss, predictions, dh, dw, db);
+}
+
 // ------------------------------------------------------------------ module
 
 py::dict build_info() {
@@ -484,6 +525,10 @@ PYBIND11_MODULE(_core, m) {
         py::arg("step_size"), py::arg("bias_correction2_sqrt"), py::arg("eps"),
         "Adam's update of one parameter in place, in one pass; False (nothing done) when the "
         "arrays do not allow it (see fastrnn.optim.Adam).");
+  m.def("classifier_head", &classifier_head_entry, py::arg("h"), py::arg("weight"),
+        py::arg("bias"), py::arg("labels"),
+        "Linear head + mean softmax cross-entropy and its gradients in one call: "
+        "(loss, predictions, dh, dweight, dbias).");
   m.def("set_num_threads", &set_num_threads, py::arg("n"),
         "Threads the kernels use (1 to 1024).");
   m.def("get_num_threads", &get_pool_threads);

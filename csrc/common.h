@@ -77,6 +77,22 @@ struct AdamArgs {
   Real one_minus_beta1, beta2, one_minus_beta2, bias_correction2_sqrt, eps, minus_step_size;
 };
 
+// The classifier head: h (B, H), w (C, H), bias (C,), labels (B,) in [0, C)
+// -> the mean cross-entropy, predicted classes (B,), dh (B, H), dw (C, H), db (C,).
+template <class Real>
+struct HeadArgs {
+  size_t B, H, C;
+  const Real* h;
+  const Real* w;
+  const Real* bias;
+  const int64_t* labels;
+  double* loss;
+  int64_t* predictions;
+  Real* dh;
+  Real* dw;
+  Real* db;
+};
+
 // One ISA's compiled kernels; dispatch.cc picks the table.
 struct KernelTable {
   const char* isa;
@@ -90,6 +106,8 @@ struct KernelTable {
   void (*lstm_backward_f64)(const BackwardArgs<double>&);
   void (*adam_update_f32)(const AdamArgs<float>&);
   void (*adam_update_f64)(const AdamArgs<double>&);
+  void (*classifier_head_f32)(const HeadArgs<float>&);
+  void (*classifier_head_f64)(const HeadArgs<double>&);
 };
 
 }  // namespace fastrnn

@@ -16,6 +16,8 @@ template <class Real>
 void lstm_backward(const BackwardArgs<Real>& p);
 template <class Real>
 void adam_update(const AdamArgs<Real>& a);
+template <class Real>
+void classifier_head(const HeadArgs<Real>& a);
 
 const KernelTable* kernel_table();
 

@@ -15,6 +15,7 @@ const KernelTable* kernel_table() {
       &lstm_forward<float>,  &lstm_forward<double>,
       &lstm_backward<float>, &lstm_backward<double>,
       &adam_update<float>,   &adam_update<double>,
+      &classifier_head<float>, &classifier_head<double>,
   };
   return &table;
 }

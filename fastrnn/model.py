@@ -1,10 +1,11 @@
 """A sequence classifier: a recurrent layer, a Linear head on the last hidden state,
 softmax cross-entropy. The recurrence and its BPTT run in the backend kernels;
-only the small head is computed here.
+the small head runs in one compiled call on the cpp backend, else here.
 """
 
 import numpy as np
 
+from . import _backends
 from .layers import LSTM, RNN, as_real_array, load_parameters
 
 CELLS = {"lstm": LSTM, "rnn": RNN}
@@ -147,6 +148,21 @@ class SequenceClassifier:
         loss, _, _, dh_T = self._head(h_T, y)
         return loss, dh_T
 
+    def _head_and_grads(self, h_T, y):
+        """(loss, predictions, dL/dh_T, dL/dfc.weight, dL/dfc.bias) for one batch.
+
+        One compiled call on the cpp backend (between two kernels, a dozen
+        small NumPy calls cost more than the arithmetic); NumPy on the others.
+        """
+        core = _backends.compiled_module() if self.backend == "cpp" else None
+        if core is not None and hasattr(core, "classifier_head"):
+            labels = np.asarray(y)
+            if labels.dtype.kind in "iu" and labels.shape == (h_T.shape[0],):
+                return core.classifier_head(h_T, self.fc_weight, self.fc_bias,
+                                            labels.astype(np.int64, copy=False))
+        loss, predictions, dlogits, dh_T = self._head(h_T, y)
+        return loss, predictions, dh_T, dlogits.T @ h_T, dlogits.sum(axis=0)
+
     def loss_and_grads(self, x, y):
         """Mean cross-entropy on one batch and its gradients, keyed like `parameters()`.
 
@@ -154,12 +170,12 @@ class SequenceClassifier:
         and `self.last_predictions` (for training logs).
         """
         h_T = self._last_hidden(x, training=True)
-        loss, predictions, dlogits, dh_T = self._head(h_T, y)
+        loss, predictions, dh_T, dweight, dbias = self._head_and_grads(h_T, y)
         dstate = (dh_T, None) if self.cell == "lstm" else dh_T
         self.layer.backward(dy=None, dstate=dstate, need_input_grad=False)
         grads = dict(self.layer.grads)
-        grads["fc.weight"] = dlogits.T @ h_T
-        grads["fc.bias"] = dlogits.sum(axis=0)
+        grads["fc.weight"] = dweight
+        grads["fc.bias"] = dbias
         self.last_hidden = h_T
         self.last_predictions = predictions
         return loss, grads

@@ -49,9 +49,14 @@ class Adam:
         m = m + (1 - beta1) (g - m)
         v = beta2 v + (1 - beta2) g^2
         p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    `fused`: None (default) updates each contiguous float32/float64 parameter
+    in one compiled pass where the cpp backend loads, with NumPy's rounding
+    bit for bit, and everything else with NumPy ufuncs; False always uses
+    NumPy; True requires the compiled pass to be available.
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, *, fused=None):
         if not hasattr(params, "items"):
             raise TypeError(f"params must be a dict of arrays, got {type(params).__name__}")
         for key, value in params.items():
@@ -72,9 +77,16 @@ class Adam:
         self.step_count = 0
         self.exp_avg = {key: np.zeros_like(p) for key, p in params.items()}
         self.exp_avg_sq = {key: np.zeros_like(p) for key, p in params.items()}
-        # The compiled backend's one-pass update where it loads; it rounds as the
-        # ufuncs below do, so which one runs never changes a result.
-        self._fused_update = getattr(_backends.compiled_module(), "adam_update", None)
+        # The compiled backend's one-pass update; it rounds as the ufuncs in
+        # step() do, so which one runs never changes a result.
+        if fused not in (None, True, False):
+            raise ValueError(f"fused must be None, True or False, got {fused!r}")
+        self._fused_update = None
+        if fused is not False:
+            self._fused_update = getattr(_backends.compiled_module(), "adam_update", None)
+            if fused and self._fused_update is None:
+                raise ValueError("fused=True needs the compiled backend, which is not "
+                                 f"available here: {_backends.unavailable_backends().get('cpp')}")
 
     def step(self, grads):
         """One update of every parameter from `grads` (a dict keyed like params)."""

@@ -7,6 +7,7 @@ NumPy otherwise; which one runs must never change a result.
 import numpy as np
 import pytest
 
+from fastrnn import _backends
 from fastrnn.optim import Adam
 
 core = pytest.importorskip("fastrnn._core")
@@ -36,9 +37,7 @@ def gradient_stream(rng, dtype, steps):
 def run_adam(dtype, fused, steps=8, **hyper):
     rng = np.random.default_rng(1)
     params = {k: rng.standard_normal(s).astype(dtype) for k, s in SIZES.items()}
-    opt = Adam(params, **hyper)
-    if not fused:
-        opt._fused_update = None
+    opt = Adam(params, fused=None if fused else False, **hyper)
     for grads in gradient_stream(rng, dtype, steps):
         opt.step(grads)
     return params, opt
@@ -86,15 +85,25 @@ def test_adam_falls_back_for_strided_and_aliased_arrays():
     copy, others = view.copy(), base[:, 1::2].copy()
     grad = rng.standard_normal(view.shape).astype(np.float32)
     Adam({"w": view}, lr=0.1).step({"w": grad})
-    reference = Adam({"w": copy}, lr=0.1)
-    reference._fused_update = None
+    reference = Adam({"w": copy}, lr=0.1, fused=False)
     reference.step({"w": grad})
     assert np.array_equal(view, copy)
     assert np.array_equal(base[:, 1::2], others)  # the columns between stay as they were
     w = np.linspace(-1, 1, 5).astype(np.float32)
     w_plain = w.copy()
     Adam({"w": w}, lr=0.1).step({"w": w})
-    plain = Adam({"w": w_plain}, lr=0.1)
-    plain._fused_update = None
+    plain = Adam({"w": w_plain}, lr=0.1, fused=False)
     plain.step({"w": w_plain})
     assert np.array_equal(w, w_plain)
+
+
+def test_fused_option(monkeypatch):
+    w = np.ones(3, np.float32)
+    assert Adam({"w": w}, fused=True)._fused_update is not None
+    assert Adam({"w": w}, fused=False)._fused_update is None
+    with pytest.raises(ValueError, match="fused"):
+        Adam({"w": w}, fused="yes")
+    monkeypatch.setattr(_backends, "compiled_module", lambda: None)
+    assert Adam({"w": w})._fused_update is None   # NumPy, silently: same results
+    with pytest.raises(ValueError, match="compiled backend"):
+        Adam({"w": w}, fused=True)
