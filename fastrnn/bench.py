@@ -19,9 +19,12 @@ blocks so one library's spinning workers do not steal the next one's cores.
 Every rival gets the same thread count (fastrnn.set_num_threads,
 torch.set_num_threads, ONNX Runtime intra_op_num_threads, and threadpoolctl
 for NumPy's BLAS). A report gives the median of the timed calls. With
---isolate each rival instead runs alone in its own subprocess, one rival after
-another (the same timing loop, with one rival in it), and the parent merges
-their results: libraries' thread pools then cannot starve each other.
+--isolate each rival instead lives in its own subprocess, and the processes
+take turns in the same alternating blocks, each block on request of the
+parent while the others wait asleep, with a pause long enough for the last
+one's thread pool to fall asleep too: no two libraries' thread pools then
+share a process or compete for the cores, and a change in the machine's
+load during the run falls on every rival alike.
 
 How FLOPs are counted: only the matrix products. One forward time step of
 a cell with G gates (1 RNN, 4 LSTM) multiplies [x_t, h_{t-1}] (B, I+H) by the
@@ -85,9 +88,11 @@ METHOD = (
     "torch, ONNX Runtime and fastrnn thread pools were timed in turns under the same "
     "load; times are medians of the timed calls.")
 METHOD_ISOLATED = (
-    "Each rival ran in its own process, one after another (an untimed wake-up call "
-    "before each block of short calls, a pause after it), so no other library's thread "
-    "pool shared the process; times are medians of the timed calls.")
+    "Each rival ran in its own process; the processes took turns in alternating blocks "
+    "(rotating order, an untimed wake-up call before each block of short calls, a pause "
+    "after it while the others slept), so no two thread pools shared a process or ran at "
+    "once, and the machine's changing load fell on every rival alike; times are medians "
+    "of the timed calls.")
 
 
 class Unavailable(Exception):
@@ -384,29 +389,40 @@ def time_interleaved(runners, budget, min_rounds=3, block_seconds=0.2, pause=0.0
     starting with a different runner each round.
     """
     names = list(runners)
-    per_call = {}
-    for name in names:
-        start = time.perf_counter()
-        runners[name]()
-        per_call[name] = time.perf_counter() - start
-    block = {name: max(1, min(100, int(block_seconds / max(per_call[name], 1e-9))))
-             for name in names}
+    per_call = {name: _one_call_seconds(runners[name]) for name in names}
     samples = {name: [] for name in names}
     start = time.perf_counter()
     rounds = 0
     while rounds < min_rounds or time.perf_counter() - start < budget:
         shift = rounds % len(names)
         for name in names[shift:] + names[:shift]:
-            run = runners[name]
-            if per_call[name] < block_seconds:
-                run()  # wakes this library's thread pool; not timed
-            for _ in range(block[name]):
-                t0 = time.perf_counter()
-                run()
-                samples[name].append(time.perf_counter() - t0)
+            samples[name].extend(time_block(runners[name], per_call[name], block_seconds))
             time.sleep(pause)
         rounds += 1
     return samples
+
+
+def _one_call_seconds(run):
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def time_block(run, per_call, block_seconds):
+    """Seconds of each call in one block of about `block_seconds` (1 to 100 calls).
+
+    A rival faster than the block first gets one untimed call, which wakes its
+    library's thread pool after the pause before the block.
+    """
+    calls = max(1, min(100, int(block_seconds / max(per_call, 1e-9))))
+    if per_call < block_seconds:
+        run()
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return times
 
 
 PEAK_SCRIPT = r"""
@@ -515,48 +531,137 @@ def _report(threads, peak, timing, results, skipped, load_at_start):
     }
 
 
-def _child_command(rival, options, json_path):
-    """The command timing `rival` alone: this module, one rival, no peak measurement."""
-    return [sys.executable, "-m", "fastrnn.bench", "--rivals", rival, "--json", json_path,
+def _child_command(rival, options):
+    """The command serving `rival` alone: this module, one rival, no peak measurement."""
+    return [sys.executable, "-m", "fastrnn.bench", "--serve", "--rivals", rival,
             "--no-peak"] + options
 
 
-def run_isolated(cases, rivals, threads, peak, child_options, progress=None):
-    """Time each rival in its own subprocess, one after another; the same report as run_report.
+def serve(cases, rival, threads, infile=sys.stdin, outfile=sys.stdout):
+    """The child side of --isolate: time blocks of `rival` on request.
+
+    Prints one JSON line {"ready": [case labels], "skipped": [...]} once the
+    runners are built and warmed up, then answers each request line
+    {"case": label, "block_seconds": s} with {"times": [seconds, ...]}, until
+    end of input.
+    """
+    runners, per_call, skipped = {}, {}, []
+    for case in cases:
+        try:
+            run = make_runner(rival, case, threads)
+            run()  # warm-up: JIT compilation, allocations, loading libraries
+        except Unavailable as exc:
+            reason = str(exc)
+        except Exception as exc:
+            reason = f"failed: {type(exc).__name__}: {exc}"
+        else:
+            runners[case_label(case)] = run
+            continue
+        skipped.append({"case": case_label(case), "rival": rival, "reason": reason})
+    limit_threads(threads)
+    for label, run in runners.items():
+        per_call[label] = _one_call_seconds(run)
+    print(json.dumps({"ready": list(runners), "skipped": skipped}), file=outfile, flush=True)
+    for line in infile:
+        request = json.loads(line)
+        label = request["case"]
+        times = time_block(runners[label], per_call[label], request["block_seconds"])
+        print(json.dumps({"times": times}), file=outfile, flush=True)
+
+
+class _Child:
+    """One rival's serving process; its stderr goes to a file, so it can never block."""
+
+    def __init__(self, rival, command, workdir):
+        self.rival = rival
+        self.stderr = open(os.path.join(workdir, f"{rival}.stderr"), "w+")
+        # cwd: not a source tree, whose fastrnn would shadow the installed one
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=self.stderr, text=True, cwd=workdir)
+
+    def receive(self):
+        line = self.process.stdout.readline()
+        if not line:
+            raise OSError(self.failure())
+        return json.loads(line)
+
+    def request(self, label, block_seconds):
+        self.process.stdin.write(json.dumps({"case": label, "block_seconds": block_seconds})
+                                 + "\n")
+        self.process.stdin.flush()
+        return self.receive()["times"]
+
+    def failure(self):
+        code = self.process.wait()
+        self.stderr.seek(0)
+        lines = self.stderr.read().strip().splitlines()
+        return f"failed in its own process (exit {code}): {lines[-1] if lines else 'no message'}"
+
+    def close(self):
+        try:
+            self.process.stdin.close()  # end of input: the child returns
+        except BrokenPipeError:
+            pass
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process.stdout.close()
+        self.stderr.close()
+
+
+def run_isolated(cases, rivals, threads, peak, child_options, budget=3.0, min_rounds=3,
+                 progress=None, block_seconds=0.3, pause=0.15):
+    """Time each rival in its own process, the processes taking turns; a report as run_report's.
 
     `child_options` are the command-line options every child gets (threads,
-    shapes, cells, modes, budget). The children's medians are merged per case
-    and the ratios and % peak computed here, as run_report does. A child that
-    fails skips its rival on every case, with the last line of its stderr.
+    shapes, cells, modes). Each child builds and warms its runners, then
+    times one block when asked; the rivals of a case take turns, in rotating
+    order, until `budget` seconds have passed and at least `min_rounds` are
+    done. The pause after each block is longer than the libraries' thread
+    pools spin before they sleep (OpenBLAS about 0.1 s), so the next rival
+    has the CPUs to itself. A child that fails skips its rival on every case,
+    with the last line of its stderr.
     """
     load_at_start = machine_load()
-    medians, counts, skipped = {}, {}, []
     labels = [case_label(case) for case in cases]
+    children, ready, skipped = [], {}, []
     with tempfile.TemporaryDirectory(prefix="fastrnn-bench-") as tmp:
-        for rival in rivals:
-            if progress:
-                progress(f"timing {rival} in its own process ...")
-            path = os.path.join(tmp, f"{rival}.json")
-            # cwd: not a source tree, whose fastrnn would shadow the installed one
-            done = subprocess.run(_child_command(rival, child_options, path),
-                                  capture_output=True, text=True, cwd=tmp)
-            if done.returncode != 0 or not os.path.exists(path):
-                lines = done.stderr.strip().splitlines()
-                reason = (f"failed in its own process (exit {done.returncode}): "
-                          f"{lines[-1] if lines else 'no message'}")
-                skipped.extend({"case": label, "rival": rival, "reason": reason}
-                               for label in labels)
-                continue
-            with open(path) as f:
-                child = json.load(f)
-            for row in child["results"]:
-                medians.setdefault(row["case"], {})[rival] = row["median_s"]
-                counts.setdefault(row["case"], {})[rival] = row["samples"]
-            skipped.extend(child["skipped"])
-    results = []
-    for case, label in zip(cases, labels):
-        if label in medians:
-            results.extend(_rows(case, medians[label], counts[label], peak))
+        try:
+            for rival in rivals:  # one at a time: warm-ups must not overlap either
+                if progress:
+                    progress(f"starting {rival} in its own process ...")
+                child = _Child(rival, _child_command(rival, child_options), tmp)
+                try:
+                    hello = child.receive()
+                except OSError as exc:
+                    skipped.extend({"case": label, "rival": rival, "reason": str(exc)}
+                                   for label in labels)
+                    child.close()
+                    continue
+                children.append(child)
+                ready[rival] = set(hello["ready"])
+                skipped.extend(hello["skipped"])
+            results = []
+            for case, label in zip(cases, labels):
+                turn = [child for child in children if label in ready[child.rival]]
+                if not turn:
+                    continue
+                if progress:
+                    progress(f"timing {label}: {', '.join(c.rival for c in turn)} in turns")
+                samples = {child.rival: [] for child in turn}
+                start, rounds = time.perf_counter(), 0
+                while rounds < min_rounds or time.perf_counter() - start < budget:
+                    shift = rounds % len(turn)
+                    for child in turn[shift:] + turn[:shift]:
+                        samples[child.rival].extend(child.request(label, block_seconds))
+                        time.sleep(pause)
+                    rounds += 1
+                results.extend(_case_results(case, samples, peak))
+        finally:
+            for child in children:
+                child.close()
     order = {label: n for n, label in enumerate(labels)}
     skipped.sort(key=lambda skip: order.get(skip["case"], len(order)))
     return _report(threads, peak, "isolated", results, skipped, load_at_start)
@@ -739,10 +844,11 @@ def add_arguments(parser):
     parser.add_argument("--seconds", type=positive_float, default=None,
                         help="time budget per case (default 3, or 1 with --quick)")
     parser.add_argument("--isolate", action="store_true",
-                        help="time each rival alone in its own process, one after another, "
-                             "instead of interleaved in one process (use it for "
+                        help="run each rival in its own process, the processes taking "
+                             "turns, instead of all in one process (use it for "
                              "multi-threaded comparisons against torch / ONNX Runtime)")
     parser.add_argument("--no-peak", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--plot", metavar="FILE.png", help="also draw GFLOP/s bars (matplotlib)")
     return parser
@@ -769,15 +875,24 @@ def run_from_args(args):
         print(message, file=sys.stderr, flush=True)
 
     peak = None
-    if not args.no_peak:  # --no-peak: an --isolate child, whose parent measures it
+    if not args.no_peak and not args.serve:  # an --isolate child's parent measures it
         progress(f"measuring the SGEMM peak on {threads} thread(s) ...")
         peak = measure_peak(threads, repeats=repeats)
     cases = make_cases(args.shapes, args.cells, args.modes)
+    if args.serve:  # an --isolate child: one rival, driven by its parent
+        if len(rivals) != 1:
+            raise ValueError("--serve times exactly one rival")
+        protocol, sys.stdout = sys.stdout, sys.stderr  # stray prints must not reach the parent
+        try:
+            serve(cases, rivals[0], threads, outfile=protocol)
+        finally:
+            sys.stdout = protocol
+        return 0
     if args.isolate:
         options = ["--threads", str(threads), "--shapes", ",".join(args.shapes),
-                   "--cells", ",".join(args.cells), "--modes", ",".join(args.modes),
-                   "--seconds", repr(budget)] + (["--quick"] if args.quick else [])
-        report = run_isolated(cases, rivals, threads, peak, options, progress)
+                   "--cells", ",".join(args.cells), "--modes", ",".join(args.modes)]
+        report = run_isolated(cases, rivals, threads, peak, options, budget, min_rounds,
+                              progress)
     else:
         report = run_report(cases, rivals, threads, budget, min_rounds, peak, progress)
     print(format_report(report))

@@ -219,16 +219,16 @@ def test_isolate_times_each_rival_in_its_own_process(tmp_path, monkeypatch, caps
     children = []
     real = bench._child_command
 
-    def child_command(rival, options, json_path):
+    def child_command(rival, options):
         children.append(rival)
-        return real(rival, options, json_path)
+        return real(rival, options)
     monkeypatch.setattr(bench, "_child_command", child_command)
     out = tmp_path / "report.json"
     code = cli.main(["bench", "--isolate", "--shapes", "tiny", "--cells", "rnn",
                      "--modes", "inference", "--rivals", "numpy,cpp", "--quick",
                      "--seconds", "0.05", "--threads", "1", "--json", str(out)])
     assert code == 0
-    assert children == ["numpy", "cpp"]          # one process per rival, in turn
+    assert children == ["numpy", "cpp"]          # one process per rival
     report = json.loads(out.read_text())
     assert report["timing"] == "isolated" and report["method"] == bench.METHOD_ISOLATED
     assert report["peak"]["size"] == 128 and report["skipped"] == []
@@ -244,8 +244,36 @@ def test_isolate_times_each_rival_in_its_own_process(tmp_path, monkeypatch, caps
     assert "each rival ran in its own process" in capsys.readouterr().out.lower()
 
 
+def test_isolated_children_take_turns(monkeypatch):
+    # Each request gets one block from one child; the children alternate, in
+    # rotating order, until the budget and the minimum of rounds are both met.
+    requests = []
+
+    class FakeChild:
+        def __init__(self, rival, command, workdir):
+            self.rival = rival
+
+        def receive(self):
+            return {"ready": ["rnn inference tiny"], "skipped": []}
+
+        def request(self, label, block_seconds):
+            requests.append(self.rival)
+            return [0.001 if self.rival == "cpp" else 0.004]
+
+        def close(self):
+            pass
+    monkeypatch.setattr(bench, "_Child", FakeChild)
+    cases = [bench.Case("inference", "rnn", "tiny", bench.SHAPES["tiny"])]
+    report = bench.run_isolated(cases, ["numpy", "cpp"], threads=1, peak=None,
+                                child_options=[], budget=0.0, min_rounds=3, pause=0.0)
+    assert requests == ["numpy", "cpp", "cpp", "numpy", "numpy", "cpp"]
+    rows = {row["rival"]: row for row in report["results"]}
+    assert rows["cpp"]["speedup_vs_numpy"] == pytest.approx(4.0)
+    assert rows["cpp"]["samples"] == rows["numpy"]["samples"] == 3
+
+
 def test_isolate_reports_a_failing_child_as_skipped(monkeypatch):
-    monkeypatch.setattr(bench, "_child_command", lambda rival, options, json_path: [
+    monkeypatch.setattr(bench, "_child_command", lambda rival, options: [
         sys.executable, "-c", "import sys; print('noise', file=sys.stderr); sys.exit('boom')"])
     cases = [bench.Case("inference", "rnn", "tiny", bench.SHAPES["tiny"])]
     report = bench.run_isolated(cases, ["torch"], threads=1, peak=None, child_options=[])
