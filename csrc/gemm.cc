@@ -23,13 +23,11 @@ void gemm_rows(const Gemm<Real>& g, size_t m0, size_t m1, Real* apack, Real* bpa
     const size_t npanels = ceil_div(n, NR);
     for (size_t pc = 0; pc < g.K; pc += KC) {
       const size_t k = min_size(KC, g.K - pc);
-      // B in unit panels is read where it lies: slab (j/NR), rows from pc.
-      if (g.b_slabs == 0)
-        for (size_t jp = 0; jp < npanels; ++jp) {
-          const size_t j = jc + jp * NR;
-          pack_b_panel(min_size(NR, g.N - j), k, g.b + pc * g.b_rs + j * g.b_cs, g.b_rs, g.b_cs,
-                       bpack + jp * k * NR);
-        }
+      for (size_t jp = 0; jp < npanels; ++jp) {
+        const size_t j = jc + jp * NR;
+        pack_b_panel(min_size(NR, g.N - j), k, g.b + pc * g.b_rs + j * g.b_cs, g.b_rs, g.b_cs,
+                     bpack + jp * k * NR);
+      }
       for (size_t ic = m0; ic < m1; ic += MC) {
         const size_t mc = min_size(MC, m1 - ic);
         if (g.a_slabs != 0)
@@ -42,8 +40,7 @@ void gemm_rows(const Gemm<Real>& g, size_t m0, size_t m1, Real* apack, Real* bpa
           for (size_t ip = 0; ip * MR < mc; ++ip) {
             const size_t i = ic + ip * MR;
             const size_t mr = min_size(MR, m1 - i);
-            const Real* bpanel =
-                g.b_slabs != 0 ? g.b + (j / NR) * g.b_slabs + pc * NR : bpack + jp * k * NR;
+            const Real* bpanel = bpack + jp * k * NR;
             const bool add = pc > 0;  // later K blocks sum into C
             Real* crow = g.c + i * g.ldc + j;
             if (mr == MR && nr == NR) {  // a whole tile: C is summed in registers
@@ -92,49 +89,22 @@ void gemm(const Gemm<Real>& g, int threads) {
 }
 
 template <class Real>
-void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t G) {
-  constexpr size_t NR = Tile<Real>::NR, L = Tile<Real>::L;
-  using V = typename Simd<Real>::V;
-  const size_t TB = p.T * p.B, B = p.B, I = p.I, H = p.H, K = I + H;
-  const size_t Q = G * ceil_div(H, NR), slabs = TB * NR;
+void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t G,
+                          const Real* dw_t, const Real* db_padded) {
+  const size_t TB = p.T * p.B, I = p.I, H = p.H;
+  const size_t Q = G * ceil_div(H, Tile<Real>::NR), NR = Tile<Real>::NR, slabs = TB * NR;
 
-  // [x_t | h_{t-1}] of every step side by side: one product with the unit
-  // panels, [x | h_prev]^T da, gives [dW_ih | dW_hh] transposed and padded.
-  Buffer<Real> inputs(TB * K);
-  Buffer<Real> dw_t(K * Q * NR);
-  Real* xh = inputs.data();
-  auto gather = [&](int tid, int n) {
-    size_t r0, r1;
-    split_range(TB, tid, n, r0, r1);
-    for (size_t r = r0; r < r1; ++r) {
-      std::memcpy(xh + r * K, p.x + r * I, I * sizeof(Real));
-      const Real* h_prev = r < B ? p.h0 + r * H : p.y + (r - B) * H;
-      std::memcpy(xh + r * K + I, h_prev, H * sizeof(Real));
-    }
-  };
-  run_parallel(static_cast<int>(min_size(size_t(p.threads), ceil_div(TB * K, 1 << 16))), gather);
-  Gemm<Real> weights{K, Q * NR, TB, xh, 1, K, da, 0, 0, dw_t.data(), Q * NR};
-  weights.b_slabs = slabs;
-  gemm(weights, p.threads);
-
-  // Unpad and transpose into dW_ih (G*H, I) and dW_hh (G*H, H); db = the
-  // column sums of the slabs, each slab summed by one thread, rows in order.
+  // Unpad and transpose [dW_ih | dW_hh]^T (I + H rows, Q*NR columns) into
+  // dW_ih (G*H, I) and dW_hh (G*H, H); db from its padded columns.
   auto finish = [&](int tid, int n) {
     size_t q0, q1;
     split_range(Q, tid, n, q0, q1);
     for (size_t q = q0; q < q1; ++q) {
       const auto [gate, u0, units] = unit_block<Real>(q, H);
-      const Real* slab = da + q * slabs;
-      V sum[NR / L];
-      for (size_t l = 0; l < NR / L; ++l) sum[l] = V{};
-      for (size_t k = 0; k < TB; ++k)
-        for (size_t l = 0; l < NR / L; ++l) sum[l] += vload<V>(slab + k * NR + l * L);
-      alignas(64) Real lanes[NR];
-      for (size_t l = 0; l < NR / L; ++l) vstore(lanes + l * L, sum[l]);
       for (size_t c = 0; c < units; ++c) {
         const size_t j = gate * H + u0 + c;
-        p.db[j] = lanes[c];
-        const Real* column = dw_t.data() + q * NR + c;
+        p.db[j] = db_padded[q * NR + c];
+        const Real* column = dw_t + q * NR + c;
         for (size_t i = 0; i < I; ++i) p.dw_ih[j * I + i] = column[i * Q * NR];
         for (size_t i = 0; i < H; ++i) p.dw_hh[j * H + i] = column[(I + i) * Q * NR];
       }
@@ -158,8 +128,10 @@ void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t G)
 
 template void gemm<float>(const Gemm<float>&, int);
 template void gemm<double>(const Gemm<double>&, int);
-template void bptt_parameter_grads<float>(const BackwardArgs<float>&, const float*, size_t);
-template void bptt_parameter_grads<double>(const BackwardArgs<double>&, const double*, size_t);
+template void bptt_parameter_grads<float>(const BackwardArgs<float>&, const float*, size_t,
+                                          const float*, const float*);
+template void bptt_parameter_grads<double>(const BackwardArgs<double>&, const double*, size_t,
+                                           const double*, const double*);
 
 }  // namespace FASTRNN_ISA_NS
 }  // namespace fastrnn

@@ -37,7 +37,8 @@ constexpr int kSlotTiles = 3;
 constexpr size_t kPanelBytesL1 = 20 << 10;
 
 // A tile reads its A operand in one of three layouts:
-//   Packed  element (m, k) at a[k*MR + m], the panels gemm() builds;
+//   Packed  element (m, k) at a[k*lda + m]: lda = MR in the panels gemm()
+//           builds; in BPTT, x_t or h_{t-1} read in place as a transpose;
 //   Rows    element (m, k) at a[m*lda + k], read in place: x_t and h_{t-1}
 //           are row-major already, so a forward step packs nothing;
 //   Panels  element (m, k) at a[(k/NR)*lda + m*NR + k%NR], K a multiple of
@@ -68,7 +69,7 @@ __attribute__((always_inline)) inline void accumulate(V (&acc)[M][P][2], size_t 
       b1[p] = vload<V>(b + p * panel_stride + k * NR + L);
     }
     for (int m = 0; m < M; ++m) {
-      const V am = broadcast<V>(Layout == ALayout::Rows ? a[m * lda + k] : a[k * MR + m]);
+      const V am = broadcast<V>(Layout == ALayout::Rows ? a[m * lda + k] : a[k * lda + m]);
       for (int p = 0; p < P; ++p) {
         acc[m][p][0] += am * b0[p];
         acc[m][p][1] += am * b1[p];
@@ -167,7 +168,8 @@ inline void compute_tile(size_t m, size_t P, const TileA<Real>& a, const Real* b
 template <class Real>
 inline void packed_tile(size_t m, size_t K, const Real* a, const Real* b,
                         const TileOut<Real>& out) {
-  compute_tile<Real, ALayout::Packed>(m, 1, TileA<Real>{K, a, 0, 0, nullptr, 0}, b, 0, out);
+  constexpr size_t MR = Tile<Real>::MR;
+  compute_tile<Real, ALayout::Packed>(m, 1, TileA<Real>{K, a, MR, 0, nullptr, 0}, b, 0, out);
 }
 
 // tile (m x P*NR) = rows [a1 | a2] (m rows, row strides lda1, lda2) times P
@@ -185,8 +187,10 @@ inline void rows_tile(size_t m, size_t P, const TileA<Real>& a, const Real* b,
 // zero-padded, and each of the Q = G*HB blocks is a (TB, NR) row-major slab:
 //   da[k, gate*H + u]  at  panels[((gate*HB + u/NR)*TB + k)*NR + u%NR].
 // A step's epilogue stores whole vectors into the slabs; the recurrence reads
-// da_{t+1} from them as A (ALayout::Panels), and after the loop they are the B
-// operand of the weight-gradient product as they lie: nothing is repacked.
+// da_{t+1} from them as A (ALayout::Panels), and the same step's share of the
+// weight gradients reads them as packed B panels (step_weight_grads): nothing
+// is repacked. Only dx = da W_ih, after the loop, needs every step's slabs;
+// without it two steps take turns in them.
 
 // Unit panel q covers units [first, first + count) of gate `gate`; count is
 // below NR only in a gate's last block.
@@ -264,6 +268,57 @@ inline void pack_b_panel(size_t n, size_t K, const Real* b, size_t rs, size_t cs
   }
 }
 
+// Packs [x_t | h_{t-1}]^T (I + H rows over K = B) for step_weight_grads:
+// x_t's rows in ceil(I/MR) panels, then h_{t-1}'s in ceil(H/MR), each MR*B.
+template <class Real>
+inline size_t step_inputs_size(size_t B, size_t I, size_t H) {
+  constexpr size_t MR = Tile<Real>::MR;
+  return (ceil_div(I, MR) + ceil_div(H, MR)) * MR * B;
+}
+
+template <class Real>
+inline void pack_step_inputs(size_t B, size_t I, size_t H, const Real* x_t, const Real* h_prev,
+                             Real* out) {
+  constexpr size_t MR = Tile<Real>::MR;
+  pack_a_block(I, B, x_t, 1, I, out);
+  pack_a_block(H, B, h_prev, 1, H, out + ceil_div(I, MR) * MR * B);
+}
+
+// One step's share of the weight gradients, taken while da_t is hot in
+// cache: for the unit panels q in [q0, q1) (B rows each, da_t + q*slab_stride)
+//   dw[k, q*NR + c] (+)= sum_b [x_t | h_{t-1}][b, k] da_t[b, q*NR + c],  k < I + H
+//   db[q*NR + c]    (+)= sum_b da_t[b, q*NR + c]
+// with `add` false at the first step, which overwrites. `inputs` comes from
+// pack_step_inputs. Every sum runs over the steps from T down, then the rows
+// in order: no thread count changes it.
+template <class Real>
+inline void step_weight_grads(size_t B, size_t I, size_t H, const Real* inputs,
+                              const Real* da_t, size_t slab_stride, size_t q0, size_t q1,
+                              Real* dw, size_t ldw, Real* db, bool add) {
+  using V = typename Simd<Real>::V;
+  constexpr size_t L = Tile<Real>::L, MR = Tile<Real>::MR, NR = Tile<Real>::NR;
+  if (q0 >= q1) return;
+  const Real* panels = da_t + q0 * slab_stride;
+  const Real* h_panels = inputs + ceil_div(I, MR) * MR * B;
+  // C rows [row, row + m) from one MR-row panel of packed inputs.
+  auto rows = [&](size_t row, size_t m, const Real* a) {
+    compute_tile<Real, ALayout::Packed>(m, q1 - q0, TileA<Real>{B, a, MR, 0, nullptr, 0}, panels,
+                                        slab_stride,
+                                        TileOut<Real>{dw + row * ldw + q0 * NR, ldw, add});
+  };
+  for (size_t r = 0; r < I; r += MR) rows(r, min_size(MR, I - r), inputs + r * B);
+  for (size_t r = 0; r < H; r += MR) rows(I + r, min_size(MR, H - r), h_panels + r * B);
+  for (size_t q = q0; q < q1; ++q) {
+    const Real* slab = da_t + q * slab_stride;
+    for (size_t l = 0; l < NR; l += L) {
+      V sum = add ? vload<V>(db + q * NR + l) : V{};
+      for (size_t b = 0; b < B; ++b) sum += vload<V>(slab + b * NR + l);
+      vstore(db + q * NR + l, sum);
+    }
+  }
+}
+
+
 // The last product of BPTT, dh0 = da_1 W_hh, for hidden blocks [hb0, hb1):
 // da_1 from the unit panels (Q slabs, slabs apart), w the blocks' packed
 // panels from pack_panel_weights, Q*NR*NR elements each.
@@ -315,8 +370,8 @@ inline void pack_a_from_panels(size_t m, size_t K, const Real* a, size_t slabs, 
 
 // C (M x N, row stride ldc) = op(A) op(B).
 // A element (i, k) at a[i*a_rs + k*a_cs]; B element (k, j) at b[k*b_rs + j*b_cs].
-// Either operand may instead be unit panels with slabs *_slabs apart (then
-// its strides are ignored): A's k or B's j runs over the padded units.
+// A may instead be unit panels with slabs a_slabs apart (then its strides
+// are ignored): its k runs over the padded units (dx = da W_ih).
 template <class Real>
 struct Gemm {
   size_t M, N, K;
@@ -327,7 +382,6 @@ struct Gemm {
   Real* c;
   size_t ldc;
   size_t a_slabs = 0;
-  size_t b_slabs = 0;
 };
 
 // Rows are split evenly across threads in MR multiples; each output element
@@ -391,11 +445,12 @@ inline void stage(Real* dst, const Real* src, size_t n) {
   for (size_t c = 0; c < NR; ++c) dst[c] = c < n ? src[c] : Real(0);
 }
 
-// After the BPTT time loop, from da in unit panels (G gates): dW_ih and dW_hh
-// from one product with [x | h_prev], db from the slab sums, and dx = da W_ih
-// when p.dx is wanted.
+// After the BPTT time loop: dW_ih, dW_hh and db from what step_weight_grads
+// summed (dw_t, db_padded, in the padded unit order), and dx = da W_ih from
+// da in unit panels (G gates, every step kept) when p.dx is wanted.
 template <class Real>
-void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t G);
+void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t G,
+                          const Real* dw_t, const Real* db_padded);
 
 }  // namespace FASTRNN_ISA_NS
 }  // namespace fastrnn

@@ -12,8 +12,9 @@
 // h_{t-1} rows in place (input projection included), and applies the cell
 // while the tile is cache-hot, so each unit's state never leaves its thread.
 // One barrier per step. Backward keeps only dGates_t (as unit panels, see
-// gemm.h) and the running dc in the loop; the weight, bias and input
-// gradients are large products after it.
+// gemm.h) and the running dc in the loop, and each thread adds its units'
+// share of the weight and bias gradients at every step, while dGates_t is
+// still in its cache; the input gradient is one large product after the loop.
 #include "gemm.h"
 #include "kernels.h"
 
@@ -174,8 +175,9 @@ void lstm_forward(const ForwardArgs<Real>& p) {
 //   dc    = dc_t * f            (carried to t-1)        (6)
 //   da_t  = [di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)]  (7)
 //   dh    = da_t W_hh           (carried to t-1)        (8)
-// da is kept in unit panels (gemm.h): after the loop, one GEMM gives dW_ih and
-// dW_hh, another dx, and the slab sums db.
+// da is kept in unit panels (gemm.h). At each step, for a thread's units:
+//   [dW_ih | dW_hh] += da_t^T [x_t | h_{t-1}],  db += sum over rows of da_t  (9)
+// and after the loop, when wanted, dx = da W_ih in one GEMM.
 template <class Real>
 void lstm_backward(const BackwardArgs<Real>& p) {
   using V = typename Simd<Real>::V;
@@ -183,18 +185,25 @@ void lstm_backward(const BackwardArgs<Real>& p) {
   constexpr size_t L = Tile<Real>::L, MR = Tile<Real>::MR, NR = Tile<Real>::NR;
   const size_t T = p.T, B = p.B, I = p.I, H = p.H, GH = G * H;
 
-  const size_t hidden_blocks = ceil_div(H, NR), Q = G * hidden_blocks, slabs = T * B * NR;
+  const size_t hidden_blocks = ceil_div(H, NR), Q = G * hidden_blocks;
+  // da of every step is kept only for dx; otherwise steps t and t + 1 take turns.
+  const size_t kept = p.dx != nullptr ? T : 2, slabs = kept * B * NR;
+  auto step_rows = [&](size_t t) { return (t % kept) * B; };
   Buffer<Real> da_panels(Q * slabs);
   Real* da = da_panels.data();
+  // [dW_ih | dW_hh]^T and db in the padded unit order, summed step by step.
+  Buffer<Real> dw_t((I + H) * Q * NR), db_padded(Q * NR);
   // dc runs in dc0 itself: after step 1 it is the answer.
   std::memcpy(p.dc0, p.dcT, B * H * sizeof(Real));
   const int nt = step_threads(p.threads, B, GH, H, hidden_blocks);
   reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * Q * NR * NR * sizeof(Real));
+  reserve_scratch(nt, kSlotPackA, step_inputs_size<Real>(B, I, H) * sizeof(Real));
 
   auto task = [&](int tid, int n) {
     size_t hb0, hb1;
     split_range(hidden_blocks, tid, n, hb0, hb1);
     Real* w = static_cast<Real*>(scratch(tid, kSlotRecurrent));
+    Real* inputs = static_cast<Real*>(scratch(tid, kSlotPackA));
     for (size_t hb = hb0; hb < hb1; ++hb)  // B (k, u) = w_hh[k, u], k in unit-panel order
       pack_panel_weights(G, H, p.w_hh, H, hb * NR, min_size(NR, H - hb * NR),
                          w + (hb - hb0) * Q * NR * NR);
@@ -208,8 +217,8 @@ void lstm_backward(const BackwardArgs<Real>& p) {
         for (size_t r0 = 0; r0 < B; r0 += MR) {
           const size_t m = min_size(MR, B - r0);
           if (t + 1 < T) {
-            panels_tile(m, Q, da + ((t + 1) * B + r0) * NR, slabs, w + (hb - hb0) * Q * NR * NR,
-                        tile);
+            panels_tile(m, Q, da + (step_rows(t + 1) + r0) * NR, slabs,
+                        w + (hb - hb0) * Q * NR * NR, tile);
           } else {
             for (size_t r = 0; r < m; ++r) stage(tile + r * NR, p.dhT + (r0 + r) * H + u0, nu);
           }
@@ -228,7 +237,7 @@ void lstm_backward(const BackwardArgs<Real>& p) {
             // zero-padded, so the padding lanes of da come out exactly zero.
             Real* da_out[G];
             for (size_t gate = 0; gate < G; ++gate)
-              da_out[gate] = da + ((gate * hidden_blocks + hb) * T * B + t * B + b) * NR;
+              da_out[gate] = da + (gate * hidden_blocks + hb) * slabs + (step_rows(t) + b) * NR;
             Real* dc_out = dc;
             if (nu == NR) {
               dc_out = p.dc0 + b * H + u0;
@@ -268,13 +277,20 @@ void lstm_backward(const BackwardArgs<Real>& p) {
           }
         }
       }
+      // This thread's units of da_t are complete: their share of the weight
+      // gradients now, while they are in cache: (9).
+      pack_step_inputs(B, I, H, p.x + t * B * I, t == 0 ? p.h0 : p.y + (t - 1) * B * H, inputs);
+      for (size_t gate = 0; gate < G; ++gate)
+        step_weight_grads(B, I, H, inputs, da + step_rows(t) * NR, slabs,
+                          gate * hidden_blocks + hb0, gate * hidden_blocks + hb1, dw_t.data(),
+                          Q * NR, db_padded.data(), t + 1 < T);
       parallel_barrier();
     }
     initial_state_grad(B, H, Q, da, slabs, w, hb0, hb1, p.dh0);  // (8) for t = 1
   };
   run_parallel(nt, task);
 
-  bptt_parameter_grads(p, da, G);  // (after the loop) weight, bias, input grads
+  bptt_parameter_grads(p, da, G, dw_t.data(), db_padded.data());  // (after the loop)
 }
 
 template void lstm_forward<float>(const ForwardArgs<float>&);

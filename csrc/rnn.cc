@@ -75,26 +75,33 @@ void rnn_forward(const ForwardArgs<Real>& p) {
 //   dh_t = dy_t + dh                                   (1)
 //   da_t = dh_t * (1 - h_t^2)                          (2)
 //   dh   = da_t W_hh           (carried to t-1)        (3)
-// da is kept in unit panels (gemm.h); after the loop
-//   [dW_ih | dW_hh] = sum_t da_t^T [x_t | h_{t-1}]  (one GEMM),
-//   db = sum_t da_t,  dx_t = da_t W_ih
+// da is kept in unit panels (gemm.h). At each step, for a thread's units:
+//   [dW_ih | dW_hh] += da_t^T [x_t | h_{t-1}],  db += sum over rows of da_t  (4)
+// and after the loop, when wanted, dx = da W_ih in one GEMM.
 template <class Real>
 void rnn_backward(const BackwardArgs<Real>& p) {
   using V = typename Simd<Real>::V;
   constexpr size_t L = Tile<Real>::L, MR = Tile<Real>::MR, NR = Tile<Real>::NR;
   const size_t T = p.T, B = p.B, I = p.I, H = p.H;
 
-  const size_t hidden_blocks = ceil_div(H, NR), slabs = T * B * NR;
+  const size_t hidden_blocks = ceil_div(H, NR);
+  // da of every step is kept only for dx; otherwise steps t and t + 1 take turns.
+  const size_t kept = p.dx != nullptr ? T : 2, slabs = kept * B * NR;
+  auto step_rows = [&](size_t t) { return (t % kept) * B; };
   Buffer<Real> da_panels(hidden_blocks * slabs);
   Real* da = da_panels.data();
+  // [dW_ih | dW_hh]^T and db in the padded unit order, summed step by step.
+  Buffer<Real> dw_t((I + H) * hidden_blocks * NR), db_padded(hidden_blocks * NR);
   const int nt = step_threads(p.threads, B, H, H, hidden_blocks);
   const size_t panel = hidden_blocks * NR * NR;  // one block's packed W_hh columns
   reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * panel * sizeof(Real));
+  reserve_scratch(nt, kSlotPackA, step_inputs_size<Real>(B, I, H) * sizeof(Real));
 
   auto task = [&](int tid, int n) {
     size_t hb0, hb1;
     split_range(hidden_blocks, tid, n, hb0, hb1);
     Real* w = static_cast<Real*>(scratch(tid, kSlotRecurrent));
+    Real* inputs = static_cast<Real*>(scratch(tid, kSlotPackA));
     for (size_t hb = hb0; hb < hb1; ++hb)  // B (k, u) = w_hh[k, u], k in unit-panel order
       pack_panel_weights(1, H, p.w_hh, H, hb * NR, min_size(NR, H - hb * NR),
                          w + (hb - hb0) * panel);
@@ -106,7 +113,7 @@ void rnn_backward(const BackwardArgs<Real>& p) {
         for (size_t r0 = 0; r0 < B; r0 += MR) {
           const size_t m = min_size(MR, B - r0);
           if (t + 1 < T) {
-            panels_tile(m, hidden_blocks, da + ((t + 1) * B + r0) * NR, slabs,
+            panels_tile(m, hidden_blocks, da + (step_rows(t + 1) + r0) * NR, slabs,
                         w + (hb - hb0) * panel, tile);
           } else {
             for (size_t r = 0; r < m; ++r) stage(tile + r * NR, p.dhT + (r0 + r) * H + u0, nu);
@@ -117,7 +124,7 @@ void rnn_backward(const BackwardArgs<Real>& p) {
             const Real* dy_in = p.dy != nullptr ? p.dy + row : nullptr;
             // Whole vectors into the unit panel; a partial block is staged
             // zero-padded, so the padding lanes of da come out exactly zero.
-            Real* da_out = da + (hb * T * B + t * B + r0 + r) * NR;
+            Real* da_out = da + hb * slabs + (step_rows(t) + r0 + r) * NR;
             if (nu < NR) {
               stage(edge[0], h_in, nu);
               h_in = edge[0];
@@ -135,13 +142,18 @@ void rnn_backward(const BackwardArgs<Real>& p) {
           }
         }
       }
+      // This thread's units of da_t are complete: their share of the weight
+      // gradients now, while they are in cache: (4).
+      pack_step_inputs(B, I, H, p.x + t * B * I, t == 0 ? p.h0 : p.y + (t - 1) * B * H, inputs);
+      step_weight_grads(B, I, H, inputs, da + step_rows(t) * NR, slabs, hb0, hb1, dw_t.data(),
+                        hidden_blocks * NR, db_padded.data(), t + 1 < T);
       parallel_barrier();
     }
     initial_state_grad(B, H, hidden_blocks, da, slabs, w, hb0, hb1, p.dh0);  // (3) for t = 1
   };
   run_parallel(nt, task);
 
-  bptt_parameter_grads(p, da, 1);  // (after the loop) weight, bias, input grads
+  bptt_parameter_grads(p, da, 1, dw_t.data(), db_padded.data());  // (after the loop)
 }
 
 template void rnn_forward<float>(const ForwardArgs<float>&);
