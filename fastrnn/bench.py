@@ -620,8 +620,8 @@ def run_isolated(cases, rivals, threads, peak, child_options, budget=3.0, min_ro
     times one block when asked; the rivals of a case take turns, in rotating
     order, until `budget` seconds have passed and at least `min_rounds` are
     done. The pause after each block is longer than the libraries' thread
-    pools spin before they sleep (OpenBLAS about 0.1 s), so the next rival
-    has the CPUs to itself. A child that fails skips its rival on every case,
+    pools spin before they sleep (OpenBLAS's about 50 ms here), so the next
+    rival has the CPUs to itself. A child that fails skips its rival on every case,
     with the last line of its stderr.
     """
     load_at_start = machine_load()

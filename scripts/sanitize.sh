@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds fastrnn._core with AddressSanitizer + UBSan (CMake option
 # FASTRNN_SANITIZE) into its own virtual environment and build directory,
-# then runs the raw-kernel tests under it. Any memory error or undefined
+# then runs the tests of the compiled code under it (the raw kernels, the
+# classifier head and the fused Adam update). Any memory error or undefined
 # behaviour aborts the run.
 #
 #   scripts/sanitize.sh [extra pytest arguments]
@@ -29,4 +30,5 @@ export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 cd "$repo/build"  # not the source tree: import the installed, sanitized package
 "$venv/bin/python" -m pytest -q -p no:cacheprovider --rootdir="$repo" -c "$repo/pyproject.toml" \
-  "$repo/tests/test_cpp_kernels.py" "$@"
+  "$repo/tests/test_cpp_kernels.py" "$repo/tests/test_classifier_head.py" \
+  "$repo/tests/test_adam_fused.py" "$@"
