@@ -90,7 +90,7 @@ void gemm(const Gemm<Real>& g, int threads) {
 
 template <class Real>
 void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t G,
-                          const Real* dw_t, const Real* db_padded) {
+                          const Real* dw_transposed, const Real* db_padded) {
   const size_t TB = p.T * p.B, I = p.I, H = p.H;
   const size_t Q = G * ceil_div(H, Tile<Real>::NR), NR = Tile<Real>::NR, slabs = TB * NR;
 
@@ -104,7 +104,7 @@ void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t G,
       for (size_t c = 0; c < units; ++c) {
         const size_t j = gate * H + u0 + c;
         p.db[j] = db_padded[q * NR + c];
-        const Real* column = dw_t + q * NR + c;
+        const Real* column = dw_transposed + q * NR + c;
         for (size_t i = 0; i < I; ++i) p.dw_ih[j * I + i] = column[i * Q * NR];
         for (size_t i = 0; i < H; ++i) p.dw_hh[j * H + i] = column[(I + i) * Q * NR];
       }

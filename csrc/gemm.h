@@ -27,7 +27,8 @@ struct Tile {
 #endif
 };
 
-// Scratch slots of the thread pool (see threadpool.h).
+// Scratch slots of the thread pool (see threadpool.h). BPTT's time loop packs
+// its step inputs into kSlotPackA: gemm() never runs inside that loop.
 constexpr int kSlotPackA = 0;
 constexpr int kSlotPackB = 1;
 constexpr int kSlotRecurrent = 2;
@@ -37,8 +38,8 @@ constexpr int kSlotTiles = 3;
 constexpr size_t kPanelBytesL1 = 20 << 10;
 
 // A tile reads its A operand in one of three layouts:
-//   Packed  element (m, k) at a[k*lda + m]: lda = MR in the panels gemm()
-//           builds; in BPTT, x_t or h_{t-1} read in place as a transpose;
+//   Packed  element (m, k) at a[k*lda + m], lda = MR: the panels that gemm()
+//           and BPTT's pack_step_inputs build;
 //   Rows    element (m, k) at a[m*lda + k], read in place: x_t and h_{t-1}
 //           are row-major already, so a forward step packs nothing;
 //   Panels  element (m, k) at a[(k/NR)*lda + m*NR + k%NR], K a multiple of
@@ -318,7 +319,6 @@ inline void step_weight_grads(size_t B, size_t I, size_t H, const Real* inputs,
   }
 }
 
-
 // The last product of BPTT, dh0 = da_1 W_hh, for hidden blocks [hb0, hb1):
 // da_1 from the unit panels (Q slabs, slabs apart), w the blocks' packed
 // panels from pack_panel_weights, Q*NR*NR elements each.
@@ -446,11 +446,11 @@ inline void stage(Real* dst, const Real* src, size_t n) {
 }
 
 // After the BPTT time loop: dW_ih, dW_hh and db from what step_weight_grads
-// summed (dw_t, db_padded, in the padded unit order), and dx = da W_ih from
-// da in unit panels (G gates, every step kept) when p.dx is wanted.
+// summed (dw_transposed, db_padded, in the padded unit order), and dx = da W_ih
+// from da in unit panels (G gates, every step kept) when p.dx is wanted.
 template <class Real>
 void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t G,
-                          const Real* dw_t, const Real* db_padded);
+                          const Real* dw_transposed, const Real* db_padded);
 
 }  // namespace FASTRNN_ISA_NS
 }  // namespace fastrnn

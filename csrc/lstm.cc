@@ -192,7 +192,7 @@ void lstm_backward(const BackwardArgs<Real>& p) {
   Buffer<Real> da_panels(Q * slabs);
   Real* da = da_panels.data();
   // [dW_ih | dW_hh]^T and db in the padded unit order, summed step by step.
-  Buffer<Real> dw_t((I + H) * Q * NR), db_padded(Q * NR);
+  Buffer<Real> dw_transposed((I + H) * Q * NR), db_padded(Q * NR);
   // dc runs in dc0 itself: after step 1 it is the answer.
   std::memcpy(p.dc0, p.dcT, B * H * sizeof(Real));
   const int nt = step_threads(p.threads, B, GH, H, hidden_blocks);
@@ -282,15 +282,15 @@ void lstm_backward(const BackwardArgs<Real>& p) {
       pack_step_inputs(B, I, H, p.x + t * B * I, t == 0 ? p.h0 : p.y + (t - 1) * B * H, inputs);
       for (size_t gate = 0; gate < G; ++gate)
         step_weight_grads(B, I, H, inputs, da + step_rows(t) * NR, slabs,
-                          gate * hidden_blocks + hb0, gate * hidden_blocks + hb1, dw_t.data(),
-                          Q * NR, db_padded.data(), t + 1 < T);
+                          gate * hidden_blocks + hb0, gate * hidden_blocks + hb1,
+                          dw_transposed.data(), Q * NR, db_padded.data(), t + 1 < T);
       parallel_barrier();
     }
     initial_state_grad(B, H, Q, da, slabs, w, hb0, hb1, p.dh0);  // (8) for t = 1
   };
   run_parallel(nt, task);
 
-  bptt_parameter_grads(p, da, G, dw_t.data(), db_padded.data());  // (after the loop)
+  bptt_parameter_grads(p, da, G, dw_transposed.data(), db_padded.data());  // (after the loop)
 }
 
 template void lstm_forward<float>(const ForwardArgs<float>&);

@@ -91,7 +91,7 @@ void rnn_backward(const BackwardArgs<Real>& p) {
   Buffer<Real> da_panels(hidden_blocks * slabs);
   Real* da = da_panels.data();
   // [dW_ih | dW_hh]^T and db in the padded unit order, summed step by step.
-  Buffer<Real> dw_t((I + H) * hidden_blocks * NR), db_padded(hidden_blocks * NR);
+  Buffer<Real> dw_transposed((I + H) * hidden_blocks * NR), db_padded(hidden_blocks * NR);
   const int nt = step_threads(p.threads, B, H, H, hidden_blocks);
   const size_t panel = hidden_blocks * NR * NR;  // one block's packed W_hh columns
   reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * panel * sizeof(Real));
@@ -145,15 +145,15 @@ void rnn_backward(const BackwardArgs<Real>& p) {
       // This thread's units of da_t are complete: their share of the weight
       // gradients now, while they are in cache: (4).
       pack_step_inputs(B, I, H, p.x + t * B * I, t == 0 ? p.h0 : p.y + (t - 1) * B * H, inputs);
-      step_weight_grads(B, I, H, inputs, da + step_rows(t) * NR, slabs, hb0, hb1, dw_t.data(),
-                        hidden_blocks * NR, db_padded.data(), t + 1 < T);
+      step_weight_grads(B, I, H, inputs, da + step_rows(t) * NR, slabs, hb0, hb1,
+                        dw_transposed.data(), hidden_blocks * NR, db_padded.data(), t + 1 < T);
       parallel_barrier();
     }
     initial_state_grad(B, H, hidden_blocks, da, slabs, w, hb0, hb1, p.dh0);  // (3) for t = 1
   };
   run_parallel(nt, task);
 
-  bptt_parameter_grads(p, da, 1, dw_t.data(), db_padded.data());  // (after the loop)
+  bptt_parameter_grads(p, da, 1, dw_transposed.data(), db_padded.data());  // (after the loop)
 }
 
 template void rnn_forward<float>(const ForwardArgs<float>&);
