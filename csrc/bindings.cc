@@ -32,13 +32,15 @@ enum class Cell { rnn, lstm };
 
 const char* cell_name(Cell cell) { return cell == Cell::rnn ? "rnn" : "lstm"; }
 
-// What a training forward keeps for its backward: one allocation holding the
-// activated gates (T, B, 4H) and every cell state (T, B, H) for the LSTM,
-// nothing but the sizes for the RNN (its backward reads y). Opaque to Python.
+// What a training forward keeps for its backward, in one allocation: for the
+// LSTM the activated gates (T, B, 4H) and every cell state (T, B, H), and for
+// both cells x as the forward read it (T, B, I; the RNN's backward reads y
+// besides). Opaque to Python.
 class Workspace {
  public:
-  Workspace(Cell cell, size_t itemsize, size_t T, size_t B, size_t I, size_t H, size_t elements)
-      : cell(cell), itemsize(itemsize), T(T), B(B), I(I), H(H), elements(elements) {
+  Workspace(Cell cell, size_t itemsize, size_t T, size_t B, size_t I, size_t H)
+      : cell(cell), itemsize(itemsize), T(T), B(B), I(I), H(H),
+        elements((cell == Cell::lstm ? T * B * 5 * H : 0) + T * B * I) {
     if (elements != 0) data = aligned_malloc(elements * itemsize);
   }
   ~Workspace() { aligned_free(data, elements * itemsize); }
@@ -46,11 +48,19 @@ class Workspace {
   Workspace& operator=(const Workspace&) = delete;
 
   template <class Real>
-  Real* at(size_t offset) const { return static_cast<Real*>(data) + offset; }
+  Real* gates() const { return at<Real>(0); }
+  template <class Real>
+  Real* c_all() const { return at<Real>(T * B * 4 * H); }
+  template <class Real>
+  Real* x_saved() const { return at<Real>(cell == Cell::lstm ? T * B * 5 * H : 0); }
 
   const Cell cell;
   const size_t itemsize, T, B, I, H, elements;
   void* data = nullptr;
+
+ private:
+  template <class Real>
+  Real* at(size_t offset) const { return static_cast<Real*>(data) + offset; }
 };
 
 // a * b, or ValueError if it does not fit in 64 bits.
@@ -90,11 +100,26 @@ py::array checked(const py::handle& obj, const char* name, const py::dtype& dt,
                   const std::vector<size_t>& shape);
 
 // x (T, B, I) of float32 or float64: the dtype every other array must have.
+// Only its last axis must be contiguous: the first two may have any
+// non-negative strides, so a batch-first (B, T, I) array transposed to
+// (T, B, I) is read where it lies (read_sizes turns the strides into
+// x_step and x_row).
 py::array checked_x(const py::handle& obj, py::dtype& dt) {
   dt = float_dtype_of(obj);
   auto x = py::reinterpret_borrow<py::array>(obj);
   if (x.ndim() != 3) throw py::value_error("x must be 3-D (T, B, I), got shape " + shape_str(x));
-  return checked(obj, "x", dt, {SIZE_MAX, SIZE_MAX, SIZE_MAX});
+  const int flags = py::detail::array_proxy(x.ptr())->flags;
+  const py::ssize_t item = dt.itemsize();
+  // (An empty x is not read: read_sizes refuses it with a better message.)
+  bool strided = x.size() > 0 && x.shape(2) > 1 && x.strides(2) != item;
+  for (int d = 0; d < 2 && x.size() > 0; ++d)
+    strided = strided || (x.shape(d) > 1 && (x.strides(d) < 0 || x.strides(d) % item != 0));
+  if (strided)
+    throw py::value_error("x must have a contiguous last axis and non-negative strides "
+                          "(numpy.ascontiguousarray)");
+  if (!(flags & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+    throw py::value_error("x must be aligned (numpy.ascontiguousarray)");
+  return x;
 }
 
 py::array checked(const py::handle& obj, const char* name, const py::dtype& dt,
@@ -128,15 +153,19 @@ Real* out_ptr(py::array& a) { return static_cast<Real*>(a.mutable_data()); }
 
 int pool_threads() { return get_pool_threads(); }
 
-// The sizes every kernel call shares, read from x (T, B, I) and h0 (B, H).
+// The sizes every kernel call shares, read from x (T, B, I) and h0 (B, H),
+// and x's strides in elements (see ForwardArgs).
 struct Sizes {
   size_t T, B, I, H;
+  size_t x_step, x_row;
 };
 
 Sizes read_sizes(const py::array& x, const py::handle& h0_obj, const py::dtype& dt) {
   if (x.ndim() != 3)
     throw py::value_error("x must be 3-D (T, B, I), got shape " + shape_str(x));
-  Sizes s{size_t(x.shape(0)), size_t(x.shape(1)), size_t(x.shape(2)), 0};
+  // An axis of one entry is never stepped along: its stride is unused.
+  auto elements = [&](int d) { return x.shape(d) > 1 ? size_t(x.strides(d) / dt.itemsize()) : 0; };
+  Sizes s{size_t(x.shape(0)), size_t(x.shape(1)), size_t(x.shape(2)), 0, elements(0), elements(1)};
   if (s.T == 0 || s.B == 0)
     throw py::value_error("x (T, B, I) needs at least one time step and one sequence, got " +
                           shape_str(x));
@@ -144,6 +173,7 @@ Sizes read_sizes(const py::array& x, const py::handle& h0_obj, const py::dtype& 
   s.H = size_t(h0.shape(1));
   if (s.H == 0) throw py::value_error("h0 must have at least one hidden unit, got shape (B, 0)");
   checked_mul(checked_mul(checked_mul(s.T, s.B), 4), s.H);  // the largest buffer a kernel sizes
+  checked_mul(checked_mul(s.T, s.B), 5 * s.H + s.I);          // the LSTM workspace
   checked_mul(checked_mul(s.T, s.B), s.I);
   checked_mul(checked_mul(4, s.H), s.I + s.H);
   return s;
@@ -186,14 +216,10 @@ template <class Real>
 py::tuple forward(Cell cell, py::array x, py::array h0, py::object c0, py::array w_ih,
                   py::array w_hh, py::array b, bool training, const py::dtype& dt,
                   const Sizes& s) {
-  const size_t G = cell == Cell::lstm ? 4 : 1;
   py::array y = new_array(dt, {py::ssize_t(s.T), py::ssize_t(s.B), py::ssize_t(s.H)});
   py::array cT;
   if (cell == Cell::lstm) cT = new_array(dt, {py::ssize_t(s.B), py::ssize_t(s.H)});
-  const size_t gates_size = s.T * s.B * G * s.H;
-  const size_t elements = cell == Cell::lstm ? gates_size + s.T * s.B * s.H : 0;
-  Workspace* ws = training ? new Workspace(cell, sizeof(Real), s.T, s.B, s.I, s.H, elements)
-                           : nullptr;
+  Workspace* ws = training ? new Workspace(cell, sizeof(Real), s.T, s.B, s.I, s.H) : nullptr;
   py::object saved = ws ? py::cast(ws, py::return_value_policy::take_ownership) : py::none();
 
   ForwardArgs<Real> args{};
@@ -201,6 +227,8 @@ py::tuple forward(Cell cell, py::array x, py::array h0, py::object c0, py::array
   args.B = s.B;
   args.I = s.I;
   args.H = s.H;
+  args.x_step = s.x_step;
+  args.x_row = s.x_row;
   args.x = ptr<Real>(x);
   args.h0 = ptr<Real>(h0);
   args.c0 = cell == Cell::lstm ? ptr<Real>(py::reinterpret_borrow<py::array>(c0)) : nullptr;
@@ -209,9 +237,12 @@ py::tuple forward(Cell cell, py::array x, py::array h0, py::object c0, py::array
   args.b = ptr<Real>(b);
   args.y = out_ptr<Real>(y);
   args.cT = cell == Cell::lstm ? out_ptr<Real>(cT) : nullptr;
-  if (ws != nullptr && cell == Cell::lstm) {
-    args.gates = ws->at<Real>(0);
-    args.c_all = ws->at<Real>(gates_size);
+  if (ws != nullptr) {
+    args.x_saved = ws->x_saved<Real>();
+    if (cell == Cell::lstm) {
+      args.gates = ws->gates<Real>();
+      args.c_all = ws->c_all<Real>();
+    }
   }
   args.threads = pool_threads();
   const KernelTable& k = kernels();
@@ -265,6 +296,8 @@ py::tuple backward(Cell cell, const Workspace& ws, py::array x, py::array h0, py
   args.B = s.B;
   args.I = s.I;
   args.H = s.H;
+  args.x_step = s.x_step;
+  args.x_row = s.x_row;
   args.x = ptr<Real>(x);
   args.h0 = ptr<Real>(h0);
   args.w_ih = ptr<Real>(w_ih);
@@ -281,9 +314,10 @@ py::tuple backward(Cell cell, const Workspace& ws, py::array x, py::array h0, py
     args.c0 = ptr<Real>(py::reinterpret_borrow<py::array>(c0));
     args.dcT = ptr<Real>(py::reinterpret_borrow<py::array>(dcT));
     args.dc0 = out_ptr<Real>(dc0);
-    args.gates = ws.at<Real>(0);
-    args.c_all = ws.at<Real>(s.T * s.B * G * s.H);
+    args.gates = ws.gates<Real>();
+    args.c_all = ws.c_all<Real>();
   }
+  args.x_saved = ws.x_saved<Real>();
   args.threads = pool_threads();
   const KernelTable& k = kernels();
   run_kernel(cell == Cell::rnn ? table_entry<Real>(k.rnn_backward_f32, k.rnn_backward_f64)
@@ -484,6 +518,9 @@ PYBIND11_MODULE(_core, m) {
       });
 
   m.attr("name") = "cpp";
+  // x may be any (T, B, I) view whose last axis is contiguous (see checked_x),
+  // and a training forward keeps its own copy of x for the backward.
+  m.attr("reads_x_views") = true;
   m.def("rnn_forward",
         [](py::object x, py::object h0, py::object w_ih, py::object w_hh, py::object b,
            bool training) {

@@ -3,9 +3,10 @@
 // Sizes legend (single capitals everywhere, as in fastrnn/_reference.py):
 //   T time steps, B batch, I input size, H hidden size,
 //   G gates (1 for the tanh RNN, 4 for the LSTM, gate order i, f, g, o).
-// Kernels are time-major: x (T, B, I), y (T, B, H); weights use torch's layout:
-// w_ih (G*H, I), w_hh (G*H, H), b = b_ih + b_hh (G*H,). Every index and size
-// is size_t, so T*B*G*H beyond 2^31 cannot overflow.
+// Kernels are time-major: x (T, B, I), y (T, B, H), where x may also be a
+// strided view such as a batch-first array transposed (x_step, x_row below).
+// Weights use torch's layout: w_ih (G*H, I), w_hh (G*H, H), b = b_ih + b_hh
+// (G*H,). Every index and size is size_t, so T*B*G*H beyond 2^31 cannot overflow.
 //
 // The first half of this file is ISA-independent (plain structs, no inline
 // code). The second half, compiled only into the kernel copies, lives inside
@@ -21,11 +22,15 @@
 namespace fastrnn {
 
 // Arguments of a forward kernel. c0, cT, gates and c_all are LSTM-only;
-// gates (T, B, 4H) and c_all (T, B, H) are the saved workspace, null when
-// not training.
+// gates (T, B, 4H), c_all (T, B, H) and x_saved (T, B, I), a contiguous copy
+// of x, are the saved workspace, null when not training.
+// x_t is at x + t*x_step and its row b at x_t + b*x_row (elements; a row's
+// I values are adjacent): x_step = B*I, x_row = I for a C-order (T, B, I)
+// array, x_step = I, x_row = T*I for a C-order (B, T, I) one.
 template <class Real>
 struct ForwardArgs {
   size_t T, B, I, H;
+  size_t x_step, x_row;
   const Real* x;
   const Real* h0;
   const Real* c0;
@@ -36,14 +41,17 @@ struct ForwardArgs {
   Real* cT;
   Real* gates;
   Real* c_all;
+  Real* x_saved;
   int threads;
 };
 
 // Arguments of a backward kernel. dy may be null (no loss on y), dx is null
 // when the input gradient is not wanted; the c*/gates entries are LSTM-only.
+// BPTT reads x from x_saved, the forward's copy, not from x.
 template <class Real>
 struct BackwardArgs {
   size_t T, B, I, H;
+  size_t x_step, x_row;  // as in ForwardArgs
   const Real* x;
   const Real* h0;
   const Real* c0;
@@ -55,6 +63,7 @@ struct BackwardArgs {
   const Real* dcT;
   const Real* gates;
   const Real* c_all;
+  const Real* x_saved;
   Real* dx;
   Real* dh0;
   Real* dc0;

@@ -269,8 +269,9 @@ inline void pack_b_panel(size_t n, size_t K, const Real* b, size_t rs, size_t cs
   }
 }
 
-// Packs [x_t | h_{t-1}]^T (I + H rows over K = B) for step_weight_grads:
-// x_t's rows in ceil(I/MR) panels, then h_{t-1}'s in ceil(H/MR), each MR*B.
+// Packs [x_t | h_{t-1}]^T (I + H rows over K = B; x_t's rows x_row apart) for
+// step_weight_grads: x_t's rows in ceil(I/MR) panels, then h_{t-1}'s in
+// ceil(H/MR), each MR*B.
 template <class Real>
 inline size_t step_inputs_size(size_t B, size_t I, size_t H) {
   constexpr size_t MR = Tile<Real>::MR;
@@ -278,10 +279,10 @@ inline size_t step_inputs_size(size_t B, size_t I, size_t H) {
 }
 
 template <class Real>
-inline void pack_step_inputs(size_t B, size_t I, size_t H, const Real* x_t, const Real* h_prev,
-                             Real* out) {
+inline void pack_step_inputs(size_t B, size_t I, size_t H, const Real* x_t, size_t x_row,
+                             const Real* h_prev, Real* out) {
   constexpr size_t MR = Tile<Real>::MR;
-  pack_a_block(I, B, x_t, 1, I, out);
+  pack_a_block(I, B, x_t, 1, x_row, out);
   pack_a_block(H, B, h_prev, 1, H, out + ceil_div(I, MR) * MR * B);
 }
 
@@ -443,6 +444,19 @@ template <class Real>
 inline void stage(Real* dst, const Real* src, size_t n) {
   constexpr size_t NR = Tile<Real>::NR;
   for (size_t c = 0; c < NR; ++c) dst[c] = c < n ? src[c] : Real(0);
+}
+
+// A training forward keeps x as it read it, contiguous and time-major, in
+// p.x_saved: BPTT reads x again, and by then the caller's array may have
+// changed (or be a strided view). Thread tid of n copies its share of rows.
+template <class Real>
+inline void save_inputs(const ForwardArgs<Real>& p, int tid, int n) {
+  if (p.x_saved == nullptr) return;
+  size_t r0, r1;
+  split_range(p.T * p.B, tid, n, r0, r1);
+  for (size_t r = r0; r < r1; ++r)
+    std::memcpy(p.x_saved + r * p.I, p.x + (r / p.B) * p.x_step + (r % p.B) * p.x_row,
+                p.I * sizeof(Real));
 }
 
 // After the BPTT time loop: dW_ih, dW_hh and db from what step_weight_grads

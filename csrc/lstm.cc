@@ -4,7 +4,8 @@
 //   i = sigmoid(a_i), f = sigmoid(a_f), g = tanh(a_g), o = sigmoid(a_o)
 //   c_t = f * c_{t-1} + i * g
 //   h_t = o * tanh(c_t)
-// The saved workspace holds the activated gates (T, B, 4H) and every c_t (T, B, H).
+// The saved workspace holds the activated gates (T, B, 4H), every c_t (T, B, H)
+// and a copy of x, which BPTT reads instead of the caller's array.
 //
 // Threads split the hidden units into blocks of NR. Forward packs
 // [W_ih | W_hh] so that one block's four gate panels lie together: a thread
@@ -52,6 +53,7 @@ void lstm_forward(const ForwardArgs<Real>& p) {
   const bool gate_outer = k_blocks > 1 && B >= 3;
 
   auto task = [&](int tid, int n) {
+    save_inputs(p, tid, n);
     size_t hb0, hb1;
     split_range(hidden_blocks, tid, n, hb0, hb1);
     Real* w = static_cast<Real*>(scratch(tid, kSlotRecurrent));
@@ -69,7 +71,7 @@ void lstm_forward(const ForwardArgs<Real>& p) {
     alignas(64) Real edge_bias[G][NR];
     alignas(64) Real edge_c[NR];
     for (size_t t = 0; t < T; ++t) {
-      const Real* x_t = p.x + t * B * I;
+      const Real* x_t = p.x + t * p.x_step;
       const Real* h_prev = t == 0 ? p.h0 : p.y + (t - 1) * B * H;
       const Real* c_prev = training ? (t == 0 ? p.c0 : p.c_all + (t - 1) * B * H) : p.cT;
       Real* c_t = training ? p.c_all + t * B * H : p.cT;
@@ -77,7 +79,7 @@ void lstm_forward(const ForwardArgs<Real>& p) {
       auto step_inputs = [&](size_t r0, size_t k0, size_t k1) {
         const size_t x_end = min_size(k1, I), h_begin = k0 > I ? k0 : I;
         const bool in_x = x_end > k0, in_h = k1 > h_begin;
-        return TileA<Real>{in_x ? x_end - k0 : 0, in_x ? x_t + r0 * I + k0 : x_t, I,
+        return TileA<Real>{in_x ? x_end - k0 : 0, in_x ? x_t + r0 * p.x_row + k0 : x_t, p.x_row,
                            in_h ? k1 - h_begin : 0,
                            in_h ? h_prev + r0 * H + (h_begin - I) : h_prev, H};
       };
@@ -279,7 +281,8 @@ void lstm_backward(const BackwardArgs<Real>& p) {
       }
       // This thread's units of da_t are complete: their share of the weight
       // gradients now, while they are in cache: (9).
-      pack_step_inputs(B, I, H, p.x + t * B * I, t == 0 ? p.h0 : p.y + (t - 1) * B * H, inputs);
+      pack_step_inputs(B, I, H, p.x_saved + t * B * I, I, t == 0 ? p.h0 : p.y + (t - 1) * B * H,
+                       inputs);
       for (size_t gate = 0; gate < G; ++gate)
         step_weight_grads(B, I, H, inputs, da + step_rows(t) * NR, slabs,
                           gate * hidden_blocks + hb0, gate * hidden_blocks + hb1,

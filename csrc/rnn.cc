@@ -8,7 +8,9 @@
 // and keeps it cache-resident for every step, while x_t, h_{t-1} and da_{t+1}
 // are read where they lie. One barrier per step: h_t (forward) or da_t
 // (backward) of all units must be complete before the next step's product
-// reads it. Backward leaves dW_ih, dW_hh, db and dx to products after the loop.
+// reads it. Backward adds each step's share of dW_ih, dW_hh and db as it
+// goes, and leaves dx to one product after the loop. The saved workspace is a
+// copy of x; backward reads y besides.
 #include "gemm.h"
 #include "kernels.h"
 
@@ -29,6 +31,7 @@ void rnn_forward(const ForwardArgs<Real>& p) {
   reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * K * NR * sizeof(Real));
 
   auto task = [&](int tid, int n) {
+    save_inputs(p, tid, n);
     size_t hb0, hb1;
     split_range(hidden_blocks, tid, n, hb0, hb1);
     Real* w = static_cast<Real*>(scratch(tid, kSlotRecurrent));
@@ -42,7 +45,7 @@ void rnn_forward(const ForwardArgs<Real>& p) {
     alignas(64) Real h_new[NR];
     alignas(64) Real edge_bias[NR];
     for (size_t t = 0; t < T; ++t) {
-      const Real* x_t = p.x + t * B * I;
+      const Real* x_t = p.x + t * p.x_step;
       const Real* h_prev = t == 0 ? p.h0 : p.y + (t - 1) * B * H;
       for (size_t hb = hb0; hb < hb1; ++hb) {
         const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
@@ -53,7 +56,7 @@ void rnn_forward(const ForwardArgs<Real>& p) {
         }
         for (size_t r0 = 0; r0 < B; r0 += MR) {
           const size_t m = min_size(MR, B - r0);
-          rows_tile(m, 1, TileA<Real>{I, x_t + r0 * I, I, H, h_prev + r0 * H, H},
+          rows_tile(m, 1, TileA<Real>{I, x_t + r0 * p.x_row, p.x_row, H, h_prev + r0 * H, H},
                     w + (hb - hb0) * K * NR, K * NR, tile);
           for (size_t r = 0; r < m; ++r) {
             // A full block is written straight into y; a partial one is staged.
@@ -144,7 +147,8 @@ void rnn_backward(const BackwardArgs<Real>& p) {
       }
       // This thread's units of da_t are complete: their share of the weight
       // gradients now, while they are in cache: (4).
-      pack_step_inputs(B, I, H, p.x + t * B * I, t == 0 ? p.h0 : p.y + (t - 1) * B * H, inputs);
+      pack_step_inputs(B, I, H, p.x_saved + t * B * I, I, t == 0 ? p.h0 : p.y + (t - 1) * B * H,
+                       inputs);
       step_weight_grads(B, I, H, inputs, da + step_rows(t) * NR, slabs, hb0, hb1,
                         dw_transposed.data(), hidden_blocks * NR, db_padded.data(), t + 1 < T);
       parallel_barrier();

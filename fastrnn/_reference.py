@@ -19,7 +19,10 @@ Kernel contract, shared by every backend (same names, same argument order):
         -> (dx, dh0, dc0, dw_ih, dw_hh, db)
 
 `saved` is whatever forward keeps for BPTT (None when not training); only
-the same backend's backward reads it. dy may be None (no loss on y); dx is
+the same backend's backward reads it. A backend whose module sets
+`reads_x_views = True` (the compiled one) also takes x as any (T, B, I) view
+whose last axis is contiguous, a transposed batch-first array for one, and
+keeps in `saved` its own copy of x for the backward. dy may be None (no loss on y); dx is
 None when need_dx is False. db is the gradient of both b_ih and b_hh.
 """
 

@@ -15,6 +15,8 @@ def _positive_int(value, what):
 
 def as_real_array(value, dtype, what):
     """`value` as a C-contiguous array of `dtype`, refusing what is not real numbers."""
+    if type(value) is np.ndarray and value.dtype == dtype and value.flags.c_contiguous:
+        return value  # the common case, without the dtype checks below
     try:
         array = np.asarray(value)
     except Exception as exc:
@@ -102,8 +104,18 @@ class _Recurrent:
 
     # -- forward and backward ------------------------------------------------
 
-    def _time_major(self, array):
-        return np.ascontiguousarray(array.transpose(1, 0, 2)) if self.batch_first else array
+    def _reads_x_views(self):
+        # The compiled backend reads x through strides and copies what BPTT needs.
+        return getattr(self._backend, "reads_x_views", False)
+
+    def _time_major(self, array, *, view_ok=False):
+        """(T, B, .) from the layer's layout: a copy, or a transposed view where
+        `view_ok` and the backend reads views."""
+        if not self.batch_first:
+            return array
+        if view_ok and self._reads_x_views():
+            return array.transpose(1, 0, 2)
+        return np.ascontiguousarray(array.transpose(1, 0, 2))
 
     def _check_input(self, x):
         x = as_real_array(x, self.dtype, "x")
@@ -116,7 +128,7 @@ class _Recurrent:
         if x.shape[0] == 0 or x.shape[1] == 0:
             raise ValueError(f"x {layout} must have at least one time step and one "
                              f"sequence, got shape {x.shape}")
-        return self._time_major(x)
+        return self._time_major(x, view_ok=True)
 
     def _state_array(self, value, batch, what):
         H = self.hidden_size
@@ -135,6 +147,9 @@ class _Recurrent:
         # the compiled backend, reused) instead of living beside the new one.
         self._tape = None
         y_tm, final, saved = self._run_forward(x_tm, states0, weights, training)
+        # BPTT reads x again: as this forward saw it, not as the caller may leave it.
+        if training and not self._reads_x_views() and np.may_share_memory(x_tm, x):
+            x_tm = x_tm.copy()
         # y is kept for BPTT: hand it out read-only so it cannot be changed under us.
         y_tm.flags.writeable = False
         self._tape = (x_tm, states0, weights, y_tm, saved) if training else None

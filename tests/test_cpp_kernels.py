@@ -189,6 +189,47 @@ def test_bitwise_deterministic_across_runs_and_threads(isa, cell):
             np.testing.assert_array_equal(got, want)
 
 
+def strided_views(x):
+    """x's values in other memory layouts the kernels read in place (last axis contiguous)."""
+    T, B, I = x.shape
+    batch_first = np.ascontiguousarray(x.transpose(1, 0, 2))    # (B, T, I) memory
+    wide = np.zeros((2 * T, B + 3, I), x.dtype)
+    wide[::2, 1:B + 1] = x                                       # gaps between steps and rows
+    return {"batch_first": batch_first.transpose(1, 0, 2), "gaps": wide[::2, 1:B + 1]}
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+@pytest.mark.parametrize("need_dx", [False, True])
+def test_strided_x_gives_the_bits_of_a_contiguous_copy(isa, threads, cell, need_dx):
+    a = problem(cell, 5, 13, 7, 20, np.float32, seed=4)
+    outs, grads = run(core, cell, a, need_dx=need_dx)
+    for layout, view in strided_views(a["x"]).items():
+        assert not view.flags.c_contiguous
+        got_outs, got_grads = run(core, cell, dict(a, x=view), need_dx=need_dx)
+        for got, want in zip(got_outs + got_grads, outs + grads):
+            if want is None:
+                assert got is None
+            else:
+                np.testing.assert_array_equal(got, want, err_msg=layout)
+    # T = 1 and B = 1: axes of one entry, whose strides numpy leaves free
+    for T, B in ((1, 4), (4, 1)):
+        b = problem(cell, T, B, 3, 5, np.float32, seed=5)
+        outs, grads = run(core, cell, b)
+        got_outs, got_grads = run(core, cell, dict(b, x=strided_views(b["x"])["batch_first"]))
+        for got, want in zip(got_outs + got_grads, outs + grads):
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("make_view", [lambda x: x[:, :, ::-1], lambda x: x[::-1],
+                                       lambda x: np.repeat(x, 2, axis=2)[:, :, ::2]],
+                         ids=["reversed-last-axis", "negative-step", "strided-last-axis"])
+def test_x_with_unreadable_strides_is_rejected(make_view):
+    args = lstm_args()
+    args[0] = make_view(np.ascontiguousarray(np.arange(24, dtype=np.float32).reshape(3, 2, 4)))
+    with pytest.raises(ValueError, match="contiguous last axis and non-negative strides"):
+        core.lstm_forward(*args, True)
+
+
 # ------------------------------------------------------------- argument checks
 
 

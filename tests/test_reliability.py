@@ -343,3 +343,28 @@ def test_raw_kernel_either_agrees_with_reference_or_raises(backend, call):
     assert y.shape == y_ref.shape
     assert np.abs(np.asarray(y, np.float64) - y_ref).max() <= tol
     assert np.abs(np.asarray(last, np.float64) - last_ref).max() <= tol
+
+
+# -- the input as the forward saw it ----------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("cell", CELLS)
+def test_backward_uses_x_as_the_forward_saw_it(backend, batch_first, cell):
+    # A caller may reuse its input buffer before backward; the gradients must
+    # not change (the compiled backend keeps its own copy of x, the layer one
+    # for the others).
+    rng = np.random.default_rng(7)
+    shape = (4, 6, 3) if batch_first else (6, 4, 3)
+    x = rng.standard_normal(shape).astype(np.float32)
+    grads = []
+    for overwrite in (False, True):
+        layer = make_layer(cell, 3, 5, backend=backend, batch_first=batch_first)
+        buffer = x.copy()
+        y, _ = layer.forward(buffer)
+        if overwrite:
+            buffer[...] = 1e3
+        dx, _ = layer.backward(np.ones(y.shape, np.float32))
+        grads.append([dx] + [layer.grads[k] for k in sorted(layer.grads)])
+    for got, want in zip(*grads):
+        np.testing.assert_array_equal(got, want)
