@@ -356,6 +356,18 @@ def make_runner(rival, case, threads, seed=0):
     return _fastrnn_runner(rival, case, threads, seed)
 
 
+def warmed_runner(rival, case, threads):
+    """(runner, None) after one untimed call, or (None, why `rival` cannot run `case`)."""
+    try:
+        run = make_runner(rival, case, threads)
+        run()  # warm-up: JIT compilation, allocations, loading libraries
+    except Unavailable as exc:
+        return None, str(exc)
+    except Exception as exc:  # e.g. MemoryError on a large shape: report, go on
+        return None, f"failed: {type(exc).__name__}: {exc}"
+    return run, None
+
+
 def limit_threads(threads):
     """Give every library loaded so far `threads` threads.
 
@@ -496,17 +508,11 @@ def run_report(cases, rivals, threads, budget, min_rounds, peak, progress=None):
     for case in cases:
         runners = {}
         for rival in rivals:
-            try:
-                run = make_runner(rival, case, threads)
-                run()  # warm-up: JIT compilation, allocations, loading libraries
-            except Unavailable as exc:
-                reason = str(exc)
-            except Exception as exc:  # e.g. MemoryError on a large shape: report, go on
-                reason = f"failed: {type(exc).__name__}: {exc}"
-            else:
+            run, reason = warmed_runner(rival, case, threads)
+            if run is not None:
                 runners[rival] = run
-                continue
-            skipped.append({"case": case_label(case), "rival": rival, "reason": reason})
+            else:
+                skipped.append({"case": case_label(case), "rival": rival, "reason": reason})
         if not runners:
             continue
         limit_threads(threads)  # after the warm-up: reaches the libraries it loaded
@@ -547,17 +553,11 @@ def serve(cases, rival, threads, infile=sys.stdin, outfile=sys.stdout):
     """
     runners, per_call, skipped = {}, {}, []
     for case in cases:
-        try:
-            run = make_runner(rival, case, threads)
-            run()  # warm-up: JIT compilation, allocations, loading libraries
-        except Unavailable as exc:
-            reason = str(exc)
-        except Exception as exc:
-            reason = f"failed: {type(exc).__name__}: {exc}"
-        else:
+        run, reason = warmed_runner(rival, case, threads)
+        if run is not None:
             runners[case_label(case)] = run
-            continue
-        skipped.append({"case": case_label(case), "rival": rival, "reason": reason})
+        else:
+            skipped.append({"case": case_label(case), "rival": rival, "reason": reason})
     limit_threads(threads)
     for label, run in runners.items():
         per_call[label] = _one_call_seconds(run)

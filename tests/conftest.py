@@ -90,3 +90,21 @@ def keep_thread_settings():
     if torch_threads is not None:
         sys.modules["torch"].set_num_threads(torch_threads)
     limits.restore_original_limits()
+
+
+try:  # the kernel paths of the compiled backend this CPU runs
+    from fastrnn import _core as _compiled
+    _ISAS = _compiled.build_info()["isa_supported"]
+except ImportError:
+    _compiled, _ISAS = None, []
+
+
+@pytest.fixture(params=_ISAS or ["none"])
+def isa(request):
+    """Runs the test once on every kernel path of the compiled backend."""
+    if _compiled is None:
+        pytest.skip("the compiled backend is not built here")
+    before = _compiled.build_info()["kernel_path"]
+    _compiled._set_isa(request.param)
+    yield request.param
+    _compiled._set_isa(before)

@@ -15,14 +15,6 @@ core = pytest.importorskip("fastrnn._core")
 SIZES = {"weight": (37, 11), "bias": (13,), "one": (1,), "empty": (0,)}
 
 
-@pytest.fixture(params=core.build_info()["isa_supported"])
-def isa(request):
-    before = core.build_info()["kernel_path"]
-    core._set_isa(request.param)
-    yield request.param
-    core._set_isa(before)
-
-
 def gradient_stream(rng, dtype, steps):
     for step in range(steps):
         grads = {k: (10.0 ** rng.integers(-6, 4) * rng.standard_normal(s)).astype(dtype)

@@ -14,14 +14,6 @@ from conftest import assert_close
 core = pytest.importorskip("fastrnn._core")
 
 
-@pytest.fixture(params=core.build_info()["isa_supported"])
-def isa(request):
-    before = core.build_info()["kernel_path"]
-    core._set_isa(request.param)
-    yield request.param
-    core._set_isa(before)
-
-
 def numpy_head(h, weight, bias, labels):
     model = fastrnn.SequenceClassifier(1, h.shape[1], weight.shape[0], backend="numpy")
     model.fc_weight, model.fc_bias = weight, bias   # _head reads only these

@@ -33,14 +33,6 @@ SHAPES = [  # T, B, I, H: ones, H not a multiple of the vector width, edge rows
 ]
 
 
-@pytest.fixture(params=ISAS)
-def isa(request):
-    before = core.build_info()["kernel_path"]
-    core._set_isa(request.param)
-    yield request.param
-    core._set_isa(before)
-
-
 @pytest.fixture(params=[1, 2], ids=lambda n: f"threads{n}")
 def threads(request):
     before = core.get_num_threads()
