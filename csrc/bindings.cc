@@ -52,7 +52,7 @@ class Workspace {
   template <class Real>
   Real* c_all() const { return at<Real>(T * B * 4 * H); }
   template <class Real>
-  Real* x_saved() const { return at<Real>(cell == Cell::lstm ? T * B * 5 * H : 0); }
+  Real* x_saved() const { return at<Real>(elements - T * B * I); }  // last
 
   const Cell cell;
   const size_t itemsize, T, B, I, H, elements;
@@ -273,9 +273,9 @@ py::tuple forward_entry(Cell cell, py::object x_obj, py::object h0_obj, py::obje
 // ----------------------------------------------------------------- backward
 
 template <class Real>
-py::tuple backward(Cell cell, const Workspace& ws, py::array x, py::array h0, py::object c0,
-                   py::array w_ih, py::array w_hh, py::array y, py::object dy, py::array dhT,
-                   py::object dcT, bool need_dx, const py::dtype& dt, const Sizes& s) {
+py::tuple backward(Cell cell, const Workspace& ws, py::array h0, py::object c0, py::array w_ih,
+                   py::array w_hh, py::array y, py::object dy, py::array dhT, py::object dcT,
+                   bool need_dx, const py::dtype& dt, const Sizes& s) {
   const size_t G = cell == Cell::lstm ? 4 : 1;
   auto shape2 = [](size_t a, size_t b) { return std::vector<py::ssize_t>{py::ssize_t(a), py::ssize_t(b)}; };
   py::object dx = py::none();
@@ -296,9 +296,6 @@ py::tuple backward(Cell cell, const Workspace& ws, py::array x, py::array h0, py
   args.B = s.B;
   args.I = s.I;
   args.H = s.H;
-  args.x_step = s.x_step;
-  args.x_row = s.x_row;
-  args.x = ptr<Real>(x);
   args.h0 = ptr<Real>(h0);
   args.w_ih = ptr<Real>(w_ih);
   args.w_hh = ptr<Real>(w_hh);
@@ -360,10 +357,10 @@ py::tuple backward_entry(Cell cell, py::object saved, py::object x_obj, py::obje
   py::array dhT = checked(dhT_obj, "dhT", dt, {s.B, s.H});
   if (cell == Cell::lstm) checked(dcT_obj, "dcT", dt, {s.B, s.H});
   if (dt.equal(py::dtype::of<float>()))
-    return backward<float>(cell, ws, x, h0, c0_obj, w_ih, w_hh, y, dy_obj, dhT, dcT_obj,
-                           need_dx, dt, s);
-  return backward<double>(cell, ws, x, h0, c0_obj, w_ih, w_hh, y, dy_obj, dhT, dcT_obj,
-                          need_dx, dt, s);
+    return backward<float>(cell, ws, h0, c0_obj, w_ih, w_hh, y, dy_obj, dhT, dcT_obj, need_dx,
+                           dt, s);
+  return backward<double>(cell, ws, h0, c0_obj, w_ih, w_hh, y, dy_obj, dhT, dcT_obj, need_dx, dt,
+                          s);
 }
 
 // ------------------------------------------------------------------- Adam

@@ -47,12 +47,10 @@ struct ForwardArgs {
 
 // Arguments of a backward kernel. dy may be null (no loss on y), dx is null
 // when the input gradient is not wanted; the c*/gates entries are LSTM-only.
-// BPTT reads x from x_saved, the forward's copy, not from x.
+// BPTT reads x from x_saved, the forward's contiguous copy.
 template <class Real>
 struct BackwardArgs {
   size_t T, B, I, H;
-  size_t x_step, x_row;  // as in ForwardArgs
-  const Real* x;
   const Real* h0;
   const Real* c0;
   const Real* w_ih;

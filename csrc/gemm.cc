@@ -89,10 +89,10 @@ void gemm(const Gemm<Real>& g, int threads) {
 }
 
 template <class Real>
-void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t G,
+void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t slabs, size_t G,
                           const Real* dw_transposed, const Real* db_padded) {
   const size_t TB = p.T * p.B, I = p.I, H = p.H;
-  const size_t Q = G * ceil_div(H, Tile<Real>::NR), NR = Tile<Real>::NR, slabs = TB * NR;
+  const size_t Q = G * ceil_div(H, Tile<Real>::NR), NR = Tile<Real>::NR;
 
   // Unpad and transpose [dW_ih | dW_hh]^T (I + H rows, Q*NR columns) into
   // dW_ih (G*H, I) and dW_hh (G*H, H); db from its padded columns.
@@ -129,9 +129,9 @@ void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t G,
 template void gemm<float>(const Gemm<float>&, int);
 template void gemm<double>(const Gemm<double>&, int);
 template void bptt_parameter_grads<float>(const BackwardArgs<float>&, const float*, size_t,
-                                          const float*, const float*);
+                                          size_t, const float*, const float*);
 template void bptt_parameter_grads<double>(const BackwardArgs<double>&, const double*, size_t,
-                                           const double*, const double*);
+                                           size_t, const double*, const double*);
 
 }  // namespace FASTRNN_ISA_NS
 }  // namespace fastrnn

@@ -269,9 +269,8 @@ inline void pack_b_panel(size_t n, size_t K, const Real* b, size_t rs, size_t cs
   }
 }
 
-// Packs [x_t | h_{t-1}]^T (I + H rows over K = B; x_t's rows x_row apart) for
-// step_weight_grads: x_t's rows in ceil(I/MR) panels, then h_{t-1}'s in
-// ceil(H/MR), each MR*B.
+// Packs [x_t | h_{t-1}]^T (I + H rows over K = B) for step_weight_grads:
+// x_t's rows in ceil(I/MR) panels, then h_{t-1}'s in ceil(H/MR), each MR*B.
 template <class Real>
 inline size_t step_inputs_size(size_t B, size_t I, size_t H) {
   constexpr size_t MR = Tile<Real>::MR;
@@ -279,10 +278,10 @@ inline size_t step_inputs_size(size_t B, size_t I, size_t H) {
 }
 
 template <class Real>
-inline void pack_step_inputs(size_t B, size_t I, size_t H, const Real* x_t, size_t x_row,
-                             const Real* h_prev, Real* out) {
+inline void pack_step_inputs(size_t B, size_t I, size_t H, const Real* x_t, const Real* h_prev,
+                             Real* out) {
   constexpr size_t MR = Tile<Real>::MR;
-  pack_a_block(I, B, x_t, 1, x_row, out);
+  pack_a_block(I, B, x_t, 1, I, out);
   pack_a_block(H, B, h_prev, 1, H, out + ceil_div(I, MR) * MR * B);
 }
 
@@ -461,9 +460,10 @@ inline void save_inputs(const ForwardArgs<Real>& p, int tid, int n) {
 
 // After the BPTT time loop: dW_ih, dW_hh and db from what step_weight_grads
 // summed (dw_transposed, db_padded, in the padded unit order), and dx = da W_ih
-// from da in unit panels (G gates, every step kept) when p.dx is wanted.
+// when p.dx is wanted, from da in unit panels (G gates, slabs apart, every
+// step kept).
 template <class Real>
-void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t G,
+void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t slabs, size_t G,
                           const Real* dw_transposed, const Real* db_padded);
 
 }  // namespace FASTRNN_ISA_NS

@@ -281,7 +281,7 @@ void lstm_backward(const BackwardArgs<Real>& p) {
       }
       // This thread's units of da_t are complete: their share of the weight
       // gradients now, while they are in cache: (9).
-      pack_step_inputs(B, I, H, p.x_saved + t * B * I, I, t == 0 ? p.h0 : p.y + (t - 1) * B * H,
+      pack_step_inputs(B, I, H, p.x_saved + t * B * I, t == 0 ? p.h0 : p.y + (t - 1) * B * H,
                        inputs);
       for (size_t gate = 0; gate < G; ++gate)
         step_weight_grads(B, I, H, inputs, da + step_rows(t) * NR, slabs,
@@ -293,7 +293,7 @@ void lstm_backward(const BackwardArgs<Real>& p) {
   };
   run_parallel(nt, task);
 
-  bptt_parameter_grads(p, da, G, dw_transposed.data(), db_padded.data());  // (after the loop)
+  bptt_parameter_grads(p, da, slabs, G, dw_transposed.data(), db_padded.data());
 }
 
 template void lstm_forward<float>(const ForwardArgs<float>&);

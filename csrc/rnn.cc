@@ -147,7 +147,7 @@ void rnn_backward(const BackwardArgs<Real>& p) {
       }
       // This thread's units of da_t are complete: their share of the weight
       // gradients now, while they are in cache: (4).
-      pack_step_inputs(B, I, H, p.x_saved + t * B * I, I, t == 0 ? p.h0 : p.y + (t - 1) * B * H,
+      pack_step_inputs(B, I, H, p.x_saved + t * B * I, t == 0 ? p.h0 : p.y + (t - 1) * B * H,
                        inputs);
       step_weight_grads(B, I, H, inputs, da + step_rows(t) * NR, slabs, hb0, hb1,
                         dw_transposed.data(), hidden_blocks * NR, db_padded.data(), t + 1 < T);
@@ -157,7 +157,7 @@ void rnn_backward(const BackwardArgs<Real>& p) {
   };
   run_parallel(nt, task);
 
-  bptt_parameter_grads(p, da, 1, dw_transposed.data(), db_padded.data());  // (after the loop)
+  bptt_parameter_grads(p, da, slabs, 1, dw_transposed.data(), db_padded.data());
 }
 
 template void rnn_forward<float>(const ForwardArgs<float>&);
