@@ -1,12 +1,12 @@
 // Shared by every translation unit of fastrnn._core.
 //
 // Sizes legend (single capitals everywhere, as in fastrnn/_reference.py):
-//   T time steps, B batch, I input size, H hidden size,
-//   G gates (1 for the tanh RNN, 4 for the LSTM, gate order i, f, g, o).
+//   T time steps, B batch, I input size, H hidden size, G gates (1 for the
+//   RNN; 4 for the LSTM, gate order i, f, g, o; 3 for the GRU, order r, z, n).
 // Kernels are time-major: x (T, B, I), y (T, B, H), where x may also be a
 // strided view such as a batch-first array transposed (x_step, x_row below).
-// Weights use torch's layout: w_ih (G*H, I), w_hh (G*H, H), b = b_ih + b_hh
-// (G*H,). Every index and size is size_t, so T*B*G*H beyond 2^31 cannot overflow.
+// Weights use torch's layout: w_ih (G*H, I), w_hh (G*H, H). Every index and
+// size is size_t, so T*B*G*H beyond 2^31 cannot overflow.
 //
 // The first half of this file is ISA-independent (plain structs, no inline
 // code). The second half, compiled only into the kernel copies, lives inside
@@ -21,9 +21,13 @@
 
 namespace fastrnn {
 
-// Arguments of a forward kernel. c0, cT, gates and c_all are LSTM-only;
-// gates (T, B, 4H), c_all (T, B, H) and x_saved (T, B, I), a contiguous copy
-// of x, are the saved workspace, null when not training.
+// Arguments of a forward kernel.
+// b is the bias: b_ih + b_hh (G*H,) for the RNN and LSTM; the GRU, whose n
+// gate keeps its two biases apart, takes b_ih in b and b_hh in b_hh.
+// c0 and cT are the LSTM's cell state (B, H), null for the other cells.
+// saved is the cell's workspace for BPTT (its layout is the cell file's:
+// Cell::saved_columns(H) values per (t, b) row) and x_saved (T, B, I) a
+// contiguous copy of x; both null when not training.
 // x_t is at x + t*x_step and its row b at x_t + b*x_row (elements; a row's
 // I values are adjacent): x_step = B*I, x_row = I for a C-order (T, B, I)
 // array, x_step = I, x_row = T*I for a C-order (B, T, I) one.
@@ -37,17 +41,19 @@ struct ForwardArgs {
   const Real* w_ih;
   const Real* w_hh;
   const Real* b;
+  const Real* b_hh;
   Real* y;
   Real* cT;
-  Real* gates;
-  Real* c_all;
+  Real* saved;
   Real* x_saved;
   int threads;
 };
 
 // Arguments of a backward kernel. dy may be null (no loss on y), dx is null
-// when the input gradient is not wanted; the c*/gates entries are LSTM-only.
-// BPTT reads x from x_saved, the forward's contiguous copy.
+// when the input gradient is not wanted; the c* entries are LSTM-only. db_ih
+// is null for the cells whose two bias gradients are one (RNN, LSTM: db_hh
+// is then the gradient of both). BPTT reads x from x_saved, the forward's
+// contiguous copy, and the cell's workspace from saved.
 template <class Real>
 struct BackwardArgs {
   size_t T, B, I, H;
@@ -59,17 +65,31 @@ struct BackwardArgs {
   const Real* dy;
   const Real* dhT;
   const Real* dcT;
-  const Real* gates;
-  const Real* c_all;
+  const Real* saved;
   const Real* x_saved;
   Real* dx;
   Real* dh0;
   Real* dc0;
   Real* dw_ih;
   Real* dw_hh;
-  Real* db;
+  Real* db_ih;
+  Real* db_hh;
   int threads;
 };
+
+// What the binding and the kernels both know of each cell: its gates, the
+// values its saved workspace keeps per (t, b) row and hidden unit (the
+// layout is the cell file's), and its extra state and biases.
+struct CellTraits {
+  const char* name;
+  size_t G;
+  size_t saved_per_unit;
+  bool cell_state;       // c0, cT, dcT, dc0 (the LSTM)
+  bool separate_biases;  // b_ih and b_hh apart, and their two gradients (the GRU)
+};
+constexpr CellTraits kRnnTraits{"rnn", 1, 0, false, false};
+constexpr CellTraits kLstmTraits{"lstm", 4, 5, true, false};
+constexpr CellTraits kGruTraits{"gru", 3, 4, false, true};
 
 // One step of Adam on one parameter array p with gradient g and moments m,
 // v (n elements each, g overlapping none of the others); the scalars are
@@ -100,21 +120,28 @@ struct HeadArgs {
   Real* db;
 };
 
-// One ISA's compiled kernels; dispatch.cc picks the table.
+// Every compiled kernel, once: X(name, Args) for a kernel taking Args<Real>.
+// The table, its declarations and its filling are generated from this list,
+// so adding a kernel is one line here (and its definition).
+#define FASTRNN_KERNELS(X)        \
+  X(rnn_forward, ForwardArgs)     \
+  X(rnn_backward, BackwardArgs)   \
+  X(lstm_forward, ForwardArgs)    \
+  X(lstm_backward, BackwardArgs)  \
+  X(gru_forward, ForwardArgs)     \
+  X(gru_backward, BackwardArgs)   \
+  X(adam_update, AdamArgs)        \
+  X(classifier_head, HeadArgs)
+
+// One ISA's compiled kernels, a float32 and a float64 entry each; dispatch.cc
+// picks the table.
 struct KernelTable {
   const char* isa;
-  void (*rnn_forward_f32)(const ForwardArgs<float>&);
-  void (*rnn_forward_f64)(const ForwardArgs<double>&);
-  void (*rnn_backward_f32)(const BackwardArgs<float>&);
-  void (*rnn_backward_f64)(const BackwardArgs<double>&);
-  void (*lstm_forward_f32)(const ForwardArgs<float>&);
-  void (*lstm_forward_f64)(const ForwardArgs<double>&);
-  void (*lstm_backward_f32)(const BackwardArgs<float>&);
-  void (*lstm_backward_f64)(const BackwardArgs<double>&);
-  void (*adam_update_f32)(const AdamArgs<float>&);
-  void (*adam_update_f64)(const AdamArgs<double>&);
-  void (*classifier_head_f32)(const HeadArgs<float>&);
-  void (*classifier_head_f64)(const HeadArgs<double>&);
+#define FASTRNN_TABLE_ENTRY(name, Args) \
+  void (*name##_f32)(const Args<float>&); \
+  void (*name##_f64)(const Args<double>&);
+  FASTRNN_KERNELS(FASTRNN_TABLE_ENTRY)
+#undef FASTRNN_TABLE_ENTRY
 };
 
 }  // namespace fastrnn

@@ -88,50 +88,8 @@ void gemm(const Gemm<Real>& g, int threads) {
   run_parallel(int(nt), task);
 }
 
-template <class Real>
-void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t slabs, size_t G,
-                          const Real* dw_transposed, const Real* db_padded) {
-  const size_t TB = p.T * p.B, I = p.I, H = p.H;
-  const size_t Q = G * ceil_div(H, Tile<Real>::NR), NR = Tile<Real>::NR;
-
-  // Unpad and transpose [dW_ih | dW_hh]^T (I + H rows, Q*NR columns) into
-  // dW_ih (G*H, I) and dW_hh (G*H, H); db from its padded columns.
-  auto finish = [&](int tid, int n) {
-    size_t q0, q1;
-    split_range(Q, tid, n, q0, q1);
-    for (size_t q = q0; q < q1; ++q) {
-      const auto [gate, u0, units] = unit_block<Real>(q, H);
-      for (size_t c = 0; c < units; ++c) {
-        const size_t j = gate * H + u0 + c;
-        p.db[j] = db_padded[q * NR + c];
-        const Real* column = dw_transposed + q * NR + c;
-        for (size_t i = 0; i < I; ++i) p.dw_ih[j * I + i] = column[i * Q * NR];
-        for (size_t i = 0; i < H; ++i) p.dw_hh[j * H + i] = column[(I + i) * Q * NR];
-      }
-    }
-  };
-  run_parallel(static_cast<int>(min_size(size_t(p.threads), Q)), finish);
-
-  if (p.dx != nullptr) {  // dx = da W_ih, with W_ih's rows in the padded unit order
-    Buffer<Real> w_pad(Q * NR * I);
-    for (size_t q = 0; q < Q; ++q) {
-      const auto [gate, u0, units] = unit_block<Real>(q, H);
-      std::memcpy(w_pad.data() + q * NR * I, p.w_ih + (gate * H + u0) * I,
-                  units * I * sizeof(Real));
-      std::memset(w_pad.data() + (q * NR + units) * I, 0, (NR - units) * I * sizeof(Real));
-    }
-    Gemm<Real> inputs_grad{TB, I, Q * NR, da, 0, 0, w_pad.data(), I, 1, p.dx, I};
-    inputs_grad.a_slabs = slabs;
-    gemm(inputs_grad, p.threads);
-  }
-}
-
 template void gemm<float>(const Gemm<float>&, int);
 template void gemm<double>(const Gemm<double>&, int);
-template void bptt_parameter_grads<float>(const BackwardArgs<float>&, const float*, size_t,
-                                          size_t, const float*, const float*);
-template void bptt_parameter_grads<double>(const BackwardArgs<double>&, const double*, size_t,
-                                           size_t, const double*, const double*);
 
 }  // namespace FASTRNN_ISA_NS
 }  // namespace fastrnn

@@ -1,12 +1,15 @@
-// The only code that multiplies matrices. Operands are packed into panels the
-// register tile streams through (A: MR rows interleaved per k; B: NR columns
-// per k), so one microkernel serves every transpose: packing absorbs the strides.
-// Inline code here is compiled once per ISA, inside that ISA's namespace.
+// Matrix products, and nothing else: the register tile, its microkernels, the
+// packing of operands into panels, and a blocked, threaded GEMM. Operands are
+// packed into panels the register tile streams through (A: MR rows
+// interleaved per k; B: NR columns per k), so one microkernel serves every
+// transpose: packing absorbs the strides. The recurrence (recurrence.h) calls
+// the tiles directly inside its time loop. Inline code here is compiled once
+// per ISA, inside that ISA's namespace.
 #pragma once
 
 #include "common.h"
 #include "memory.h"
-#include "threadpool.h"
+#include "parallel.h"
 
 #include <cstdint>
 #include <new>
@@ -27,13 +30,6 @@ struct Tile {
 #endif
 };
 
-// Scratch slots of the thread pool (see threadpool.h). BPTT's time loop packs
-// its step inputs into kSlotPackA: gemm() never runs inside that loop.
-constexpr int kSlotPackA = 0;
-constexpr int kSlotPackB = 1;
-constexpr int kSlotRecurrent = 2;
-constexpr int kSlotTiles = 3;
-
 // A B panel block that leaves room in a 32 KiB L1 for the A rows beside it.
 constexpr size_t kPanelBytesL1 = 20 << 10;
 
@@ -43,7 +39,8 @@ constexpr size_t kPanelBytesL1 = 20 << 10;
 //   Rows    element (m, k) at a[m*lda + k], read in place: x_t and h_{t-1}
 //           are row-major already, so a forward step packs nothing;
 //   Panels  element (m, k) at a[(k/NR)*lda + m*NR + k%NR], K a multiple of
-//           NR: da kept as unit panels (below), read in place by BPTT.
+//           NR: NR-wide row-major slabs lda apart, the layout in which BPTT
+//           keeps da (recurrence.h), read in place.
 enum class ALayout { Packed, Rows, Panels };
 
 // acc += A (M rows over K) times P B panels (K x NR each).
@@ -182,38 +179,14 @@ inline void rows_tile(size_t m, size_t P, const TileA<Real>& a, const Real* b,
   compute_tile<Real, ALayout::Rows>(m, P, a, b, panel_stride, TileOut<Real>{tile, P * NR, false});
 }
 
-// ---------------------------------------------------------------- unit panels
-// How BPTT keeps the pre-activation gradients da (TB = T*B rows, G*H units):
-// each gate's units are cut into HB = ceil(H/NR) blocks of NR, the last one
-// zero-padded, and each of the Q = G*HB blocks is a (TB, NR) row-major slab:
-//   da[k, gate*H + u]  at  panels[((gate*HB + u/NR)*TB + k)*NR + u%NR].
-// A step's epilogue stores whole vectors into the slabs; the recurrence reads
-// da_{t+1} from them as A (ALayout::Panels), and the same step's share of the
-// weight gradients reads them as packed B panels (step_weight_grads): nothing
-// is repacked. Only dx = da W_ih, after the loop, needs every step's slabs;
-// without it two steps take turns in them.
-
-// Unit panel q covers units [first, first + count) of gate `gate`; count is
-// below NR only in a gate's last block.
-struct UnitBlock {
-  size_t gate, first, count;
-};
-
+// tile (m x NR) (+)= m rows of A in Q slabs of NR columns (slab_stride
+// apart) times one packed B panel of K = Q*NR.
 template <class Real>
-inline UnitBlock unit_block(size_t q, size_t H) {
+inline void panels_tile(size_t m, size_t Q, const Real* a, size_t slab_stride, const Real* b,
+                        const TileOut<Real>& out) {
   constexpr size_t NR = Tile<Real>::NR;
-  const size_t HB = ceil_div(H, NR), first = (q % HB) * NR;
-  return UnitBlock{q / HB, first, min_size(NR, H - first)};
-}
-
-// tile (m x NR) = m rows of da in unit panels (Q*NR padded units, slabs
-// slab_stride apart) times a B panel packed by pack_panel_weights.
-template <class Real>
-inline void panels_tile(size_t m, size_t Q, const Real* da, size_t slab_stride, const Real* b,
-                        Real* tile) {
-  constexpr size_t NR = Tile<Real>::NR;
-  compute_tile<Real, ALayout::Panels>(m, 1, TileA<Real>{Q * NR, da, slab_stride, 0, nullptr, 0},
-                                      b, 0, TileOut<Real>{tile, NR, false});
+  compute_tile<Real, ALayout::Panels>(m, 1, TileA<Real>{Q * NR, a, slab_stride, 0, nullptr, 0},
+                                      b, 0, out);
 }
 
 // Packs m <= MR rows of A over K (element (r, k) at a[r*rs + k*cs]) into
@@ -269,91 +242,7 @@ inline void pack_b_panel(size_t n, size_t K, const Real* b, size_t rs, size_t cs
   }
 }
 
-// Packs [x_t | h_{t-1}]^T (I + H rows over K = B) for step_weight_grads:
-// x_t's rows in ceil(I/MR) panels, then h_{t-1}'s in ceil(H/MR), each MR*B.
-template <class Real>
-inline size_t step_inputs_size(size_t B, size_t I, size_t H) {
-  constexpr size_t MR = Tile<Real>::MR;
-  return (ceil_div(I, MR) + ceil_div(H, MR)) * MR * B;
-}
-
-template <class Real>
-inline void pack_step_inputs(size_t B, size_t I, size_t H, const Real* x_t, const Real* h_prev,
-                             Real* out) {
-  constexpr size_t MR = Tile<Real>::MR;
-  pack_a_block(I, B, x_t, 1, I, out);
-  pack_a_block(H, B, h_prev, 1, H, out + ceil_div(I, MR) * MR * B);
-}
-
-// One step's share of the weight gradients, taken while da_t is hot in
-// cache: for the unit panels q in [q0, q1) (B rows each, da_t + q*slab_stride)
-//   dw[k, q*NR + c] (+)= sum_b [x_t | h_{t-1}][b, k] da_t[b, q*NR + c],  k < I + H
-//   db[q*NR + c]    (+)= sum_b da_t[b, q*NR + c]
-// with `add` false at the first step, which overwrites. `inputs` comes from
-// pack_step_inputs. Every sum runs over the steps from T down, then the rows
-// in order: no thread count changes it.
-template <class Real>
-inline void step_weight_grads(size_t B, size_t I, size_t H, const Real* inputs,
-                              const Real* da_t, size_t slab_stride, size_t q0, size_t q1,
-                              Real* dw, size_t ldw, Real* db, bool add) {
-  using V = typename Simd<Real>::V;
-  constexpr size_t L = Tile<Real>::L, MR = Tile<Real>::MR, NR = Tile<Real>::NR;
-  if (q0 >= q1) return;
-  const Real* panels = da_t + q0 * slab_stride;
-  const Real* h_panels = inputs + ceil_div(I, MR) * MR * B;
-  // C rows [row, row + m) from one MR-row panel of packed inputs.
-  auto rows = [&](size_t row, size_t m, const Real* a) {
-    compute_tile<Real, ALayout::Packed>(m, q1 - q0, TileA<Real>{B, a, MR, 0, nullptr, 0}, panels,
-                                        slab_stride,
-                                        TileOut<Real>{dw + row * ldw + q0 * NR, ldw, add});
-  };
-  for (size_t r = 0; r < I; r += MR) rows(r, min_size(MR, I - r), inputs + r * B);
-  for (size_t r = 0; r < H; r += MR) rows(I + r, min_size(MR, H - r), h_panels + r * B);
-  for (size_t q = q0; q < q1; ++q) {
-    const Real* slab = da_t + q * slab_stride;
-    for (size_t l = 0; l < NR; l += L) {
-      V sum = add ? vload<V>(db + q * NR + l) : V{};
-      for (size_t b = 0; b < B; ++b) sum += vload<V>(slab + b * NR + l);
-      vstore(db + q * NR + l, sum);
-    }
-  }
-}
-
-// The last product of BPTT, dh0 = da_1 W_hh, for hidden blocks [hb0, hb1):
-// da_1 from the unit panels (Q slabs, slabs apart), w the blocks' packed
-// panels from pack_panel_weights, Q*NR*NR elements each.
-template <class Real>
-inline void initial_state_grad(size_t B, size_t H, size_t Q, const Real* da, size_t slabs,
-                               const Real* w, size_t hb0, size_t hb1, Real* dh0) {
-  constexpr size_t MR = Tile<Real>::MR, NR = Tile<Real>::NR;
-  alignas(64) Real tile[MR * NR];
-  for (size_t hb = hb0; hb < hb1; ++hb) {
-    const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
-    for (size_t r0 = 0; r0 < B; r0 += MR) {
-      const size_t m = min_size(MR, B - r0);
-      panels_tile(m, Q, da + r0 * NR, slabs, w + (hb - hb0) * Q * NR * NR, tile);
-      for (size_t r = 0; r < m; ++r)
-        std::memcpy(dh0 + (r0 + r) * H + u0, tile + r * NR, nu * sizeof(Real));
-    }
-  }
-}
-
-// The B panel of da W for output columns [j0, j0 + n) of W (G*H x ldw): row
-// (q, c) of the padded unit order holds W[gate*H + u, j0 .. j0+n) for unit
-// u = (q % HB)*NR + c of gate q / HB, and zeros past H.
-template <class Real>
-inline void pack_panel_weights(size_t G, size_t H, const Real* w, size_t ldw, size_t j0,
-                               size_t n, Real* out) {
-  constexpr size_t NR = Tile<Real>::NR;
-  for (size_t q = 0; q < G * ceil_div(H, NR); ++q) {
-    const auto [gate, u0, units] = unit_block<Real>(q, H);
-    Real* slab = out + q * NR * NR;
-    pack_b_panel(n, units, w + (gate * H + u0) * ldw + j0, ldw, 1, slab);
-    std::memset(slab + units * NR, 0, (NR - units) * NR * sizeof(Real));
-  }
-}
-
-// Packs rows [0, m) of A held in unit panels (element (i, k) at
+// Packs rows [0, m) of A held in NR-wide slabs (element (i, k) at
 // a[(k/NR)*slabs + i*NR + k%NR]) over K into MR-row panels.
 template <class Real>
 inline void pack_a_from_panels(size_t m, size_t K, const Real* a, size_t slabs, Real* out) {
@@ -370,8 +259,8 @@ inline void pack_a_from_panels(size_t m, size_t K, const Real* a, size_t slabs, 
 
 // C (M x N, row stride ldc) = op(A) op(B).
 // A element (i, k) at a[i*a_rs + k*a_cs]; B element (k, j) at b[k*b_rs + j*b_cs].
-// A may instead be unit panels with slabs a_slabs apart (then its strides
-// are ignored): its k runs over the padded units (dx = da W_ih).
+// A may instead be NR-wide slabs a_slabs apart (ALayout::Panels; its
+// strides are then ignored): BPTT's dx = da W_ih reads da where it lies.
 template <class Real>
 struct Gemm {
   size_t M, N, K;
@@ -389,82 +278,6 @@ struct Gemm {
 // thread count.
 template <class Real>
 void gemm(const Gemm<Real>& g, int threads);
-
-// ------------------------------------------------------------ small helpers
-
-// Aligned heap array owned by a kernel call, allocated outside the time loop.
-template <class Real>
-class Buffer {
- public:
-  explicit Buffer(size_t n) : bytes_(n * sizeof(Real)) {
-    if (n > SIZE_MAX / sizeof(Real)) throw std::bad_alloc();
-    data_ = static_cast<Real*>(aligned_malloc(bytes_));
-  }
-  ~Buffer() { aligned_free(data_, bytes_); }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-  Real* data() { return data_; }
-
- private:
-  size_t bytes_;
-  Real* data_;
-};
-
-// Runs f(tid, nthreads) on the pool; a captureless trampoline keeps the pool's
-// interface a plain function pointer (no std::function across ISA copies).
-template <class F>
-inline void run_parallel(int nthreads, F& f) {
-  parallel_run(nthreads, [](void* ctx, int tid, int n) { (*static_cast<F*>(ctx))(tid, n); }, &f);
-}
-
-// [lo, hi) of n items for thread tid of nthreads: static, deterministic.
-inline void split_range(size_t n, int tid, int nthreads, size_t& lo, size_t& hi) {
-  lo = n * static_cast<size_t>(tid) / static_cast<size_t>(nthreads);
-  hi = n * static_cast<size_t>(tid + 1) / static_cast<size_t>(nthreads);
-}
-
-// Threads worth waking for one time step of the recurrence: a barrier costs
-// about a microsecond, so each thread should get a few microseconds of work
-// (5e4 flops is about one). Batch 1 at H=128 already gains from a second
-// thread: reading the weights bounds it, and two caches read them twice as
-// fast. K and N are the inner and output sizes of the step's product.
-inline int step_threads(int threads, size_t B, size_t K, size_t N, size_t hidden_blocks) {
-  const double flops = 2.0 * double(B) * double(K) * double(N);
-  size_t useful = static_cast<size_t>(flops / 5.0e4);
-  if (useful < 1) useful = 1;
-  size_t n = static_cast<size_t>(threads < 1 ? 1 : threads);
-  n = min_size(n, min_size(useful, hidden_blocks));
-  return static_cast<int>(n);
-}
-
-// dst[0, n) = src[0, n), dst[n, NR) = 0: the last, partial block of units
-// goes through full-width vector code.
-template <class Real>
-inline void stage(Real* dst, const Real* src, size_t n) {
-  constexpr size_t NR = Tile<Real>::NR;
-  for (size_t c = 0; c < NR; ++c) dst[c] = c < n ? src[c] : Real(0);
-}
-
-// A training forward keeps x as it read it, contiguous and time-major, in
-// p.x_saved: BPTT reads x again, and by then the caller's array may have
-// changed (or be a strided view). Thread tid of n copies its share of rows.
-template <class Real>
-inline void save_inputs(const ForwardArgs<Real>& p, int tid, int n) {
-  if (p.x_saved == nullptr) return;
-  size_t r0, r1;
-  split_range(p.T * p.B, tid, n, r0, r1);
-  for (size_t r = r0; r < r1; ++r)
-    std::memcpy(p.x_saved + r * p.I, p.x + (r / p.B) * p.x_step + (r % p.B) * p.x_row,
-                p.I * sizeof(Real));
-}
-
-// After the BPTT time loop: dW_ih, dW_hh and db from what step_weight_grads
-// summed (dw_transposed, db_padded, in the padded unit order), and dx = da W_ih
-// when p.dx is wanted, from da in unit panels (G gates, slabs apart, every
-// step kept).
-template <class Real>
-void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t slabs, size_t G,
-                          const Real* dw_transposed, const Real* db_padded);
 
 }  // namespace FASTRNN_ISA_NS
 }  // namespace fastrnn

@@ -1,4 +1,5 @@
-// The kernels one ISA copy provides; kernels_isa.cc gathers them into a table.
+// The kernels one ISA copy provides (declared from the list in common.h);
+// kernels_isa.cc gathers them into a table.
 #pragma once
 
 #include "common.h"
@@ -6,18 +7,11 @@
 namespace fastrnn {
 namespace FASTRNN_ISA_NS {
 
-template <class Real>
-void rnn_forward(const ForwardArgs<Real>& p);
-template <class Real>
-void rnn_backward(const BackwardArgs<Real>& p);
-template <class Real>
-void lstm_forward(const ForwardArgs<Real>& p);
-template <class Real>
-void lstm_backward(const BackwardArgs<Real>& p);
-template <class Real>
-void adam_update(const AdamArgs<Real>& a);
-template <class Real>
-void classifier_head(const HeadArgs<Real>& a);
+#define FASTRNN_DECLARE_KERNEL(name, Args) \
+  template <class Real>                    \
+  void name(const Args<Real>& args);
+FASTRNN_KERNELS(FASTRNN_DECLARE_KERNEL)
+#undef FASTRNN_DECLARE_KERNEL
 
 const KernelTable* kernel_table();
 

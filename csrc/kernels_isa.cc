@@ -8,15 +8,10 @@ namespace fastrnn {
 namespace FASTRNN_ISA_NS {
 
 const KernelTable* kernel_table() {
-  static const KernelTable table = {
-      FASTRNN_STR(FASTRNN_ISA_NS),
-      &rnn_forward<float>,   &rnn_forward<double>,
-      &rnn_backward<float>,  &rnn_backward<double>,
-      &lstm_forward<float>,  &lstm_forward<double>,
-      &lstm_backward<float>, &lstm_backward<double>,
-      &adam_update<float>,   &adam_update<double>,
-      &classifier_head<float>, &classifier_head<double>,
-  };
+#define FASTRNN_TABLE_FILL(name, Args) &name<float>, &name<double>,
+  static const KernelTable table = {FASTRNN_STR(FASTRNN_ISA_NS),
+                                    FASTRNN_KERNELS(FASTRNN_TABLE_FILL)};
+#undef FASTRNN_TABLE_FILL
   return &table;
 }
 

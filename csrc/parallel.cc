@@ -1,4 +1,4 @@
-#include "threadpool.h"
+#include "parallel.h"
 
 #include "memory.h"
 

@@ -1,0 +1,125 @@
+#include "checks.h"
+
+#include "memory.h"
+
+namespace fastrnn {
+namespace {
+
+std::string expected_str(const std::vector<size_t>& shape) {
+  std::string s = "(";
+  for (size_t d = 0; d < shape.size(); ++d) s += (d ? ", " : "") + std::to_string(shape[d]);
+  return s + (shape.size() == 1 ? ",)" : ")");
+}
+
+int array_flags(const py::array& a) { return py::detail::array_proxy(a.ptr())->flags; }
+
+std::string type_name(const py::handle& obj) {
+  return std::string(py::str(py::type::of(obj).attr("__name__")));
+}
+
+}  // namespace
+
+size_t checked_mul(size_t a, size_t b) {
+  size_t out;
+  if (__builtin_mul_overflow(a, b, &out)) throw py::value_error("array sizes overflow 64 bits");
+  return out;
+}
+
+std::string shape_str(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t d = 0; d < a.ndim(); ++d) s += (d ? ", " : "") + std::to_string(a.shape(d));
+  return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+py::dtype float_dtype_of(const py::handle& x, const char* name) {
+  if (!py::isinstance<py::array>(x))
+    throw py::type_error(std::string(name) + " must be a numpy.ndarray, got " + type_name(x));
+  py::dtype dt = py::reinterpret_borrow<py::array>(x).dtype();
+  if (!dt.equal(py::dtype::of<float>()) && !dt.equal(py::dtype::of<double>()))
+    throw py::type_error(std::string(name) + " must have dtype float32 or float64, got " +
+                         std::string(py::str(dt)));
+  return dt;
+}
+
+py::array checked(const py::handle& obj, const char* name, const py::dtype& dt,
+                  const std::vector<size_t>& shape) {
+  if (!py::isinstance<py::array>(obj))
+    throw py::type_error(std::string(name) + " must be a numpy.ndarray, got " + type_name(obj));
+  auto a = py::reinterpret_borrow<py::array>(obj);
+  if (!a.dtype().equal(dt))
+    throw py::type_error(std::string(name) + " has dtype " + std::string(py::str(a.dtype())) +
+                         ", expected " + std::string(py::str(dt)));
+  bool same = a.ndim() == static_cast<py::ssize_t>(shape.size());
+  for (size_t d = 0; same && d < shape.size(); ++d)
+    same = shape[d] == kAnySize || static_cast<size_t>(a.shape(d)) == shape[d];
+  if (!same)
+    throw py::value_error(std::string(name) + " must have shape " + expected_str(shape) +
+                          ", got " + shape_str(a));
+  const int flags = array_flags(a);
+  if (!(flags & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_) ||
+      !(flags & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+    throw py::value_error(std::string(name) +
+                          " must be C-contiguous and aligned (numpy.ascontiguousarray)");
+  return a;
+}
+
+bool plain_array(const py::handle& obj, const py::dtype& dt, bool writeable) {
+  if (!py::isinstance<py::array>(obj)) return false;
+  auto a = py::reinterpret_borrow<py::array>(obj);
+  const int flags = array_flags(a);
+  return a.dtype().equal(dt) && (flags & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_) &&
+         (flags & py::detail::npy_api::NPY_ARRAY_ALIGNED_) &&
+         (!writeable || (flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_));
+}
+
+py::array checked_x(const py::handle& obj, const py::handle& h0_obj, size_t G,
+                    size_t saved_columns_per_h, py::dtype& dt, Sizes& s) {
+  dt = float_dtype_of(obj);
+  auto x = py::reinterpret_borrow<py::array>(obj);
+  if (x.ndim() != 3) throw py::value_error("x must be 3-D (T, B, I), got shape " + shape_str(x));
+  const py::ssize_t item = dt.itemsize();
+  bool strided = x.size() > 0 && x.shape(2) > 1 && x.strides(2) != item;
+  for (int d = 0; d < 2 && x.size() > 0; ++d)
+    strided = strided || (x.shape(d) > 1 && (x.strides(d) < 0 || x.strides(d) % item != 0));
+  if (strided)
+    throw py::value_error("x must have a contiguous last axis and non-negative strides "
+                          "(numpy.ascontiguousarray)");
+  if (!(array_flags(x) & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+    throw py::value_error("x must be aligned (numpy.ascontiguousarray)");
+  // An axis of one entry is never stepped along: its stride is unused.
+  auto elements = [&](int d) { return x.shape(d) > 1 ? size_t(x.strides(d) / item) : 0; };
+  s = Sizes{size_t(x.shape(0)), size_t(x.shape(1)), size_t(x.shape(2)), 0, elements(0),
+            elements(1)};
+  if (s.T == 0 || s.B == 0)
+    throw py::value_error("x (T, B, I) needs at least one time step and one sequence, got " +
+                          shape_str(x));
+  py::array h0 = checked(h0_obj, "h0", dt, {s.B, kAnySize});
+  s.H = size_t(h0.shape(1));
+  if (s.H == 0) throw py::value_error("h0 must have at least one hidden unit, got shape (B, 0)");
+  // The largest buffers a kernel sizes: da of every step (G+1 groups at
+  // most), the workspace, x's copy, the packed weights.
+  const size_t TB = checked_mul(s.T, s.B);
+  checked_mul(checked_mul(TB, G + 1), s.H);
+  checked_mul(TB, checked_mul(saved_columns_per_h, s.H) + s.I);
+  checked_mul(TB, s.I);
+  checked_mul(checked_mul(G + 1, s.H), s.I + s.H);
+  return x;
+}
+
+py::array new_array(const py::dtype& dt, std::vector<py::ssize_t> shape) {
+  size_t bytes = size_t(dt.itemsize());
+  for (py::ssize_t d : shape) bytes = checked_mul(bytes, size_t(d));
+  struct Block {
+    void* data;
+    size_t bytes;
+  };
+  Block* block = new Block{aligned_malloc(bytes), bytes};
+  py::capsule owner(block, [](void* p) {
+    Block* b = static_cast<Block*>(p);
+    aligned_free(b->data, b->bytes);
+    delete b;
+  });
+  return py::array(dt, std::move(shape), {}, block->data, owner);
+}
+
+}  // namespace fastrnn

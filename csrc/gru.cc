@@ -1,0 +1,122 @@
+// The GRU cell over the shared recurrence driver (recurrence.h), as torch.nn.GRU:
+//
+//   r   = sigmoid(x_t W_ir^T + b_ir + h_{t-1} W_hr^T + b_hr)
+//   z   = sigmoid(x_t W_iz^T + b_iz + h_{t-1} W_hz^T + b_hz)
+//   hn  = h_{t-1} W_hn^T + b_hn
+//   n   = tanh(x_t W_in^T + b_in + r * hn)
+//   h_t = (1 - z) * n + z * h_{t-1}
+//
+// r multiplies the recurrent part of n, bias included, so n's input and
+// recurrent sums are kept apart: four gate panels per block of units, r and z
+// reading [x_t | h_{t-1}], then n's x_t part and its h_{t-1} part. Their
+// biases are folded once per call into one H-row per panel: b_ir + b_hr,
+// b_iz + b_hz, b_in, b_hn. The saved workspace, per (t, b) row: the activated
+// gates [r | z | n] (3H), then, after all T*B of those, every hn (T, B, H).
+#include "kernels.h"
+#include "recurrence.h"
+
+namespace fastrnn {
+namespace FASTRNN_ISA_NS {
+
+template <class Real_>
+struct GruCell {
+  using Real = Real_;
+  using V = typename Simd<Real>::V;
+  using A = Act<Real>;
+  static constexpr size_t L = Simd<Real>::L, NR = Tile<Real>::NR;
+  // BPTT's da groups: [da_n (input side) | da_r, da_z, da_hn (recurrent side)].
+  static constexpr size_t G = kGruTraits.G, kInputOnlyGates = 1;
+  static constexpr GatePanel kPanels[] = {
+      {0, Reads::x_and_h}, {1, Reads::x_and_h}, {2, Reads::x}, {2, Reads::h}};
+  static constexpr bool kFoldsBiases = true, kCarriesDh = true;
+
+  template <class P>
+  static auto gates(const P& p) { return p.saved; }
+  template <class P>
+  static auto hn_all(const P& p) { return p.saved + p.T * p.B * 3 * p.H; }
+
+  static const Real* panel_biases(const ForwardArgs<Real>& p, Real* out) {
+    const size_t H = p.H;
+    for (size_t u = 0; u < 2 * H; ++u) out[u] = p.b[u] + p.b_hh[u];
+    std::memcpy(out + 2 * H, p.b + 2 * H, H * sizeof(Real));
+    std::memcpy(out + 3 * H, p.b_hh + 2 * H, H * sizeof(Real));
+    return out;
+  }
+  static void forward_begin(const ForwardArgs<Real>&) {}
+  static void forward_end(const ForwardArgs<Real>&) {}
+
+  static void forward_row(const ForwardArgs<Real>& p, const ForwardRow<Real>& r, RowIO<Real>& io) {
+    const size_t B = p.B, H = p.H, t = r.t, row = (t * B + r.b) * H + r.u0;
+    const bool training = p.saved != nullptr;
+    const Real* h_prev = io.in(r.h_prev);
+    Real* h_out = io.out(p.y + row);
+    Real* saved_out[4] = {};  // r, z, n, hn
+    if (training) {
+      for (size_t gate = 0; gate < G; ++gate)
+        saved_out[gate] = io.out(gates(p) + (t * B + r.b) * G * H + gate * H + r.u0);
+      saved_out[3] = io.out(hn_all(p) + row);
+    }
+    // Read again only by BPTT, after the whole forward: past the caches.
+    const bool stream = io.full();
+    for (size_t l = 0; l < NR; l += L) {
+      V rg = A::sigmoid(vload<V>(r.sums + 0 * NR + l) + vload<V>(r.bias[0] + l));
+      V z = A::sigmoid(vload<V>(r.sums + 1 * NR + l) + vload<V>(r.bias[1] + l));
+      V hn = vload<V>(r.sums + 3 * NR + l) + vload<V>(r.bias[3] + l);
+      V n = A::tanh(vload<V>(r.sums + 2 * NR + l) + vload<V>(r.bias[2] + l) + rg * hn);
+      if (training) {
+        store_saved(saved_out[0] + l, rg, stream);
+        store_saved(saved_out[1] + l, z, stream);
+        store_saved(saved_out[2] + l, n, stream);
+        store_saved(saved_out[3] + l, hn, stream);
+      }
+      vstore(h_out + l, (Real(1) - z) * n + z * vload<V>(h_prev + l));
+    }
+  }
+
+  // BPTT, for t = T..1; dh_t's part through W_hh comes from the driver, the
+  // direct part z * dh_t is carried in dh0:
+  //   dh_t  = dy_t + dh + (z dh)_{t+1}                    (1)
+  //   dn    = dh_t * (1 - z)                              (2)
+  //   dz    = dh_t * (h_{t-1} - n)                        (3)
+  //   da_n  = dn * (1 - n^2)          (input side of n)   (4)
+  //   da_hn = da_n * r                (recurrent side)    (5)
+  //   dr    = da_n * hn                                   (6)
+  //   da_r  = dr r (1 - r),  da_z = dz z (1 - z)          (7)
+  //   (z dh)_t = dh_t * z             (carried to t-1)    (8)
+  //   dh    = [da_r, da_z, da_hn] W_hh (carried to t-1)   (9)  the driver
+  static void backward_begin(const BackwardArgs<Real>& p) {
+    std::memset(p.dh0, 0, p.B * p.H * sizeof(Real));
+  }
+
+  static void backward_row(const BackwardArgs<Real>& p, const BackwardRow<Real>& r,
+                           RowIO<Real>& io) {
+    const size_t B = p.B, H = p.H, t = r.t, row = (t * B + r.b) * H + r.u0;
+    const Real* saved_in[4];  // r, z, n, hn
+    for (size_t gate = 0; gate < G; ++gate)
+      saved_in[gate] = io.in(gates(p) + (t * B + r.b) * G * H + gate * H + r.u0);
+    saved_in[3] = io.in(hn_all(p) + row);
+    const Real* h_prev = io.in(r.h_prev);
+    const Real* dy_in = p.dy != nullptr ? io.in(p.dy + row) : nullptr;
+    Real* carried = io.in_out(p.dh0 + r.b * H + r.u0);
+    for (size_t l = 0; l < NR; l += L) {
+      V rg = vload<V>(saved_in[0] + l), z = vload<V>(saved_in[1] + l);
+      V n = vload<V>(saved_in[2] + l), hn = vload<V>(saved_in[3] + l);
+      V dh_t = vload<V>(r.dh + l) + vload<V>(carried + l);
+      if (dy_in != nullptr) dh_t += vload<V>(dy_in + l);                            // (1)
+      V dn = dh_t * (Real(1) - z);                                                   // (2)
+      V dz = dh_t * (vload<V>(h_prev + l) - n);                                      // (3)
+      V da_n = dn * (Real(1) - n * n);                                               // (4)
+      vstore(r.da[0] + l, da_n);
+      vstore(r.da[3] + l, da_n * rg);                                                // (5)
+      V dr = da_n * hn;                                                              // (6)
+      vstore(r.da[1] + l, dr * rg * (Real(1) - rg));                                 // (7)
+      vstore(r.da[2] + l, dz * z * (Real(1) - z));
+      vstore(carried + l, dh_t * z);                                                 // (8)
+    }
+  }
+};
+
+FASTRNN_DEFINE_CELL_KERNELS(gru, GruCell)
+
+}  // namespace FASTRNN_ISA_NS
+}  // namespace fastrnn

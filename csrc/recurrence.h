@@ -1,0 +1,540 @@
+// The recurrence driver every cell shares: the time loop, the packing of
+// [W_ih | W_hh] per block of units, the per-step tile, the barriers, the
+// per-step weight-gradient sums and the input gradient after the loop. A cell
+// (rnn.cc, lstm.cc, gru.cc) supplies only what is its own: which gate panels
+// a step multiplies, and the elementwise forward and backward step on one row
+// of a block of units (the cell's "postgemm").
+//
+// Threads split the hidden units into blocks of NR (the register tile's
+// width). Each thread packs its blocks' weights once per call and keeps them
+// cache-resident for every step; x_t and h_{t-1} (forward) and da_{t+1}
+// (backward) are read where they lie. A thread applies its cell to its units
+// while the step's tile is cache-hot, so a unit's state never leaves its
+// thread, and one barrier per step hands h_t (or da_t) to the next step.
+//
+// Forward. Per block, a cell lists its gate panels (Cell::kPanels): each is
+// NR units of one gate, multiplied by x_t, h_{t-1} or both ([x_t | h_{t-1}]
+// times [W_ih | W_hh]^T in one tile pass, so the input projection never makes
+// a round trip through memory). LSTM and RNN panels read both; the GRU's n
+// gate needs x W_in^T and h W_hn^T apart (r multiplies only the second), so
+// it has one panel of each.
+//
+// Backward keeps the pre-activation gradients da of a step in unit panels:
+// each gate's units are cut into HB = ceil(H/NR) blocks of NR, the last one
+// zero-padded, and each block is a (rows, NR) row-major slab:
+//   da[k, group, u]  at  da[((group*HB + u/NR)*rows + k)*NR + u%NR].
+// Groups are gates: the W_hh side of BPTT (the recurrence, dW_hh, db_hh,
+// dh0) reads the G groups [E, E + G) in the cell's gate order, the W_ih side
+// (dW_ih, db_ih, dx) the G groups [0, G). E = Cell::kInputOnlyGates is 0 for
+// cells whose gates see x and h through one sum (RNN, LSTM: both sides read
+// the same groups) and 1 for the GRU, whose n gate has a gradient for its
+// input part (group 0) and another for its recurrent part (group E + G - 1):
+// both sides then read contiguous groups. A step's cell stores whole vectors
+// into the slabs; the recurrence reads da_{t+1} from them as A
+// (ALayout::Panels), and the step's share of the weight gradients reads them
+// as packed B panels: nothing is repacked. Only dx = da W_ih, after the loop,
+// needs every step's slabs; without it two steps take turns in them.
+//
+// Room to grow: the time loop runs over steps, each touching B rows; a
+// reverse direction and per-sequence lengths change which time a step reads
+// and how many rows it runs, not the cells.
+#pragma once
+
+#include "gemm.h"
+#include "parallel.h"
+
+#include <iterator>
+
+namespace fastrnn {
+namespace FASTRNN_ISA_NS {
+
+// ------------------------------------------------------------ the cell side
+
+// What a forward gate panel multiplies: [x_t | h_{t-1}], x_t alone or h_{t-1} alone.
+enum class Reads { x_and_h, x, h };
+
+struct GatePanel {
+  size_t gate;
+  Reads reads;
+};
+
+// The per-unit arrays a cell reads and writes for one row of a block. A full
+// block is read and written in place; the last, partial one (units < NR) goes
+// through zero-padded staging, so a cell's vector code always runs on NR lanes
+// and the padding lanes of everything it computes stay exactly zero.
+template <class Real, int Slots = 8>
+class RowIO {
+ public:
+  static constexpr size_t NR = Tile<Real>::NR;
+  explicit RowIO(size_t units) : units_(units) {}
+  RowIO(const RowIO&) = delete;
+  RowIO& operator=(const RowIO&) = delete;
+
+  bool full() const { return units_ == NR; }
+
+  const Real* in(const Real* p) {
+    if (full()) return p;
+    Real* s = slot();
+    stage(s, p, units_);
+    return s;
+  }
+  Real* out(Real* p) {
+    if (full()) return p;
+    pending_[pending_count_] = p;
+    Real* s = slot();
+    pending_slot_[pending_count_++] = s;
+    return s;
+  }
+  // A state updated in place: read, then written back.
+  Real* in_out(Real* p) {
+    Real* s = out(p);
+    if (!full()) stage(s, p, units_);
+    return s;
+  }
+  // Copies the staged outputs of a partial block out (nothing for a full one).
+  void finish() {
+    for (int i = 0; i < pending_count_; ++i)
+      std::memcpy(pending_[i], pending_slot_[i], units_ * sizeof(Real));
+  }
+
+  // dst[0, n) = src[0, n), dst[n, NR) = 0.
+  static void stage(Real* dst, const Real* src, size_t n) {
+    for (size_t c = 0; c < NR; ++c) dst[c] = c < n ? src[c] : Real(0);
+  }
+
+ private:
+  Real* slot() { return staging_[used_++]; }
+
+  size_t units_;
+  int used_ = 0, pending_count_ = 0;
+  Real* pending_[Slots];
+  Real* pending_slot_[Slots];
+  alignas(64) Real staging_[Slots][NR];
+};
+
+// One row b of one block of units at time t, as the driver hands it to a cell.
+template <class Real>
+struct ForwardRow {
+  size_t t, b, u0;
+  const Real* h_prev;   // h_{t-1}[b, u0..]
+  const Real* sums;     // the row's gate sums: panel p at sums + p*NR
+  const Real* const* bias;  // panel p's bias for these units, NR lanes
+};
+
+template <class Real>
+struct BackwardRow {
+  size_t t, b, u0;
+  const Real* h_prev;   // h_{t-1}[b, u0..]
+  const Real* dh;       // da_{t+1} W_hh for these units, or dh_T at the last step
+  Real* const* da;      // group g's NR lanes of da_t for this row
+};
+
+// Vector stores of what BPTT reads again only after the whole forward go past
+// the caches (vstream), into staging as plain stores.
+template <class V, class Real>
+inline void store_saved(Real* p, V v, bool stream) {
+  if (stream) vstream(p, v);
+  else vstore(p, v);
+}
+
+// ------------------------------------------------------------ driver helpers
+
+inline size_t panel_depth(Reads reads, size_t I, size_t H) {
+  return reads == Reads::x_and_h ? I + H : reads == Reads::x ? I : H;
+}
+
+// First column of a panel's inputs in [x_t | h_{t-1}].
+inline size_t panel_first_column(Reads reads, size_t I) { return reads == Reads::h ? I : 0; }
+
+// Threads worth waking for one time step of the recurrence: a barrier costs
+// about a microsecond, so each thread should get a few microseconds of work
+// (5e4 flops is about one). Batch 1 at H=128 already gains from a second
+// thread: reading the weights bounds it, and two caches read them twice as
+// fast. K and N are the inner and output sizes of the step's product.
+inline int step_threads(int threads, size_t B, size_t K, size_t N, size_t hidden_blocks) {
+  const double flops = 2.0 * double(B) * double(K) * double(N);
+  size_t useful = static_cast<size_t>(flops / 5.0e4);
+  if (useful < 1) useful = 1;
+  size_t n = static_cast<size_t>(threads < 1 ? 1 : threads);
+  n = min_size(n, min_size(useful, hidden_blocks));
+  return static_cast<int>(n);
+}
+
+// A training forward keeps x as it read it, contiguous and time-major, in
+// p.x_saved: BPTT reads x again, and by then the caller's array may have
+// changed (or be a strided view). Thread tid of n copies its share of rows.
+template <class Real>
+inline void save_inputs(const ForwardArgs<Real>& p, int tid, int n) {
+  if (p.x_saved == nullptr) return;
+  size_t r0, r1;
+  split_range(p.T * p.B, tid, n, r0, r1);
+  for (size_t r = r0; r < r1; ++r)
+    std::memcpy(p.x_saved + r * p.I, p.x + (r / p.B) * p.x_step + (r % p.B) * p.x_row,
+                p.I * sizeof(Real));
+}
+
+// Unit panel q of a G-gate side covers units [first, first + count) of gate
+// `gate`; count is below NR only in a gate's last block.
+struct UnitBlock {
+  size_t gate, first, count;
+};
+
+template <class Real>
+inline UnitBlock unit_block(size_t q, size_t H) {
+  constexpr size_t NR = Tile<Real>::NR;
+  const size_t HB = ceil_div(H, NR), first = (q % HB) * NR;
+  return UnitBlock{q / HB, first, min_size(NR, H - first)};
+}
+
+// The B panel of da W for output columns [j0, j0 + n) of W (G*H x ldw): row
+// (q, c) of the padded unit order holds W[gate*H + u, j0 .. j0+n) for unit
+// u = (q % HB)*NR + c of gate q / HB, and zeros past H.
+template <class Real>
+inline void pack_panel_weights(size_t G, size_t H, const Real* w, size_t ldw, size_t j0,
+                               size_t n, Real* out) {
+  constexpr size_t NR = Tile<Real>::NR;
+  for (size_t q = 0; q < G * ceil_div(H, NR); ++q) {
+    const auto [gate, u0, units] = unit_block<Real>(q, H);
+    Real* slab = out + q * NR * NR;
+    pack_b_panel(n, units, w + (gate * H + u0) * ldw + j0, ldw, 1, slab);
+    std::memset(slab + units * NR, 0, (NR - units) * NR * sizeof(Real));
+  }
+}
+
+// Packs [x_t | h_{t-1}]^T (I + H rows over K = B) for step_weight_grads:
+// x_t's rows in ceil(I/MR) panels, then h_{t-1}'s in ceil(H/MR), each MR*B.
+template <class Real>
+inline size_t step_inputs_size(size_t B, size_t I, size_t H) {
+  constexpr size_t MR = Tile<Real>::MR;
+  return (ceil_div(I, MR) + ceil_div(H, MR)) * MR * B;
+}
+
+template <class Real>
+inline void pack_step_inputs(size_t B, size_t I, size_t H, const Real* x_t, const Real* h_prev,
+                             Real* out) {
+  constexpr size_t MR = Tile<Real>::MR;
+  pack_a_block(I, B, x_t, 1, I, out);
+  pack_a_block(H, B, h_prev, 1, H, out + ceil_div(I, MR) * MR * B);
+}
+
+// sum over rows of n unit panels of B rows each (slab_stride apart) into
+// db[0, n*NR), or added to it.
+template <class Real>
+inline void sum_unit_panels(size_t B, const Real* panels, size_t slab_stride, size_t n, Real* db,
+                            bool add) {
+  using V = typename Simd<Real>::V;
+  constexpr size_t L = Tile<Real>::L, NR = Tile<Real>::NR;
+  for (size_t q = 0; q < n; ++q) {
+    const Real* slab = panels + q * slab_stride;
+    for (size_t l = 0; l < NR; l += L) {
+      V sum = add ? vload<V>(db + q * NR + l) : V{};
+      for (size_t b = 0; b < B; ++b) sum += vload<V>(slab + b * NR + l);
+      vstore(db + q * NR + l, sum);
+    }
+  }
+}
+
+// One step's share of the weight gradients, taken while da_t is hot in cache,
+// for n unit panels of B rows each (x_panels, h_panels: the W_ih and W_hh
+// sides' da_t, slab_stride apart):
+//   dw[k, c]     (+)= sum_b x_t[b, k] da_ih[b, c],      k < I
+//   dw[I + k, c] (+)= sum_b h_{t-1}[b, k] da_hh[b, c],  k < H
+//   db_hh[c]     (+)= sum_b da_hh[b, c], and db_ih likewise when not null
+// with `add` false at the first step, which overwrites. `inputs` comes from
+// pack_step_inputs. Every sum runs over the steps from T down, then the rows
+// in order: no thread count changes it.
+template <class Real>
+inline void step_weight_grads(size_t B, size_t I, size_t H, const Real* inputs,
+                              const Real* x_panels, const Real* h_panels, size_t slab_stride,
+                              size_t n, Real* dw, size_t ldw, Real* db_ih, Real* db_hh,
+                              bool add) {
+  constexpr size_t MR = Tile<Real>::MR;
+  if (n == 0) return;
+  const Real* h_inputs = inputs + ceil_div(I, MR) * MR * B;
+  // C rows [row, row + m) from one MR-row panel of packed inputs.
+  auto rows = [&](size_t row, size_t m, const Real* a, const Real* panels) {
+    compute_tile<Real, ALayout::Packed>(m, n, TileA<Real>{B, a, MR, 0, nullptr, 0}, panels,
+                                        slab_stride, TileOut<Real>{dw + row * ldw, ldw, add});
+  };
+  for (size_t r = 0; r < I; r += MR) rows(r, min_size(MR, I - r), inputs + r * B, x_panels);
+  for (size_t r = 0; r < H; r += MR) rows(I + r, min_size(MR, H - r), h_inputs + r * B, h_panels);
+  sum_unit_panels(B, h_panels, slab_stride, n, db_hh, add);
+  if (db_ih != nullptr) sum_unit_panels(B, x_panels, slab_stride, n, db_ih, add);
+}
+
+// The last product of BPTT, dh0 (+)= da_1 W_hh, for hidden blocks [hb0, hb1):
+// da_1 from the unit panels (Q slabs, slabs apart), w the blocks' packed
+// panels from pack_panel_weights, Q*NR*NR elements each. `add` keeps what a
+// cell already carried into dh0 (the GRU's z * dh).
+template <class Real>
+inline void initial_state_grad(size_t B, size_t H, size_t Q, const Real* da, size_t slabs,
+                               const Real* w, size_t hb0, size_t hb1, Real* dh0, bool add) {
+  constexpr size_t MR = Tile<Real>::MR, NR = Tile<Real>::NR;
+  alignas(64) Real tile[MR * NR];
+  for (size_t hb = hb0; hb < hb1; ++hb) {
+    const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
+    for (size_t r0 = 0; r0 < B; r0 += MR) {
+      const size_t m = min_size(MR, B - r0);
+      panels_tile(m, Q, da + r0 * NR, slabs, w + (hb - hb0) * Q * NR * NR,
+                  TileOut<Real>{tile, NR, false});
+      for (size_t r = 0; r < m; ++r) {
+        Real* out = dh0 + (r0 + r) * H + u0;
+        for (size_t c = 0; c < nu; ++c) out[c] = (add ? out[c] : Real(0)) + tile[r * NR + c];
+      }
+    }
+  }
+}
+
+// After the BPTT time loop: dW_ih, dW_hh, db_hh and db_ih from what
+// step_weight_grads summed (dw_transposed, db_hh_padded and db_ih_padded, in
+// the padded unit order; db_ih_padded null where both sides share their
+// groups), and dx = da W_ih when p.dx is wanted, from the W_ih side's G
+// groups of da (slabs apart, every step kept). E as in the file header.
+template <class Real>
+void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t slabs, size_t G,
+                          size_t E, const Real* dw_transposed, const Real* db_hh_padded,
+                          const Real* db_ih_padded);
+
+// ------------------------------------------------------------------ driver
+
+// Cell interface (see rnn.cc for the smallest one):
+//   using Real; G (gates); kPanels (GatePanel[]); kInputOnlyGates (E above);
+//   const Real* panel_biases(p, Real* out): one H-row per panel (out has room
+//     for P*H; a cell whose panels use p.b as it is returns p.b);
+//   forward_begin(p) / forward_end(p): before and after the time loop;
+//   forward_row(p, ForwardRow, RowIO&): the elementwise forward of one row;
+//   backward_begin(p): before the loop (carried state set up);
+//   backward_row(p, BackwardRow, RowIO&): one row's elementwise BPTT step;
+//   kCarriesDh: the cell adds its own part of dh_{t-1} into p.dh0 (GRU).
+
+// x (T, B, I) -> y (T, B, H) and the cell's state; when training also the
+// cell's saved workspace and p.x_saved.
+template <class Cell>
+void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
+  using Real = typename Cell::Real;
+  constexpr size_t MR = Tile<Real>::MR, NR = Tile<Real>::NR;
+  constexpr size_t P = std::size(Cell::kPanels);
+  const size_t T = p.T, B = p.B, I = p.I, H = p.H, K = I + H;
+
+  size_t block_depth = 0;  // the packed weights of one block: every panel's K rows of NR
+  for (const GatePanel& panel : Cell::kPanels) block_depth += panel_depth(panel.reads, I, H);
+  Buffer<Real> folded_biases(Cell::kFoldsBiases ? P * H : 0);
+  const Real* biases = Cell::panel_biases(p, folded_biases.data());
+  Cell::forward_begin(p);
+
+  const size_t hidden_blocks = ceil_div(H, NR);
+  const int nt = step_threads(p.threads, B, K, Cell::G * H, hidden_blocks);
+  reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * block_depth * NR * sizeof(Real));
+  // The step's gate sums for every row of one hidden block, (B, P*NR).
+  reserve_scratch(nt, kSlotTiles, ceil_div(B, MR) * MR * P * NR * sizeof(Real));
+  // A long K (I + H) goes in blocks, so that one panel's block of weights
+  // stays in L1 while every row panel streams past it; with few rows the
+  // panels stay together instead (more independent sums per microkernel call).
+  const size_t k_blocks = ceil_div(K, kPanelBytesL1 / (NR * sizeof(Real)));
+  const size_t kc = ceil_div(K, k_blocks);
+  const bool panel_outer = k_blocks > 1 && B >= 3;
+
+  auto task = [&](int tid, int n) {
+    save_inputs(p, tid, n);
+    size_t hb0, hb1;
+    split_range(hidden_blocks, tid, n, hb0, hb1);
+    Real* w = static_cast<Real*>(scratch(tid, kSlotRecurrent));
+    Real* tiles = static_cast<Real*>(scratch(tid, kSlotTiles));
+    const Real* panel_weights[P];  // of the block being computed
+    for (size_t hb = hb0; hb < hb1; ++hb) {  // B (k, j) = [w_ih | w_hh][gate*H + j, k]
+      const size_t nu = min_size(NR, H - hb * NR);
+      Real* panel = w + (hb - hb0) * block_depth * NR;
+      for (const GatePanel& gp : Cell::kPanels) {
+        const size_t row = gp.gate * H + hb * NR;
+        if (gp.reads != Reads::h) {
+          pack_b_panel(nu, I, p.w_ih + row * I, 1, I, panel);
+          panel += I * NR;
+        }
+        if (gp.reads != Reads::x) {
+          pack_b_panel(nu, H, p.w_hh + row * H, 1, H, panel);
+          panel += H * NR;
+        }
+      }
+    }
+    alignas(64) Real edge_bias[P][NR];
+    for (size_t t = 0; t < T; ++t) {
+      const Real* x_t = p.x + t * p.x_step;
+      const Real* h_prev = t == 0 ? p.h0 : p.y + (t - 1) * B * H;
+      // Rows r0.. of [x_t | h_{t-1}], columns [k0, k1): a part of x_t, then of h_{t-1}.
+      auto step_inputs = [&](size_t r0, size_t k0, size_t k1) {
+        const size_t x_end = min_size(k1, I), h_begin = k0 > I ? k0 : I;
+        const bool in_x = x_end > k0, in_h = k1 > h_begin;
+        return TileA<Real>{in_x ? x_end - k0 : 0, in_x ? x_t + r0 * p.x_row + k0 : x_t, p.x_row,
+                           in_h ? k1 - h_begin : 0,
+                           in_h ? h_prev + r0 * H + (h_begin - I) : h_prev, H};
+      };
+      for (size_t hb = hb0; hb < hb1; ++hb) {
+        const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
+        const Real* bias[P];
+        for (size_t pp = 0; pp < P; ++pp) {
+          bias[pp] = biases + pp * H + u0;
+          if (nu < NR) {
+            RowIO<Real>::stage(edge_bias[pp], bias[pp], nu);
+            bias[pp] = edge_bias[pp];
+          }
+        }
+        const Real* panel = w + (hb - hb0) * block_depth * NR;
+        for (size_t pp = 0; pp < P; ++pp) {
+          panel_weights[pp] = panel;
+          panel += panel_depth(Cell::kPanels[pp].reads, I, H) * NR;
+        }
+        // The cell on rows [r0, r0 + m) once their gate sums are complete.
+        auto update_rows = [&](size_t r0, size_t m) {
+          for (size_t b = r0; b < r0 + m; ++b) {
+            RowIO<Real> io(nu);
+            Cell::forward_row(p, ForwardRow<Real>{t, b, u0, h_prev + b * H + u0,
+                                                  tiles + b * P * NR, bias}, io);
+            io.finish();
+          }
+        };
+        if (panel_outer) {
+          for (size_t k0 = 0; k0 < K; k0 += kc)
+            for (size_t pp = 0; pp < P; ++pp) {
+              const Reads reads = Cell::kPanels[pp].reads;
+              const size_t first = panel_first_column(reads, I);
+              const size_t lo = k0 > first ? k0 : first;
+              const size_t hi = min_size(min_size(K, k0 + kc), first + panel_depth(reads, I, H));
+              if (lo >= hi) continue;
+              for (size_t r0 = 0; r0 < B; r0 += MR)
+                compute_tile<Real, ALayout::Rows>(
+                    min_size(MR, B - r0), 1, step_inputs(r0, lo, hi),
+                    panel_weights[pp] + (lo - first) * NR, 0,
+                    TileOut<Real>{tiles + (r0 * P + pp) * NR, P * NR, lo > first});
+            }
+          for (size_t r0 = 0; r0 < B; r0 += MR) update_rows(r0, min_size(MR, B - r0));
+        } else {  // one pass, the cell applied while a row panel's sums are hot
+          for (size_t r0 = 0; r0 < B; r0 += MR) {
+            const size_t m = min_size(MR, B - r0);
+            // Consecutive panels that read the same inputs go through one call.
+            for (size_t pp = 0; pp < P;) {
+              const Reads reads = Cell::kPanels[pp].reads;
+              size_t count = 1;
+              while (pp + count < P && Cell::kPanels[pp + count].reads == reads) ++count;
+              const size_t first = panel_first_column(reads, I), depth = panel_depth(reads, I, H);
+              compute_tile<Real, ALayout::Rows>(m, count, step_inputs(r0, first, first + depth),
+                                                panel_weights[pp], depth * NR,
+                                                TileOut<Real>{tiles + (r0 * P + pp) * NR, P * NR,
+                                                              false});
+              pp += count;
+            }
+            update_rows(r0, m);
+          }
+        }
+      }
+      parallel_barrier();
+    }
+    stream_fence();  // the streamed workspace, visible to whichever thread runs BPTT
+  };
+  run_parallel(nt, task);
+  Cell::forward_end(p);
+}
+
+// BPTT through the forward's workspace, for t = T..1. At each step, for a
+// thread's units, the cell turns dh_t (da_{t+1} W_hh, or dh_T) into da_t;
+// then the thread adds its units' share of
+//   [dW_ih | dW_hh] += [da_ih^T x_t | da_hh^T h_{t-1}],  db += sums of da_t over rows
+// while da_t is in its cache, and after the loop dh0 (+)= da_1 W_hh and, when
+// wanted, dx = da_ih W_ih in one GEMM.
+template <class Cell>
+void recurrence_backward(const BackwardArgs<typename Cell::Real>& p) {
+  using Real = typename Cell::Real;
+  constexpr size_t MR = Tile<Real>::MR, NR = Tile<Real>::NR;
+  constexpr size_t G = Cell::G, E = Cell::kInputOnlyGates;
+  const size_t T = p.T, B = p.B, I = p.I, H = p.H;
+
+  const size_t hidden_blocks = ceil_div(H, NR), Q = G * hidden_blocks;
+  // da of every step is kept only for dx; otherwise steps t and t + 1 take turns.
+  const size_t kept = p.dx != nullptr ? T : 2, slabs = kept * B * NR;
+  auto step_rows = [&](size_t t) { return (t % kept) * B; };
+  Buffer<Real> da_panels((G + E) * hidden_blocks * slabs);
+  Real* da = da_panels.data();
+  Real* da_hh = da + E * hidden_blocks * slabs;  // the W_hh side's groups
+  // [dW_ih | dW_hh]^T and db in the padded unit order, summed step by step.
+  Buffer<Real> dw_transposed((I + H) * Q * NR), db_hh_padded(Q * NR), db_ih_padded(E ? Q * NR : 0);
+  Cell::backward_begin(p);
+  const int nt = step_threads(p.threads, B, G * H, H, hidden_blocks);
+  reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * Q * NR * NR * sizeof(Real));
+  reserve_scratch(nt, kSlotPackA, step_inputs_size<Real>(B, I, H) * sizeof(Real));
+
+  auto task = [&](int tid, int n) {
+    size_t hb0, hb1;
+    split_range(hidden_blocks, tid, n, hb0, hb1);
+    Real* w = static_cast<Real*>(scratch(tid, kSlotRecurrent));
+    Real* inputs = static_cast<Real*>(scratch(tid, kSlotPackA));
+    for (size_t hb = hb0; hb < hb1; ++hb)  // B (k, u) = w_hh[k, u], k in unit-panel order
+      pack_panel_weights(G, H, p.w_hh, H, hb * NR, min_size(NR, H - hb * NR),
+                         w + (hb - hb0) * Q * NR * NR);
+    alignas(64) Real tile[MR * NR];
+    for (size_t t = T; t-- > 0;) {
+      const Real* h_prev = t == 0 ? p.h0 : p.y + (t - 1) * B * H;
+      for (size_t hb = hb0; hb < hb1; ++hb) {
+        const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
+        for (size_t r0 = 0; r0 < B; r0 += MR) {
+          const size_t m = min_size(MR, B - r0);
+          if (t + 1 < T) {
+            panels_tile(m, Q, da_hh + (step_rows(t + 1) + r0) * NR, slabs,
+                        w + (hb - hb0) * Q * NR * NR, TileOut<Real>{tile, NR, false});
+          } else {
+            for (size_t r = 0; r < m; ++r)
+              RowIO<Real>::stage(tile + r * NR, p.dhT + (r0 + r) * H + u0, nu);
+          }
+          for (size_t r = 0; r < m; ++r) {
+            const size_t b = r0 + r;
+            Real* da_out[G + E];
+            for (size_t group = 0; group < G + E; ++group)
+              da_out[group] = da + (group * hidden_blocks + hb) * slabs + (step_rows(t) + b) * NR;
+            RowIO<Real> io(nu);
+            Cell::backward_row(p, BackwardRow<Real>{t, b, u0, h_prev + b * H + u0,
+                                                    tile + r * NR, da_out}, io);
+            io.finish();
+          }
+        }
+      }
+      // This thread's units of da_t are complete: their share of the weight
+      // gradients now, while they are in cache.
+      pack_step_inputs(B, I, H, p.x_saved + t * B * I, h_prev, inputs);
+      const size_t panel0 = step_rows(t) * NR;
+      for (size_t gate = 0; gate < G; ++gate) {
+        // The W_ih side reads gate g from group E + g, or, for its last E
+        // (input-only) gates, from group g - (G - E).
+        const size_t ih_group = gate + E < G ? E + gate : gate + E - G;
+        const size_t q0 = gate * hidden_blocks + hb0;
+        const bool shared = ih_group == E + gate;
+        step_weight_grads(B, I, H, inputs, da + (ih_group * hidden_blocks + hb0) * slabs + panel0,
+                          da_hh + q0 * slabs + panel0, slabs, hb1 - hb0,
+                          dw_transposed.data() + q0 * NR, Q * NR,
+                          shared ? nullptr : db_ih_padded.data() + q0 * NR,
+                          db_hh_padded.data() + q0 * NR, t + 1 < T);
+      }
+      parallel_barrier();
+    }
+    initial_state_grad(B, H, Q, da_hh, slabs, w, hb0, hb1, p.dh0, Cell::kCarriesDh);
+  };
+  run_parallel(nt, task);
+
+  bptt_parameter_grads(p, da, slabs, G, E, dw_transposed.data(), db_hh_padded.data(),
+                       E ? db_ih_padded.data() : nullptr);
+}
+
+// Defines name_forward and name_backward of a cell for both precisions.
+#define FASTRNN_DEFINE_CELL_KERNELS(name, CellTemplate)                                   \
+  template <class Real>                                                                   \
+  void name##_forward(const ForwardArgs<Real>& p) {                                       \
+    recurrence_forward<CellTemplate<Real>>(p);                                            \
+  }                                                                                       \
+  template <class Real>                                                                   \
+  void name##_backward(const BackwardArgs<Real>& p) {                                     \
+    recurrence_backward<CellTemplate<Real>>(p);                                           \
+  }                                                                                       \
+  template void name##_forward<float>(const ForwardArgs<float>&);                         \
+  template void name##_forward<double>(const ForwardArgs<double>&);                       \
+  template void name##_backward<float>(const BackwardArgs<float>&);                       \
+  template void name##_backward<double>(const BackwardArgs<double>&);
+
+}  // namespace FASTRNN_ISA_NS
+}  // namespace fastrnn
