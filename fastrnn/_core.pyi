@@ -1,0 +1,51 @@
+"""Type stubs of fastrnn._core, the compiled backend (csrc/bindings.cc).
+
+The kernel contract (argument meaning, shapes, the saved workspace) is written
+once, at the top of fastrnn/_reference.py; every backend follows it.
+"""
+
+from typing import Optional, Tuple
+
+import numpy as np
+from numpy.typing import NDArray
+
+Array = NDArray[np.floating]
+
+name: str
+reads_x_views: bool
+
+class Workspace:
+    """What a training forward keeps for its backward (opaque)."""
+
+    @property
+    def cell(self) -> str: ...
+    @property
+    def nbytes(self) -> int: ...
+
+def rnn_forward(x: Array, h0: Array, w_ih: Array, w_hh: Array, b: Array,
+                training: bool = True) -> Tuple[Array, Optional[Workspace]]: ...
+def rnn_backward(saved: Workspace, x: Array, h0: Array, w_ih: Array, w_hh: Array, y: Array,
+                 dy: Optional[Array], dhT: Array, need_dx: bool = True
+                 ) -> Tuple[Optional[Array], Array, Array, Array, Array]: ...
+def lstm_forward(x: Array, h0: Array, c0: Array, w_ih: Array, w_hh: Array, b: Array,
+                 training: bool = True) -> Tuple[Array, Array, Optional[Workspace]]: ...
+def lstm_backward(saved: Workspace, x: Array, h0: Array, c0: Array, w_ih: Array, w_hh: Array,
+                  y: Array, dy: Optional[Array], dhT: Array, dcT: Array, need_dx: bool = True
+                  ) -> Tuple[Optional[Array], Array, Array, Array, Array, Array]: ...
+def gru_forward(x: Array, h0: Array, w_ih: Array, w_hh: Array, b_ih: Array, b_hh: Array,
+                training: bool = True) -> Tuple[Array, Optional[Workspace]]: ...
+def gru_backward(saved: Workspace, x: Array, h0: Array, w_ih: Array, w_hh: Array, y: Array,
+                 dy: Optional[Array], dhT: Array, need_dx: bool = True
+                 ) -> Tuple[Optional[Array], Array, Array, Array, Array, Array]: ...
+
+def adam_update(param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array, beta1: float,
+                beta2: float, step_size: float, bias_correction2_sqrt: float,
+                eps: float) -> bool: ...
+def classifier_head(h: Array, weight: Array, bias: Array, labels: NDArray[np.int64]
+                    ) -> Tuple[float, NDArray[np.int64], Array, Array, Array]: ...
+
+def set_num_threads(n: int) -> None: ...
+def get_num_threads() -> int: ...
+def build_info() -> dict: ...
+def release_cached_memory() -> int: ...
+def _set_isa(name: str) -> None: ...
