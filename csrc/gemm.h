@@ -170,15 +170,6 @@ inline void packed_tile(size_t m, size_t K, const Real* a, const Real* b,
   compute_tile<Real, ALayout::Packed>(m, 1, TileA<Real>{K, a, MR, 0, nullptr, 0}, b, 0, out);
 }
 
-// tile (m x P*NR) = rows [a1 | a2] (m rows, row strides lda1, lda2) times P
-// packed B panels.
-template <class Real>
-inline void rows_tile(size_t m, size_t P, const TileA<Real>& a, const Real* b,
-                      size_t panel_stride, Real* tile) {
-  constexpr size_t NR = Tile<Real>::NR;
-  compute_tile<Real, ALayout::Rows>(m, P, a, b, panel_stride, TileOut<Real>{tile, P * NR, false});
-}
-
 // tile (m x NR) (+)= m rows of A in Q slabs of NR columns (slab_stride
 // apart) times one packed B panel of K = Q*NR.
 template <class Real>
