@@ -72,36 +72,75 @@ bool plain_array(const py::handle& obj, const py::dtype& dt, bool writeable) {
          (!writeable || (flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_));
 }
 
-py::array checked_x(const py::handle& obj, const py::handle& h0_obj, size_t G,
-                    size_t saved_columns_per_h, py::dtype& dt, Sizes& s) {
+namespace {
+
+// A packed batch's offsets from batch_sizes (T,) int64, checked; B is h0's rows.
+std::vector<size_t> packed_offsets(const py::handle& obj, size_t B) {
+  py::array sizes = checked(obj, "batch_sizes", py::dtype::of<int64_t>(), {kAnySize});
+  const size_t T = size_t(sizes.shape(0));
+  if (T == 0) throw py::value_error("batch_sizes needs at least one time step");
+  const int64_t* n = static_cast<const int64_t*>(sizes.data());
+  if (n[0] != int64_t(B))
+    throw py::value_error("batch_sizes[0] must equal the batch of h0 (" + std::to_string(B) +
+                          "), got " + std::to_string(n[0]));
+  std::vector<size_t> offsets(T + 1, 0);
+  for (size_t t = 0; t < T; ++t) {
+    if (n[t] < 1 || (t > 0 && n[t] > n[t - 1]))
+      throw py::value_error("batch_sizes must be non-increasing and at least 1 (the rows "
+                            "sorted by length, longest first), got " + std::to_string(n[t]) +
+                            " at step " + std::to_string(t));
+    offsets[t + 1] = offsets[t] + size_t(n[t]);
+  }
+  return offsets;
+}
+
+}  // namespace
+
+py::array checked_x(const py::handle& obj, const py::handle& batch_sizes, const py::handle& h0_obj,
+                    size_t G, size_t saved_per_unit, py::dtype& dt, Sizes& s) {
   dt = float_dtype_of(obj);
   auto x = py::reinterpret_borrow<py::array>(obj);
-  if (x.ndim() != 3) throw py::value_error("x must be 3-D (T, B, I), got shape " + shape_str(x));
   const py::ssize_t item = dt.itemsize();
-  bool strided = x.size() > 0 && x.shape(2) > 1 && x.strides(2) != item;
-  for (int d = 0; d < 2 && x.size() > 0; ++d)
-    strided = strided || (x.shape(d) > 1 && (x.strides(d) < 0 || x.strides(d) % item != 0));
-  if (strided)
-    throw py::value_error("x must have a contiguous last axis and non-negative strides "
-                          "(numpy.ascontiguousarray)");
-  if (!(array_flags(x) & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
-    throw py::value_error("x must be aligned (numpy.ascontiguousarray)");
-  // An axis of one entry is never stepped along: its stride is unused.
-  auto elements = [&](int d) { return x.shape(d) > 1 ? size_t(x.strides(d) / item) : 0; };
-  s = Sizes{size_t(x.shape(0)), size_t(x.shape(1)), size_t(x.shape(2)), 0, elements(0),
-            elements(1)};
-  if (s.T == 0 || s.B == 0)
-    throw py::value_error("x (T, B, I) needs at least one time step and one sequence, got " +
-                          shape_str(x));
-  py::array h0 = checked(h0_obj, "h0", dt, {s.B, kAnySize});
-  s.H = size_t(h0.shape(1));
+  if (!batch_sizes.is_none()) {
+    if (x.ndim() != 2)
+      throw py::value_error("a packed x must be 2-D (sum of batch_sizes, I), got shape " +
+                            shape_str(x));
+    checked(x, "x", dt, {kAnySize, kAnySize});
+    py::array h0 = checked(h0_obj, "h0", dt, {kAnySize, kAnySize});
+    s = Sizes{0, size_t(h0.shape(0)), size_t(x.shape(1)), size_t(h0.shape(1)), 0,
+              size_t(x.shape(1)), packed_offsets(batch_sizes, size_t(h0.shape(0)))};
+    s.T = s.offsets.size() - 1;
+    if (s.rows() != size_t(x.shape(0)))
+      throw py::value_error("a packed x must have sum(batch_sizes) = " +
+                            std::to_string(s.rows()) + " rows, got " + shape_str(x));
+  } else {
+    if (x.ndim() != 3)
+      throw py::value_error("x must be 3-D (T, B, I), got shape " + shape_str(x));
+    bool strided = x.size() > 0 && x.shape(2) > 1 && x.strides(2) != item;
+    for (int d = 0; d < 2 && x.size() > 0; ++d)
+      strided = strided || (x.shape(d) > 1 && (x.strides(d) < 0 || x.strides(d) % item != 0));
+    if (strided)
+      throw py::value_error("x must have a contiguous last axis and non-negative strides "
+                            "(numpy.ascontiguousarray)");
+    if (!(array_flags(x) & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+      throw py::value_error("x must be aligned (numpy.ascontiguousarray)");
+    // An axis of one entry is never stepped along: its stride is unused.
+    auto elements = [&](int d) { return x.shape(d) > 1 ? size_t(x.strides(d) / item) : 0; };
+    s = Sizes{size_t(x.shape(0)), size_t(x.shape(1)), size_t(x.shape(2)), 0, elements(0),
+              elements(1), {}};
+    if (s.T == 0 || s.B == 0)
+      throw py::value_error("x (T, B, I) needs at least one time step and one sequence, got " +
+                            shape_str(x));
+    py::array h0 = checked(h0_obj, "h0", dt, {s.B, kAnySize});
+    s.H = size_t(h0.shape(1));
+  }
   if (s.H == 0) throw py::value_error("h0 must have at least one hidden unit, got shape (B, 0)");
+  if (s.B == 0) throw py::value_error("h0 must have at least one sequence (row)");
   // The largest buffers a kernel sizes: da of every step (G+1 groups at
   // most), the workspace, x's copy, the packed weights.
-  const size_t TB = checked_mul(s.T, s.B);
-  checked_mul(checked_mul(TB, G + 1), s.H);
-  checked_mul(TB, checked_mul(saved_columns_per_h, s.H) + s.I);
-  checked_mul(TB, s.I);
+  const size_t rows = s.offsets.empty() ? checked_mul(s.T, s.B) : s.rows();
+  checked_mul(checked_mul(rows, G + 1), s.H);
+  checked_mul(rows, checked_mul(saved_per_unit, s.H) + s.I);
   checked_mul(checked_mul(G + 1, s.H), s.I + s.H);
   return x;
 }

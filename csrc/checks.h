@@ -34,19 +34,26 @@ py::array checked(const py::handle& obj, const char* name, const py::dtype& dt,
 bool plain_array(const py::handle& obj, const py::dtype& dt, bool writeable);
 
 // The sizes every recurrent kernel call shares, read from x (T, B, I) and
-// h0 (B, H), and x's strides in elements (see ForwardArgs).
+// h0 (B, H), and x's strides in elements (see ForwardArgs). For a packed
+// batch, offsets holds T + 1 row offsets (see ForwardArgs), else nothing.
 struct Sizes {
   size_t T, B, I, H;
   size_t x_step, x_row;
+  std::vector<size_t> offsets;
+  size_t rows() const { return offsets.empty() ? T * B : offsets.back(); }
+  const size_t* offsets_or_null() const { return offsets.empty() ? nullptr : offsets.data(); }
 };
 
-// x (T, B, I) of float32 or float64, whose dtype becomes dt. Only its last
-// axis must be contiguous: the first two may have any non-negative strides,
-// so a batch-first (B, T, I) array transposed to (T, B, I) is read where it
-// lies. Returns x and the sizes, with h0's H, checking that every buffer a
-// kernel of G gates and `saved_columns` workspace columns sizes fits 64 bits.
-py::array checked_x(const py::handle& obj, const py::handle& h0, size_t G,
-                    size_t saved_columns_per_h, py::dtype& dt, Sizes& sizes);
+// x of float32 or float64, whose dtype becomes dt, and the sizes, with h0's
+// H, checking that every buffer a kernel of G gates and saved_per_unit
+// workspace values per unit sizes fits 64 bits.
+// Without batch_sizes (None), x is (T, B, I), and only its last axis must be
+// contiguous: the first two may have any non-negative strides, so a
+// batch-first (B, T, I) array transposed to (T, B, I) is read where it lies.
+// With batch_sizes (T,) int64, non-increasing from B = h0's rows down to at
+// least 1, x is a packed batch (sum of batch_sizes, I), C-contiguous.
+py::array checked_x(const py::handle& obj, const py::handle& batch_sizes, const py::handle& h0,
+                    size_t G, size_t saved_per_unit, py::dtype& dt, Sizes& sizes);
 
 // A C-contiguous output array. Its memory comes from aligned_malloc, so the
 // large ones (y, dx) are reused from call to call like the kernels' buffers.

@@ -31,6 +31,13 @@ namespace fastrnn {
 // x_t is at x + t*x_step and its row b at x_t + b*x_row (elements; a row's
 // I values are adjacent): x_step = B*I, x_row = I for a C-order (T, B, I)
 // array, x_step = I, x_row = T*I for a C-order (B, T, I) one.
+// offsets, when not null, makes the batch a packed one (sequences of
+// different lengths, rows sorted longest first): step t runs rows [0, n_t)
+// with n_t = offsets[t+1] - offsets[t] non-increasing, n_0 = B, and every
+// per-step array (x, y, the workspace; dy and dx in backward) holds step t's
+// rows at rows [offsets[t], offsets[t+1]) of an (offsets[T], .) array; x is
+// then contiguous (x_row = I). cT holds each row's state after its own last
+// step.
 template <class Real>
 struct ForwardArgs {
   size_t T, B, I, H;
@@ -42,6 +49,7 @@ struct ForwardArgs {
   const Real* w_hh;
   const Real* b;
   const Real* b_hh;
+  const size_t* offsets;
   Real* y;
   Real* cT;
   Real* saved;
@@ -53,10 +61,12 @@ struct ForwardArgs {
 // when the input gradient is not wanted; the c* entries are LSTM-only. db_ih
 // is null for the cells whose two bias gradients are one (RNN, LSTM: db_hh
 // is then the gradient of both). BPTT reads x from x_saved, the forward's
-// contiguous copy, and the cell's workspace from saved.
+// contiguous copy, and the cell's workspace from saved. offsets as in
+// ForwardArgs: dhT (and dcT) is then the gradient of each row's last state.
 template <class Real>
 struct BackwardArgs {
   size_t T, B, I, H;
+  const size_t* offsets;
   const Real* h0;
   const Real* c0;
   const Real* w_ih;

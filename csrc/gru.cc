@@ -33,7 +33,7 @@ struct GruCell {
   template <class P>
   static auto gates(const P& p) { return p.saved; }
   template <class P>
-  static auto hn_all(const P& p) { return p.saved + p.T * p.B * 3 * p.H; }
+  static auto hn_all(const P& p) { return p.saved + total_rows(p) * 3 * p.H; }
 
   static const Real* panel_biases(const ForwardArgs<Real>& p, Real* out) {
     const size_t H = p.H;
@@ -46,14 +46,14 @@ struct GruCell {
   static void forward_end(const ForwardArgs<Real>&) {}
 
   static void forward_row(const ForwardArgs<Real>& p, const ForwardRow<Real>& r, RowIO<Real>& io) {
-    const size_t B = p.B, H = p.H, t = r.t, row = (t * B + r.b) * H + r.u0;
+    const size_t H = p.H, row = r.row * H + r.u0;
     const bool training = p.saved != nullptr;
     const Real* h_prev = io.in(r.h_prev);
     Real* h_out = io.out(p.y + row);
     Real* saved_out[4] = {};  // r, z, n, hn
     if (training) {
       for (size_t gate = 0; gate < G; ++gate)
-        saved_out[gate] = io.out(gates(p) + (t * B + r.b) * G * H + gate * H + r.u0);
+        saved_out[gate] = io.out(gates(p) + r.row * G * H + gate * H + r.u0);
       saved_out[3] = io.out(hn_all(p) + row);
     }
     // Read again only by BPTT, after the whole forward: past the caches.
@@ -90,10 +90,10 @@ struct GruCell {
 
   static void backward_row(const BackwardArgs<Real>& p, const BackwardRow<Real>& r,
                            RowIO<Real>& io) {
-    const size_t B = p.B, H = p.H, t = r.t, row = (t * B + r.b) * H + r.u0;
+    const size_t H = p.H, row = r.row * H + r.u0;
     const Real* saved_in[4];  // r, z, n, hn
     for (size_t gate = 0; gate < G; ++gate)
-      saved_in[gate] = io.in(gates(p) + (t * B + r.b) * G * H + gate * H + r.u0);
+      saved_in[gate] = io.in(gates(p) + r.row * G * H + gate * H + r.u0);
     saved_in[3] = io.in(hn_all(p) + row);
     const Real* h_prev = io.in(r.h_prev);
     const Real* dy_in = p.dy != nullptr ? io.in(p.dy + row) : nullptr;

@@ -31,30 +31,34 @@ struct LstmCell {
   template <class P>
   static auto gates(const P& p) { return p.saved; }
   template <class P>
-  static auto c_all(const P& p) { return p.saved + p.T * p.B * 4 * p.H; }
+  static auto c_all(const P& p) { return p.saved + total_rows(p) * 4 * p.H; }
 
   static const Real* panel_biases(const ForwardArgs<Real>& p, Real*) { return p.b; }
 
   static void forward_begin(const ForwardArgs<Real>& p) {
     if (p.saved == nullptr) std::memcpy(p.cT, p.c0, p.B * p.H * sizeof(Real));
   }
+  // Training keeps every c_t: cT is each row's at its last step.
   static void forward_end(const ForwardArgs<Real>& p) {
-    if (p.saved != nullptr)
-      std::memcpy(p.cT, c_all(p) + (p.T - 1) * p.B * p.H, p.B * p.H * sizeof(Real));
+    if (p.saved == nullptr) return;
+    for (size_t t = 0; t < p.T; ++t)
+      for (size_t b = step_batch(p, t + 1); b < step_batch(p, t); ++b)
+        std::memcpy(p.cT + b * p.H, c_all(p) + (step_offset(p, t) + b) * p.H, p.H * sizeof(Real));
   }
 
   static void forward_row(const ForwardArgs<Real>& p, const ForwardRow<Real>& r, RowIO<Real>& io) {
-    const size_t B = p.B, H = p.H, t = r.t, row = (t * B + r.b) * H + r.u0;
+    const size_t H = p.H, row = r.row * H + r.u0, state = r.b * H + r.u0;
     const bool training = p.saved != nullptr;
-    const Real* c_prev = training ? (t == 0 ? p.c0 + r.b * H + r.u0 : c_all(p) + row - B * H)
-                                  : p.cT + r.b * H + r.u0;
+    const Real* c_prev = !training ? p.cT + state
+                         : r.first ? p.c0 + state
+                                   : c_all(p) + r.prev_row * H + r.u0;
     const Real* c_in = io.in(c_prev);
-    Real* c_out = io.out(training ? c_all(p) + row : p.cT + r.b * H + r.u0);
+    Real* c_out = io.out(training ? c_all(p) + row : p.cT + state);
     Real* h_out = io.out(p.y + row);
     Real* gates_out[G] = {};
     if (training)
       for (size_t gate = 0; gate < G; ++gate)
-        gates_out[gate] = io.out(gates(p) + (t * B + r.b) * G * H + gate * H + r.u0);
+        gates_out[gate] = io.out(gates(p) + r.row * G * H + gate * H + r.u0);
     // Read again only by BPTT, after the whole forward: past the caches.
     const bool stream = io.full();
     for (size_t l = 0; l < NR; l += L) {
@@ -89,12 +93,13 @@ struct LstmCell {
 
   static void backward_row(const BackwardArgs<Real>& p, const BackwardRow<Real>& r,
                            RowIO<Real>& io) {
-    const size_t B = p.B, H = p.H, t = r.t, row = (t * B + r.b) * H + r.u0;
+    const size_t H = p.H, row = r.row * H + r.u0;
     const Real* gates_in[G];
     for (size_t gate = 0; gate < G; ++gate)
-      gates_in[gate] = io.in(gates(p) + (t * B + r.b) * G * H + gate * H + r.u0);
+      gates_in[gate] = io.in(gates(p) + r.row * G * H + gate * H + r.u0);
     const Real* c_in = io.in(c_all(p) + row);
-    const Real* c_prev_in = io.in(t == 0 ? p.c0 + r.b * H + r.u0 : c_all(p) + row - B * H);
+    const Real* c_prev_in =
+        io.in(r.first ? p.c0 + r.b * H + r.u0 : c_all(p) + r.prev_row * H + r.u0);
     const Real* dy_in = p.dy != nullptr ? io.in(p.dy + row) : nullptr;
     Real* dc = io.in_out(p.dc0 + r.b * H + r.u0);
     for (size_t l = 0; l < NR; l += L) {

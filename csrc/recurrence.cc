@@ -11,7 +11,7 @@ void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t sl
                           size_t E, const Real* dw_transposed, const Real* db_hh_padded,
                           const Real* db_ih_padded) {
   constexpr size_t NR = Tile<Real>::NR;
-  const size_t TB = p.T * p.B, I = p.I, H = p.H, HB = ceil_div(H, NR), Q = G * HB;
+  const size_t rows = total_rows(p), I = p.I, H = p.H, HB = ceil_div(H, NR), Q = G * HB;
 
   // Unpad and transpose [dW_ih | dW_hh]^T (I + H rows, Q*NR columns) into
   // dW_ih (G*H, I) and dW_hh (G*H, H); the biases from their padded columns
@@ -45,7 +45,7 @@ void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t sl
                   units * I * sizeof(Real));
       std::memset(w_pad.data() + (q * NR + units) * I, 0, (NR - units) * I * sizeof(Real));
     }
-    Gemm<Real> inputs_grad{TB, I, Q * NR, da, 0, 0, w_pad.data(), I, 1, p.dx, I};
+    Gemm<Real> inputs_grad{rows, I, Q * NR, da, 0, 0, w_pad.data(), I, 1, p.dx, I};
     inputs_grad.a_slabs = slabs;
     gemm(inputs_grad, p.threads);
   }

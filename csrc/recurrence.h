@@ -35,9 +35,12 @@
 // as packed B panels: nothing is repacked. Only dx = da W_ih, after the loop,
 // needs every step's slabs; without it two steps take turns in them.
 //
-// Room to grow: the time loop runs over steps, each touching B rows; a
-// reverse direction and per-sequence lengths change which time a step reads
-// and how many rows it runs, not the cells.
+// Lengths: a packed batch (ForwardArgs::offsets; the layer sorts the rows by
+// length and, for the reverse direction, reverses each sequence within its
+// length) runs only the rows still going at each step, rows [0, n_t): the
+// cost follows the tokens, and the cells never know. A row whose sequence
+// ends at step t takes its dh from dh_T there; a later-starting row of BPTT
+// is one that ended earlier.
 #pragma once
 
 #include "gemm.h"
@@ -112,10 +115,27 @@ class RowIO {
   alignas(64) Real staging_[Slots][NR];
 };
 
-// One row b of one block of units at time t, as the driver hands it to a cell.
+// Rows of the step-major arrays: step t runs rows [0, step_batch(p, t)),
+// stored from row step_offset(p, t) on (t*B without a packed batch).
+template <class Args>
+inline size_t step_offset(const Args& p, size_t t) {
+  return p.offsets != nullptr ? p.offsets[t] : t * p.B;
+}
+template <class Args>
+inline size_t step_batch(const Args& p, size_t t) {
+  if (t >= p.T) return 0;
+  return p.offsets != nullptr ? p.offsets[t + 1] - p.offsets[t] : p.B;
+}
+template <class Args>
+inline size_t total_rows(const Args& p) { return step_offset(p, p.T); }
+
+// One row b of one block of units at step t, as the driver hands it to a
+// cell: `row` indexes the step-major arrays (y, the workspace, dy), as does
+// prev_row, the same sequence's row at step t - 1 (unused at t = 0).
 template <class Real>
 struct ForwardRow {
-  size_t t, b, u0;
+  size_t row, prev_row, b, u0;
+  bool first;           // t == 0: the previous state is the initial one
   const Real* h_prev;   // h_{t-1}[b, u0..]
   const Real* sums;     // the row's gate sums: panel p at sums + p*NR
   const Real* const* bias;  // panel p's bias for these units, NR lanes
@@ -123,9 +143,10 @@ struct ForwardRow {
 
 template <class Real>
 struct BackwardRow {
-  size_t t, b, u0;
+  size_t row, prev_row, b, u0;
+  bool first;
   const Real* h_prev;   // h_{t-1}[b, u0..]
-  const Real* dh;       // da_{t+1} W_hh for these units, or dh_T at the last step
+  const Real* dh;       // da_{t+1} W_hh for these units, or dh_T at its last step
   Real* const* da;      // group g's NR lanes of da_t for this row
 };
 
@@ -167,10 +188,13 @@ template <class Real>
 inline void save_inputs(const ForwardArgs<Real>& p, int tid, int n) {
   if (p.x_saved == nullptr) return;
   size_t r0, r1;
-  split_range(p.T * p.B, tid, n, r0, r1);
-  for (size_t r = r0; r < r1; ++r)
-    std::memcpy(p.x_saved + r * p.I, p.x + (r / p.B) * p.x_step + (r % p.B) * p.x_row,
-                p.I * sizeof(Real));
+  split_range(total_rows(p), tid, n, r0, r1);
+  if (p.offsets != nullptr)  // a packed x is contiguous already
+    std::memcpy(p.x_saved + r0 * p.I, p.x + r0 * p.I, (r1 - r0) * p.I * sizeof(Real));
+  else
+    for (size_t r = r0; r < r1; ++r)
+      std::memcpy(p.x_saved + r * p.I, p.x + (r / p.B) * p.x_step + (r % p.B) * p.x_row,
+                  p.I * sizeof(Real));
 }
 
 // Unit panel q of a G-gate side covers units [first, first + count) of gate
@@ -358,8 +382,10 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
     }
     alignas(64) Real edge_bias[P][NR];
     for (size_t t = 0; t < T; ++t) {
-      const Real* x_t = p.x + t * p.x_step;
-      const Real* h_prev = t == 0 ? p.h0 : p.y + (t - 1) * B * H;
+      const size_t Bt = step_batch(p, t), row0 = step_offset(p, t);
+      const size_t prev0 = t == 0 ? 0 : step_offset(p, t - 1);
+      const Real* x_t = p.offsets != nullptr ? p.x + row0 * I : p.x + t * p.x_step;
+      const Real* h_prev = t == 0 ? p.h0 : p.y + prev0 * H;
       // Rows r0.. of [x_t | h_{t-1}], columns [k0, k1): a part of x_t, then of h_{t-1}.
       auto step_inputs = [&](size_t r0, size_t k0, size_t k1) {
         const size_t x_end = min_size(k1, I), h_begin = k0 > I ? k0 : I;
@@ -387,8 +413,9 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
         auto update_rows = [&](size_t r0, size_t m) {
           for (size_t b = r0; b < r0 + m; ++b) {
             RowIO<Real> io(nu);
-            Cell::forward_row(p, ForwardRow<Real>{t, b, u0, h_prev + b * H + u0,
-                                                  tiles + b * P * NR, bias}, io);
+            Cell::forward_row(p, ForwardRow<Real>{row0 + b, prev0 + b, b, u0, t == 0,
+                                                  h_prev + b * H + u0, tiles + b * P * NR, bias},
+                              io);
             io.finish();
           }
         };
@@ -400,16 +427,16 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
               const size_t lo = k0 > first ? k0 : first;
               const size_t hi = min_size(min_size(K, k0 + kc), first + panel_depth(reads, I, H));
               if (lo >= hi) continue;
-              for (size_t r0 = 0; r0 < B; r0 += MR)
+              for (size_t r0 = 0; r0 < Bt; r0 += MR)
                 compute_tile<Real, ALayout::Rows>(
-                    min_size(MR, B - r0), 1, step_inputs(r0, lo, hi),
+                    min_size(MR, Bt - r0), 1, step_inputs(r0, lo, hi),
                     panel_weights[pp] + (lo - first) * NR, 0,
                     TileOut<Real>{tiles + (r0 * P + pp) * NR, P * NR, lo > first});
             }
-          for (size_t r0 = 0; r0 < B; r0 += MR) update_rows(r0, min_size(MR, B - r0));
+          for (size_t r0 = 0; r0 < Bt; r0 += MR) update_rows(r0, min_size(MR, Bt - r0));
         } else {  // one pass, the cell applied while a row panel's sums are hot
-          for (size_t r0 = 0; r0 < B; r0 += MR) {
-            const size_t m = min_size(MR, B - r0);
+          for (size_t r0 = 0; r0 < Bt; r0 += MR) {
+            const size_t m = min_size(MR, Bt - r0);
             // Consecutive panels that read the same inputs go through one call.
             for (size_t pp = 0; pp < P;) {
               const Reads reads = Cell::kPanels[pp].reads;
@@ -449,8 +476,9 @@ void recurrence_backward(const BackwardArgs<typename Cell::Real>& p) {
 
   const size_t hidden_blocks = ceil_div(H, NR), Q = G * hidden_blocks;
   // da of every step is kept only for dx; otherwise steps t and t + 1 take turns.
-  const size_t kept = p.dx != nullptr ? T : 2, slabs = kept * B * NR;
-  auto step_rows = [&](size_t t) { return (t % kept) * B; };
+  const bool keep_all = p.dx != nullptr;
+  const size_t slabs = (keep_all ? total_rows(p) : 2 * B) * NR;
+  auto step_rows = [&](size_t t) { return keep_all ? step_offset(p, t) : (t % 2) * B; };
   Buffer<Real> da_panels((G + E) * hidden_blocks * slabs);
   Real* da = da_panels.data();
   Real* da_hh = da + E * hidden_blocks * slabs;  // the W_hh side's groups
@@ -471,33 +499,38 @@ void recurrence_backward(const BackwardArgs<typename Cell::Real>& p) {
                          w + (hb - hb0) * Q * NR * NR);
     alignas(64) Real tile[MR * NR];
     for (size_t t = T; t-- > 0;) {
-      const Real* h_prev = t == 0 ? p.h0 : p.y + (t - 1) * B * H;
+      const size_t Bt = step_batch(p, t), row0 = step_offset(p, t);
+      const size_t prev0 = t == 0 ? 0 : step_offset(p, t - 1);
+      // Rows below `carried` go on to step t + 1 and take dh from da_{t+1};
+      // the others end at t and start from dh_T.
+      const size_t carried = step_batch(p, t + 1);
+      const Real* h_prev = t == 0 ? p.h0 : p.y + prev0 * H;
       for (size_t hb = hb0; hb < hb1; ++hb) {
         const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
-        for (size_t r0 = 0; r0 < B; r0 += MR) {
-          const size_t m = min_size(MR, B - r0);
-          if (t + 1 < T) {
-            panels_tile(m, Q, da_hh + (step_rows(t + 1) + r0) * NR, slabs,
+        for (size_t r0 = 0; r0 < Bt; r0 += MR) {
+          const size_t m = min_size(MR, Bt - r0);
+          const size_t from_next = carried > r0 ? min_size(m, carried - r0) : 0;
+          if (from_next > 0)
+            panels_tile(from_next, Q, da_hh + (step_rows(t + 1) + r0) * NR, slabs,
                         w + (hb - hb0) * Q * NR * NR, TileOut<Real>{tile, NR, false});
-          } else {
-            for (size_t r = 0; r < m; ++r)
-              RowIO<Real>::stage(tile + r * NR, p.dhT + (r0 + r) * H + u0, nu);
-          }
+          for (size_t r = from_next; r < m; ++r)
+            RowIO<Real>::stage(tile + r * NR, p.dhT + (r0 + r) * H + u0, nu);
           for (size_t r = 0; r < m; ++r) {
             const size_t b = r0 + r;
             Real* da_out[G + E];
             for (size_t group = 0; group < G + E; ++group)
               da_out[group] = da + (group * hidden_blocks + hb) * slabs + (step_rows(t) + b) * NR;
             RowIO<Real> io(nu);
-            Cell::backward_row(p, BackwardRow<Real>{t, b, u0, h_prev + b * H + u0,
-                                                    tile + r * NR, da_out}, io);
+            Cell::backward_row(p, BackwardRow<Real>{row0 + b, prev0 + b, b, u0, t == 0,
+                                                    h_prev + b * H + u0, tile + r * NR, da_out},
+                               io);
             io.finish();
           }
         }
       }
       // This thread's units of da_t are complete: their share of the weight
       // gradients now, while they are in cache.
-      pack_step_inputs(B, I, H, p.x_saved + t * B * I, h_prev, inputs);
+      pack_step_inputs(Bt, I, H, p.x_saved + row0 * I, h_prev, inputs);
       const size_t panel0 = step_rows(t) * NR;
       for (size_t gate = 0; gate < G; ++gate) {
         // The W_ih side reads gate g from group E + g, or, for its last E
@@ -505,7 +538,7 @@ void recurrence_backward(const BackwardArgs<typename Cell::Real>& p) {
         const size_t ih_group = gate + E < G ? E + gate : gate + E - G;
         const size_t q0 = gate * hidden_blocks + hb0;
         const bool shared = ih_group == E + gate;
-        step_weight_grads(B, I, H, inputs, da + (ih_group * hidden_blocks + hb0) * slabs + panel0,
+        step_weight_grads(Bt, I, H, inputs, da + (ih_group * hidden_blocks + hb0) * slabs + panel0,
                           da_hh + q0 * slabs + panel0, slabs, hb1 - hb0,
                           dw_transposed.data() + q0 * NR, Q * NR,
                           shared ? nullptr : db_ih_padded.data() + q0 * NR,

@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 
 #include <string>
+#include <vector>
 
 #include "checks.h"
 #include "common.h"
@@ -21,9 +22,9 @@ namespace {
 // then x as the forward read it (T, B, I). Opaque to Python.
 class Workspace {
  public:
-  Workspace(const CellTraits& cell, size_t itemsize, size_t T, size_t B, size_t I, size_t H)
-      : cell(cell), itemsize(itemsize), T(T), B(B), I(I), H(H),
-        elements(T * B * (cell.saved_per_unit * H + I)) {
+  Workspace(const CellTraits& cell, size_t itemsize, const Sizes& s)
+      : cell(cell), itemsize(itemsize), T(s.T), B(s.B), I(s.I), H(s.H), offsets(s.offsets),
+        elements(s.rows() * (cell.saved_per_unit * s.H + s.I)) {
     data = aligned_malloc(elements * itemsize);
   }
   ~Workspace() { aligned_free(data, elements * itemsize); }
@@ -33,10 +34,14 @@ class Workspace {
   template <class Real>
   Real* saved() const { return cell.saved_per_unit ? static_cast<Real*>(data) : nullptr; }
   template <class Real>
-  Real* x_saved() const { return static_cast<Real*>(data) + elements - T * B * I; }  // last
+  Real* x_saved() const {  // last
+    return static_cast<Real*>(data) + elements - (offsets.empty() ? T * B : offsets.back()) * I;
+  }
 
   const CellTraits& cell;
-  const size_t itemsize, T, B, I, H, elements;
+  const size_t itemsize, T, B, I, H;
+  const std::vector<size_t> offsets;  // of a packed batch, else empty
+  const size_t elements;
   void* data = nullptr;
 };
 
@@ -72,9 +77,19 @@ struct Call {
   py::array x, h0, w_ih, w_hh, b, y, dhT;
   py::object c0 = py::none(), b_hh = py::none(), dy = py::none(), dcT = py::none();
 
-  Call(const CellEntry& cell, py::handle x_obj, py::handle h0_obj) : cell(cell) {
-    x = checked_x(x_obj, h0_obj, cell.traits.G, cell.traits.saved_per_unit, dt, s);
+  Call(const CellEntry& cell, py::handle x_obj, py::handle h0_obj, py::handle batch_sizes)
+      : cell(cell) {
+    x = checked_x(x_obj, batch_sizes, h0_obj, cell.traits.G, cell.traits.saved_per_unit, dt, s);
     h0 = state(h0_obj, "h0");
+  }
+  // A per-step array: (T, B, n), or (rows, n) for a packed batch.
+  py::array per_step(py::handle obj, const char* name, size_t n) const {
+    if (!s.offsets.empty()) return checked(obj, name, dt, {s.rows(), n});
+    return checked(obj, name, dt, {s.T, s.B, n});
+  }
+  py::array new_per_step(size_t n) const {
+    if (!s.offsets.empty()) return new_array(dt, {dim(s.rows()), dim(n)});
+    return new_array(dt, {dim(s.T), dim(s.B), dim(n)});
   }
   py::array state(py::handle obj, const char* name) const { return checked(obj, name, dt, {s.B, s.H}); }
   void weights(py::handle w_ih_obj, py::handle w_hh_obj) {
@@ -101,16 +116,16 @@ template <class Real>
 py::tuple forward(const Call& c, bool training) {
   const CellTraits& cell = c.cell.traits;
   const Sizes& s = c.s;
-  py::array y = new_array(c.dt, {c.dim(s.T), c.dim(s.B), c.dim(s.H)});
+  py::array y = c.new_per_step(s.H);
   py::array cT;
   if (cell.cell_state) cT = new_array(c.dt, {c.dim(s.B), c.dim(s.H)});
-  Workspace* ws = training ? new Workspace(cell, sizeof(Real), s.T, s.B, s.I, s.H) : nullptr;
+  Workspace* ws = training ? new Workspace(cell, sizeof(Real), s) : nullptr;
   py::object saved = ws ? py::cast(ws, py::return_value_policy::take_ownership) : py::none();
 
   ForwardArgs<Real> args{s.T, s.B, s.I, s.H, s.x_step, s.x_row,
                          ptr<Real>(c.x), ptr<Real>(c.h0), maybe<Real>(c.c0),
                          ptr<Real>(c.w_ih), ptr<Real>(c.w_hh), ptr<Real>(c.b), maybe<Real>(c.b_hh),
-                         out_ptr<Real>(y), out_ptr_if<Real>(cell.cell_state, cT),
+                         s.offsets_or_null(), out_ptr<Real>(y), out_ptr_if<Real>(cell.cell_state, cT),
                          ws ? ws->saved<Real>() : nullptr, ws ? ws->x_saved<Real>() : nullptr,
                          get_pool_threads()};
   const KernelTable& k = kernels();
@@ -121,8 +136,8 @@ py::tuple forward(const Call& c, bool training) {
 
 py::tuple forward_entry(const CellEntry& cell, py::object x, py::object h0, py::object c0,
                         py::object w_ih, py::object w_hh, py::object b, py::object b_hh,
-                        bool training) {
-  Call c(cell, x, h0);
+                        bool training, py::object batch_sizes) {
+  Call c(cell, x, h0, batch_sizes);
   if (cell.traits.cell_state) c.c0 = c.state(c0, "c0");
   c.weights(w_ih, w_hh);
   c.b = c.bias(b, cell.traits.separate_biases ? "b_ih" : "b");
@@ -144,6 +159,8 @@ const Workspace& checked_workspace(const Call& c, py::handle saved) {
   if (ws.itemsize != size_t(c.dt.itemsize()))
     throw py::type_error(fn + ": saved comes from a forward of another dtype");
   const Sizes& s = c.s;
+  if (ws.offsets != s.offsets)
+    throw py::value_error(fn + ": batch_sizes differ from those of the forward that saved it");
   if (ws.T != s.T || ws.B != s.B || ws.I != s.I || ws.H != s.H)
     throw py::value_error(fn + ": saved comes from a forward of other sizes (T, B, I, H) = (" +
                           std::to_string(ws.T) + ", " + std::to_string(ws.B) + ", " +
@@ -158,7 +175,7 @@ py::tuple backward(const Call& c, const Workspace& ws, bool need_dx) {
   const py::ssize_t GH = c.dim(cell.G * s.H);
   py::object dx = py::none();
   py::array dx_arr, dc0, db_ih;
-  if (need_dx) dx = dx_arr = new_array(c.dt, {c.dim(s.T), c.dim(s.B), c.dim(s.I)});
+  if (need_dx) dx = dx_arr = c.new_per_step(s.I);
   py::array dh0 = new_array(c.dt, {c.dim(s.B), c.dim(s.H)});
   if (cell.cell_state) dc0 = new_array(c.dt, {c.dim(s.B), c.dim(s.H)});
   py::array dw_ih = new_array(c.dt, {GH, c.dim(s.I)});
@@ -166,7 +183,7 @@ py::tuple backward(const Call& c, const Workspace& ws, bool need_dx) {
   if (cell.separate_biases) db_ih = new_array(c.dt, {GH});
   py::array db_hh = new_array(c.dt, {GH});
 
-  BackwardArgs<Real> args{s.T, s.B, s.I, s.H,
+  BackwardArgs<Real> args{s.T, s.B, s.I, s.H, s.offsets_or_null(),
                           ptr<Real>(c.h0), maybe<Real>(c.c0), ptr<Real>(c.w_ih), ptr<Real>(c.w_hh),
                           ptr<Real>(c.y), maybe<Real>(c.dy), ptr<Real>(c.dhT), maybe<Real>(c.dcT),
                           ws.saved<Real>(), ws.x_saved<Real>(),
@@ -183,13 +200,14 @@ py::tuple backward(const Call& c, const Workspace& ws, bool need_dx) {
 
 py::tuple backward_entry(const CellEntry& cell, py::object saved, py::object x, py::object h0,
                          py::object c0, py::object w_ih, py::object w_hh, py::object y,
-                         py::object dy, py::object dhT, py::object dcT, bool need_dx) {
-  Call c(cell, x, h0);
+                         py::object dy, py::object dhT, py::object dcT, bool need_dx,
+                         py::object batch_sizes) {
+  Call c(cell, x, h0, batch_sizes);
   const Workspace& ws = checked_workspace(c, saved);
   if (cell.traits.cell_state) c.c0 = c.state(c0, "c0");
   c.weights(w_ih, w_hh);
-  c.y = checked(y, "y", c.dt, {c.s.T, c.s.B, c.s.H});
-  if (!dy.is_none()) c.dy = checked(dy, "dy", c.dt, {c.s.T, c.s.B, c.s.H});
+  c.y = c.per_step(y, "y", c.s.H);
+  if (!dy.is_none()) c.dy = c.per_step(dy, "dy", c.s.H);
   c.dhT = c.state(dhT, "dhT");
   if (cell.traits.cell_state) c.dcT = c.state(dcT, "dcT");
   return with_real_type(c.dt, [&](auto zero) { return backward<decltype(zero)>(c, ws, need_dx); });
@@ -214,55 +232,64 @@ void register_recurrent(py::module_& m) {
   m.attr("reads_x_views") = true;
   m.def("rnn_forward",
         [](py::object x, py::object h0, py::object w_ih, py::object w_hh, py::object b,
-           bool training) {
-          return forward_entry(kRnn, x, h0, py::none(), w_ih, w_hh, b, py::none(), training);
+           bool training, py::object batch_sizes) {
+          return forward_entry(kRnn, x, h0, py::none(), w_ih, w_hh, b, py::none(), training,
+                               batch_sizes);
         },
         py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b"),
-        py::arg("training") = true,
+        py::arg("training") = true, py::kw_only(), py::arg("batch_sizes") = py::none(),
         "(y, saved) for x (T, B, I), h0 (B, H), w_ih (H, I), w_hh (H, H), b (H,).");
   m.def("rnn_backward",
         [](py::object saved, py::object x, py::object h0, py::object w_ih, py::object w_hh,
-           py::object y, py::object dy, py::object dhT, bool need_dx) {
+           py::object y, py::object dy, py::object dhT, bool need_dx, py::object batch_sizes) {
           return backward_entry(kRnn, saved, x, h0, py::none(), w_ih, w_hh, y, dy, dhT,
-                                py::none(), need_dx);
+                                py::none(), need_dx, batch_sizes);
         },
         py::arg("saved"), py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"),
         py::arg("y"), py::arg("dy").none(true), py::arg("dhT"), py::arg("need_dx") = true,
+        py::kw_only(), py::arg("batch_sizes") = py::none(),
         "(dx, dh0, dw_ih, dw_hh, db); dy may be None, dx is None unless need_dx.");
   m.def("lstm_forward",
         [](py::object x, py::object h0, py::object c0, py::object w_ih, py::object w_hh,
-           py::object b, bool training) {
-          return forward_entry(kLstm, x, h0, c0, w_ih, w_hh, b, py::none(), training);
+           py::object b, bool training, py::object batch_sizes) {
+          return forward_entry(kLstm, x, h0, c0, w_ih, w_hh, b, py::none(), training,
+                               batch_sizes);
         },
         py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"), py::arg("w_hh"),
-        py::arg("b"), py::arg("training") = true,
+        py::arg("b"), py::arg("training") = true, py::kw_only(),
+        py::arg("batch_sizes") = py::none(),
         "(y, cT, saved) for x (T, B, I), h0, c0 (B, H), w_ih (4H, I), w_hh (4H, H), b (4H,).");
   m.def("lstm_backward",
         [](py::object saved, py::object x, py::object h0, py::object c0, py::object w_ih,
            py::object w_hh, py::object y, py::object dy, py::object dhT, py::object dcT,
-           bool need_dx) {
-          return backward_entry(kLstm, saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx);
+           bool need_dx, py::object batch_sizes) {
+          return backward_entry(kLstm, saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx,
+                                batch_sizes);
         },
         py::arg("saved"), py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"),
         py::arg("w_hh"), py::arg("y"), py::arg("dy").none(true), py::arg("dhT"),
-        py::arg("dcT"), py::arg("need_dx") = true,
+        py::arg("dcT"), py::arg("need_dx") = true, py::kw_only(),
+        py::arg("batch_sizes") = py::none(),
         "(dx, dh0, dc0, dw_ih, dw_hh, db); dy may be None, dx is None unless need_dx.");
   m.def("gru_forward",
         [](py::object x, py::object h0, py::object w_ih, py::object w_hh, py::object b_ih,
-           py::object b_hh, bool training) {
-          return forward_entry(kGru, x, h0, py::none(), w_ih, w_hh, b_ih, b_hh, training);
+           py::object b_hh, bool training, py::object batch_sizes) {
+          return forward_entry(kGru, x, h0, py::none(), w_ih, w_hh, b_ih, b_hh, training,
+                               batch_sizes);
         },
         py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"),
-        py::arg("b_hh"), py::arg("training") = true,
+        py::arg("b_hh"), py::arg("training") = true, py::kw_only(),
+        py::arg("batch_sizes") = py::none(),
         "(y, saved) for x (T, B, I), h0 (B, H), w_ih (3H, I), w_hh (3H, H), b_ih, b_hh (3H,).");
   m.def("gru_backward",
         [](py::object saved, py::object x, py::object h0, py::object w_ih, py::object w_hh,
-           py::object y, py::object dy, py::object dhT, bool need_dx) {
+           py::object y, py::object dy, py::object dhT, bool need_dx, py::object batch_sizes) {
           return backward_entry(kGru, saved, x, h0, py::none(), w_ih, w_hh, y, dy, dhT,
-                                py::none(), need_dx);
+                                py::none(), need_dx, batch_sizes);
         },
         py::arg("saved"), py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"),
         py::arg("y"), py::arg("dy").none(true), py::arg("dhT"), py::arg("need_dx") = true,
+        py::kw_only(), py::arg("batch_sizes") = py::none(),
         "(dx, dh0, dw_ih, dw_hh, db_ih, db_hh); dy may be None, dx is None unless need_dx.");
 }
 

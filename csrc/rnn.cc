@@ -26,7 +26,7 @@ struct RnnCell {
 
   // y (T, B, H) <- h_t.
   static void forward_row(const ForwardArgs<Real>& p, const ForwardRow<Real>& r, RowIO<Real>& io) {
-    Real* h = io.out(p.y + (r.t * p.B + r.b) * p.H + r.u0);
+    Real* h = io.out(p.y + r.row * p.H + r.u0);
     for (size_t l = 0; l < NR; l += L)
       vstore(h + l, Act<Real>::tanh(vload<V>(r.sums + l) + vload<V>(r.bias[0] + l)));
   }
@@ -39,7 +39,7 @@ struct RnnCell {
 
   static void backward_row(const BackwardArgs<Real>& p, const BackwardRow<Real>& r,
                            RowIO<Real>& io) {
-    const size_t row = (r.t * p.B + r.b) * p.H + r.u0;
+    const size_t row = r.row * p.H + r.u0;
     const Real* h_in = io.in(p.y + row);
     const Real* dy_in = p.dy != nullptr ? io.in(p.dy + row) : nullptr;
     for (size_t l = 0; l < NR; l += L) {
