@@ -98,6 +98,7 @@ struct CellTraits {
   bool separate_biases;  // b_ih and b_hh apart, and their two gradients (the GRU)
 };
 constexpr CellTraits kRnnTraits{"rnn", 1, 0, false, false};
+constexpr CellTraits kRnnReluTraits{"rnn_relu", 1, 0, false, false};
 constexpr CellTraits kLstmTraits{"lstm", 4, 5, true, false};
 constexpr CellTraits kGruTraits{"gru", 3, 4, false, true};
 
@@ -136,6 +137,8 @@ struct HeadArgs {
 #define FASTRNN_KERNELS(X)        \
   X(rnn_forward, ForwardArgs)     \
   X(rnn_backward, BackwardArgs)   \
+  X(rnn_relu_forward, ForwardArgs) \
+  X(rnn_relu_backward, BackwardArgs) \
   X(lstm_forward, ForwardArgs)    \
   X(lstm_backward, BackwardArgs)  \
   X(gru_forward, ForwardArgs)     \

@@ -61,6 +61,9 @@ struct CellEntry {
 
 const CellEntry kRnn{kRnnTraits, &KernelTable::rnn_forward_f32, &KernelTable::rnn_forward_f64,
                      &KernelTable::rnn_backward_f32, &KernelTable::rnn_backward_f64};
+const CellEntry kRnnRelu{kRnnReluTraits, &KernelTable::rnn_relu_forward_f32,
+                         &KernelTable::rnn_relu_forward_f64, &KernelTable::rnn_relu_backward_f32,
+                         &KernelTable::rnn_relu_backward_f64};
 const CellEntry kLstm{kLstmTraits, &KernelTable::lstm_forward_f32,
                       &KernelTable::lstm_forward_f64, &KernelTable::lstm_backward_f32,
                       &KernelTable::lstm_backward_f64};
@@ -213,6 +216,32 @@ py::tuple backward_entry(const CellEntry& cell, py::object saved, py::object x, 
   return with_real_type(c.dt, [&](auto zero) { return backward<decltype(zero)>(c, ws, need_dx); });
 }
 
+// <name>_forward and <name>_backward of an Elman RNN cell.
+void register_rnn(py::module_& m, const CellEntry& cell, const std::string& name,
+                  const std::string& nonlinearity) {
+  m.def((name + "_forward").c_str(),
+        [&cell](py::object x, py::object h0, py::object w_ih, py::object w_hh, py::object b,
+                bool training, py::object batch_sizes) {
+          return forward_entry(cell, x, h0, py::none(), w_ih, w_hh, b, py::none(), training,
+                               batch_sizes);
+        },
+        py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b"),
+        py::arg("training") = true, py::kw_only(), py::arg("batch_sizes") = py::none(),
+        ("(y, saved) of the " + nonlinearity +
+         " RNN for x (T, B, I), h0 (B, H), w_ih (H, I), w_hh (H, H), b (H,).").c_str());
+  m.def((name + "_backward").c_str(),
+        [&cell](py::object saved, py::object x, py::object h0, py::object w_ih, py::object w_hh,
+                py::object y, py::object dy, py::object dhT, bool need_dx,
+                py::object batch_sizes) {
+          return backward_entry(cell, saved, x, h0, py::none(), w_ih, w_hh, y, dy, dhT,
+                                py::none(), need_dx, batch_sizes);
+        },
+        py::arg("saved"), py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"),
+        py::arg("y"), py::arg("dy").none(true), py::arg("dhT"), py::arg("need_dx") = true,
+        py::kw_only(), py::arg("batch_sizes") = py::none(),
+        "(dx, dh0, dw_ih, dw_hh, db); dy may be None, dx is None unless need_dx.");
+}
+
 }  // namespace
 
 void register_recurrent(py::module_& m) {
@@ -230,25 +259,8 @@ void register_recurrent(py::module_& m) {
   // x may be any (T, B, I) view whose last axis is contiguous (see checked_x),
   // and a training forward keeps its own copy of x for the backward.
   m.attr("reads_x_views") = true;
-  m.def("rnn_forward",
-        [](py::object x, py::object h0, py::object w_ih, py::object w_hh, py::object b,
-           bool training, py::object batch_sizes) {
-          return forward_entry(kRnn, x, h0, py::none(), w_ih, w_hh, b, py::none(), training,
-                               batch_sizes);
-        },
-        py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b"),
-        py::arg("training") = true, py::kw_only(), py::arg("batch_sizes") = py::none(),
-        "(y, saved) for x (T, B, I), h0 (B, H), w_ih (H, I), w_hh (H, H), b (H,).");
-  m.def("rnn_backward",
-        [](py::object saved, py::object x, py::object h0, py::object w_ih, py::object w_hh,
-           py::object y, py::object dy, py::object dhT, bool need_dx, py::object batch_sizes) {
-          return backward_entry(kRnn, saved, x, h0, py::none(), w_ih, w_hh, y, dy, dhT,
-                                py::none(), need_dx, batch_sizes);
-        },
-        py::arg("saved"), py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"),
-        py::arg("y"), py::arg("dy").none(true), py::arg("dhT"), py::arg("need_dx") = true,
-        py::kw_only(), py::arg("batch_sizes") = py::none(),
-        "(dx, dh0, dw_ih, dw_hh, db); dy may be None, dx is None unless need_dx.");
+  register_rnn(m, kRnn, "rnn", "tanh");
+  register_rnn(m, kRnnRelu, "rnn_relu", "ReLU");
   m.def("lstm_forward",
         [](py::object x, py::object h0, py::object c0, py::object w_ih, py::object w_hh,
            py::object b, bool training, py::object batch_sizes) {

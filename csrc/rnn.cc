@@ -1,7 +1,8 @@
-// The tanh RNN cell over the shared recurrence driver (recurrence.h).
+// The Elman RNN cell over the shared recurrence driver (recurrence.h), with
+// tanh (rnn_*) or ReLU (rnn_relu_*) as torch.nn.RNN's nonlinearity:
 //
 //   a_t = x_t W_ih^T + h_{t-1} W_hh^T + b        x_t (B, I), h_t (B, H)
-//   h_t = tanh(a_t)
+//   h_t = tanh(a_t)  or  max(a_t, 0)
 //
 // One gate panel per block of units, reading [x_t | h_{t-1}]. The saved
 // workspace is only the driver's copy of x: BPTT reads h_t from y.
@@ -11,7 +12,9 @@
 namespace fastrnn {
 namespace FASTRNN_ISA_NS {
 
-template <class Real_>
+enum class Nonlinearity { tanh, relu };
+
+template <class Real_, Nonlinearity kAct>
 struct RnnCell {
   using Real = Real_;
   using V = typename Simd<Real>::V;
@@ -27,13 +30,17 @@ struct RnnCell {
   // y (T, B, H) <- h_t.
   static void forward_row(const ForwardArgs<Real>& p, const ForwardRow<Real>& r, RowIO<Real>& io) {
     Real* h = io.out(p.y + r.row * p.H + r.u0);
-    for (size_t l = 0; l < NR; l += L)
-      vstore(h + l, Act<Real>::tanh(vload<V>(r.sums + l) + vload<V>(r.bias[0] + l)));
+    for (size_t l = 0; l < NR; l += L) {
+      const V a = vload<V>(r.sums + l) + vload<V>(r.bias[0] + l);
+      // relu keeps NaN, as torch's does: a < 0 is false for it.
+      vstore(h + l, kAct == Nonlinearity::tanh ? Act<Real>::tanh(a) : (a < Real(0) ? V{} : a));
+    }
   }
 
   // BPTT, for t = T..1, with dh carried from step t+1:
   //   dh_t = dy_t + dh                                   (1)
-  //   da_t = dh_t * (1 - h_t^2)                          (2)
+  //   da_t = dh_t * (1 - h_t^2)   (tanh)                 (2)
+  //   da_t = dh_t * [h_t > 0]     (relu)
   //   dh   = da_t W_hh           (carried to t-1)        (3)  the driver
   static void backward_begin(const BackwardArgs<Real>&) {}
 
@@ -46,12 +53,22 @@ struct RnnCell {
       V dh = vload<V>(r.dh + l);
       if (dy_in != nullptr) dh += vload<V>(dy_in + l);                      // (1)
       V h = vload<V>(h_in + l);
-      vstore(r.da[0] + l, dh * (Real(1) - h * h));                          // (2)
+      if constexpr (kAct == Nonlinearity::tanh)
+        vstore(r.da[0] + l, dh * (Real(1) - h * h));                        // (2)
+      else
+        vstore(r.da[0] + l, h > Real(0) ? dh : V{});
+
     }
   }
 };
 
-FASTRNN_DEFINE_CELL_KERNELS(rnn, RnnCell)
+template <class Real>
+using TanhRnnCell = RnnCell<Real, Nonlinearity::tanh>;
+template <class Real>
+using ReluRnnCell = RnnCell<Real, Nonlinearity::relu>;
+
+FASTRNN_DEFINE_CELL_KERNELS(rnn, TanhRnnCell)
+FASTRNN_DEFINE_CELL_KERNELS(rnn_relu, ReluRnnCell)
 
 }  // namespace FASTRNN_ISA_NS
 }  // namespace fastrnn

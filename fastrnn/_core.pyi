@@ -29,6 +29,13 @@ def rnn_backward(saved: Workspace, x: Array, h0: Array, w_ih: Array, w_hh: Array
                  dy: Optional[Array], dhT: Array, need_dx: bool = True, *,
                  batch_sizes: Optional[NDArray[np.int64]] = None
                  ) -> Tuple[Optional[Array], Array, Array, Array, Array]: ...
+def rnn_relu_forward(x: Array, h0: Array, w_ih: Array, w_hh: Array, b: Array,
+                training: bool = True, *, batch_sizes: Optional[NDArray[np.int64]] = None
+                ) -> Tuple[Array, Optional[Workspace]]: ...
+def rnn_relu_backward(saved: Workspace, x: Array, h0: Array, w_ih: Array, w_hh: Array, y: Array,
+                 dy: Optional[Array], dhT: Array, need_dx: bool = True, *,
+                 batch_sizes: Optional[NDArray[np.int64]] = None
+                 ) -> Tuple[Optional[Array], Array, Array, Array, Array]: ...
 def lstm_forward(x: Array, h0: Array, c0: Array, w_ih: Array, w_hh: Array, b: Array,
                  training: bool = True, *, batch_sizes: Optional[NDArray[np.int64]] = None
                  ) -> Tuple[Array, Array, Optional[Workspace]]: ...
