@@ -1,12 +1,25 @@
-"""torch's side of a SequenceClassifier, for the export and weight-file tests.
+"""A SequenceClassifier's two sides, for the export and weight-file tests: fastrnn's in
+every layer configuration this fastrnn can build, and torch's.
 
-Built from torch and SPEC alone, never from fastrnn's own key lists, so a test that uses these
-checks fastrnn against torch's layout rather than against itself.
+torch's side is built from torch and SPEC alone, never from fastrnn's own key lists, so a test
+that uses it checks fastrnn against torch's layout rather than against itself.
 """
+
+import inspect
 
 import pytest
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+def with_stack(factory, stack, *args, **kwargs):
+    """factory(*args, num_layers=..., bidirectional=..., **kwargs) for stack = (num_layers,
+    bidirectional); skips the test where this fastrnn's factory has no such arguments yet."""
+    if stack == (1, False):
+        return factory(*args, **kwargs)
+    if not {"num_layers", "bidirectional"} <= set(inspect.signature(factory).parameters):
+        pytest.skip(f"this fastrnn's {factory.__name__} has no num_layers/bidirectional yet")
+    return factory(*args, num_layers=stack[0], bidirectional=stack[1], **kwargs)
 
 
 def torch_layout_shapes(cell, I, H, num_layers=1, bidirectional=False):

@@ -17,15 +17,16 @@ import fastrnn
 from fastrnn import onnx as fastrnn_onnx
 from fastrnn.model import CELLS
 from fastrnn.onnx import OPSET, classifier_graph, export_onnx
-from classifier_twins import GATES, fastrnn_keys, torch_classifier, torch_layout_shapes
+from classifier_twins import (GATES, fastrnn_keys, torch_classifier, torch_layout_shapes,
+                              with_stack)
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 I, H, C = 5, 13, 4            # H not a multiple of 8 or 16
 SHAPES = [(1, 1), (6, 11)]    # (B, T): two batch sizes and lengths through one file
-# (num_layers, bidirectional)
-STACKS = [(1, False), (1, True), (2, False), (3, True)]
+# (num_layers, bidirectional): 1 to 3 layers, both directions
+STACKS = [(L, bidirectional) for L in (1, 2, 3) for bidirectional in (False, True)]
 TORCH_CELLS = [("lstm", "tanh"), ("gru", "tanh"), ("rnn", "tanh"), ("rnn", "relu")]
 
 
@@ -50,20 +51,8 @@ def run_onnx(graph, x, lengths=None):
     return logits
 
 
-def builds_stacks():
-    return {"num_layers", "bidirectional"} <= set(
-        inspect.signature(fastrnn.SequenceClassifier).parameters)
-
-
 def fastrnn_classifier(cell, stack, seed=0):
-    num_layers, bidirectional = stack
-    if stack == (1, False):
-        return fastrnn.SequenceClassifier(I, H, C, cell=cell, seed=seed)
-    if not builds_stacks():
-        pytest.skip("this fastrnn's SequenceClassifier has no num_layers/bidirectional yet; "
-                    "test_graph_matches_torch checks these graphs against torch")
-    return fastrnn.SequenceClassifier(I, H, C, cell=cell, num_layers=num_layers,
-                                      bidirectional=bidirectional, seed=seed)
+    return with_stack(fastrnn.SequenceClassifier, stack, I, H, C, cell=cell, seed=seed)
 
 
 def random_parameters(cell, stack, seed=0):
@@ -93,9 +82,10 @@ def test_exported_classifier_gives_fastrnn_logits_in_onnx_runtime(cell, stack, t
         np.testing.assert_array_equal(np.argmax(logits, axis=1), model.predict(x))
 
 
+@pytest.mark.parametrize("stack", [(1, False), (2, True)], ids=stack_id)
 @pytest.mark.parametrize("cell", sorted(CELLS))
-def test_lengths_input_gives_fastrnn_logits_of_variable_length_batches(cell):
-    model = fastrnn_classifier(cell, (2, True) if builds_stacks() else (1, False))
+def test_lengths_input_gives_fastrnn_logits_of_variable_length_batches(cell, stack):
+    model = fastrnn_classifier(cell, stack)
     if "lengths" not in inspect.signature(model.logits).parameters:
         pytest.skip("this fastrnn's logits() takes no lengths yet; "
                     "test_lengths_input_matches_torch_packed_sequences checks the graph")
@@ -145,8 +135,7 @@ def torch_logits(torch, module, x):
         return module(x).numpy()
 
 
-@pytest.mark.parametrize("stack", [(1, False), (1, True), (2, False), (2, True), (3, False),
-                                   (3, True)], ids=stack_id)
+@pytest.mark.parametrize("stack", STACKS, ids=stack_id)
 @pytest.mark.parametrize("cell, nonlinearity", TORCH_CELLS, ids=["lstm", "gru", "rnn-tanh",
                                                                  "rnn-relu"])
 def test_graph_matches_torch(cell, nonlinearity, stack):
