@@ -62,42 +62,35 @@ def _import_onnx():
 # -- the parameters -------------------------------------------------------------------------
 
 
-def recurrent_keys(num_layers, num_directions):
-    """The state_dict keys of a torch-layout recurrent stack, in torch's order."""
-    return [f"{name}_l{k}{suffix}"
-            for k in range(num_layers) for suffix in DIRECTION_SUFFIXES[:num_directions]
-            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-
-
 def _layout(params, cell):
     """(L, D, I, H, C) of a classifier's parameters; refuses anything off torch's layout."""
     if cell not in OPERATORS:
         raise ValueError(f"cannot export cell {cell!r} to ONNX: the standard operators are "
                          f"for {sorted(OPERATORS)}")
     for key in ("weight_ih_l0", "weight_hh_l0", "fc.weight"):
-        if key not in params:
-            raise ValueError(f"cannot export: the parameters have no {key!r}, so they are "
+        if key not in params or np.ndim(params[key]) != 2:
+            raise ValueError(f"cannot export: the parameters have no 2-D {key!r}, so they are "
                              f"not a fastrnn SequenceClassifier's")
     L = 1
     while f"weight_ih_l{L}" in params:
         L += 1
     D = 2 if "weight_ih_l0_reverse" in params else 1
-    expected = set(recurrent_keys(L, D)) | {"fc.weight", "fc.bias"}
-    missing, unexpected = sorted(expected - set(params)), sorted(set(params) - expected)
-    if missing or unexpected:
-        raise ValueError(f"cannot export: the parameters do not form a {cell} classifier of "
-                         f"{L} layer(s){', bidirectional' if D == 2 else ''}: missing "
-                         f"{missing}, unexpected {unexpected}")
+    G, H = len(GATE_ORDER[cell]), np.shape(params["weight_hh_l0"])[1]
+    I, C = np.shape(params["weight_ih_l0"])[1], np.shape(params["fc.weight"])[0]
 
-    G, H = len(GATE_ORDER[cell]), np.shape(params["weight_hh_l0"])[-1]
-    I, C = np.shape(params["weight_ih_l0"])[-1], np.shape(params["fc.weight"])[0]
-    shapes = {"fc.weight": (C, D * H), "fc.bias": (C,)}
+    shapes = {}   # in torch's state_dict order
     for k in range(L):
         for suffix in DIRECTION_SUFFIXES[:D]:
             shapes[f"weight_ih_l{k}{suffix}"] = (G * H, I if k == 0 else D * H)
             shapes[f"weight_hh_l{k}{suffix}"] = (G * H, H)
             shapes[f"bias_ih_l{k}{suffix}"] = (G * H,)
             shapes[f"bias_hh_l{k}{suffix}"] = (G * H,)
+    shapes.update({"fc.weight": (C, D * H), "fc.bias": (C,)})
+    missing, unexpected = sorted(set(shapes) - set(params)), sorted(set(params) - set(shapes))
+    if missing or unexpected:
+        raise ValueError(f"cannot export: the parameters do not form a {cell} classifier of "
+                         f"{L} layer(s){', bidirectional' if D == 2 else ''}: missing "
+                         f"{missing}, unexpected {unexpected}")
     for key, shape in shapes.items():
         if np.shape(params[key]) != shape:
             raise ValueError(f"cannot export: {key} has shape {np.shape(params[key])}, a {cell} "
