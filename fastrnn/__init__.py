@@ -7,12 +7,14 @@ from ._info import __version__, info
 from .checkpoint import load
 from .layers import LSTM, RNN
 from .model import SequenceClassifier
+from .onnx import export_onnx
 
 __all__ = [
     "RNN",
     "LSTM",
     "SequenceClassifier",
     "load",
+    "export_onnx",
     "datasets",
     "optim",
     "available_backends",

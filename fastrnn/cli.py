@@ -1,4 +1,4 @@
-"""The `fastrnn` command line: train, eval, plot-diagnostics, info."""
+"""The `fastrnn` command line: train, eval, export, plot-diagnostics, info."""
 
 import argparse
 import json
@@ -253,6 +253,21 @@ def _cmd_eval(args):
     return 0
 
 
+# -- fastrnn export ----------------------------------------------------------------------
+
+
+def _cmd_export(args):
+    from .checkpoint import load
+    from .onnx import OPSET, export_onnx
+    # Exporting reads the parameters and runs no kernel: the reference backend always loads.
+    model = load(args.checkpoint, backend="numpy")
+    export_onnx(model, args.output, lengths_input=args.lengths)
+    inputs = "x (B, T, I) float32" + (", lengths (B,) int32" if args.lengths else "")
+    print(f"wrote {args.output}: {model.cell.upper()} classifier H={model.hidden_size} as ONNX "
+          f"opset {OPSET}; inputs {inputs}; output logits (B, {model.num_classes})")
+    return 0
+
+
 # -- fastrnn plot-diagnostics ------------------------------------------------------------
 
 
@@ -330,6 +345,19 @@ def build_parser():
     p.add_argument("path", metavar="PATH", help="checkpoint written by `fastrnn train --save`")
     _add_runtime_flags(p)
     p.set_defaults(run=_cmd_eval)
+
+    from .onnx import OPSET
+    p = commands.add_parser(
+        "export", help="write a checkpoint as an ONNX graph for ONNX Runtime",
+        description=f"Write the model of a checkpoint as an ONNX graph of standard operators "
+                    f"(opset {OPSET}): input x (B, T, I) float32 batch-first, B and T "
+                    f"dynamic, every sequence all T steps unless --lengths; output the "
+                    f"logits. Needs onnx (pip install 'fastrnn[onnx]').")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="written by `fastrnn train --save`")
+    p.add_argument("output", metavar="OUT.onnx", help="the graph to write (atomically)")
+    p.add_argument("--lengths", action="store_true",
+                   help="a second input `lengths` (B,) int32 for variable-length batches")
+    p.set_defaults(run=_cmd_export)
 
     p = commands.add_parser(
         "plot-diagnostics", help="draw the gradient-norm curves of runs side by side (PNG)",
