@@ -18,22 +18,23 @@
 namespace fastrnn {
 namespace FASTRNN_ISA_NS {
 
-template <class Real_>
-struct GruCell {
-  using Real = Real_;
-  using V = typename Simd<Real>::V;
-  using A = Act<Real>;
-  static constexpr size_t L = Simd<Real>::L, NR = Tile<Real>::NR;
-  // BPTT's da groups: [da_n (input side) | da_r, da_z, da_hn (recurrent side)].
-  static constexpr size_t G = kGruTraits.G, kInputOnlyGates = 1;
+template <class Real>
+struct GruCell : CellBase<Real> {
+  using typename CellBase<Real>::V;
+  using typename CellBase<Real>::A;
+  using CellBase<Real>::L;
+  using CellBase<Real>::NR;
+  static constexpr size_t G = kGruTraits.G;
   static constexpr GatePanel kPanels[] = {
       {0, Reads::x_and_h}, {1, Reads::x_and_h}, {2, Reads::x}, {2, Reads::h}};
+  // BPTT's da groups: [da_n (input side) | da_r, da_z, da_hn (recurrent side)].
+  static constexpr size_t kInputOnlyGates = 1;
   static constexpr bool kFoldsBiases = true, kCarriesDh = true;
 
-  template <class P>
-  static auto gates(const P& p) { return p.saved; }
-  template <class P>
-  static auto hn_all(const P& p) { return p.saved + total_rows(p) * 3 * p.H; }
+  template <class Args>
+  static auto gates(const Args& p) { return CellBase<Real>::saved_group(p, 0); }
+  template <class Args>
+  static auto hn_all(const Args& p) { return CellBase<Real>::saved_group(p, 3); }
 
   static const Real* panel_biases(const ForwardArgs<Real>& p, Real* out) {
     const size_t H = p.H;
@@ -42,8 +43,6 @@ struct GruCell {
     std::memcpy(out + 3 * H, p.b_hh + 2 * H, H * sizeof(Real));
     return out;
   }
-  static void forward_begin(const ForwardArgs<Real>&) {}
-  static void forward_end(const ForwardArgs<Real>&) {}
 
   static void forward_row(const ForwardArgs<Real>& p, const ForwardRow<Real>& r, RowIO<Real>& io) {
     const size_t H = p.H, row = r.row * H + r.u0;

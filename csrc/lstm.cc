@@ -17,23 +17,20 @@
 namespace fastrnn {
 namespace FASTRNN_ISA_NS {
 
-template <class Real_>
-struct LstmCell {
-  using Real = Real_;
-  using V = typename Simd<Real>::V;
-  using A = Act<Real>;
-  static constexpr size_t L = Simd<Real>::L, NR = Tile<Real>::NR;
-  static constexpr size_t G = kLstmTraits.G, kInputOnlyGates = 0;
+template <class Real>
+struct LstmCell : CellBase<Real> {
+  using typename CellBase<Real>::V;
+  using typename CellBase<Real>::A;
+  using CellBase<Real>::L;
+  using CellBase<Real>::NR;
+  static constexpr size_t G = kLstmTraits.G;
   static constexpr GatePanel kPanels[] = {
       {0, Reads::x_and_h}, {1, Reads::x_and_h}, {2, Reads::x_and_h}, {3, Reads::x_and_h}};
-  static constexpr bool kFoldsBiases = false, kCarriesDh = false;
 
-  template <class P>
-  static auto gates(const P& p) { return p.saved; }
-  template <class P>
-  static auto c_all(const P& p) { return p.saved + total_rows(p) * 4 * p.H; }
-
-  static const Real* panel_biases(const ForwardArgs<Real>& p, Real*) { return p.b; }
+  template <class Args>
+  static auto gates(const Args& p) { return CellBase<Real>::saved_group(p, 0); }
+  template <class Args>
+  static auto c_all(const Args& p) { return CellBase<Real>::saved_group(p, 4); }
 
   static void forward_begin(const ForwardArgs<Real>& p) {
     if (p.saved == nullptr) std::memcpy(p.cT, p.c0, p.B * p.H * sizeof(Real));

@@ -158,6 +158,31 @@ inline void store_saved(Real* p, V v, bool stream) {
   else vstore(p, v);
 }
 
+// What every cell starts from: its vector types and the defaults of the
+// interface (see "Cell interface" below), which a cell overrides where it
+// differs. Static members only: the driver calls Cell::name(...).
+template <class Real_>
+struct CellBase {
+  using Real = Real_;
+  using V = typename Simd<Real>::V;
+  using A = Act<Real>;
+  static constexpr size_t L = Simd<Real>::L, NR = Tile<Real>::NR;
+  static constexpr size_t kInputOnlyGates = 0;
+  static constexpr bool kFoldsBiases = false, kCarriesDh = false;
+
+  // The workspace: saved_per_unit values per (t, b) row and unit (common.h),
+  // group after group of (rows, H) arrays; a cell names its groups.
+  template <class Args>
+  static auto saved_group(const Args& p, size_t first_column) {
+    return p.saved + total_rows(p) * first_column * p.H;
+  }
+
+  static const Real* panel_biases(const ForwardArgs<Real>& p, Real*) { return p.b; }
+  static void forward_begin(const ForwardArgs<Real>&) {}
+  static void forward_end(const ForwardArgs<Real>&) {}
+  static void backward_begin(const BackwardArgs<Real>&) {}
+};
+
 // ------------------------------------------------------------ driver helpers
 
 inline size_t panel_depth(Reads reads, size_t I, size_t H) {
@@ -321,14 +346,16 @@ void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t sl
 
 // ------------------------------------------------------------------ driver
 
-// Cell interface (see rnn.cc for the smallest one):
-//   using Real; G (gates); kPanels (GatePanel[]); kInputOnlyGates (E above);
-//   const Real* panel_biases(p, Real* out): one H-row per panel (out has room
-//     for P*H; a cell whose panels use p.b as it is returns p.b);
-//   forward_begin(p) / forward_end(p): before and after the time loop;
+// Cell interface (a CellBase<Real> with; see rnn.cc for the smallest cell):
+//   G (gates) and kPanels (GatePanel[]), its own;
 //   forward_row(p, ForwardRow, RowIO&): the elementwise forward of one row;
-//   backward_begin(p): before the loop (carried state set up);
 //   backward_row(p, BackwardRow, RowIO&): one row's elementwise BPTT step;
+// and where it differs from CellBase's defaults:
+//   kInputOnlyGates (E above);
+//   kFoldsBiases, panel_biases(p, Real* out): one H-row of bias per panel,
+//     built in out (room for P*H) when folded, else p.b as it is;
+//   forward_begin(p) / forward_end(p): before and after the time loop;
+//   backward_begin(p): before the loop (carried state set up);
 //   kCarriesDh: the cell adds its own part of dh_{t-1} into p.dh0 (GRU).
 
 // x (T, B, I) -> y (T, B, H) and the cell's state; when training also the

@@ -14,18 +14,13 @@ namespace FASTRNN_ISA_NS {
 
 enum class Nonlinearity { tanh, relu };
 
-template <class Real_, Nonlinearity kAct>
-struct RnnCell {
-  using Real = Real_;
-  using V = typename Simd<Real>::V;
-  static constexpr size_t L = Simd<Real>::L, NR = Tile<Real>::NR;
-  static constexpr size_t G = kRnnTraits.G, kInputOnlyGates = 0;
+template <class Real, Nonlinearity kAct>
+struct RnnCell : CellBase<Real> {
+  using typename CellBase<Real>::V;
+  using CellBase<Real>::L;
+  using CellBase<Real>::NR;
+  static constexpr size_t G = kRnnTraits.G;
   static constexpr GatePanel kPanels[] = {{0, Reads::x_and_h}};
-  static constexpr bool kFoldsBiases = false, kCarriesDh = false;
-
-  static const Real* panel_biases(const ForwardArgs<Real>& p, Real*) { return p.b; }
-  static void forward_begin(const ForwardArgs<Real>&) {}
-  static void forward_end(const ForwardArgs<Real>&) {}
 
   // y (T, B, H) <- h_t.
   static void forward_row(const ForwardArgs<Real>& p, const ForwardRow<Real>& r, RowIO<Real>& io) {
@@ -42,7 +37,6 @@ struct RnnCell {
   //   da_t = dh_t * (1 - h_t^2)   (tanh)                 (2)
   //   da_t = dh_t * [h_t > 0]     (relu)
   //   dh   = da_t W_hh           (carried to t-1)        (3)  the driver
-  static void backward_begin(const BackwardArgs<Real>&) {}
 
   static void backward_row(const BackwardArgs<Real>& p, const BackwardRow<Real>& r,
                            RowIO<Real>& io) {
