@@ -108,7 +108,7 @@ def test_recurrent_init_options(cell, init):
 
 def test_bad_arguments_are_clear_errors():
     with pytest.raises(ValueError, match="cell"):
-        fastrnn.SequenceClassifier(3, 4, 2, cell="gru")
+        fastrnn.SequenceClassifier(3, 4, 2, cell="transformer")
     with pytest.raises(ValueError, match="num_classes"):
         fastrnn.SequenceClassifier(3, 4, 1)
     with pytest.raises(ValueError, match="recurrent_init"):
