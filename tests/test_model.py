@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 
 
 def torch_classifier(model):
-    cls = torch.nn.LSTM if model.cell == "lstm" else torch.nn.RNN
+    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[model.cell]
     rnn = cls(model.input_size, model.hidden_size, batch_first=True)
     fc = torch.nn.Linear(model.hidden_size, model.num_classes)
     with torch.no_grad():

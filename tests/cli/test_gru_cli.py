@@ -1,38 +1,17 @@
 """`fastrnn train --cell gru`, `fastrnn eval` of its checkpoint, resume and diagnostics."""
 
-import json
-
 import numpy as np
 import pytest
 
 import fastrnn
 from conftest import BACKENDS
-from fastrnn.cli import main
-from test_datasets import REAL, have_real, write_mnist
+from test_cli import read_json, run, tiny_data  # noqa: F401 (tiny_data is a fixture)
+from test_datasets import REAL, have_real
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     return request.param
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mnist")
-    write_mnist(root, n_train=250, n_test=40, seed=3)
-    return str(root)
-
-
-def run(argv, capsys):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return code, out, err
-
-
-def read_json(path):
-    with open(path) as file:
-        return json.load(file)
 
 
 @have_real

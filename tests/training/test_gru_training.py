@@ -1,5 +1,6 @@
 """SequenceClassifier(cell="gru"): gradients against torch, training, checkpoints,
-and the gradient-flow diagnostics of a GRU."""
+and what the gradient-flow diagnostics record for a GRU (their dL/dh_t against
+torch is tested for every cell in tests/test_diagnostics.py)."""
 
 import json
 
@@ -9,7 +10,7 @@ import pytest
 import fastrnn
 from conftest import BACKENDS, assert_close
 from fastrnn.checkpoint import read_checkpoint, save_checkpoint
-from fastrnn.diagnostics import diagnose, hidden_state_gradients
+from fastrnn.diagnostics import diagnose
 from fastrnn.optim import Adam
 
 try:
@@ -31,18 +32,6 @@ def batch(B, T, I, C, seed=0):
     return rng.random((B, T, I), dtype=np.float32), rng.integers(0, C, B)
 
 
-def torch_classifier(model):
-    """torch.nn.GRU and Linear holding the model's weights."""
-    gru = torch.nn.GRU(model.input_size, model.hidden_size, batch_first=True)
-    fc = torch.nn.Linear(model.hidden_size, model.num_classes)
-    with torch.no_grad():
-        for key, param in gru.named_parameters():
-            param.copy_(torch.tensor(model.parameters()[key]))
-        fc.weight.copy_(torch.tensor(model.fc_weight))
-        fc.bias.copy_(torch.tensor(model.fc_bias))
-    return gru, fc
-
-
 # -- the model -----------------------------------------------------------------------
 
 
@@ -50,16 +39,12 @@ def torch_classifier(model):
 @pytest.mark.parametrize("B,T,I,H,C", [(1, 1, 1, 1, 2), (5, 7, 3, 33, 4), (16, 28, 28, 32, 10)],
                          ids=lambda v: str(v))
 def test_loss_and_grads_match_torch(backend, B, T, I, H, C):
+    from test_model import torch_classifier, torch_loss_and_grads   # they import torch
     model = fastrnn.SequenceClassifier(I, H, C, cell="gru", backend=backend, seed=1)
     x, y = batch(B, T, I, C)
     loss, grads = model.loss_and_grads(x, y)
-    gru, fc = torch_classifier(model)
-    out, _ = gru(torch.tensor(x))
-    expected_loss = torch.nn.functional.cross_entropy(fc(out[:, -1]), torch.tensor(y))
-    expected_loss.backward()
-    expected = {k: p.grad.numpy() for k, p in gru.named_parameters()}
-    expected.update({"fc.weight": fc.weight.grad.numpy(), "fc.bias": fc.bias.grad.numpy()})
-    assert loss == pytest.approx(expected_loss.item(), rel=1e-5, abs=1e-6)
+    expected_loss, expected = torch_loss_and_grads(*torch_classifier(model), x, y)
+    assert loss == pytest.approx(expected_loss, rel=1e-5, abs=1e-6)
     assert sorted(grads) == sorted(model.parameters()) == sorted(expected)
     for key, value in expected.items():
         assert_close(grads[key], value, "grad", np.float32, key)
@@ -123,35 +108,6 @@ def test_a_gru_checkpoint_is_not_read_as_another_cell(tmp_path):
 
 
 # -- diagnostics ------------------------------------------------------------------------
-
-
-def torch_state_gradients(model, x, y):
-    """dL/dh_t for t = 1..T from torch, one step at a time with retain_grad."""
-    gru, fc = torch_classifier(model)
-    state, hs = None, []
-    for t in range(x.shape[1]):
-        _, state = gru(torch.tensor(x[:, t:t + 1]), state)
-        state.retain_grad()
-        hs.append(state)
-    loss = torch.nn.functional.cross_entropy(fc(hs[-1][0]), torch.tensor(y))
-    loss.backward()
-    return loss.item(), [h.grad[0].numpy() for h in hs]
-
-
-@needs_torch
-@pytest.mark.parametrize("B,T,I,H", [(1, 1, 2, 3), (3, 6, 4, 5), (8, 28, 28, 16)],
-                         ids=lambda v: str(v))
-def test_state_gradients_match_torch(backend, B, T, I, H):
-    model = fastrnn.SequenceClassifier(I, H, 4, cell="gru", backend=backend, seed=3)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((B, T, I)).astype(np.float32)
-    y = rng.integers(0, 4, B)
-    loss, dh, dc, states = hidden_state_gradients(model, x, y)
-    expected_loss, expected_dh = torch_state_gradients(model, x, y)
-    assert loss == pytest.approx(expected_loss, rel=1e-5)
-    assert dc is None and len(dh) == len(states) == T
-    for t in range(T):
-        assert_close(dh[t], expected_dh[t], "grad", np.float32, f"dL/dh_{t + 1}")
 
 
 def gate_slice(model, gate):
