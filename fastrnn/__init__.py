@@ -1,17 +1,18 @@
-"""fastrnn: fast CPU forward and backpropagation-through-time for RNN and LSTM cells."""
+"""fastrnn: fast CPU forward and backpropagation-through-time for RNN, LSTM and GRU cells."""
 
 from . import datasets, optim
 from ._backends import (available_backends, get_num_threads, release_cached_memory,
                         set_num_threads)
 from ._info import __version__, info
 from .checkpoint import load
-from .layers import LSTM, RNN
+from .layers import GRU, LSTM, RNN
 from .model import SequenceClassifier
 from .onnx import export_onnx
 
 __all__ = [
     "RNN",
     "LSTM",
+    "GRU",
     "SequenceClassifier",
     "load",
     "export_onnx",

@@ -2,7 +2,7 @@
 
 Same kernel contract as `fastrnn/_reference.py` (its docstring has it), same
 names and argument order. Sizes: T time steps, B batch, I input size, H hidden
-size, G gates (1 RNN, 4 LSTM); kernels are time-major, x (T, B, I), y (T, B, H).
+size, G gates (1 RNN, 4 LSTM, 3 GRU); kernels are time-major, x (T, B, I), y (T, B, H).
 
 Where the time goes, and what is done about it:
 - Matrix products are BLAS calls (Numba's np.dot goes to SciPy's BLAS): the
@@ -152,22 +152,41 @@ def _rnn_backward(x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx):
 @_jit
 def _weight_grads(da, x, h0, y):
     """dW_ih = sum_t da_t^T x_t, dW_hh = sum_t da_t^T h_{t-1}, db = sum_t da_t."""
+    return _input_weight_grad(da, x), _recurrent_weight_grad(da, h0, y), _bias_grad(da)
+
+
+@_jit
+def _input_weight_grad(da, x):
+    """dW_ih = sum_t da_t^T x_t."""
     T, B, GH = da.shape
     I = x.shape[2]
-    H = y.shape[2]
-    da2 = da.reshape(T * B, GH)
     # Computed as (x^T da)^T: OpenBLAS runs this orientation of the long-K GEMM
     # ~1.5x faster than da^T x here.
-    dw_ih = np.dot(x.reshape(T * B, I).T, da2)
+    return np.ascontiguousarray(np.dot(x.reshape(T * B, I).T, da.reshape(T * B, GH)).T)
+
+
+@_jit
+def _recurrent_weight_grad(da, h0, y):
+    """dW_hh = sum_t da_t^T h_{t-1}."""
+    T, B, GH = da.shape
+    H = y.shape[2]
     # h_{t-1} is h0 for t = 1, else y_{t-1}: two GEMMs, no concatenated copy.
     dw_hh = np.dot(h0.T, da[0])
     if T > 1:
-        dw_hh += np.dot(y.reshape(T * B, H)[:(T - 1) * B].T, da2[B:])
+        dw_hh += np.dot(y.reshape(T * B, H)[:(T - 1) * B].T, da.reshape(T * B, GH)[B:])
+    return np.ascontiguousarray(dw_hh.T)
+
+
+@_jit
+def _bias_grad(da):
+    """db = sum_t da_t, summed over the batch too."""
+    T, B, GH = da.shape
+    da2 = da.reshape(T * B, GH)
     db = np.zeros(GH, dtype=da.dtype)
     for r in range(T * B):
         for k in range(GH):
             db[k] += da2[r, k]
-    return np.ascontiguousarray(dw_ih.T), np.ascontiguousarray(dw_hh.T), db
+    return db
 
 
 @_jit
@@ -278,6 +297,109 @@ def _lstm_backward(c, tanh_c, gates, x, h0, c0, w_ih, w_hh, y, dy, has_dy, dhT, 
     return dx, dh, dc, dw_ih, dw_hh, db
 
 
+# ----------------------------------------------------------------------- GRU
+#   gx_t = x_t W_ih^T + b_ih,  gh_t = h_{t-1} W_hh^T + b_hh, split into gate order r, z, n
+#   r = sigmoid(gx_r + gh_r),  z = sigmoid(gx_z + gh_z)
+#   hn = gh_n                   (= h_{t-1} W_hn^T + b_hn)
+#   n = tanh(gx_n + r * hn)
+#   h_t = (1 - z) * n + z * h_{t-1},  computed as n + z * (h_{t-1} - n)
+# saved = (gates, hn): the activated gates r, z, n (T, B, 3H) and hn (T, B, H).
+
+
+@_jit
+def _gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, y, gates, hn):
+    # x (T, B, I), h0 (B, H), w_ih (3H, I), w_hh (3H, H), b_ih b_hh (3H,); fills
+    # y (T, B, H), gates (T, B, 3H) with the activated gates and hn_t into
+    # hn[t % len(hn)]: training passes all T steps, inference one slot.
+    T, B, I = x.shape
+    H = h0.shape[1]
+    _dot_bt(x.reshape(T * B, I), w_ih, gates.reshape(T * B, 3 * H))
+    recurrent = np.empty((B, 3 * H), dtype=y.dtype)
+    # r and z add both biases, summed once here; b_hn stays apart, inside r * hn.
+    b3 = b_ih.reshape(3, H).copy()
+    b3[:2] += b_hh.reshape(3, H)[:2]
+    b_hn = b_hh[2 * H:]
+    # Gates as (.., 3, H) and short loops over few arrays, as in _lstm_forward.
+    a3 = gates.reshape(T, B, 3, H)
+    r3 = recurrent.reshape(B, 3, H)
+    n_hn = hn.shape[0]
+    for t in range(T):
+        h_prev = h0 if t == 0 else y[t - 1]
+        _dot_bt(h_prev, w_hh, recurrent)
+        hnt, yt = hn[t % n_hn], y[t]
+        for seq in range(B):
+            ar, az, an = a3[t, seq, 0], a3[t, seq, 1], a3[t, seq, 2]
+            rr, rz, rn = r3[seq, 0], r3[seq, 1], r3[seq, 2]
+            hns, hp, ys = hnt[seq], h_prev[seq], yt[seq]
+            for j in range(H):
+                ar[j] = _sigmoid(ar[j] + rr[j] + b3[0, j])
+            for j in range(H):
+                az[j] = _sigmoid(az[j] + rz[j] + b3[1, j])
+            for j in range(H):
+                hns[j] = rn[j] + b_hn[j]
+            for j in range(H):
+                an[j] = _tanh(an[j] + b3[2, j] + ar[j] * hns[j])
+            for j in range(H):
+                ys[j] = an[j] + az[j] * (hp[j] - an[j])
+
+
+@_jit
+def _gru_backward(gates, hn, x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx):
+    # BPTT, for t = T..1, with dh carried from step t+1:
+    #   dh_t  = dy_t + dh                                   (1)
+    #   dn    = dh_t * (1 - z)                              (2)
+    #   dz    = dh_t * (h_{t-1} - n)                        (3)
+    #   da_n  = dn * (1 - n^2)      (n's input sum gx_n)    (4)
+    #   dhn   = da_n * r            (n's recurrent sum hn)  (5)
+    #   dr    = da_n * hn                                   (6)
+    #   da_r  = dr * r(1-r),  da_z = dz * z(1-z)            (7)
+    #   dh    = dh_t * z            (the direct path)       (8)
+    #   dh   += [da_r, da_z, dhn] W_hh   (carried to t-1)   (9)
+    # after the loop, with da_in = [da_r, da_z, da_n] and da_rec = [da_r, da_z, dhn]:
+    #   dW_ih = sum_t da_in_t^T x_t,  db_ih = sum_t da_in_t,  dx_t = da_in_t W_ih   (10)
+    #   dW_hh = sum_t da_rec_t^T h_{t-1},  db_hh = sum_t da_rec_t                  (11)
+    T, B, I = x.shape
+    H = h0.shape[1]
+    # The input and the recurrent sums differ in the n gate only; each is kept
+    # whole so that every weight gradient is one GEMM over contiguous rows.
+    da_in = np.empty((T, B, 3 * H), dtype=y.dtype)
+    da_rec = np.empty((T, B, 3 * H), dtype=y.dtype)
+    dh = dhT.copy()
+    dh_recurrent = np.empty((B, H), dtype=y.dtype)
+    s3 = gates.reshape(T, B, 3, H)
+    di3 = da_in.reshape(T, B, 3, H)
+    dr3 = da_rec.reshape(T, B, 3, H)
+    for t in range(T - 1, -1, -1):
+        h_prev = h0 if t == 0 else y[t - 1]
+        for seq in range(B):
+            r, z, n = s3[t, seq, 0], s3[t, seq, 1], s3[t, seq, 2]
+            dar, daz, dan = di3[t, seq, 0], di3[t, seq, 1], di3[t, seq, 2]
+            dhn = dr3[t, seq, 2]
+            dhs, hp, hns = dh[seq], h_prev[seq], hn[t, seq]
+            if has_dy:                                              # (1)
+                dys = dy[t, seq]
+                for j in range(H):
+                    dhs[j] += dys[j]
+            for j in range(H):                                      # (2), (4)
+                dan[j] = dhs[j] * (_ONE - z[j]) * (_ONE - n[j] * n[j])
+            for j in range(H):                                      # (3), (7)
+                daz[j] = dhs[j] * (hp[j] - n[j]) * z[j] * (_ONE - z[j])
+            for j in range(H):                                      # (6), (7)
+                dar[j] = dan[j] * hns[j] * r[j] * (_ONE - r[j])
+            for j in range(H):                                      # (5)
+                dhn[j] = dan[j] * r[j]
+            da_rec[t, seq, :2 * H] = da_in[t, seq, :2 * H]
+            for j in range(H):                                      # (8)
+                dhs[j] *= z[j]
+        np.dot(da_rec[t], w_hh, dh_recurrent)                       # (9)
+        dh += dh_recurrent
+    dw_ih = _input_weight_grad(da_in, x)                            # (10)
+    dw_hh = _recurrent_weight_grad(da_rec, h0, y)                   # (11)
+    db_ih, db_hh = _bias_grad(da_in), _bias_grad(da_rec)            # (10), (11)
+    dx = _input_grad(da_in, w_ih, need_dx)                          # (10)
+    return dx, dh, dw_ih, dw_hh, db_ih, db_hh
+
+
 # ------------------------------------------------------ the kernel contract
 
 
@@ -303,7 +425,8 @@ def _check_shapes(fn, G, x, h0, w_ih, w_hh, **more):
     if h0.ndim != 2 or h0.shape[0] != B or h0.shape[1] == 0:
         raise ValueError(f"{fn}: h0 must have shape ({B}, H) with H >= 1, got {h0.shape}")
     H = h0.shape[1]
-    expected = {"w_ih": (G * H, I), "w_hh": (G * H, H), "b": (G * H,), "c0": (B, H),
+    expected = {"w_ih": (G * H, I), "w_hh": (G * H, H), "b": (G * H,), "b_ih": (G * H,),
+                "b_hh": (G * H,), "c0": (B, H),
                 "y": (T, B, H), "dy": (T, B, H), "dhT": (B, H), "dcT": (B, H)}
     for name, array in {"w_ih": w_ih, "w_hh": w_hh, **more}.items():
         if array is not None and np.shape(array) != expected[name]:
@@ -372,6 +495,37 @@ def lstm_backward(saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx=True):
         _c_array(w_ih, dt), _c_array(w_hh, dt), _c_array(y, dt), dy, has_dy,
         _c_array(dhT, dt), _c_array(dcT, dt), bool(need_dx))
     return (dx if need_dx else None), dh0, dc0, dw_ih, dw_hh, db
+
+
+def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training=True):
+    _check_shapes("gru_forward", 3, x, h0, w_ih, w_hh, b_ih=b_ih, b_hh=b_hh)
+    dt = _kernel_dtype(x)
+    x = _c_array(x, dt)
+    T, B, _ = x.shape
+    H = h0.shape[1]
+    y = np.empty((T, B, H), dtype=dt)
+    gates = np.empty((T, B, 3 * H), dtype=dt)
+    hn = np.empty((T if training else 1, B, H), dtype=dt)   # inference: one slot, reused
+    _gru_forward(x, _c_array(h0, dt), _c_array(w_ih, dt), _c_array(w_hh, dt),
+                 _c_array(b_ih, dt), _c_array(b_hh, dt), y, gates, hn)
+    saved = (gates, hn) if training else None
+    return y, saved
+
+
+def gru_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True):
+    if saved is None:
+        raise ValueError("gru_backward needs the state saved by a training forward")
+    gates, hn = saved
+    _check_shapes("gru_backward", 3, x, h0, w_ih, w_hh, y=y, dy=dy, dhT=dhT)
+    T, B, H = np.shape(x)[0], np.shape(x)[1], np.shape(h0)[1]
+    if gates.shape != (T, B, 3 * H) or hn.shape != (T, B, H):
+        raise ValueError("gru_backward: saved comes from a forward of other sizes")
+    dt = _kernel_dtype(y)
+    dy, has_dy = _dy_flag(dy, y)
+    dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _gru_backward(
+        gates, hn, _c_array(x, dt), _c_array(h0, dt), _c_array(w_ih, dt),
+        _c_array(w_hh, dt), _c_array(y, dt), dy, has_dy, _c_array(dhT, dt), bool(need_dx))
+    return (dx if need_dx else None), dh0, dw_ih, dw_hh, db_ih, db_hh
 
 
 def set_num_threads(n):

@@ -6,8 +6,9 @@ structure is already the fast one: the input projection of all time steps is
 one GEMM before the loop, and the weight gradients are GEMMs after it.
 
 Sizes: T time steps, B batch, I input size, H hidden size, G gates (1 RNN,
-4 LSTM). Kernels are time-major: x (T, B, I), y (T, B, H). Weights use
-torch's layout: w_ih (G*H, I), w_hh (G*H, H); b is b_ih + b_hh, (G*H,).
+4 LSTM, 3 GRU). Kernels are time-major: x (T, B, I), y (T, B, H). Weights use
+torch's layout: w_ih (G*H, I), w_hh (G*H, H); b is b_ih + b_hh, (G*H,). The
+GRU takes b_ih and b_hh apart: its reset gate multiplies b_hn.
 
 Kernel contract, shared by every backend (same names, same argument order):
 
@@ -17,13 +18,21 @@ Kernel contract, shared by every backend (same names, same argument order):
     lstm_forward(x, h0, c0, w_ih, w_hh, b, training) -> (y, cT, saved)
     lstm_backward(saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx)
         -> (dx, dh0, dc0, dw_ih, dw_hh, db)
+    gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training) -> (y, saved)
+    gru_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx)
+        -> (dx, dh0, dw_ih, dw_hh, db_ih, db_hh)
 
 `saved` is whatever forward keeps for BPTT (None when not training); only
 the same backend's backward reads it. A backend whose module sets
 `reads_x_views = True` (the compiled one) also takes x as any (T, B, I) view
 whose last axis is contiguous, a transposed batch-first array for one, and
 keeps in `saved` its own copy of x for the backward. dy may be None (no loss on y); dx is
-None when need_dx is False. db is the gradient of both b_ih and b_hh.
+None when need_dx is False. db is the gradient of both b_ih and b_hh; the
+GRU's db_ih and db_hh differ in the n gate's slice.
+
+The GRU's saved workspace is (gates, hn) on the reference and Numba backends:
+the activated gates r, z, n (T, B, 3H) and hn = h_{t-1} W_hn^T + b_hn
+(T, B, H), the recurrent part of n before the reset gate scales it.
 """
 
 import numpy as np
@@ -162,6 +171,81 @@ def lstm_backward(saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx=True):
     dw_ih, dw_hh, db = _weight_grads(da, x, _previous_states(h0, y))
     dx = da @ w_ih if need_dx else None
     return dx, dh, dc, dw_ih, dw_hh, db
+
+
+# ----------------------------------------------------------------------- GRU
+#   gx_t = x_t W_ih^T + b_ih,  gh_t = h_{t-1} W_hh^T + b_hh, split into gate order r, z, n
+#   r = sigmoid(gx_r + gh_r),  z = sigmoid(gx_z + gh_z)
+#   hn = gh_n                   (= h_{t-1} W_hn^T + b_hn)
+#   n = tanh(gx_n + r * hn)
+#   h_t = (1 - z) * n + z * h_{t-1},  computed as n + z * (h_{t-1} - n)
+# r scales hn, b_hn included, so the two biases cannot be summed, and BPTT
+# gives the input and the recurrent sums of the n gate different gradients.
+# saved = (gates, hn): the activated gates r, z, n (T, B, 3H) and hn (T, B, H).
+
+
+def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training=True):
+    T, B, _ = x.shape
+    H = h0.shape[1]
+    gx = (x.reshape(T * B, -1) @ w_ih.T + b_ih).reshape(T, B, 3 * H)
+    y = np.empty((T, B, H), dtype=x.dtype)
+    gates = np.empty((T, B, 3 * H), dtype=x.dtype) if training else None
+    hn_all = np.empty((T, B, H), dtype=x.dtype) if training else None
+    h = h0
+    for t in range(T):
+        gh = h @ w_hh.T + b_hh
+        r = _sigmoid(gx[t, :, :H] + gh[:, :H])
+        z = _sigmoid(gx[t, :, H:2 * H] + gh[:, H:2 * H])
+        hn = gh[:, 2 * H:]
+        n = np.tanh(gx[t, :, 2 * H:] + r * hn)
+        h = n + z * (h - n)
+        y[t] = h
+        if training:
+            gates[t] = np.concatenate([r, z, n], axis=1)
+            hn_all[t] = hn
+    saved = (gates, hn_all) if training else None
+    return y, saved
+
+
+def gru_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True):
+    # BPTT, for t = T..1, with dh carried from step t+1:
+    #   dh_t  = dy_t + dh                                   (1)
+    #   dn    = dh_t * (1 - z)                              (2)
+    #   dz    = dh_t * (h_{t-1} - n)                        (3)
+    #   da_n  = dn * (1 - n^2)      (n's input sum gx_n)    (4)
+    #   dhn   = da_n * r            (n's recurrent sum hn)  (5)
+    #   dr    = da_n * hn                                   (6)
+    #   da_r  = dr * r(1-r),  da_z = dz * z(1-z)            (7)
+    #   dh    = dh_t * z            (the direct path)       (8)
+    #   dh   += [da_r, da_z, dhn] W_hh   (carried to t-1)   (9)
+    # after the loop, with da_in = [da_r, da_z, da_n] and da_rec = [da_r, da_z, dhn]:
+    #   dW_ih = sum_t da_in_t^T x_t,  db_ih = sum_t da_in_t,  dx_t = da_in_t W_ih   (10)
+    #   dW_hh = sum_t da_rec_t^T h_{t-1},  db_hh = sum_t da_rec_t                  (11)
+    if saved is None:
+        raise ValueError("gru_backward needs the state saved by a training forward")
+    gates, hn_all = saved
+    T, B, H = y.shape
+    h_prev = _previous_states(h0, y)
+    da_in = np.empty_like(gates)
+    da_rec = np.empty_like(gates)
+    dh = dhT.copy()
+    for t in range(T - 1, -1, -1):
+        r = gates[t, :, :H]
+        z = gates[t, :, H:2 * H]
+        n = gates[t, :, 2 * H:]
+        if dy is not None:
+            dh = dh + dy[t]                                        # (1)
+        da_n = dh * (1.0 - z) * (1.0 - n * n)                      # (2), (4)
+        da_z = dh * (h_prev[t] - n) * z * (1.0 - z)                # (3), (7)
+        da_r = da_n * hn_all[t] * r * (1.0 - r)                    # (6), (7)
+        da_in[t] = np.concatenate([da_r, da_z, da_n], axis=1)
+        da_rec[t] = np.concatenate([da_r, da_z, da_n * r], axis=1)  # (5)
+        dh = dh * z + da_rec[t] @ w_hh                             # (8), (9)
+    da_in2, da_rec2 = da_in.reshape(T * B, 3 * H), da_rec.reshape(T * B, 3 * H)
+    dw_ih = da_in2.T @ x.reshape(T * B, -1)                        # (10)
+    dw_hh = da_rec2.T @ h_prev.reshape(T * B, H)                   # (11)
+    dx = da_in @ w_ih if need_dx else None                         # (10)
+    return dx, dh, dw_ih, dw_hh, da_in2.sum(axis=0), da_rec2.sum(axis=0)
 
 
 def set_num_threads(n):

@@ -116,7 +116,8 @@ def _check_config(path, config):
     if not isinstance(config, dict) or set(config) != CONFIG_KEYS:
         raise CheckpointError(f"{path}: model config must have exactly the keys "
                               f"{sorted(CONFIG_KEYS)}, got {config!r}")
-    if config["cell"] not in ("lstm", "rnn"):
+    from .model import CELLS
+    if config["cell"] not in CELLS:
         raise CheckpointError(f"{path}: unknown cell {config['cell']!r}")
     for key in ("input_size", "hidden_size", "num_classes"):
         if not _positive_int(config[key]):
@@ -130,7 +131,8 @@ def _check_config(path, config):
 
 
 def _expected_shapes(config):
-    G = 4 if config["cell"] == "lstm" else 1
+    from .model import CELLS
+    G = CELLS[config["cell"]].gates
     H, I, C = config["hidden_size"], config["input_size"], config["num_classes"]
     return {
         "weight_ih_l0": (G * H, I),

@@ -7,7 +7,7 @@ import os
 import sys
 
 from ._argtypes import finite_float, non_negative_int, positive_float, positive_int
-from .model import RECURRENT_INITS
+from .model import CELLS, RECURRENT_INITS
 from .optim import SCHEDULES
 
 # The original experiment's settings; `fastrnn train` without flags runs it.
@@ -101,7 +101,7 @@ def _valid_settings(settings):
             and math.isfinite(value)
 
     return (isinstance(settings, dict) and set(settings) == set(ORIGIN_DEFAULTS)
-            and settings["cell"] in ("lstm", "rnn")
+            and settings["cell"] in CELLS
             and is_int(settings["hidden"], 1) and is_int(settings["batch_size"], 1)
             and is_number(settings["lr"]) and settings["lr"] > 0
             and settings["lr_schedule"] in SCHEDULES
@@ -298,15 +298,16 @@ def _add_runtime_flags(p):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="fastrnn", description="Fast CPU RNN and LSTM kernels: train, evaluate, inspect.")
+        prog="fastrnn", description="Fast CPU RNN, LSTM and GRU kernels: train, evaluate, "
+                                    "inspect.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser(
         "train", help="train a sequence classifier on MNIST (rows as time steps)",
-        description="Train an LSTM (or tanh RNN) on MNIST, one image row per time step. "
+        description="Train an LSTM (or a GRU, or a tanh RNN) on MNIST, one image row per time step. "
                     "Without flags: the original experiment (LSTM, 128 units, batch 100, "
                     "Adam 0.01, 5000 steps, forget bias 1.0).")
-    p.add_argument("--cell", choices=("lstm", "rnn"), help="recurrent cell (default lstm)")
+    p.add_argument("--cell", choices=tuple(CELLS), help="recurrent cell (default lstm)")
     p.add_argument("--hidden", type=positive_int, metavar="H", help="hidden units (128)")
     p.add_argument("--steps", type=positive_int, metavar="N",
                    help=f"total optimizer steps ({DEFAULT_STEPS})")

@@ -11,14 +11,22 @@ finite differences.
 
 Saturation: for the tanh RNN, the fraction of |h_t| > 0.99 (where
 tanh' = 1 - h^2 < 0.02 chokes the gradient); for the LSTM, the fraction of
-|tanh(c_t)| > 0.99, the same nonlinearity on its output path. The fraction
-of |h_t| > 0.99 is recorded for both cells as well.
+|tanh(c_t)| > 0.99, the same nonlinearity on its output path; for the GRU,
+the fraction of |n_t| > 0.99, its candidate state, the one tanh between
+h_{t-1} W_hh and h_t. A saturated candidate passes less than 2% of the
+gradient, but a GRU unit also has a path around it: dL/dh_{t-1} gets
+z_t * dL/dh_t directly, so the GRU records the mean update gate z_t as well
+(`update_gate`): near 1 the unit keeps its state and passes the gradient back
+undiminished, near 0 the gradient must cross the candidate. The fraction of
+|h_t| > 0.99 is recorded for every cell as well.
 """
 
 import json
 import os
 
 import numpy as np
+
+from . import _reference
 
 SATURATION_THRESHOLD = 0.99
 
@@ -31,6 +39,20 @@ def _states_over_time(layer, x):
         state = layer.step(x[:, t], state)
         states.append(state if isinstance(state, tuple) else (state, None))
     return states
+
+
+def _gru_update_and_candidate(layer, x):
+    """z_t and n_t (T, B, H) each of a GRU layer on x (B, T, I), from h_0 = 0.
+
+    The fast kernels keep their gates to themselves, so the reference forward,
+    whose saved gates are r, z, n, computes them again on this one batch.
+    """
+    H = layer.hidden_size
+    x_tm = np.ascontiguousarray(x.transpose(1, 0, 2))
+    h0 = np.zeros((x.shape[0], H), dtype=layer.dtype)
+    _, (gates, _) = _reference.gru_forward(x_tm, h0, layer.weight_ih, layer.weight_hh,
+                                           layer.bias_ih, layer.bias_hh, True)
+    return gates[:, :, H:2 * H], gates[:, :, 2 * H:]
 
 
 def hidden_state_gradients(model, x, y):
@@ -77,6 +99,10 @@ def diagnose(model, x, y, step=None):
         record["cell_grad_norm"] = [float(np.linalg.norm(g)) for g in dc]
         record["saturated"] = [float(np.mean(np.abs(np.tanh(c)) > SATURATION_THRESHOLD))
                                for _, c in states]
+    elif model.cell == "gru":
+        z, n = _gru_update_and_candidate(model.layer, np.asarray(x, dtype=model.layer.dtype))
+        record["saturated"] = [float(np.mean(np.abs(n_t) > SATURATION_THRESHOLD)) for n_t in n]
+        record["update_gate"] = [float(np.mean(z_t)) for z_t in z]
     else:
         record["saturated"] = record["h_saturated"]
     return record
@@ -128,6 +154,8 @@ def plot_runs(paths, out_path):
             # Zero gradients cannot be drawn on a log scale; the floor marks them.
             top.semilogy(t, np.maximum(norms, 1e-30), color=color, label=label)
             bottom.plot(t, record["saturated"], color=color, label=label)
+            if "update_gate" in record:   # GRU: how much of dL/dh_t skips the candidate
+                bottom.plot(t, record["update_gate"], color=color, linestyle="--")
         cell = run.get("cell", "?")
         title = f"{cell.upper()}  lr {run.get('lr', '?')}"
         if run.get("lr_schedule") not in (None, "constant"):
@@ -143,7 +171,8 @@ def plot_runs(paths, out_path):
             name = os.path.join(os.path.basename(os.path.dirname(os.path.abspath(path))), name)
         top.set_title(f"{title}\n{name}", fontsize=10)
         top.set_ylabel("||dL/dh_t||  (batch, log scale)")
-        what = "|tanh(c_t)| > 0.99" if cell == "lstm" else "|h_t| > 0.99"
+        what = {"lstm": "|tanh(c_t)| > 0.99",
+                "gru": "|n_t| > 0.99\n(dashed: mean update gate z_t)"}.get(cell, "|h_t| > 0.99")
         bottom.set_ylabel(f"fraction saturated: {what}")
         bottom.set_xlabel("time step t (T = loss)")
         bottom.set_ylim(-0.02, 1.02)

@@ -1,4 +1,4 @@
-"""RNN and LSTM layers: parameters, argument checks, layout; the math is in the backends."""
+"""RNN, LSTM and GRU layers: parameters, argument checks, layout; the math is in the backends."""
 
 import numpy as np
 
@@ -54,7 +54,7 @@ def load_parameters(params, state_dict):
 
 
 class _Recurrent:
-    """What RNN and LSTM share; subclasses name the cell and its gates."""
+    """What RNN, LSTM and GRU share; subclasses name the cell and its gates."""
 
     gates = 1
     cell = None
@@ -187,13 +187,13 @@ class _Recurrent:
             _check_shape(dy, expected, "dy")
             dy = self._time_major(dy)
         dstates = self._final_state_grads(dstate, B)
-        dx, dstates0, dw_ih, dw_hh, db = self._run_backward(
+        dx, dstates0, dw_ih, dw_hh, db_ih, db_hh = self._run_backward(
             x_tm, states0, weights, y_tm, saved, dy, dstates, need_input_grad)
         self.grads = {
             "weight_ih_l0": dw_ih,
             "weight_hh_l0": dw_hh,
-            "bias_ih_l0": db,
-            "bias_hh_l0": db.copy(),
+            "bias_ih_l0": db_ih,
+            "bias_hh_l0": db_hh,
         }
         if dx is not None and self.batch_first:
             dx = dx.transpose(1, 0, 2)
@@ -232,7 +232,7 @@ class RNN(_Recurrent):
     def _run_backward(self, x, states0, weights, y, saved, dy, dstates, need_dx):
         dx, dh0, dw_ih, dw_hh, db = self._backend.rnn_backward(
             saved, x, *states0, *weights[:2], y, dy, *dstates, need_dx)
-        return dx, dh0, dw_ih, dw_hh, db
+        return dx, dh0, dw_ih, dw_hh, db, db.copy()   # b_ih and b_hh: one sum, one gradient
 
 
 class LSTM(_Recurrent):
@@ -273,4 +273,34 @@ class LSTM(_Recurrent):
     def _run_backward(self, x, states0, weights, y, saved, dy, dstates, need_dx):
         dx, dh0, dc0, dw_ih, dw_hh, db = self._backend.lstm_backward(
             saved, x, *states0, *weights[:2], y, dy, *dstates, need_dx)
-        return dx, (dh0, dc0), dw_ih, dw_hh, db
+        return dx, (dh0, dc0), dw_ih, dw_hh, db, db.copy()
+
+
+class GRU(_Recurrent):
+    """GRU with gate order r, z, n: n = tanh(x W_in^T + b_in + r (h W_hn^T + b_hn)),
+    h_t = (1 - z) n + z h_{t-1}."""
+
+    gates = 3
+    cell = "gru"
+
+    def __init__(self, input_size, hidden_size, *, batch_first=True, backend=None,
+                 dtype=np.float32, seed=None):
+        super().__init__(input_size, hidden_size, batch_first=batch_first,
+                         backend=backend, dtype=dtype, seed=seed)
+
+    # One hidden state, as in the RNN.
+    _initial_state = RNN._initial_state
+    _final_state_grads = RNN._final_state_grads
+
+    def _kernel_weights(self):
+        # Both biases apart: the reset gate scales b_hn with the rest of h W_hn^T.
+        return self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
+
+    def _run_forward(self, x, states0, weights, training):
+        y, saved = self._backend.gru_forward(x, *states0, *weights, training)
+        return y, y[-1].copy(), saved
+
+    def _run_backward(self, x, states0, weights, y, saved, dy, dstates, need_dx):
+        # (dx, dh0, dw_ih, dw_hh, db_ih, db_hh): already the order backward() takes.
+        return self._backend.gru_backward(saved, x, *states0, *weights[:2], y, dy, *dstates,
+                                          need_dx)

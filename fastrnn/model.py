@@ -6,9 +6,9 @@ the small head runs in one compiled call on the cpp backend, else here.
 import numpy as np
 
 from . import _backends
-from .layers import LSTM, RNN, as_real_array, load_parameters
+from .layers import GRU, LSTM, RNN, as_real_array, load_parameters
 
-CELLS = {"lstm": LSTM, "rnn": RNN}
+CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 RECURRENT_INITS = ("uniform", "orthogonal", "identity")
 
 # predict/evaluate run the test set in chunks of this many sequences, so
@@ -23,7 +23,7 @@ def _log_softmax(logits):
 
 
 class SequenceClassifier:
-    """Recurrent layer (fastrnn.LSTM or fastrnn.RNN), then logits = h_T W^T + b.
+    """Recurrent layer (fastrnn.LSTM, fastrnn.GRU or fastrnn.RNN), then logits = h_T W^T + b.
 
     `recurrent_init` ("uniform": torch's init; "orthogonal" or "identity": each
     gate's block of weight_hh set to a random orthogonal or the identity matrix)
@@ -43,8 +43,8 @@ class SequenceClassifier:
         if cell == "lstm":
             self.layer = LSTM(input_size, hidden_size, forget_bias=forget_bias,
                               backend=backend, seed=seed)
-        else:   # forget_bias has no meaning for the vanilla cell
-            self.layer = RNN(input_size, hidden_size, backend=backend, seed=seed)
+        else:   # forget_bias has no meaning for the GRU and the vanilla cell
+            self.layer = CELLS[cell](input_size, hidden_size, backend=backend, seed=seed)
         self.cell = cell
         self.forget_bias = float(forget_bias) if cell == "lstm" else 0.0
         self.num_classes = int(num_classes)

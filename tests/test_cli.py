@@ -131,7 +131,7 @@ def test_resume_refuses_contradicting_flags(tmp_path, tiny_data, capsys):
 
 @pytest.mark.parametrize("argv", [
     ["train", "--hidden", "0"],
-    ["train", "--cell", "gru"],
+    ["train", "--cell", "transformer"],
     ["train", "--lr", "nan"],
     ["train", "--lr", "-0.1"],
     ["train", "--steps", "many"],

@@ -33,6 +33,7 @@ def torch_state_gradients(model, x, y):
     return loss.item(), dh, dc or None
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("B,T,I,H", [(1, 1, 2, 3), (3, 6, 4, 5), (8, 28, 28, 16)],
                          ids=lambda v: str(v))

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 
 
 def torch_classifier(model):
-    cls = torch.nn.LSTM if model.cell == "lstm" else torch.nn.RNN
+    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[model.cell]
     rnn = cls(model.input_size, model.hidden_size, batch_first=True)
     fc = torch.nn.Linear(model.hidden_size, model.num_classes)
     with torch.no_grad():
@@ -108,7 +108,7 @@ def test_recurrent_init_options(cell, init):
 
 def test_bad_arguments_are_clear_errors():
     with pytest.raises(ValueError, match="cell"):
-        fastrnn.SequenceClassifier(3, 4, 2, cell="gru")
+        fastrnn.SequenceClassifier(3, 4, 2, cell="transformer")
     with pytest.raises(ValueError, match="num_classes"):
         fastrnn.SequenceClassifier(3, 4, 1)
     with pytest.raises(ValueError, match="recurrent_init"):
