@@ -72,17 +72,19 @@ struct GruCell : CellBase<Real> {
     }
   }
 
-  // BPTT, for t = T..1; dh_t's part through W_hh comes from the driver, the
-  // direct part z * dh_t is carried in dh0:
-  //   dh_t  = dy_t + dh + (z dh)_{t+1}                    (1)
+  // BPTT, for t = T..1, with dh carried from step t+1 (the numbers of
+  // fastrnn/_reference.py's gru_backward):
+  //   dh_t  = dy_t + dh                                   (1)
   //   dn    = dh_t * (1 - z)                              (2)
   //   dz    = dh_t * (h_{t-1} - n)                        (3)
-  //   da_n  = dn * (1 - n^2)          (input side of n)   (4)
-  //   da_hn = da_n * r                (recurrent side)    (5)
+  //   da_n  = dn * (1 - n^2)         (input side of n)    (4)
+  //   dhn   = da_n * r               (recurrent side)     (5)
   //   dr    = da_n * hn                                   (6)
   //   da_r  = dr r (1 - r),  da_z = dz z (1 - z)          (7)
-  //   (z dh)_t = dh_t * z             (carried to t-1)    (8)
-  //   dh    = [da_r, da_z, da_hn] W_hh (carried to t-1)   (9)  the driver
+  //   dh    = dh_t * z               (the direct path)    (8)  kept in dh0
+  //   dh   += [da_r, da_z, dhn] W_hh (carried to t-1)     (9)  the driver
+  // and, by the driver, step by step: (10) dW_ih, db_ih from [da_r, da_z,
+  // da_n] and x_t, dx after the loop; (11) dW_hh, db_hh from [da_r, da_z, dhn].
   static void backward_begin(const BackwardArgs<Real>& p) {
     std::memset(p.dh0, 0, p.B * p.H * sizeof(Real));
   }
@@ -100,13 +102,13 @@ struct GruCell : CellBase<Real> {
     for (size_t l = 0; l < NR; l += L) {
       V rg = vload<V>(saved_in[0] + l), z = vload<V>(saved_in[1] + l);
       V n = vload<V>(saved_in[2] + l), hn = vload<V>(saved_in[3] + l);
-      V dh_t = vload<V>(r.dh + l) + vload<V>(carried + l);
+      V dh_t = vload<V>(r.dh + l) + vload<V>(carried + l);                          // (9), (8)
       if (dy_in != nullptr) dh_t += vload<V>(dy_in + l);                            // (1)
       V dn = dh_t * (Real(1) - z);                                                   // (2)
       V dz = dh_t * (vload<V>(h_prev + l) - n);                                      // (3)
       V da_n = dn * (Real(1) - n * n);                                               // (4)
       vstore(r.da[0] + l, da_n);
-      vstore(r.da[3] + l, da_n * rg);                                                // (5)
+      vstore(r.da[3] + l, da_n * rg);                                                // (5) dhn
       V dr = da_n * hn;                                                              // (6)
       vstore(r.da[1] + l, dr * rg * (Real(1) - rg));                                 // (7)
       vstore(r.da[2] + l, dz * z * (Real(1) - z));

@@ -18,7 +18,7 @@ BACKEND_MODULES = {
 }
 
 KERNELS = ("rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward",
-           "set_num_threads")
+           "gru_forward", "gru_backward", "set_num_threads")
 
 MAX_THREADS = 1024  # the compiled backend's pool refuses more
 
