@@ -12,10 +12,8 @@ import pytest
 
 import fastrnn
 from fastrnn.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
-from conftest import OUTSIDE_REPO
 from fastrnn.optim import Adam
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import OUTSIDE_REPO, REPO_ROOT
 
 
 def trained_model(cell="lstm", seed=0, steps=2, H=6, **options):
@@ -199,7 +197,7 @@ def test_save_killed_halfway_leaves_the_previous_checkpoint(tmp_path):
     previous.save(path)
     before = path.read_bytes()
 
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     child = subprocess.Popen([sys.executable, "-W", "ignore", "-c", CHILD, str(path)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
                              cwd=OUTSIDE_REPO)

@@ -4,21 +4,9 @@ import numpy as np
 import pytest
 
 import fastrnn
-from conftest import BACKENDS, assert_close
+from helpers import BACKENDS, assert_close, torch_classifier
 
 torch = pytest.importorskip("torch")
-
-
-def torch_classifier(model):
-    cls = torch.nn.LSTM if model.cell == "lstm" else torch.nn.RNN
-    rnn = cls(model.input_size, model.hidden_size, batch_first=True)
-    fc = torch.nn.Linear(model.hidden_size, model.num_classes)
-    with torch.no_grad():
-        for k, p in rnn.named_parameters():
-            p.copy_(torch.tensor(model.parameters()[k]))
-        fc.weight.copy_(torch.tensor(model.fc_weight))
-        fc.bias.copy_(torch.tensor(model.fc_bias))
-    return rnn, fc
 
 
 def torch_loss_and_grads(rnn, fc, x, y):

@@ -10,7 +10,7 @@ import pytest
 import fastrnn
 from fastrnn.cli import main
 from fastrnn.training import BatchOrder, Progress
-from test_datasets import REAL, have_real, write_mnist
+from helpers import REAL, have_real, write_mnist
 
 
 @pytest.fixture(scope="module")
