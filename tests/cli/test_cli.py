@@ -117,7 +117,7 @@ def test_resume_refuses_contradicting_flags(tmp_path, tiny_data, capsys):
     assert code == 2 and "not a training checkpoint" in err
 
     saved = fastrnn.checkpoint.read_checkpoint(tmp_path / "a.npz")
-    model = saved.build_model()
+    model = fastrnn.SequenceClassifier.from_checkpoint(saved)
     optimizer = fastrnn.optim.Adam(model.parameters())
     optimizer.load_state_dict(saved.optimizer_state)
     for broken in ({"settings": dict(saved.train_state["settings"], batch_size="all")},

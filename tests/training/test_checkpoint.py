@@ -137,6 +137,20 @@ def test_malformed_entries(saved, change, message):
         read_checkpoint(saved)
 
 
+@pytest.mark.parametrize("change", [
+    {"cell": "LSTM"}, {"hidden_size": 2.0}, {"num_classes": 1}, {"num_classes": True},
+    {"forget_bias": float("nan")}, {"forget_bias": "1.0"}, {"recurrent_init": "zeros"},
+], ids=lambda change: "-".join(f"{k}={v}" for k, v in change.items()))
+def test_constructor_and_checkpoint_refuse_the_same_configs(saved, change):
+    config = dict(fastrnn.load(saved).config(), **change)
+    (key,) = change
+    with pytest.raises(ValueError, match=key):
+        fastrnn.SequenceClassifier(**config)
+    rewrite(saved, config=json_bytes(config))
+    with pytest.raises(CheckpointError, match=f"bad model config: {key}"):
+        read_checkpoint(saved)
+
+
 def test_hostile_pickle_is_never_executed(saved, tmp_path):
     marker = tmp_path / "pwned"
 
