@@ -4,9 +4,8 @@ from . import datasets, optim
 from ._backends import (available_backends, get_num_threads, release_cached_memory,
                         set_num_threads)
 from ._info import __version__, info
-from .checkpoint import load
 from .layers import GRU, LSTM, RNN
-from .model import SequenceClassifier
+from .model import SequenceClassifier, load
 from .onnx import export_onnx
 
 __all__ = [

@@ -1,43 +1,44 @@
-"""argparse types shared by the command lines: each refuses what it cannot use."""
+"""Argument checks shared by the layers, the model, checkpoints and the command lines.
+
+`check_int` and `check_number` take a value from Python code or a file; the
+argparse types below parse a flag's text and apply the same checks. Each
+refuses what it cannot use, with a message that names the argument.
+"""
 
 import argparse
+import math
+import numbers
 
 
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def check_int(value, what, *, low=1):
+    """`value` as an int if it is an integer >= `low` (a bool is not), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        expected = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise ValueError(f"{what} must be {expected}, got {value!r}")
+    return int(value)
 
 
-def non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+def check_number(value, what, *, positive=False):
+    """`value` as a float if it is a finite real number (> 0 where `positive`), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value) or (positive and value <= 0):
+        expected = "a positive finite number" if positive else "a finite number"
+        raise ValueError(f"{what} must be {expected}, got {value!r}")
+    return float(value)
 
 
-def positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (value > 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
-    return value
+def _flag_type(parse, check, expected):
+    """An argparse type: `parse` the text, then `check` the value."""
+    def convert(text):
+        try:
+            return check(parse(text))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    return convert
 
 
-def finite_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
+positive_int = _flag_type(int, lambda n: check_int(n, "value"), "a positive integer")
+non_negative_int = _flag_type(int, lambda n: check_int(n, "value", low=0), "an integer >= 0")
+positive_float = _flag_type(float, lambda v: check_number(v, "value", positive=True),
+                            "a positive finite number")
+finite_float = _flag_type(float, lambda v: check_number(v, "value"), "a finite number")

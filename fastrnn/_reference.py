@@ -22,17 +22,32 @@ Kernel contract, shared by every backend (same names, same argument order):
     gru_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx)
         -> (dx, dh0, dw_ih, dw_hh, db_ih, db_hh)
 
-`saved` is whatever forward keeps for BPTT (None when not training); only
-the same backend's backward reads it. A backend whose module sets
-`reads_x_views = True` (the compiled one) also takes x as any (T, B, I) view
-whose last axis is contiguous, a transposed batch-first array for one, and
-keeps in `saved` its own copy of x for the backward. dy may be None (no loss on y); dx is
-None when need_dx is False. db is the gradient of both b_ih and b_hh; the
-GRU's db_ih and db_hh differ in the n gate's slice.
+dy may be None (no loss on y); dx is None when need_dx is False. db is the
+gradient of both b_ih and b_hh; the GRU's db_ih and db_hh differ in the n
+gate's slice.
 
-The GRU's saved workspace is (gates, hn) on the reference and Numba backends:
-the activated gates r, z, n (T, B, 3H) and hn = h_{t-1} W_hn^T + b_hn
-(T, B, H), the recurrent part of n before the reset gate scales it.
+The saved workspace. `saved` is what a training forward keeps for BPTT (None
+after an inference forward); only the same backend's backward reads it, and
+it holds the same contents on every backend:
+
+    RNN    nothing beyond x and y (y holds every h_t), which backward is
+           given: saved is None
+    LSTM   every c_t (T, B, H) and the activated gates i, f, g, o (T, B, 4H)
+    GRU    the activated gates r, z, n (T, B, 3H) and
+           hn = h_{t-1} W_hn^T + b_hn (T, B, H), which n multiplies by r
+
+Where a backend differs:
+- The compiled backend (fastrnn._core) keeps these in one opaque allocation,
+  a Workspace, and beside them its own contiguous copy of x (T, B, I), for the
+  RNN too. Its module sets `reads_x_views = True`: it takes x as any (T, B, I)
+  view whose last axis is contiguous (a transposed batch-first array, for
+  one) and reads it through its strides, so it copies x once, into the
+  workspace, where BPTT reads it; the caller may overwrite its array between
+  forward and backward. For the other backends the layer keeps a copy of
+  a caller's x itself.
+- The Numba backend also keeps every tanh(c_t) (T, B, H) of the LSTM, which
+  its forward computes for h_t anyway and its backward then reads instead of
+  computing again.
 """
 
 import numpy as np

@@ -12,20 +12,22 @@ Layout (every entry a plain array; strings are UTF-8 JSON held as uint8):
 A save goes to a temporary file in the target's directory, is flushed and
 fsynced, then renamed over the target: a crash at any moment leaves either
 the old checkpoint or the new one, never a half-written file under the name.
+
+This module knows the file, not the model class: fastrnn.model imports it to
+save and load, and nothing here imports fastrnn.model.
 """
 
 import json
-import math
 import os
 import zipfile
 
 import numpy as np
 
+from ._config import check_model_config
 from ._files import write_atomically
+from .layers import CELLS
 
 FORMAT_VERSION = 1
-CONFIG_KEYS = {"input_size", "hidden_size", "num_classes", "cell", "forget_bias",
-               "recurrent_init"}
 
 
 class CheckpointError(ValueError):
@@ -63,19 +65,16 @@ def save_checkpoint(path, model, optimizer=None, train_state=None):
 
 
 class Checkpoint:
-    """What a checkpoint file holds, validated: config, params, optimizer and train state."""
+    """What a checkpoint file holds, validated: config, params, optimizer and train state.
+
+    SequenceClassifier.from_checkpoint builds the model it describes.
+    """
 
     def __init__(self, config, params, optimizer_state, train_state):
         self.config = config
         self.params = params
         self.optimizer_state = optimizer_state
         self.train_state = train_state
-
-    def build_model(self, backend=None):
-        from .model import SequenceClassifier
-        model = SequenceClassifier(**self.config, backend=backend)
-        model.load_state_dict(self.params)
-        return model
 
 
 def _read_members(path):
@@ -108,30 +107,14 @@ def _decode_json(path, members, name):
         raise CheckpointError(f"{path}: entry {name!r} is not valid JSON ({exc})") from None
 
 
-def _positive_int(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
 def _check_config(path, config):
-    if not isinstance(config, dict) or set(config) != CONFIG_KEYS:
-        raise CheckpointError(f"{path}: model config must have exactly the keys "
-                              f"{sorted(CONFIG_KEYS)}, got {config!r}")
-    from .model import CELLS
-    if config["cell"] not in CELLS:
-        raise CheckpointError(f"{path}: unknown cell {config['cell']!r}")
-    for key in ("input_size", "hidden_size", "num_classes"):
-        if not _positive_int(config[key]):
-            raise CheckpointError(f"{path}: config {key} must be a positive integer")
-    forget_bias = config["forget_bias"]
-    if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)) \
-            or not math.isfinite(forget_bias):
-        raise CheckpointError(f"{path}: config forget_bias must be a finite number")
-    if config["recurrent_init"] not in ("uniform", "orthogonal", "identity"):
-        raise CheckpointError(f"{path}: unknown recurrent_init {config['recurrent_init']!r}")
+    try:
+        return check_model_config(config)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: bad model config: {exc}") from None
 
 
 def _expected_shapes(config):
-    from .model import CELLS
     G = CELLS[config["cell"]].gates
     H, I, C = config["hidden_size"], config["input_size"], config["num_classes"]
     return {
@@ -174,8 +157,7 @@ def read_checkpoint(path):
                               f"supported (this fastrnn reads version {FORMAT_VERSION})")
     if "config" not in members:
         raise CheckpointError(f"{path}: missing model config")
-    config = _decode_json(path, members, "config")
-    _check_config(path, config)
+    config = _check_config(path, _decode_json(path, members, "config"))
     shapes = _expected_shapes(config)
     params = _float_arrays(path, members, "param", shapes)
 
@@ -201,8 +183,3 @@ def read_checkpoint(path):
     if unexpected:
         raise CheckpointError(f"{path}: unexpected entries {unexpected}")
     return Checkpoint(config, params, optimizer_state, train_state)
-
-
-def load(path, *, backend=None):
-    """The SequenceClassifier saved at `path` (by model.save or `fastrnn train --save`)."""
-    return read_checkpoint(path).build_model(backend=backend)

@@ -2,12 +2,13 @@
 
 import argparse
 import json
-import math
 import os
 import sys
 
-from ._argtypes import finite_float, non_negative_int, positive_float, positive_int
-from .model import CELLS, RECURRENT_INITS
+from ._argtypes import (check_int, check_number, finite_float, non_negative_int,
+                        positive_float, positive_int)
+from ._config import RECURRENT_INITS, check_cell, check_recurrent_init
+from .layers import CELLS
 from .optim import SCHEDULES
 
 # The original experiment's settings; `fastrnn train` without flags runs it.
@@ -93,23 +94,23 @@ def _settings(args, checkpoint):
 
 def _valid_settings(settings):
     """Whether settings read from a checkpoint are ones the flags could have given."""
-    def is_int(value, low):
-        return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-    def is_number(value):
-        return isinstance(value, (int, float)) and not isinstance(value, bool) \
-            and math.isfinite(value)
-
-    return (isinstance(settings, dict) and set(settings) == set(ORIGIN_DEFAULTS)
-            and settings["cell"] in CELLS
-            and is_int(settings["hidden"], 1) and is_int(settings["batch_size"], 1)
-            and is_number(settings["lr"]) and settings["lr"] > 0
-            and settings["lr_schedule"] in SCHEDULES
-            and (settings["clip"] is None or is_number(settings["clip"]) and settings["clip"] > 0)
-            and is_number(settings["forget_bias"])
-            and settings["recurrent_init"] in RECURRENT_INITS
-            and is_int(settings["seed"], 0)
-            and (settings["train_limit"] is None or is_int(settings["train_limit"], 1)))
+    if not isinstance(settings, dict) or set(settings) != set(ORIGIN_DEFAULTS):
+        return False
+    try:
+        check_cell(settings["cell"])
+        check_recurrent_init(settings["recurrent_init"])
+        check_number(settings["forget_bias"], "forget_bias")
+        check_number(settings["lr"], "lr", positive=True)
+        check_int(settings["hidden"], "hidden")
+        check_int(settings["batch_size"], "batch_size")
+        check_int(settings["seed"], "seed", low=0)
+        if settings["clip"] is not None:
+            check_number(settings["clip"], "clip", positive=True)
+        if settings["train_limit"] is not None:
+            check_int(settings["train_limit"], "train_limit")
+    except ValueError:
+        return False
+    return settings["lr_schedule"] in SCHEDULES
 
 
 def _read_resume(path):
@@ -150,7 +151,7 @@ def _cmd_train(args):
         x_train, y_train = x_train[:settings["train_limit"]], y_train[:settings["train_limit"]]
 
     if checkpoint is not None:
-        model = checkpoint.build_model(backend=args.backend)
+        model = SequenceClassifier.from_checkpoint(checkpoint, backend=args.backend)
         optimizer = Adam(model.parameters())
         optimizer.load_state_dict(checkpoint.optimizer_state)
         start_step = checkpoint.train_state["step"]
@@ -238,7 +239,7 @@ def _cmd_train(args):
 
 def _cmd_eval(args):
     from . import get_num_threads
-    from .checkpoint import load
+    from .model import load
     _set_threads(args)
     model = load(args.path, backend=args.backend)
     _, _, x_test, y_test = _load_data(args)
@@ -257,7 +258,7 @@ def _cmd_eval(args):
 
 
 def _cmd_export(args):
-    from .checkpoint import load
+    from .model import load
     from .onnx import OPSET, export_onnx
     # Exporting reads the parameters and runs no kernel: the reference backend always loads.
     model = load(args.checkpoint, backend="numpy")

@@ -66,20 +66,20 @@ def hidden_state_gradients(model, x, y):
     if x.ndim != 3 or x.shape[1] < 1:
         raise ValueError(f"x must be (B, T, I) with T >= 1, got shape {x.shape}")
     states = _states_over_time(layer, x)
-    is_lstm = model.cell == "lstm"
+    has_cell_state = states[0][1] is not None   # (h, c): c_t gets its gradient too
     loss, dh_T = model.head_loss_and_state_grad(states[-1][0], y)
     T = x.shape[1]
     dh = [None] * T
-    dc = [None] * T if is_lstm else None
+    dc = [None] * T if has_cell_state else None
     dh[-1] = dh_T
-    if is_lstm:
+    if has_cell_state:
         dc[-1] = np.zeros_like(dh_T)   # c_T does not reach the loss directly
     for t in range(T - 1):          # state after step t+1 (1-based), suffix x[t+1:]
         h, c = states[t]
-        layer.forward(x[:, t + 1:], (h, c) if is_lstm else h, training=True)
-        _, dstate0 = layer.backward(dy=None, dstate=(dh_T, None) if is_lstm else dh_T,
+        layer.forward(x[:, t + 1:], (h, c) if has_cell_state else h, training=True)
+        _, dstate0 = layer.backward(dy=None, dstate=(dh_T, None) if has_cell_state else dh_T,
                                     need_input_grad=False)
-        if is_lstm:
+        if has_cell_state:
             dh[t], dc[t] = dstate0
         else:
             dh[t] = dstate0

@@ -3,14 +3,9 @@
 import numpy as np
 
 from . import _backends
+from ._argtypes import check_int
 
 _DTYPES = (np.float32, np.float64)
-
-
-def _positive_int(value, what):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def as_real_array(value, dtype, what):
@@ -60,8 +55,8 @@ class _Recurrent:
     cell = None
 
     def __init__(self, input_size, hidden_size, *, batch_first, backend, dtype, seed):
-        self.input_size = _positive_int(input_size, "input_size")
-        self.hidden_size = _positive_int(hidden_size, "hidden_size")
+        self.input_size = check_int(input_size, "input_size")
+        self.hidden_size = check_int(hidden_size, "hidden_size")
         self.batch_first = bool(batch_first)
         if np.dtype(dtype) not in [np.dtype(d) for d in _DTYPES]:
             raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
@@ -304,3 +299,8 @@ class GRU(_Recurrent):
         # (dx, dh0, dw_ih, dw_hh, db_ih, db_hh): already the order backward() takes.
         return self._backend.gru_backward(saved, x, *states0, *weights[:2], y, dy, *dstates,
                                           need_dx)
+
+
+# The cells by name: every list of cell names (the model, checkpoints, the command line)
+# is this one.
+CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}

@@ -6,10 +6,9 @@ the small head runs in one compiled call on the cpp backend, else here.
 import numpy as np
 
 from . import _backends
-from .layers import GRU, LSTM, RNN, as_real_array, load_parameters
-
-CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
-RECURRENT_INITS = ("uniform", "orthogonal", "identity")
+from ._config import check_model_config
+from .checkpoint import read_checkpoint, save_checkpoint
+from .layers import CELLS, as_real_array, load_parameters
 
 # predict/evaluate run the test set in chunks of this many sequences, so
 # memory stays bounded (an LSTM forward keeps T*B*4H activations).
@@ -32,22 +31,16 @@ class SequenceClassifier:
 
     def __init__(self, input_size, hidden_size, num_classes, *, cell="lstm", forget_bias=1.0,
                  backend=None, seed=None, recurrent_init="uniform"):
-        if cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
-        if recurrent_init not in RECURRENT_INITS:
-            raise ValueError(f"recurrent_init must be one of {list(RECURRENT_INITS)}, "
-                             f"got {recurrent_init!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
-                or num_classes < 2:
-            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-        if cell == "lstm":
-            self.layer = LSTM(input_size, hidden_size, forget_bias=forget_bias,
-                              backend=backend, seed=seed)
-        else:   # forget_bias has no meaning for the GRU and the vanilla cell
-            self.layer = CELLS[cell](input_size, hidden_size, backend=backend, seed=seed)
+        config = check_model_config({
+            "input_size": input_size, "hidden_size": hidden_size, "num_classes": num_classes,
+            "cell": cell, "forget_bias": forget_bias, "recurrent_init": recurrent_init})
+        # forget_bias has no meaning for the GRU and the vanilla cell
+        options = {"forget_bias": config["forget_bias"]} if cell == "lstm" else {}
+        self.layer = CELLS[cell](config["input_size"], config["hidden_size"], backend=backend,
+                                 seed=seed, **options)
         self.cell = cell
-        self.forget_bias = float(forget_bias) if cell == "lstm" else 0.0
-        self.num_classes = int(num_classes)
+        self.forget_bias = options.get("forget_bias", 0.0)
+        self.num_classes = config["num_classes"]
         self.recurrent_init = recurrent_init
         H, C = self.layer.hidden_size, self.num_classes
         # A stream of its own, so the recurrent layer equals fastrnn.LSTM(..., seed=seed).
@@ -210,9 +203,20 @@ class SequenceClassifier:
 
     def save(self, path, **extra):
         """Write a checkpoint that `fastrnn.load(path)` reads back (atomically)."""
-        from .checkpoint import save_checkpoint
         save_checkpoint(path, self, **extra)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint, *, backend=None):
+        """The model that a checkpoint read by `read_checkpoint` holds, on `backend`."""
+        model = cls(**checkpoint.config, backend=backend)
+        model.load_state_dict(checkpoint.params)
+        return model
 
     def __repr__(self):
         return (f"SequenceClassifier({self.input_size}, {self.hidden_size}, {self.num_classes}, "
                 f"cell={self.cell!r}, backend={self.backend!r})")
+
+
+def load(path, *, backend=None):
+    """The SequenceClassifier saved at `path` (by model.save or `fastrnn train --save`)."""
+    return SequenceClassifier.from_checkpoint(read_checkpoint(path), backend=backend)

@@ -1,74 +1,14 @@
-"""Shared test helpers: the one tolerance table, problem builders, backends."""
+"""Shared fixtures; the shared helpers are in helpers.py."""
 
-import tempfile
+import sys
 
-import numpy as np
 import pytest
 
 import fastrnn
-
-# Every backend comparison uses this table. "output": max absolute error of
-# y and the final state; "grad": max error relative to the largest magnitude
-# of the expected gradient (so an all-zero gradient is compared absolutely).
-TOLERANCES = {
-    np.dtype(np.float32): {"output": 1e-5, "grad": 1e-4},
-    np.dtype(np.float64): {"output": 1e-12, "grad": 1e-10},
-}
-
-# A fresh interpreter started in the source tree imports its fastrnn (no compiled
-# extension) before the installed one: tests start subprocesses from here instead.
-OUTSIDE_REPO = tempfile.gettempdir()
-
-BACKENDS = fastrnn.available_backends()
-FAST_BACKENDS = [name for name in BACKENDS if name != "numpy"]
-
-
-def relative_error(actual, expected):
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    if actual.size == 0:
-        return 0.0
-    scale = max(float(np.abs(expected).max()), 1e-6)
-    return float(np.abs(actual - expected).max()) / scale
-
-
-def assert_close(actual, expected, kind, dtype, what=""):
-    tol = TOLERANCES[np.dtype(dtype)][kind]
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    assert np.all(np.isfinite(actual)) == np.all(np.isfinite(expected)), f"{what}: finiteness differs"
-    if kind == "output":
-        err = float(np.abs(actual - expected).max()) if actual.size else 0.0
-    else:
-        err = relative_error(actual, expected)
-    assert err <= tol, f"{what}: {kind} error {err:.3g} > {tol:g}"
-    return err
-
-
-def make_layer(cell, I, H, *, backend, dtype=np.float32, batch_first=True, seed=0):
-    if cell == "lstm":
-        return fastrnn.LSTM(I, H, backend=backend, dtype=dtype, batch_first=batch_first, seed=seed)
-    return fastrnn.RNN(I, H, backend=backend, dtype=dtype, batch_first=batch_first, seed=seed)
-
-
-def make_problem(cell, T, B, I, H, *, dtype=np.float32, batch_first=True, seed=0, scale=1.0):
-    """Inputs, a nonzero initial state and loss weights on every output."""
-    rng = np.random.default_rng(seed)
-    shape = (B, T, I) if batch_first else (T, B, I)
-    x = (scale * rng.standard_normal(shape)).astype(dtype)
-    state = rng.uniform(-0.5, 0.5, (B, H)).astype(dtype)
-    dy = rng.standard_normal(shape[:2] + (H,)).astype(dtype)
-    dstate = rng.standard_normal((B, H)).astype(dtype)
-    if cell == "lstm":
-        state = (state, rng.uniform(-1, 1, (B, H)).astype(dtype))
-        dstate = (dstate, rng.standard_normal((B, H)).astype(dtype))
-    return x, state, dy, dstate
-
-
-def flat_state(state):
-    return list(state) if isinstance(state, tuple) else [state]
+from fastrnn import _backends
+from helpers import FAST_BACKENDS
+# The bench tests still import these from here.
+from helpers import BACKENDS, assert_close, make_layer, make_problem  # noqa: F401
 
 
 @pytest.fixture(params=["rnn", "lstm"])
@@ -79,8 +19,6 @@ def cell(request):
 @pytest.fixture
 def keep_thread_settings():
     """Put every library's thread settings back after a test that changes them."""
-    import sys
-
     from threadpoolctl import threadpool_limits
     threads = fastrnn.get_num_threads()
     torch_threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
@@ -99,12 +37,46 @@ except ImportError:
     _compiled, _ISAS = None, []
 
 
+def _use_isa(isa):
+    """Switch the compiled backend to `isa`; returns the path to switch back to."""
+    before = _compiled.build_info()["kernel_path"]
+    _compiled._set_isa(isa)
+    return before
+
+
 @pytest.fixture(params=_ISAS or ["none"])
 def isa(request):
     """Runs the test once on every kernel path of the compiled backend."""
     if _compiled is None:
         pytest.skip("the compiled backend is not built here")
-    before = _compiled.build_info()["kernel_path"]
-    _compiled._set_isa(request.param)
+    before = _use_isa(request.param)
     yield request.param
     _compiled._set_isa(before)
+
+
+# Every fast backend, the compiled one once per kernel path: "numba", "cpp-avx2", ...
+_KERNEL_PATHS = [f"cpp-{isa}" for isa in _ISAS if "cpp" in FAST_BACKENDS] + \
+    [name for name in FAST_BACKENDS if name != "cpp"]
+
+
+@pytest.fixture(params=_KERNEL_PATHS or ["none"])
+def fast_kernels(request):
+    """The kernel module of one fast backend, on one kernel path of the compiled backend."""
+    if not _KERNEL_PATHS:
+        pytest.skip("no fast backend loads here")
+    backend, _, isa = request.param.partition("-")
+    if not isa:
+        yield _backends.get_backend(backend)
+        return
+    before = _use_isa(isa)
+    yield _backends.get_backend(backend)
+    _compiled._set_isa(before)
+
+
+@pytest.fixture(params=[1, 2], ids=lambda n: f"threads{n}")
+def threads(request):
+    """Every backend on one and on two threads; the setting is put back after."""
+    before = fastrnn.get_num_threads()
+    fastrnn.set_num_threads(request.param)
+    yield request.param
+    fastrnn.set_num_threads(before)

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 import fastrnn
-from conftest import BACKENDS
-from test_cli import read_json, run, tiny_data  # noqa: F401 (tiny_data is a fixture)
-from test_datasets import REAL, have_real
+from helpers import BACKENDS, read_json, run_cli as run
+from helpers import REAL, have_real
 
 
 @pytest.fixture(params=BACKENDS)

@@ -9,7 +9,7 @@ every y_t and on h_T; "h_T_only" passes dy=None, the classifier's case.
 import numpy as np
 import pytest
 
-from conftest import BACKENDS, FAST_BACKENDS, assert_close, relative_error
+from helpers import BACKENDS, FAST_BACKENDS, assert_close, relative_error
 from fastrnn import _backends, _reference as reference
 
 try:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastrnn
-from conftest import BACKENDS, assert_close
+from helpers import BACKENDS, assert_close
 
 try:
     import torch

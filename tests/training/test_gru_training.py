@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastrnn
-from conftest import BACKENDS, assert_close
+from helpers import BACKENDS, assert_close
 from fastrnn.checkpoint import read_checkpoint, save_checkpoint
 from fastrnn.diagnostics import diagnose
 from fastrnn.optim import Adam
@@ -39,7 +39,7 @@ def batch(B, T, I, C, seed=0):
 @pytest.mark.parametrize("B,T,I,H,C", [(1, 1, 1, 1, 2), (5, 7, 3, 33, 4), (16, 28, 28, 32, 10)],
                          ids=lambda v: str(v))
 def test_loss_and_grads_match_torch(backend, B, T, I, H, C):
-    from test_model import torch_classifier, torch_loss_and_grads   # they import torch
+    from helpers import torch_classifier, torch_loss_and_grads   # they import torch
     model = fastrnn.SequenceClassifier(I, H, C, cell="gru", backend=backend, seed=1)
     x, y = batch(B, T, I, C)
     loss, grads = model.loss_and_grads(x, y)
@@ -84,7 +84,7 @@ def test_checkpoint_round_trips_and_training_continues_where_it_stopped(backend,
 
     # One more step from the file gives the bits one more step in memory gives.
     saved = read_checkpoint(path)
-    resumed = saved.build_model(backend=backend)
+    resumed = fastrnn.SequenceClassifier.from_checkpoint(saved, backend=backend)
     resumed_optimizer = Adam(resumed.parameters())
     resumed_optimizer.load_state_dict(saved.optimizer_state)
     for m, opt in ((model, optimizer), (resumed, resumed_optimizer)):

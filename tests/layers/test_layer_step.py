@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import BACKENDS, assert_close, flat_state, make_layer, make_problem
+from helpers import BACKENDS, assert_close, flat_state, make_layer, make_problem
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -12,10 +12,8 @@ import pytest
 
 import fastrnn
 from fastrnn.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
-from conftest import OUTSIDE_REPO
 from fastrnn.optim import Adam
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import OUTSIDE_REPO, REPO_ROOT
 
 
 def trained_model(cell="lstm", seed=0, steps=2, H=6, **options):
@@ -139,6 +137,20 @@ def test_malformed_entries(saved, change, message):
         read_checkpoint(saved)
 
 
+@pytest.mark.parametrize("change", [
+    {"cell": "LSTM"}, {"hidden_size": 2.0}, {"num_classes": 1}, {"num_classes": True},
+    {"forget_bias": float("nan")}, {"forget_bias": "1.0"}, {"recurrent_init": "zeros"},
+], ids=lambda change: "-".join(f"{k}={v}" for k, v in change.items()))
+def test_constructor_and_checkpoint_refuse_the_same_configs(saved, change):
+    config = dict(fastrnn.load(saved).config(), **change)
+    (key,) = change
+    with pytest.raises(ValueError, match=key):
+        fastrnn.SequenceClassifier(**config)
+    rewrite(saved, config=json_bytes(config))
+    with pytest.raises(CheckpointError, match=f"bad model config: {key}"):
+        read_checkpoint(saved)
+
+
 def test_hostile_pickle_is_never_executed(saved, tmp_path):
     marker = tmp_path / "pwned"
 
@@ -199,7 +211,7 @@ def test_save_killed_halfway_leaves_the_previous_checkpoint(tmp_path):
     previous.save(path)
     before = path.read_bytes()
 
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     child = subprocess.Popen([sys.executable, "-W", "ignore", "-c", CHILD, str(path)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
                              cwd=OUTSIDE_REPO)

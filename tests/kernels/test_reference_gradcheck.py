@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import flat_state, make_layer, make_problem, relative_error
+from helpers import flat_state, make_layer, make_problem, relative_error
 
 EPS = 1e-6
 

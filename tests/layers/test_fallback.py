@@ -14,7 +14,7 @@ import textwrap
 import pytest
 
 import fastrnn
-from conftest import BACKENDS, OUTSIDE_REPO
+from helpers import BACKENDS, OUTSIDE_REPO
 
 pytestmark = pytest.mark.skipif("numba" not in BACKENDS, reason="Numba is not installed")
 

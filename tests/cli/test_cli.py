@@ -10,26 +10,7 @@ import pytest
 import fastrnn
 from fastrnn.cli import main
 from fastrnn.training import BatchOrder, Progress
-from test_datasets import REAL, have_real, write_mnist
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mnist")
-    write_mnist(root, n_train=250, n_test=40, seed=3)
-    return str(root)
-
-
-def run(argv, capsys):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return code, out, err
-
-
-def read_json(path):
-    with open(path) as file:
-        return json.load(file)
+from helpers import REAL, have_real, read_json, run_cli as run
 
 
 TINY = ["--hidden", 8, "--batch-size", 50, "--no-progress", "--log-every", 2]
@@ -117,7 +98,7 @@ def test_resume_refuses_contradicting_flags(tmp_path, tiny_data, capsys):
     assert code == 2 and "not a training checkpoint" in err
 
     saved = fastrnn.checkpoint.read_checkpoint(tmp_path / "a.npz")
-    model = saved.build_model()
+    model = fastrnn.SequenceClassifier.from_checkpoint(saved)
     optimizer = fastrnn.optim.Adam(model.parameters())
     optimizer.load_state_dict(saved.optimizer_state)
     for broken in ({"settings": dict(saved.train_state["settings"], batch_size="all")},

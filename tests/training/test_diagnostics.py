@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 import fastrnn
-from conftest import BACKENDS, assert_close
 from fastrnn.diagnostics import diagnose, hidden_state_gradients
-from test_model import torch_classifier
+from helpers import BACKENDS, assert_close, torch_classifier
 
 torch = pytest.importorskip("torch")
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastrnn
-from conftest import BACKENDS, make_layer
+from helpers import BACKENDS, make_layer
 
 
 @pytest.fixture(params=BACKENDS)

@@ -4,31 +4,9 @@ import numpy as np
 import pytest
 
 import fastrnn
-from conftest import BACKENDS, assert_close
+from helpers import BACKENDS, assert_close, torch_classifier, torch_loss_and_grads
 
 torch = pytest.importorskip("torch")
-
-
-def torch_classifier(model):
-    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[model.cell]
-    rnn = cls(model.input_size, model.hidden_size, batch_first=True)
-    fc = torch.nn.Linear(model.hidden_size, model.num_classes)
-    with torch.no_grad():
-        for k, p in rnn.named_parameters():
-            p.copy_(torch.tensor(model.parameters()[k]))
-        fc.weight.copy_(torch.tensor(model.fc_weight))
-        fc.bias.copy_(torch.tensor(model.fc_bias))
-    return rnn, fc
-
-
-def torch_loss_and_grads(rnn, fc, x, y):
-    out, _ = rnn(torch.tensor(x))
-    loss = torch.nn.functional.cross_entropy(fc(out[:, -1]), torch.tensor(y))
-    loss.backward()
-    grads = {k: p.grad.numpy() for k, p in rnn.named_parameters()}
-    grads["fc.weight"] = fc.weight.grad.numpy()
-    grads["fc.bias"] = fc.bias.grad.numpy()
-    return loss.item(), grads
 
 
 def batch(B, T, I, C, seed=0):

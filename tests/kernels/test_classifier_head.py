@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastrnn
-from conftest import assert_close
+from helpers import assert_close
 
 core = pytest.importorskip("fastrnn._core")
 

@@ -2,7 +2,6 @@
 
 import gzip
 import os
-import struct
 import urllib.error
 
 import numpy as np
@@ -10,37 +9,7 @@ import pytest
 
 from fastrnn import datasets
 from fastrnn.datasets import DatasetError, load_mnist
-
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
-REAL = os.environ.get("FASTRNN_DATA") or SHARED
-have_real = pytest.mark.skipif(
-    not os.path.isfile(os.path.join(REAL, "t10k-labels-idx1-ubyte.gz")),
-    reason="real MNIST not found (set FASTRNN_DATA)")
-
-
-def idx_bytes(array):
-    array = np.asarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.tobytes()
-
-
-def write_mnist(root, n_train=12, n_test=5, *, gz=True, seed=0):
-    """Small but well-formed MNIST files; returns the arrays written."""
-    rng = np.random.default_rng(seed)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
-        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train),
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
-        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test),
-    }
-    os.makedirs(root, exist_ok=True)
-    for name, array in arrays.items():
-        data = idx_bytes(array)
-        path = os.path.join(root, name + (".gz" if gz else ""))
-        with open(path, "wb") as file:
-            file.write(gzip.compress(data) if gz else data)
-    return arrays
-
+from helpers import REAL, have_real, idx_bytes, write_mnist
 
 @have_real
 def test_real_mnist():

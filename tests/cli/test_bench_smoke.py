@@ -18,7 +18,7 @@ import fastrnn
 from conftest import BACKENDS, assert_close, make_layer, make_problem
 from fastrnn import bench
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 TINY = bench.SHAPES["tiny"]
 RIVALS = BACKENDS + list(bench.PEERS)
 TRAINERS = BACKENDS + ["torch"]   # ONNX Runtime's operators do not train

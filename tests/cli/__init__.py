@@ -1,0 +1,1 @@
+"""The command line: train, eval, plot-diagnostics, info, bench."""

@@ -1,0 +1,211 @@
+"""Shared test helpers: the one tolerance table, problem builders, backends, data files.
+
+Imported as a module (`from helpers import ...`; pyproject's pytest `pythonpath`
+puts tests/ on the path). Fixtures live in conftest.py.
+"""
+
+import gzip
+import json
+import os
+import struct
+import tempfile
+
+import numpy as np
+import pytest
+
+import fastrnn
+
+# Every backend comparison uses this table. "output": max absolute error of
+# y and the final state; "grad": max error relative to the largest magnitude
+# of the expected gradient (so an all-zero gradient is compared absolutely).
+TOLERANCES = {
+    np.dtype(np.float32): {"output": 1e-5, "grad": 1e-4},
+    np.dtype(np.float64): {"output": 1e-12, "grad": 1e-10},
+}
+
+# A fresh interpreter started in the source tree imports its fastrnn (no compiled
+# extension) before the installed one: tests start subprocesses from here instead.
+OUTSIDE_REPO = tempfile.gettempdir()
+
+BACKENDS = fastrnn.available_backends()
+FAST_BACKENDS = [name for name in BACKENDS if name != "numpy"]
+
+
+def relative_error(actual, expected):
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    if actual.size == 0:
+        return 0.0
+    scale = max(float(np.abs(expected).max()), 1e-6)
+    return float(np.abs(actual - expected).max()) / scale
+
+
+def assert_close(actual, expected, kind, dtype, what=""):
+    tol = TOLERANCES[np.dtype(dtype)][kind]
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    assert np.all(np.isfinite(actual)) == np.all(np.isfinite(expected)), f"{what}: finiteness differs"
+    if kind == "output":
+        err = float(np.abs(actual - expected).max()) if actual.size else 0.0
+    else:
+        err = relative_error(actual, expected)
+    assert err <= tol, f"{what}: {kind} error {err:.3g} > {tol:g}"
+    return err
+
+
+# -- layers -----------------------------------------------------------------------
+
+def make_layer(cell, I, H, *, backend, dtype=np.float32, batch_first=True, seed=0):
+    if cell == "lstm":
+        return fastrnn.LSTM(I, H, backend=backend, dtype=dtype, batch_first=batch_first, seed=seed)
+    return fastrnn.RNN(I, H, backend=backend, dtype=dtype, batch_first=batch_first, seed=seed)
+
+
+def make_problem(cell, T, B, I, H, *, dtype=np.float32, batch_first=True, seed=0, scale=1.0):
+    """Inputs, a nonzero initial state and loss weights on every output."""
+    rng = np.random.default_rng(seed)
+    shape = (B, T, I) if batch_first else (T, B, I)
+    x = (scale * rng.standard_normal(shape)).astype(dtype)
+    state = rng.uniform(-0.5, 0.5, (B, H)).astype(dtype)
+    dy = rng.standard_normal(shape[:2] + (H,)).astype(dtype)
+    dstate = rng.standard_normal((B, H)).astype(dtype)
+    if cell == "lstm":
+        state = (state, rng.uniform(-1, 1, (B, H)).astype(dtype))
+        dstate = (dstate, rng.standard_normal((B, H)).astype(dtype))
+    return x, state, dy, dstate
+
+
+def flat_state(state):
+    return list(state) if isinstance(state, tuple) else [state]
+
+
+# -- the raw kernels ----------------------------------------------------------------
+
+GATES = {"rnn": 1, "lstm": 4}
+
+
+def make_kernel_args(cell, T, B, I, H, dtype, *, seed=0, scale=1.0):
+    """Kernel arguments: time-major x, torch-like weights, nonzero states, loss on every step.
+
+    b stands for b_ih + b_hh, so it spans twice torch's init bound.
+    """
+    rng = np.random.default_rng(seed)
+    G = GATES[cell]
+    k = 1.0 / np.sqrt(H)
+
+    def uniform(shape, bound):
+        return rng.uniform(-bound, bound, shape).astype(dtype)
+
+    args = {
+        "x": (scale * rng.standard_normal((T, B, I))).astype(dtype),
+        "h0": uniform((B, H), 0.5),
+        "c0": uniform((B, H), 1.0),
+        "w_ih": uniform((G * H, I), k),
+        "w_hh": uniform((G * H, H), k),
+        "b": uniform((G * H,), 2 * k),
+        "dy": rng.standard_normal((T, B, H)).astype(dtype),
+        "dhT": rng.standard_normal((B, H)).astype(dtype),
+        "dcT": rng.standard_normal((B, H)).astype(dtype),
+    }
+    if cell == "rnn":
+        del args["c0"], args["dcT"]
+    return args
+
+
+GRAD_NAMES = {"rnn": ["dx", "dh0", "dw_ih", "dw_hh", "db"],
+              "lstm": ["dx", "dh0", "dc0", "dw_ih", "dw_hh", "db"]}
+
+
+def run_kernels(kernels, cell, a, *, with_dy=True, need_dx=True):
+    """Training forward then backward on one backend: (forward outputs, gradients)."""
+    dy = a["dy"] if with_dy else None
+    if cell == "rnn":
+        y, saved = kernels.rnn_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b"], True)
+        grads = kernels.rnn_backward(saved, a["x"], a["h0"], a["w_ih"], a["w_hh"], y, dy,
+                                     a["dhT"], need_dx)
+        return [y], list(grads)
+    y, cT, saved = kernels.lstm_forward(a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"],
+                                        a["b"], True)
+    grads = kernels.lstm_backward(saved, a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], y, dy,
+                                  a["dhT"], a["dcT"], need_dx)
+    return [y, cT], list(grads)
+
+
+# -- models -------------------------------------------------------------------------
+
+def torch_loss_and_grads(rnn, fc, x, y):
+    """torch's loss and gradients (keyed like SequenceClassifier.parameters()) on one batch."""
+    import torch
+    out, _ = rnn(torch.tensor(x))
+    loss = torch.nn.functional.cross_entropy(fc(out[:, -1]), torch.tensor(y))
+    loss.backward()
+    grads = {k: p.grad.numpy() for k, p in rnn.named_parameters()}
+    grads["fc.weight"] = fc.weight.grad.numpy()
+    grads["fc.bias"] = fc.bias.grad.numpy()
+    return loss.item(), grads
+
+
+def torch_classifier(model):
+    """torch's recurrent layer and Linear with a SequenceClassifier's weights copied in."""
+    import torch
+    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[model.cell]
+    rnn = cls(model.input_size, model.hidden_size, batch_first=True)
+    fc = torch.nn.Linear(model.hidden_size, model.num_classes)
+    with torch.no_grad():
+        for k, p in rnn.named_parameters():
+            p.copy_(torch.tensor(model.parameters()[k]))
+        fc.weight.copy_(torch.tensor(model.fc_weight))
+        fc.bias.copy_(torch.tensor(model.fc_bias))
+    return rnn, fc
+
+
+# -- MNIST files ----------------------------------------------------------------------
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(REPO_ROOT, "..", "shared", "data", "mnist")
+REAL = os.environ.get("FASTRNN_DATA") or SHARED
+have_real = pytest.mark.skipif(
+    not os.path.isfile(os.path.join(REAL, "t10k-labels-idx1-ubyte.gz")),
+    reason="real MNIST not found (set FASTRNN_DATA)")
+
+
+def idx_bytes(array):
+    array = np.asarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.tobytes()
+
+
+def write_mnist(root, n_train=12, n_test=5, *, gz=True, seed=0):
+    """Small but well-formed MNIST files; returns the arrays written."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test),
+    }
+    os.makedirs(root, exist_ok=True)
+    for name, array in arrays.items():
+        data = idx_bytes(array)
+        path = os.path.join(root, name + (".gz" if gz else ""))
+        with open(path, "wb") as file:
+            file.write(gzip.compress(data) if gz else data)
+    return arrays
+
+
+# -- the command line -----------------------------------------------------------------
+
+def run_cli(argv, capsys):
+    """(exit code, stdout, stderr) of `fastrnn ARGV` run in this process; never a traceback."""
+    from fastrnn.cli import main
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+def read_json(path):
+    with open(path) as file:
+        return json.load(file)

@@ -1,0 +1,1 @@
+"""The layer API: errors, state_dict, streaming steps, awkward inputs, backend selection."""

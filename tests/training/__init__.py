@@ -1,0 +1,1 @@
+"""Training: the classifier, the optimizer, checkpoints, datasets, diagnostics."""
