@@ -235,6 +235,13 @@ def test_a_short_call_gets_a_wake_up_call_before_its_block():
     assert len(times) == 5 and len(calls) == 6
 
 
+def test_blocks_are_sized_from_the_calls_of_the_block_before():
+    durations = iter([0.2] + [0.001] * 200)   # slow at first, as a cold library can be
+    blocks = timing.Blocks(lambda: time.sleep(next(durations)))
+    assert len(blocks.time(block_seconds=0.05)) == 1
+    assert len(blocks.time(block_seconds=0.05)) > 1
+
+
 def test_report_goes_on_when_a_rival_fails(monkeypatch):
     real = runners.make_runner
 

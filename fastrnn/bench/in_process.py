@@ -10,7 +10,7 @@ can come out many times too slow. The isolated mode is the default for that.
 from .cases import timing_groups
 from .report import build_report, group_rows
 from .runners import limit_threads, warmed_runner
-from .timing import machine_load, one_call_seconds, take_turns, time_block
+from .timing import Blocks, machine_load, take_turns
 
 
 def run_in_process(cases, rivals, threads, budget, min_rounds, peak, progress=None,
@@ -34,9 +34,9 @@ def run_in_process(cases, rivals, threads, budget, min_rounds, peak, progress=No
         if progress:
             progress(f"timing {' and '.join(c.name for c in group)}: "
                      f"{', '.join(dict.fromkeys(rival for _, rival in runners))} in turns")
-        per_call = {key: one_call_seconds(run) for key, run in runners.items()}
-        samples = take_turns(lambda key: time_block(runners[key], per_call[key], block_seconds),
-                             list(runners), budget, min_rounds, pause)
+        blocks = {key: Blocks(run) for key, run in runners.items()}
+        samples = take_turns(lambda key: blocks[key].time(block_seconds), list(blocks), budget,
+                             min_rounds, pause)
         results.extend(group_rows(group, samples, peak))
     return build_report("in-process", [case for group in groups for case in group], threads,
                         peak, results, skipped, load_at_start)

@@ -28,7 +28,7 @@ import tempfile
 from .cases import timing_groups
 from .report import build_report, group_rows
 from .runners import limit_threads, warmed_runner
-from .timing import machine_load, one_call_seconds, take_turns, time_block
+from .timing import Blocks, machine_load, take_turns
 
 
 def child_command(rival, case_names, threads):
@@ -49,13 +49,12 @@ def serve(cases, rival, threads, infile=None, outfile=None):
         else:
             runners[case.name], outputs[case.name] = run, summary
     limit_threads(threads)
-    per_call = {name: one_call_seconds(run) for name, run in runners.items()}
+    blocks = {name: Blocks(run) for name, run in runners.items()}
     print(json.dumps({"ready": list(runners), "skipped": skipped, "outputs": outputs}),
           file=outfile, flush=True)
     for line in infile:
         request = json.loads(line)
-        name = request["case"]
-        times = time_block(runners[name], per_call[name], request["block_seconds"])
+        times = blocks[request["case"]].time(request["block_seconds"])
         print(json.dumps({"times": times}), file=outfile, flush=True)
 
 

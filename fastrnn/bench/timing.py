@@ -1,8 +1,9 @@
 """Timing primitives shared by both modes: blocks of calls, rivals taking turns, the peak.
 
-A block is about `block_seconds` of calls of one rival (1 to 100 calls), each
-timed alone; a rival faster than the block first gets one untimed call, which
-wakes its library's thread pool after the pause before the block. The rivals
+A block is about `block_seconds` of calls of one rival (1 to 100 calls, as
+many as the median call of its last block fits), each timed alone; a rival
+faster than the block first gets one untimed call, which wakes its library's
+thread pool after the pause before the block. The rivals
 take turns a block at a time, the order rotating each round, so a change in
 the machine's load during the run falls on every rival alike.
 
@@ -30,6 +31,19 @@ def one_call_seconds(run):
     start = time.perf_counter()
     run()
     return time.perf_counter() - start
+
+
+class Blocks:
+    """Blocks of one runner's calls, each sized from the median call of the block before."""
+
+    def __init__(self, run):
+        self.run = run
+        self.per_call = one_call_seconds(run)
+
+    def time(self, block_seconds):
+        times = time_block(self.run, self.per_call, block_seconds)
+        self.per_call = float(np.median(times))
+        return times
 
 
 def time_block(run, per_call, block_seconds):
