@@ -85,22 +85,24 @@ class Case(namedtuple("Case", "cell mode shape_name shape variant")):
         return self._replace(variant="plain") if self.layout.lengths else None
 
 
-def _catalogue():
-    cases = {}
-    for cell in CELLS:
-        for mode in MODES:
+def make_cases(shapes=("origin",), cells=CELLS, modes=MODES, variants=("plain",)):
+    """Every case of the given shapes, cells, modes and variants, in that nesting.
+
+    Latency has one shape (batch1) and only the plain variant.
+    """
+    cases = []
+    for cell in cells:
+        for mode in modes:
             if mode == "latency":
-                case = Case(cell, mode, "batch1", LATENCY_SHAPE, "plain")
-                cases[case.name] = case
+                if "plain" in variants:
+                    cases.append(Case(cell, mode, "batch1", LATENCY_SHAPE, "plain"))
                 continue
-            for shape_name, shape in SHAPES.items():
-                for variant in VARIANTS:
-                    case = Case(cell, mode, shape_name, shape, variant)
-                    cases[case.name] = case
+            cases += [Case(cell, mode, shape_name, SHAPES[shape_name], variant)
+                      for shape_name in shapes for variant in variants]
     return cases
 
 
-CATALOGUE = _catalogue()
+CATALOGUE = {case.name: case for case in make_cases(SHAPES, CELLS, MODES, VARIANTS)}
 
 
 def case_by_name(name):
@@ -112,25 +114,6 @@ def case_by_name(name):
         hint = f" (did you mean {', '.join(near)}?)" if near else ""
         raise ValueError(f"unknown case {name!r}{hint}; `fastrnn bench --list-cases` "
                          f"lists them") from None
-
-
-def make_cases(shapes=("origin",), cells=CELLS, modes=MODES, variants=("plain",)):
-    """Every case of the given shapes, cells, modes and variants, in that nesting.
-
-    Latency has one shape (batch1) and only the plain variant.
-    """
-    cases = []
-    for cell in cells:
-        for mode in modes:
-            if mode == "latency":
-                if "plain" in variants:
-                    cases.append(CATALOGUE[f"{cell}-latency-batch1"])
-                continue
-            for shape_name in shapes:
-                for variant in variants:
-                    cases.append(CATALOGUE[Case(cell, mode, shape_name, SHAPES[shape_name],
-                                                variant).name])
-    return cases
 
 
 def timing_groups(cases, add_twins=True):

@@ -7,6 +7,7 @@ import sys
 
 from .. import _backends
 from .._argtypes import positive_float, positive_int
+from . import in_process, isolated, report, timing
 from .cases import (CATALOGUE, CELLS, MODES, SHAPES, VARIANTS, case_by_name, make_cases,
                     missing_features, require_runnable)
 from .runners import known_rivals, require_rivals, rival_names
@@ -107,13 +108,23 @@ def list_cases():
         print(f"{name:<{width}}  {'runs here' if missing is None else 'needs ' + missing}")
 
 
+def serve_one_rival(cases, rivals, threads):
+    """`--serve`: this process is an isolated child, timing one rival for its parent."""
+    if len(rivals) != 1:
+        raise ValueError("--serve times exactly one rival")
+    protocol, sys.stdout = sys.stdout, sys.stderr  # stray prints must not reach the parent
+    try:
+        isolated.serve(cases, rivals[0], threads, outfile=protocol)
+    finally:
+        sys.stdout = protocol
+
+
 def run_from_args(args):
     if args.list_cases:
         list_cases()
         return 0
     if args.plot:
-        from .report import import_pyplot
-        import_pyplot()  # fail now, not after a minute of timing
+        report.import_pyplot()  # fail now, not after a minute of timing
     for path in (args.json, args.plot):
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise ValueError(f"cannot write {path}: its directory does not exist")
@@ -122,15 +133,8 @@ def run_from_args(args):
     if args.rivals:
         require_rivals(args.rivals)
     rivals = args.rivals or rival_names()
-    if args.serve:  # an isolated child: one rival, driven by its parent
-        if len(rivals) != 1:
-            raise ValueError("--serve times exactly one rival")
-        from .isolated import serve
-        protocol, sys.stdout = sys.stdout, sys.stderr  # stray prints must not reach the parent
-        try:
-            serve(cases, rivals[0], threads, outfile=protocol)
-        finally:
-            sys.stdout = protocol
+    if args.serve:
+        serve_one_rival(cases, rivals, threads)
         return 0
     budget, min_rounds, repeats = (1.0, 2, 3) if args.quick else (3.0, 3, 7)
     budget = args.seconds or budget
@@ -138,24 +142,21 @@ def run_from_args(args):
     def progress(message):
         print(message, file=sys.stderr, flush=True)
 
-    from .timing import measure_peak
     peak = None
     if not args.no_peak:
         progress(f"measuring the SGEMM peak on {threads} thread(s) ...")
-        peak = measure_peak(threads, repeats=repeats)
+        peak = timing.measure_peak(threads, repeats=repeats)
     if args.in_process:
-        from .in_process import run_in_process
-        report = run_in_process(cases, rivals, threads, budget, min_rounds, peak, progress)
+        timed = in_process.run_in_process(cases, rivals, threads, budget, min_rounds, peak,
+                                          progress)
     else:
-        from .isolated import run_isolated
-        report = run_isolated(cases, rivals, threads, peak, budget, min_rounds, progress)
-    from .report import format_report, plot_report
-    print(format_report(report))
+        timed = isolated.run_isolated(cases, rivals, threads, peak, budget, min_rounds, progress)
+    print(report.format_report(timed))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+            json.dump(timed, f, indent=2)
     if args.plot:
-        plot_report(report, args.plot)
+        report.plot_report(timed, args.plot)
     return 0
 
 
