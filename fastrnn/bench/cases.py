@@ -209,6 +209,9 @@ def _probe(cell, mode, variant):
     keywords = layer_keywords(case)
     layer_name = f"fastrnn.{LAYER_CLASSES[cell]}"
     x, labels, lengths = np.zeros((2, 2, 1), np.float32), np.array([0, 1]), np.array([1, 2])
+    layer_class = getattr(fastrnn, LAYER_CLASSES[cell], None)
+    if layer_class is None:
+        return layer_name
     try:
         if mode == "train":
             what = _spelled("fastrnn.SequenceClassifier", {"cell": cell, **keywords})
@@ -217,9 +220,6 @@ def _probe(cell, mode, variant):
                 what = "fastrnn.SequenceClassifier.loss_and_grads(x, y, lengths=...)"
                 model.loss_and_grads(x, labels, lengths=lengths)
             return None
-        layer_class = getattr(fastrnn, LAYER_CLASSES[cell], None)
-        if layer_class is None:
-            return layer_name
         what = _spelled(layer_name, keywords) if keywords else layer_name
         layer = layer_class(1, 1, batch_first=False, backend="numpy", **keywords)
         if case.layout.lengths:

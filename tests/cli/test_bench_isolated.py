@@ -16,7 +16,7 @@ import pytest
 import fastrnn
 from conftest import BACKENDS
 from fastrnn import cli
-from fastrnn.bench import isolated, report, suite, timing
+from fastrnn.bench import in_process, isolated, report, suite, timing
 from fastrnn.bench.cases import CATALOGUE
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -31,9 +31,19 @@ def small_peak(monkeypatch):
                         lambda threads, repeats: real(threads, size=128, repeats=2))
 
 
-@pytest.mark.parametrize("mode_flags", [[], ["--isolate"]], ids=["default", "isolate"])
-def test_bench_times_each_rival_in_its_own_process_by_default(tmp_path, monkeypatch, capsys,
-                                                              mode_flags):
+@pytest.mark.parametrize("flags, mode", [([], "isolated"), (["--isolate"], "isolated"),
+                                         (["--in-process"], "in-process")])
+def test_isolated_is_the_default_and_isolate_still_asks_for_it(monkeypatch, flags, mode):
+    chosen = []
+    monkeypatch.setattr(isolated, "run_isolated", lambda *a, **k: chosen.append("isolated"))
+    monkeypatch.setattr(in_process, "run_in_process",
+                        lambda *a, **k: chosen.append("in-process"))
+    monkeypatch.setattr(report, "format_report", lambda timed: "")
+    assert cli.main(["bench", *flags, "--cases", "rnn-inference-tiny", "--no-peak"]) == 0
+    assert chosen == [mode]
+
+
+def test_bench_times_each_rival_in_its_own_process_by_default(tmp_path, monkeypatch, capsys):
     small_peak(monkeypatch)
     children = []
     real = isolated.child_command
@@ -44,7 +54,7 @@ def test_bench_times_each_rival_in_its_own_process_by_default(tmp_path, monkeypa
     monkeypatch.setattr(isolated, "child_command", child_command)
     out = tmp_path / "report.json"
     rivals = ["numpy"] + [name for name in BACKENDS if name != "numpy"][:1]
-    code = cli.main(["bench", *mode_flags, "--shapes", "tiny", "--cells", "rnn",
+    code = cli.main(["bench", "--shapes", "tiny", "--cells", "rnn",
                      "--modes", "inference", "--rivals", ",".join(rivals), "--quick",
                      "--seconds", "0.05", "--threads", "1", "--json", str(out)])
     assert code == 0
