@@ -1,38 +1,19 @@
-"""Each case timed on every rival: fastrnn's backends, torch, ONNX Runtime.
+"""Every case on every rival: fastrnn's backends, torch, ONNX Runtime.
 
-Groups are named "<cell> <mode> <shape>", so the rivals of one case are one
-table in pytest-benchmark's report. FLOPs per call are in each benchmark's
-extra_info (see fastrnn/bench.py for how they are counted).
+Tests are named `test_case[<case>-<rival>]` with the case names of `fastrnn
+bench`; each case is one pytest-benchmark group (a lengths case shares its
+padded twin's), so its rivals are one table. FLOPs per call are in each
+benchmark's extra_info (fastrnn/bench/cases.py says how they are counted).
 """
 
 import math
 
-import numpy as np
-import pytest
 
-from conftest import RIVALS, TRAINERS, case_params
-FULL_SHAPES = ["origin", "medium", "large"]
-
-
-@pytest.mark.parametrize("rival", RIVALS)
-@pytest.mark.parametrize("case", case_params("inference", FULL_SHAPES))
-def test_inference(benchmark, warmed_runner, rival, case):
-    run, shape = warmed_runner(rival, case)
-    y = benchmark(run)
-    assert y.shape == (shape.T, shape.B, shape.H) and np.all(np.isfinite(y))
-
-
-@pytest.mark.parametrize("rival", TRAINERS)
-@pytest.mark.parametrize("case", case_params("train", FULL_SHAPES))
-def test_train_step(benchmark, warmed_runner, rival, case):
-    run, _ = warmed_runner(rival, case)
-    loss = benchmark(run)
-    assert math.isfinite(loss) and loss > 0
-
-
-@pytest.mark.parametrize("rival", RIVALS)
-@pytest.mark.parametrize("case", case_params("latency", ["batch1"]))
-def test_latency(benchmark, warmed_runner, rival, case):
-    run, shape = warmed_runner(rival, case)
-    y = benchmark(run)
-    assert y.shape == (shape.T, shape.B, shape.H) and np.all(np.isfinite(y))
+def test_case(time_case, case, rival):
+    output = time_case(case, rival)
+    if case.mode == "train":
+        assert math.isfinite(output["loss"]) and output["loss"] > 0
+    else:
+        T, B, _, H = case.shape
+        assert output["shape"] == [T, B, case.directions * H] and output["finite"]
+        assert output["max_abs"] <= 1.0 + 1e-6    # h = tanh(.), o*tanh(c) or a GRU's blend

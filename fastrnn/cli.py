@@ -279,6 +279,14 @@ def _cmd_plot(args):
     return 0
 
 
+# -- fastrnn bench ----------------------------------------------------------------------
+
+
+def _cmd_bench(args):
+    from .bench.command import main as bench_main
+    return bench_main(args.bench_argv, prog="fastrnn bench")
+
+
 # -- the parser -----------------------------------------------------------------------------
 
 
@@ -373,14 +381,20 @@ def build_parser():
     p = commands.add_parser("info", help="version, backends, CPU features, kernel path, threads")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(run=_cmd_info)
-    from . import bench
-    p = commands.add_parser("bench", help="time the backends against torch and ONNX Runtime here")
-    bench.add_arguments(p).set_defaults(run=bench.run_from_args)
+    # The harness parses its own flags (`fastrnn bench --help`): only this command imports it.
+    p = commands.add_parser("bench", add_help=False,
+                            help="time the backends against torch and ONNX Runtime here")
+    p.set_defaults(run=_cmd_bench)
     return parser
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.bench_argv = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.run(args)
     except (ValueError, TypeError, OSError, RuntimeError) as exc:

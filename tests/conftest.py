@@ -7,8 +7,6 @@ import pytest
 import fastrnn
 from fastrnn import _backends
 from helpers import FAST_BACKENDS
-# The bench tests still import these from here.
-from helpers import BACKENDS, assert_close, make_layer, make_problem  # noqa: F401
 
 
 @pytest.fixture(params=["rnn", "lstm"])

@@ -1,7 +1,8 @@
-"""The benchmark code run once on tiny sizes, so it cannot rot; and the ONNX peer checked.
+"""The benchmark's rivals run once on tiny sizes, so they cannot rot; the peers checked.
 
 Timing is not tested here (the machine is shared): only that every rival
-computes something sensible and that ONNX Runtime computes what fastrnn does.
+computes something sensible, that all compute the same thing, and that torch
+and ONNX Runtime are driven as fastrnn is (gate orders, packed lengths).
 """
 
 import math
@@ -15,79 +16,79 @@ import numpy as np
 import pytest
 
 import fastrnn
-from conftest import BACKENDS, assert_close, make_layer, make_problem
-from fastrnn import bench
+from helpers import BACKENDS, assert_close, make_layer, make_problem
+from fastrnn.bench import onnx_graphs, runners
+from fastrnn.bench.cases import (CATALOGUE, LAYER_CLASSES, Shape, make_batch,
+                                 missing_features)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-TINY = bench.SHAPES["tiny"]
-RIVALS = BACKENDS + list(bench.PEERS)
-TRAINERS = BACKENDS + ["torch"]   # ONNX Runtime's operators do not train
-
+# Every tiny case the installed fastrnn runs: the GRU and the layer variants join by themselves.
+TINY_CASES = [case for name, case in CATALOGUE.items()
+              if case.shape_name == "tiny" and missing_features(case) is None]
+RIVALS = BACKENDS + list(runners.PEERS)
 
 # The benchmark code sets every library's threads; put them back for later tests.
 pytestmark = pytest.mark.usefixtures("keep_thread_settings")
 
 
-def runner_or_skip(rival, mode, cell, threads=1):
+def runner_or_skip(rival, case, threads=1):
     try:
-        return bench.make_runner(rival, bench.Case(mode, cell, "tiny", TINY), threads)
-    except bench.Unavailable as exc:
+        return runners.make_runner(rival, case, threads)
+    except runners.Unavailable as exc:
         pytest.skip(str(exc))
 
 
 @pytest.mark.parametrize("rival", RIVALS)
-@pytest.mark.parametrize("mode", ["inference", "latency"])
-def test_forward_runner_gives_finite_outputs(rival, mode, cell):
-    y = runner_or_skip(rival, mode, cell)()
-    assert y.shape == (TINY.T, TINY.B, TINY.H)
-    assert np.all(np.isfinite(y)) and np.abs(y).max() < 1.0 + 1e-6  # h = tanh(.) or o*tanh(c)
+@pytest.mark.parametrize("case", [c for c in TINY_CASES if c.mode == "inference"]
+                         + [CATALOGUE["rnn-latency-batch1"]], ids=lambda case: case.name)
+def test_forward_runner_gives_finite_outputs(rival, case):
+    y = runner_or_skip(rival, case)()
+    T, B, _, H = case.shape
+    assert y.shape == (T, B, case.directions * H)
+    assert np.all(np.isfinite(y)) and np.abs(y).max() < 1.0 + 1e-6  # h = tanh(.), o*tanh(c), ...
 
 
-@pytest.mark.parametrize("rival", TRAINERS)
-def test_train_step_runner_lowers_the_loss(rival, cell):
-    step = runner_or_skip(rival, "train", cell)
+@pytest.mark.parametrize("rival", BACKENDS + ["torch"])   # ONNX Runtime's operators do not train
+@pytest.mark.parametrize("case", [c for c in TINY_CASES if c.mode == "train"],
+                         ids=lambda case: case.name)
+def test_train_step_runner_lowers_the_loss(rival, case):
+    step = runner_or_skip(rival, case)
     losses = [step() for _ in range(30)]
     assert all(math.isfinite(loss) and loss > 0 for loss in losses)
     # Adam on one fixed batch must make progress: the steps really train.
     assert losses[-1] < losses[0]
 
 
-def other_runners(rivals, mode, cell):
-    """(rival, runner) for every rival but the reference that can run here."""
-    for rival in rivals:
+def other_runners(case):
+    """(rival, runner) for every rival but the reference that can run `case` here."""
+    for rival in RIVALS:
         if rival == "numpy":
             continue
         try:
-            yield rival, bench.make_runner(rival, bench.Case(mode, cell, "tiny", TINY), 1)
-        except bench.Unavailable:
+            yield rival, runners.make_runner(rival, case, 1)
+        except runners.Unavailable:
             continue
 
 
-@pytest.mark.parametrize("mode", ["inference", "latency"])
-def test_every_rival_computes_the_same_outputs(mode, cell):
-    reference = runner_or_skip("numpy", mode, cell)()
-    for rival, run in other_runners(RIVALS, mode, cell):
-        assert_close(run(), reference, "output", np.float32, f"{rival} y")
-
-
-def test_every_rival_takes_the_same_training_steps(cell):
-    reference = runner_or_skip("numpy", "train", cell)
+@pytest.mark.parametrize("case", TINY_CASES, ids=lambda case: case.name)
+def test_every_rival_computes_what_the_reference_does(case):
+    reference = runner_or_skip("numpy", case)
+    if case.mode != "train":
+        expected = reference()
+        for rival, run in other_runners(case):
+            assert_close(run(), expected, "output", np.float32, f"{rival} y")
+        return
     expected = [reference() for _ in range(3)]
-    for rival, step in other_runners(TRAINERS, "train", cell):
-        losses = [step() for _ in range(3)]
+    for rival, step in other_runners(case):
         # same starting weights, data and Adam: the same losses, step after step
-        np.testing.assert_allclose(losses, expected, rtol=1e-5, err_msg=rival)
+        np.testing.assert_allclose([step() for _ in range(3)], expected, rtol=1e-5,
+                                   err_msg=rival)
 
 
 def test_onnxruntime_does_not_train():
     pytest.importorskip("onnxruntime")
-    with pytest.raises(bench.Unavailable, match="inference only"):
-        bench.make_runner("onnxruntime", bench.Case("train", "lstm", "tiny", TINY), 1)
-
-
-def test_unknown_rival_is_an_error():
-    with pytest.raises(ValueError, match="unknown rival"):
-        bench.make_runner("tensorflow", bench.Case("inference", "rnn", "tiny", TINY), 1)
+    with pytest.raises(runners.Unavailable, match="inference only"):
+        runners.make_runner("onnxruntime", CATALOGUE["lstm-train-tiny"], 1)
 
 
 @pytest.mark.parametrize("T,B,I,H", [(1, 1, 1, 1), (7, 3, 4, 5), (28, 2, 28, 16)],
@@ -103,37 +104,85 @@ def test_onnxruntime_matches_reference(cell, T, B, I, H):
     feeds = {"X": x, "initial_h": states[0][None]}
     if cell == "lstm":
         feeds["initial_c"] = states[1][None]
-    session = bench.onnx_session(bench.onnx_model(cell, layer.state_dict()), threads=1)
+    session = onnx_graphs.onnx_session(onnx_graphs.onnx_model(cell, layer.state_dict()),
+                                       threads=1)
     y, *finals = session.run(None, feeds)
     assert_close(y[:, 0], y_ref, "output", np.float32, "Y")
     for k, (final, expected) in enumerate(zip(finals, finals_ref)):
         assert_close(final[0], expected, "output", np.float32, f"final state {k}")
 
 
-def test_report_runs_every_rival_on_tiny_cases(capsys):
-    cases = [bench.Case(mode, cell, "tiny", TINY) for cell in bench.CELLS
-             for mode in ("inference", "train")]
-    peak = {"gflops": 100.0, "size": 2048, "kernel": "test", "threads": 1}
-    rivals = bench.rival_names()
-    report = bench.run_report(cases, rivals, threads=1, budget=0.02, min_rounds=2, peak=peak)
-    timed = {(r["case"], r["rival"]) for r in report["results"]}
-    skipped = {(s["case"], s["rival"]) for s in report["skipped"]}
-    assert timed | skipped == {(bench.case_label(c), r) for c in cases for r in rivals}
-    assert not timed & skipped
-    assert ("rnn inference tiny", "numpy") in timed
-    for row in report["results"]:
-        assert row["samples"] >= 2 and row["median_s"] > 0 and row["gflops"] > 0
-    text = bench.format_report(report)
-    for column in bench.COLUMNS:
-        assert column in text
+def torch_weights(module, head=None):
+    weights = {key: value.detach().numpy().copy() for key, value in module.state_dict().items()}
+    if head is not None:
+        weights["fc.weight"] = head.weight.detach().numpy().copy()
+        weights["fc.bias"] = head.bias.detach().numpy().copy()
+    return weights
 
 
-def test_bench_suites_run_once_on_tiny_sizes(tmp_path):
-    """`pytest bench/`, every benchmark of the best backend called once on tiny sizes.
+@pytest.mark.parametrize("T,B,I,H", [(1, 1, 1, 1), (7, 3, 4, 5)], ids=lambda v: str(v))
+def test_onnxruntime_gru_matches_torch(T, B, I, H):
+    # torch's gates r, z, n become ONNX's z, r, h, with linear_before_reset=1
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(T + H)
+    gru = torch.nn.GRU(I, H)
+    x = np.random.default_rng(B).standard_normal((T, B, I)).astype(np.float32)
+    with torch.no_grad():
+        y_torch, h_torch = gru(torch.from_numpy(x))
+    session = onnx_graphs.onnx_session(onnx_graphs.onnx_model("gru", torch_weights(gru)), 1)
+    y, h = session.run(None, {"X": x, "initial_h": np.zeros((1, B, H), np.float32)})
+    assert_close(y[:, 0], y_torch.numpy(), "output", np.float32, "Y")
+    assert_close(h, h_torch.numpy(), "output", np.float32, "Y_h")
 
-    The peers' runners are exercised above; this checks the suites' own
-    plumbing (conftest options, groups, fixtures) without importing torch.
-    """
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_torch_reads_a_lengths_batch_through_packed_sequences(cell):
+    torch = pytest.importorskip("torch")
+    case = CATALOGUE[f"{cell}-inference-medium-lengths"]._replace(shape=Shape(9, 5, 3, 4))
+    module = getattr(torch.nn, LAYER_CLASSES[cell])(3, 4)
+    y = runners.torch_runner(case, 1, torch_weights(module))()
+    x, _, lengths = make_batch(case, batch_first=False)
+    assert lengths.min() < 9 and y.shape == (9, 5, 4)
+    for b, length in enumerate(lengths):
+        with torch.no_grad():   # sequence b alone, only its own steps
+            alone, _ = module(torch.from_numpy(x[:length, b:b + 1]))
+        np.testing.assert_allclose(y[:length, b], alone[:, 0].numpy(), atol=1e-6)
+        assert not y[length:, b].any()
+
+
+def test_torch_trains_on_each_sequences_last_step_with_lengths():
+    torch = pytest.importorskip("torch")
+    case = CATALOGUE["lstm-train-medium-lengths"]._replace(shape=Shape(9, 5, 3, 4))
+    module, head = torch.nn.LSTM(3, 4, batch_first=True), torch.nn.Linear(4, 10)
+    loss = runners.torch_runner(case, 1, torch_weights(module, head))()
+    x, labels, lengths = make_batch(case)
+    with torch.no_grad():
+        finals = torch.cat([module(torch.from_numpy(x[b:b + 1, :length]))[1][0][-1]
+                            for b, length in enumerate(lengths)])
+        expected = torch.nn.functional.cross_entropy(head(finals), torch.from_numpy(labels))
+    assert loss == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_torch_head_reads_both_directions_of_the_last_layer():
+    torch = pytest.importorskip("torch")
+    case = CATALOGUE["gru-train-tiny-2layer-bidir"]
+    T, B, I, H = case.shape
+    module = torch.nn.GRU(I, H, num_layers=2, bidirectional=True, batch_first=True)
+    head = torch.nn.Linear(2 * H, 10)
+    loss = runners.torch_runner(case, 1, torch_weights(module, head))()
+    x, labels, _ = make_batch(case)
+    with torch.no_grad():
+        y, _ = module(torch.from_numpy(x))
+        # forward direction after the last step, reverse direction after the first
+        final = torch.cat([y[:, -1, :H], y[:, 0, H:]], dim=1)
+        expected = torch.nn.functional.cross_entropy(head(final), torch.from_numpy(labels))
+    assert loss == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["isolated", "in-process"])
+def test_bench_suites_run_once_on_tiny_sizes(tmp_path, mode):
+    """`pytest bench/` on tiny sizes, the best backend's cases once each, in either mode."""
     # The child must import the fastrnn this process imported (installed, or a
     # source tree), so it runs outside the repository with that on its path.
     package_parent = str(pathlib.Path(fastrnn.__file__).resolve().parents[1])
@@ -143,10 +192,13 @@ def test_bench_suites_run_once_on_tiny_sizes(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "pytest", str(ROOT / "bench"), "--bench-tiny",
          "--benchmark-disable", "--bench-threads", "1", "-q", "-p", "no:cacheprovider",
-         "-k", f"{best} and (origin or batch1)"],
+         "-k", best] + (["--bench-in-process"] if mode == "in-process" else []),
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = done.stdout.strip().splitlines()[-1]
     counts = {word: int(n) for n, word in re.findall(r"(\d+) (\w+)", summary)}
-    # inference, train step and latency, for rnn and lstm
-    assert counts == {"passed": 6, "deselected": counts.get("deselected")}, summary
+    # inference, train step and latency of each cell, and any variant that runs here
+    expected = sum(1 for case in TINY_CASES if case.mode != "latency") + sum(
+        1 for name in CATALOGUE if name.endswith("latency-batch1")
+        and missing_features(CATALOGUE[name]) is None)
+    assert counts == {"passed": expected, "deselected": counts.get("deselected")}, summary

@@ -1,0 +1,86 @@
+"""ONNX Runtime as a rival: one RNN, LSTM or GRU operator holding fastrnn's weights.
+
+ONNX keeps the two biases apart, B = [Wb, Rb], and orders the gates its own
+way: the LSTM's i, o, f, c where torch and fastrnn have i, f, g, o; the GRU's
+z, r, h where they have r, z, n. The GRU runs with linear_before_reset=1,
+torch's form: r multiplies (h W_hn^T + b_hn), the recurrent sum and its bias.
+"""
+
+import numpy as np
+
+from .cases import make_batch
+
+OPERATORS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+# ONNX's gate blocks, in fastrnn's (torch's) numbering
+ONNX_GATE_ORDER = {"rnn": [0], "lstm": [0, 3, 1, 2], "gru": [1, 0, 2]}
+
+
+def onnx_model(cell, state_dict):
+    """Serialized ONNX graph of one `cell` operator with `state_dict`'s weights (torch's keys).
+
+    Inputs X (T, B, I), initial_h (1, B, H) and, for the LSTM, initial_c;
+    outputs Y (T, 1, B, H), Y_h and, for the LSTM, Y_c.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight_ih = np.asarray(state_dict["weight_ih_l0"], dtype=np.float32)
+    weight_hh = np.asarray(state_dict["weight_hh_l0"], dtype=np.float32)
+    H, I = weight_hh.shape[1], weight_ih.shape[1]
+
+    def onnx_order(array):
+        return np.concatenate([array[k * H:(k + 1) * H] for k in ONNX_GATE_ORDER[cell]])
+
+    bias = np.concatenate([onnx_order(np.asarray(state_dict["bias_ih_l0"], np.float32)),
+                           onnx_order(np.asarray(state_dict["bias_hh_l0"], np.float32))])
+    initializers = [
+        numpy_helper.from_array(onnx_order(weight_ih)[None], "W"),
+        numpy_helper.from_array(onnx_order(weight_hh)[None], "R"),
+        numpy_helper.from_array(bias[None], "B"),
+    ]
+
+    def tensor(name, dims):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
+
+    states = ["initial_h", "initial_c"] if cell == "lstm" else ["initial_h"]
+    finals = ["Y_h", "Y_c"] if cell == "lstm" else ["Y_h"]
+    attributes = {"linear_before_reset": 1} if cell == "gru" else {}
+    node = helper.make_node(OPERATORS[cell], ["X", "W", "R", "B", ""] + states,
+                            ["Y"] + finals, hidden_size=H, **attributes)
+    graph = helper.make_graph(
+        [node], f"fastrnn_bench_{cell}",
+        [tensor("X", ["T", "B", I])] + [tensor(name, [1, "B", H]) for name in states],
+        [tensor("Y", ["T", 1, "B", H])] + [tensor(name, [1, "B", H]) for name in finals],
+        initializer=initializers)
+    # Opset 14 / IR 7: old enough for any ONNX Runtime this code meets.
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 7
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def onnx_session(model_bytes, threads):
+    """An ONNX Runtime CPU session running on `threads` intra-op threads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def onnxruntime_runner(case, threads, weights, seed=0):
+    """ONNX Runtime's forward of a plain inference or latency case, from zero state."""
+    T, B, I, H = case.shape
+    session = onnx_session(onnx_model(case.cell, weights), threads)
+    x, _, _ = make_batch(case, seed, batch_first=False)
+    zeros = np.zeros((1, B, H), dtype=np.float32)
+    feeds = {"X": x, "initial_h": zeros}
+    if case.cell == "lstm":
+        feeds["initial_c"] = zeros
+
+    def forward():
+        return session.run(["Y"], feeds)[0][:, 0]
+    return forward

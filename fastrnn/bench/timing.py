@@ -1,0 +1,149 @@
+"""Timing primitives shared by both modes: blocks of calls, rivals taking turns, the peak.
+
+A block is about `block_seconds` of calls of one rival (1 to 100 calls, as
+many as the median call of its last block fits), each timed alone; a rival
+faster than the block first gets one untimed call, which wakes its library's
+thread pool after the pause before the block. The rivals
+take turns a block at a time, the order rotating each round, so a change in
+the machine's load during the run falls on every rival alike.
+
+What peak means: the rate of one 2048x2048x2048 float32 matrix product in
+NumPy (its OpenBLAS), measured in a fresh subprocess with the same thread
+count and without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, so OpenBLAS picks
+this CPU's best kernels; median of several runs. It is what a good SGEMM
+achieves here, not the CPU's theoretical peak.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+PEAK_MEANING = (
+    "peak = median rate of a {n}^3 float32 numpy matmul ({blas}) in a subprocess "
+    "with the same threads and without OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE.")
+
+
+def one_call_seconds(run):
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+class Blocks:
+    """Blocks of one runner's calls, each sized from the median call of the block before."""
+
+    def __init__(self, run):
+        self.run = run
+        self.per_call = one_call_seconds(run)
+
+    def time(self, block_seconds):
+        times = time_block(self.run, self.per_call, block_seconds)
+        self.per_call = float(np.median(times))
+        return times
+
+
+def time_block(run, per_call, block_seconds):
+    """Seconds of each call in one block of about `block_seconds` (1 to 100 calls)."""
+    calls = max(1, min(100, int(block_seconds / max(per_call, 1e-9))))
+    if per_call < block_seconds:
+        run()
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def take_turns(time_one_block, keys, budget, min_rounds, pause):
+    """{key: [seconds of each timed call]}: blocks of every key in turn, rotating.
+
+    `time_one_block(key)` times one block and returns its calls' seconds.
+    Rounds run until `budget` seconds have passed and at least `min_rounds`
+    are done; a pause of `pause` seconds follows each block.
+    """
+    samples = {key: [] for key in keys}
+    start, rounds = time.perf_counter(), 0
+    while rounds < min_rounds or time.perf_counter() - start < budget:
+        shift = rounds % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            samples[key].extend(time_one_block(key))
+            time.sleep(pause)
+        rounds += 1
+    return samples
+
+
+def usable_cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def machine_load():
+    """The 1-minute load average (None where the OS does not tell)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+PEAK_SCRIPT = r"""
+import json, sys, time
+import numpy as np
+threads, n, repeats = (int(v) for v in sys.argv[1:4])
+blas = None
+try:
+    from threadpoolctl import threadpool_info, threadpool_limits
+except ImportError:
+    limiter = None
+else:
+    limiter = threadpool_limits(limits=threads, user_api="blas")
+    blas = [{k: lib.get(k) for k in ("internal_api", "version", "architecture",
+                                     "num_threads", "threading_layer")}
+            for lib in threadpool_info() if lib.get("user_api") == "blas"]
+rng = np.random.default_rng(0)
+a = rng.standard_normal((n, n), dtype=np.float32)
+b = rng.standard_normal((n, n), dtype=np.float32)
+a @ b
+times = []
+for _ in range(repeats):
+    start = time.perf_counter()
+    a @ b
+    times.append(time.perf_counter() - start)
+print(json.dumps({"times": times, "blas": blas}))
+"""
+
+
+def measure_peak(threads, size=2048, repeats=5, timeout=300):
+    """SGEMM rate of numpy's BLAS here, measured in a fresh subprocess.
+
+    OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are removed from the child's
+    environment so OpenBLAS picks its kernels for this CPU; its threads are
+    set to `threads`. Returns a dict: gflops (median), times, size, kernel
+    (OpenBLAS' architecture from threadpoolctl, or "unknown"), blas.
+    """
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    env["OPENBLAS_NUM_THREADS"] = str(threads)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", PEAK_SCRIPT, str(threads), str(size), str(repeats)],
+            env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise OSError(f"the SGEMM peak measurement took over {timeout} s") from None
+    if done.returncode != 0:
+        raise OSError(f"the SGEMM peak measurement failed: {done.stderr.strip()[-500:]}")
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    median = float(np.median(measured["times"]))
+    blas = measured["blas"]
+    kernel = "unknown"
+    if blas:
+        kernel = ", ".join(str(lib.get("architecture") or lib.get("internal_api"))
+                           for lib in blas)
+    return {"gflops": 2.0 * size ** 3 / median / 1e9, "times": measured["times"],
+            "size": size, "threads": threads, "kernel": kernel, "blas": blas}
