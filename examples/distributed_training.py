@@ -3,6 +3,9 @@
     python examples/distributed_training.py                 # one process
     mpiexec -n 2 python examples/distributed_training.py    # two ranks, the same model
 
+Under mpiexec an exception that nothing catches on one rank ends every rank
+(fastrnn.distributed sets that up when it finds more than one rank).
+
 The task: tell whether a noisy sequence's first feature sums to more than zero.
 Every rank builds the same data and the same model (same seed), reads the same
 batches, computes its own rows of each, and averages the gradients with the

@@ -16,9 +16,12 @@ everywhere.
 
 A process that no MPI launcher started (see `launched_by_mpi`) never imports
 mpi4py: it is a world of one rank, and every collective here returns its input.
+Under mpiexec an exception that nothing catches ends every rank (MPI_Abort)
+rather than leave the others waiting for the rank that left.
 """
 
 import os
+import sys
 import traceback
 import zlib
 
@@ -272,7 +275,21 @@ def world():
     global _world
     if _world is None:
         _world = World(_world_communicator() if launched_by_mpi() else None)
+        if _world.size > 1:
+            sys.excepthook = _ending_every_rank(sys.excepthook, _world)
     return _world
+
+
+def _ending_every_rank(excepthook, world):
+    """An excepthook that, after `excepthook` has printed the error, ends every rank:
+    an uncaught exception would otherwise leave the others waiting forever in
+    their next collective (`python -m mpi4py script.py` does the same)."""
+    def hook(kind, value, tb):
+        excepthook(kind, value, tb)
+        sys.stderr.write(f"(on rank {world.rank} of {world.size}: ending every rank)\n")
+        sys.stderr.flush()
+        world.abort(1)
+    return hook
 
 
 def current_world():

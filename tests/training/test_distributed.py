@@ -246,6 +246,17 @@ def test_a_killed_rank_ends_every_rank_and_the_error_names_it(mpiexec, data, tmp
     read_checkpoint(tmp_path / "run.npz")
 
 
+def test_an_uncaught_exception_in_a_users_script_ends_every_rank(mpiexec, tmp_path):
+    script = ("from fastrnn import distributed\n"
+              "if distributed.rank() == 1:\n"
+              "    raise ValueError('no data on this rank')\n"
+              "distributed.allreduce([1.0])   # rank 0 would wait here for rank 1 forever\n")
+    code, out, err, seconds = launch(mpiexec, 2, ["-c", script], tmp_path)
+    assert code != 0 and seconds < TIMEOUT / 2
+    assert "ValueError: no data on this rank" in err
+    assert "(on rank 1 of 2: ending every rank)" in err
+
+
 def test_the_example_trains_one_model_on_two_ranks(mpiexec, tmp_path):
     outputs = {}
     for ranks in (None, 2):
