@@ -64,7 +64,7 @@ def _write_json(path, payload):
 
 def _set_threads(args, world):
     from . import set_num_threads
-    # Collective, so every rank asks whatever its flags and environment say.
+    # threads_per_rank is collective: every rank takes part, whatever its own flags say.
     shared = world.threads_per_rank() if world.size > 1 else None
     if args.threads is not None:
         set_num_threads(args.threads)
