@@ -4,6 +4,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 
 from ._argtypes import (check_int, check_number, finite_float, non_negative_int,
                         positive_float, positive_int)
@@ -62,10 +63,36 @@ def _write_json(path, payload):
     write_json(path, payload)
 
 
-def _set_threads(args):
+def _set_threads(args, world):
     from . import set_num_threads
+    # threads_per_rank is collective: every rank takes part, whatever its own flags say.
+    shared = world.threads_per_rank() if world.size > 1 else None
     if args.threads is not None:
         set_num_threads(args.threads)
+    elif shared is not None and not os.environ.get("FASTRNN_NUM_THREADS"):
+        set_num_threads(shared)   # the ranks on a host share its CPUs
+
+
+def _silent(*args, **kwargs):
+    """print() for the ranks that do not report."""
+
+
+def _read_on_rank0(world, read):
+    """read() on rank 0 alone (the one that writes checkpoints), its result on every rank."""
+    return world.broadcast(world.agree(lambda: read() if world.rank == 0 else None))
+
+
+def _evaluate(model, x, y, world):
+    """(test loss, test accuracy) over all of x, y: each rank evaluates its
+    contiguous share and the sums are added up over the ranks."""
+    share = world.share(len(y))
+    count = share.stop - share.start
+    loss_sum, correct = 0.0, 0
+    if count:
+        loss, accuracy = model.evaluate(x[share], y[share])
+        loss_sum, correct = loss * count, round(accuracy * count)
+    loss_sum, correct = world.allreduce([loss_sum, correct])
+    return loss_sum / len(y), int(correct) / len(y)
 
 
 # -- fastrnn train -----------------------------------------------------------------------
@@ -128,27 +155,28 @@ def _read_resume(path):
     return checkpoint
 
 
-def _cmd_train(args):
-    from . import get_num_threads
-    from .diagnostics import plot_runs
+def _prepare_training(args, checkpoint, world):
+    """Settings, data, model and optimizer of a run: everything that can fail on
+    bad flags or files, done before the first step."""
     from .model import SequenceClassifier
     from .optim import Adam
-    from .training import Progress, train
+    from .training import BatchOrder
 
-    _set_threads(args)
-    checkpoint = _read_resume(args.resume) if args.resume else None
     settings = _settings(args, checkpoint)
     steps = args.steps if args.steps is not None else (
         checkpoint.train_state.get("steps", DEFAULT_STEPS) if checkpoint else DEFAULT_STEPS)
-    for path in (args.save, args.metrics_out):
-        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            raise ValueError(f"the directory for {path} does not exist")
-    if args.diagnostics:
-        os.makedirs(args.diagnostics, exist_ok=True)
+    world.local_rows(settings["batch_size"])   # refuses a batch the ranks cannot share
+    if world.rank == 0:
+        for path in (args.save, args.metrics_out):
+            if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+                raise ValueError(f"the directory for {path} does not exist")
+        if args.diagnostics:
+            os.makedirs(args.diagnostics, exist_ok=True)
 
     x_train, y_train, x_test, y_test = _load_data(args)
     if settings["train_limit"]:
         x_train, y_train = x_train[:settings["train_limit"]], y_train[:settings["train_limit"]]
+    BatchOrder(x_train.shape[0], settings["batch_size"], settings["seed"])   # checks the size
 
     if checkpoint is not None:
         model = SequenceClassifier.from_checkpoint(checkpoint, backend=args.backend)
@@ -165,15 +193,40 @@ def _cmd_train(args):
                                    backend=args.backend, seed=settings["seed"])
         optimizer = Adam(model.parameters(), lr=settings["lr"])
         start_step, previous = 0, {}
+    return (settings, steps, (x_train, y_train, x_test, y_test), model, optimizer,
+            start_step, previous)
 
-    print(f"fastrnn train: {settings['cell'].upper()} H={settings['hidden']} on "
-          f"{x_train.shape[0]} images, {steps} steps of {settings['batch_size']}, "
-          f"Adam lr {settings['lr']} ({settings['lr_schedule']}), clip {settings['clip']}, "
-          f"seed {settings['seed']}, backend {model.backend}, threads {get_num_threads()}"
-          + (f", resuming at step {start_step}" if start_step else ""), flush=True)
+
+def _cmd_train(args):
+    from . import get_num_threads
+    from .diagnostics import plot_runs
+    from .distributed import world as this_world
+    from .training import Progress, train
+
+    world = this_world()
+    say = print if world.rank == 0 else _silent
+    _set_threads(args, world)
+    checkpoint = _read_on_rank0(world, lambda: _read_resume(args.resume) if args.resume
+                                else None)
+    (settings, steps, (x_train, y_train, x_test, y_test), model, optimizer, start_step,
+     previous) = world.agree(lambda: _prepare_training(args, checkpoint, world))
+
+    ranks = (f", ranks {world.size} ({settings['batch_size'] // world.size} rows each)"
+             if world.size > 1 else "")
+    say(f"fastrnn train: {settings['cell'].upper()} H={settings['hidden']} on "
+        f"{x_train.shape[0]} images, {steps} steps of {settings['batch_size']}, "
+        f"Adam lr {settings['lr']} ({settings['lr_schedule']}), clip {settings['clip']}, "
+        f"seed {settings['seed']}, backend {model.backend}, threads {get_num_threads()}"
+        + ranks + (f", resuming at step {start_step}" if start_step else ""), flush=True)
+    if world.size > 1:
+        # mpiexec names a rank that dies by its pid: this line maps pids to ranks.
+        say("ranks: " + ", ".join(f"{rank} = pid {pid} on {host}"
+                                  for rank, (host, pid) in enumerate(world.processes())),
+            flush=True)
     train_state = {"settings": settings, "steps": steps}
     diagnostics_batch = (x_train[:100], y_train[:100]) if args.diagnostics else None
-    progress = Progress(steps, start_step, enabled=not args.no_progress)
+    progress = Progress(steps, start_step, enabled=not args.no_progress,
+                        quiet=world.rank != 0)
     try:
         summary = train(
             model, optimizer, x_train, y_train, steps=steps,
@@ -181,13 +234,17 @@ def _cmd_train(args):
             lr_schedule=settings["lr_schedule"], clip=settings["clip"], start_step=start_step,
             log_every=args.log_every, progress=progress,
             diagnostics_every=args.diagnostics_every if args.diagnostics else 0,
-            diagnostics_batch=diagnostics_batch, checkpoint_path=args.save,
+            diagnostics_batch=diagnostics_batch,
+            checkpoint_path=args.save if world.rank == 0 else None,
             checkpoint_every=args.save_every, train_state=train_state,
-            history=previous.get("history"), diagnostics_records=previous.get("diagnostics"))
+            history=previous.get("history"), diagnostics_records=previous.get("diagnostics"),
+            world=world, check_params_every=args.check_params_every)
     finally:
         progress.close()
 
-    test_loss, test_accuracy = model.evaluate(x_test, y_test)
+    test_loss, test_accuracy = _evaluate(model, x_test, y_test, world)
+    if world.rank != 0:
+        return 0   # rank 0 alone reports and writes
     print(f"test loss {test_loss:.4f}  test accuracy {test_accuracy:.4f} "
           f"({len(y_test)} images)", flush=True)
     seconds = summary["train_seconds"]
@@ -212,6 +269,7 @@ def _cmd_train(args):
         "final_train_loss": summary["final_loss"],
         "backend": model.backend,
         "threads": get_num_threads(),
+        "world_size": world.size,
         **settings,
         "train_examples": int(x_train.shape[0]),
         "history": summary["history"],
@@ -239,18 +297,25 @@ def _cmd_train(args):
 
 def _cmd_eval(args):
     from . import get_num_threads
-    from .model import load
-    _set_threads(args)
-    model = load(args.path, backend=args.backend)
-    _, _, x_test, y_test = _load_data(args)
-    test_loss, test_accuracy = model.evaluate(x_test, y_test)
+    from .checkpoint import read_checkpoint
+    from .model import SequenceClassifier
+    from .distributed import world as this_world
+    world = this_world()
+    _set_threads(args, world)
+    checkpoint = _read_on_rank0(world, lambda: read_checkpoint(args.path))
+    model, (_, _, x_test, y_test) = world.agree(
+        lambda: (SequenceClassifier.from_checkpoint(checkpoint, backend=args.backend), _load_data(args)))
+    test_loss, test_accuracy = _evaluate(model, x_test, y_test, world)
+    if world.rank != 0:
+        return 0
     print(f"{args.path}: {model.cell.upper()} H={model.hidden_size}  test loss {test_loss:.4f}  "
           f"test accuracy {test_accuracy:.4f} ({len(y_test)} images, backend {model.backend})")
     if args.metrics_out:
         _write_json(args.metrics_out, {
             "test_accuracy": test_accuracy, "test_loss": test_loss,
             "test_examples": int(len(y_test)), "backend": model.backend, "cell": model.cell,
-            "threads": get_num_threads(), "checkpoint": os.path.abspath(args.path)})
+            "threads": get_num_threads(), "world_size": world.size,
+            "checkpoint": os.path.abspath(args.path)})
     return 0
 
 
@@ -294,7 +359,8 @@ def _add_runtime_flags(p):
     p.add_argument("--backend", metavar="NAME",
                    help="cpp, numba or numpy (default: best available, or $FASTRNN_BACKEND)")
     p.add_argument("--threads", type=positive_int, metavar="N",
-                   help="kernel threads (default: $FASTRNN_NUM_THREADS, else all CPUs)")
+                   help="kernel threads of each process (default: $FASTRNN_NUM_THREADS, "
+                        "else all CPUs, shared out among the ranks on a host under mpiexec)")
     p.add_argument("--data", metavar="DIR",
                    help="directory with the MNIST IDX files (default: $FASTRNN_DATA, "
                         "else ~/.cache/fastrnn/mnist)")
@@ -348,6 +414,9 @@ def build_parser():
     p.add_argument("--diagnostics-every", type=positive_int, default=500, metavar="N",
                    help="steps between diagnostics records (500)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--check-params-every", type=non_negative_int, default=0, metavar="N",
+                   help="under mpiexec: every N steps check that all ranks hold the same "
+                        "parameters (a CRC-32 of their bytes; default: off)")
     _add_runtime_flags(p)
     p.set_defaults(run=_cmd_train)
 
@@ -397,12 +466,37 @@ def main(argv=None):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.run(args)
-    except (ValueError, TypeError, OSError, RuntimeError) as exc:
-        print(f"fastrnn {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"fastrnn {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except BaseException as exc:
+        return _failed(args.command, exc)
+
+
+def _failed(command, exc):
+    """Say why `command` failed; returns the exit code.
+
+    Under mpiexec a failure of this rank alone ends every rank (MPI_Abort):
+    the others would wait for it forever. A RankError is known to every rank
+    alike: they all return, and rank 0 says why.
+    """
+    from .distributed import USER_ERRORS, RankError, current_world
+    world = current_world()
+    alone = world is None or world.size == 1
+    if isinstance(exc, KeyboardInterrupt):
+        message, code = "interrupted", 130
+    elif isinstance(exc, USER_ERRORS):
+        message, code = f"error: {exc}", 2
+    elif alone:
+        raise exc   # a bug: its traceback says where
+    else:
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+        message, code = f"error: {type(exc).__name__}: {exc}", 1
+    if alone or isinstance(exc, RankError):
+        if alone or world.rank == 0:
+            print(f"fastrnn {command}: {message}", file=sys.stderr)
+        return code
+    sys.stdout.flush()
+    print(f"fastrnn {command}: {message} (on rank {world.rank} of {world.size}; "
+          f"ending every rank)", file=sys.stderr, flush=True)
+    world.abort(code)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,11 @@ Data order is a pure function of (seed, step): epoch e is the permutation
 drawn from default_rng([seed, e]), and step s takes batch s mod (N // B) of
 epoch s // (N // B). A resumed run therefore needs only the step count to
 see exactly the batches the uninterrupted run would have seen.
+
+Under MPI (a `fastrnn.distributed.World` of N ranks) every rank draws the same
+batches and computes its N-th of the rows of each; the gradients are averaged
+over the ranks before clipping and Adam, so every rank takes the step one
+process would take with the whole batch.
 """
 
 import math
@@ -15,6 +20,7 @@ import numpy as np
 
 from . import diagnostics as diag
 from .checkpoint import save_checkpoint
+from .distributed import World
 from .optim import clip_grad_norm, scheduled_lr
 
 
@@ -57,15 +63,18 @@ class Progress:
     On a terminal the bar redraws in place a few times a second; otherwise
     (a log file, CI) it prints a plain line every `plain_interval` seconds.
     Log lines go to stdout through `log()`, which keeps them off the bar.
+    `quiet` prints nothing at all, log lines included (every rank but rank 0).
     """
 
-    def __init__(self, total, start=0, stream=None, plain_interval=30.0, enabled=True):
+    def __init__(self, total, start=0, stream=None, plain_interval=30.0, enabled=True,
+                 quiet=False):
         self.total = total
         self.start = start
         self.done = start
         self.stream = stream if stream is not None else sys.stderr
-        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.enabled = enabled
+        self.enabled = enabled and not quiet
+        self.quiet = quiet
+        self.tty = self.enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
         self.plain_interval = plain_interval
         self.started = time.perf_counter()
         self._last_draw = None   # the first update always draws
@@ -107,6 +116,8 @@ class Progress:
             self._drawn = False
 
     def log(self, line):
+        if self.quiet:
+            return
         self._clear()
         print(line, flush=True)
         if self.tty:
@@ -119,15 +130,24 @@ class Progress:
 def train(model, optimizer, x_train, y_train, *, steps, batch_size, seed, lr, lr_schedule,
           clip=None, start_step=0, log_every=100, progress=None, diagnostics_every=0,
           diagnostics_batch=None, checkpoint_path=None, checkpoint_every=0,
-          train_state=None, history=None, diagnostics_records=None):
+          train_state=None, history=None, diagnostics_records=None, world=None,
+          check_params_every=0):
     """Run optimizer steps start_step..steps-1; returns a summary dict.
 
     `train_state` (a dict) is stored in periodic checkpoints with the current
     step, the log history and the diagnostics so far; `history` and
     `diagnostics_records` continue those of a resumed run; `diagnostics_batch`
     (x, y) is the fixed batch the diagnostics are computed on.
+
+    `world` (default: this process alone) trains data-parallel across its ranks;
+    the logged loss, accuracy and mean h_T are then the whole batch's, on every
+    rank. Which rank writes is the caller's choice: give `checkpoint_path` and
+    a loud `progress` to one rank only. `check_params_every` N > 0 checks every
+    N steps that all ranks hold the same parameters.
     """
+    world = world or World()
     order = BatchOrder(x_train.shape[0], batch_size, seed)
+    rows = world.local_rows(batch_size)
     progress = progress or Progress(steps, start_step, enabled=False)
     history = list(history or [])
     records = list(diagnostics_records or [])
@@ -149,12 +169,13 @@ def train(model, optimizer, x_train, y_train, *, steps, batch_size, seed, lr, lr
     if diagnostics_every and start_step == 0:
         record_diagnostics(0)
     while step < steps:
-        indices = order.indices(step)
+        indices = order.indices(step)[rows]
         x, y = x_train[indices], y_train[indices]
         optimizer.lr = scheduled_lr(lr_schedule, lr, step, steps)
         loss, grads = model.loss_and_grads(x, y)
         if not math.isfinite(loss):
             progress.log(f"step {step + 1}: loss is {loss}; training diverged")
+        world.allreduce_grads(grads)
         grad_norm = clip_grad_norm(grads, clip) if clip else None
         optimizer.step(grads)
         step += 1
@@ -162,13 +183,16 @@ def train(model, optimizer, x_train, y_train, *, steps, batch_size, seed, lr, lr
         window_correct += int((model.last_predictions == y).sum())
         window_count += 1
         if log_every and (step % log_every == 0 or step == steps):
+            # Each rank's loss and mean h_T are over an equal share of the rows.
+            loss_sum, correct, hidden_sum = world.allreduce(
+                [window_loss, window_correct, float(model.last_hidden.mean())])
             entry = {
                 "step": step,
-                "loss": window_loss / window_count,
-                "batch_accuracy": window_correct / (window_count * batch_size),
+                "loss": loss_sum / world.size / window_count,
+                "batch_accuracy": int(correct) / (window_count * batch_size),
                 "lr": optimizer.lr,
                 "weight_hh_mean": float(params["weight_hh_l0"].mean()),
-                "h_T_mean": float(model.last_hidden.mean()),
+                "h_T_mean": hidden_sum / world.size,
             }
             if grad_norm is not None:
                 entry["grad_norm"] = grad_norm
@@ -184,6 +208,8 @@ def train(model, optimizer, x_train, y_train, *, steps, batch_size, seed, lr, lr
             progress.log(f"step {step:5d}  diagnostics: ||dL/dh_1|| {norms[0]:.3e}  "
                          f"||dL/dh_T|| {norms[-1]:.3e}  "
                          f"saturated {np.mean(record['saturated']):.3f}")
+        if check_params_every and step % check_params_every == 0:
+            world.check_parameters_agree(params, step)
         if checkpoint_path and checkpoint_every and step % checkpoint_every == 0 \
                 and step < steps:
             save_checkpoint(checkpoint_path, model, optimizer,
@@ -195,7 +221,7 @@ def train(model, optimizer, x_train, y_train, *, steps, batch_size, seed, lr, lr
     return {
         "steps_run": step - start_step,
         "train_seconds": seconds,
-        "final_loss": loss,
+        "final_loss": float(world.allreduce([loss])[0]) / world.size,
         "history": history,
         "diagnostics": records,
     }
