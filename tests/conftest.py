@@ -7,8 +7,10 @@ import pytest
 import fastrnn
 from fastrnn import _backends
 from helpers import FAST_BACKENDS
-# The bench tests still import these from here.
-from helpers import BACKENDS, assert_close, make_layer, make_problem  # noqa: F401
+# What conftest held before helpers.py, for the tests that still import it from here
+# (the bench tests); new tests import from helpers.
+from helpers import (BACKENDS, OUTSIDE_REPO, TOLERANCES, assert_close, flat_state,  # noqa: F401
+                     make_layer, make_problem, relative_error)
 
 
 @pytest.fixture(params=["rnn", "lstm"])
