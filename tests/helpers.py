@@ -46,7 +46,8 @@ def assert_close(actual, expected, kind, dtype, what=""):
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    assert np.all(np.isfinite(actual)) == np.all(np.isfinite(expected)), f"{what}: finiteness differs"
+    assert np.all(np.isfinite(actual)) == np.all(np.isfinite(expected)), \
+        f"{what}: finiteness differs"
     if kind == "output":
         err = float(np.abs(actual - expected).max()) if actual.size else 0.0
     else:
@@ -118,19 +119,31 @@ GRAD_NAMES = {"rnn": ["dx", "dh0", "dw_ih", "dw_hh", "db"],
               "lstm": ["dx", "dh0", "dc0", "dw_ih", "dw_hh", "db"]}
 
 
-def run_kernels(kernels, cell, a, *, with_dy=True, need_dx=True):
-    """Training forward then backward on one backend: (forward outputs, gradients)."""
+def kernel_forward(kernels, cell, a, training=True):
+    """One forward of `kernels` (a backend module) on the arguments `a`: (outputs, saved)."""
+    if cell == "rnn":
+        y, saved = kernels.rnn_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b"], training)
+        return [y], saved
+    y, cT, saved = kernels.lstm_forward(a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b"],
+                                        training)
+    return [y, cT], saved
+
+
+def kernel_backward(kernels, cell, saved, a, outputs, *, with_dy=True, need_dx=True):
+    """The gradients of one backward through a forward's `saved` and `outputs`."""
     dy = a["dy"] if with_dy else None
     if cell == "rnn":
-        y, saved = kernels.rnn_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b"], True)
-        grads = kernels.rnn_backward(saved, a["x"], a["h0"], a["w_ih"], a["w_hh"], y, dy,
-                                     a["dhT"], need_dx)
-        return [y], list(grads)
-    y, cT, saved = kernels.lstm_forward(a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"],
-                                        a["b"], True)
-    grads = kernels.lstm_backward(saved, a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], y, dy,
-                                  a["dhT"], a["dcT"], need_dx)
-    return [y, cT], list(grads)
+        return list(kernels.rnn_backward(saved, a["x"], a["h0"], a["w_ih"], a["w_hh"],
+                                         outputs[0], dy, a["dhT"], need_dx))
+    return list(kernels.lstm_backward(saved, a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"],
+                                      outputs[0], dy, a["dhT"], a["dcT"], need_dx))
+
+
+def run_kernels(kernels, cell, a, *, with_dy=True, need_dx=True):
+    """Training forward then backward on one backend: (forward outputs, gradients)."""
+    outputs, saved = kernel_forward(kernels, cell, a)
+    return outputs, kernel_backward(kernels, cell, saved, a, outputs, with_dy=with_dy,
+                                    need_dx=need_dx)
 
 
 # -- models -------------------------------------------------------------------------

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from fastrnn import _backends, _reference as reference
-from helpers import FAST_BACKENDS, GRAD_NAMES, assert_close, make_kernel_args, run_kernels
+from helpers import (FAST_BACKENDS, GRAD_NAMES, assert_close, kernel_backward, kernel_forward,
+                     make_kernel_args, run_kernels)
 
 DTYPES = [np.float32, np.float64]
 
@@ -34,25 +35,6 @@ shapes = pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}-B{}-I{}-H{}
 dtypes = pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 
 
-def forward(kernels, cell, a, training):
-    """(outputs, saved) of one forward."""
-    if cell == "rnn":
-        y, saved = kernels.rnn_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b"], training)
-        return [y], saved
-    y, cT, saved = kernels.lstm_forward(a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b"],
-                                        training)
-    return [y, cT], saved
-
-
-def backward(kernels, cell, saved, a, outputs, *, with_dy, need_dx):
-    dy = a["dy"] if with_dy else None
-    if cell == "rnn":
-        return kernels.rnn_backward(saved, a["x"], a["h0"], a["w_ih"], a["w_hh"], outputs[0],
-                                    dy, a["dhT"], need_dx)
-    return kernels.lstm_backward(saved, a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"],
-                                 outputs[0], dy, a["dhT"], a["dcT"], need_dx)
-
-
 def check_outputs(got, want, dtype, what=""):
     for name, g, w in zip(["y", "cT"], got, want):
         assert g.dtype == np.dtype(dtype) and g.flags.c_contiguous, f"{name}{what}"
@@ -72,9 +54,9 @@ def check_grads(cell, got, want, dtype, what=""):
 @shapes
 def test_forward_matches_the_reference(fast_kernels, threads, cell, shape, dtype):
     a = make_kernel_args(cell, *shape, dtype, seed=sum(shape))
-    want, _ = forward(reference, cell, a, True)
+    want, _ = kernel_forward(reference, cell, a, True)
     for training in (True, False):
-        got, saved = forward(fast_kernels, cell, a, training)
+        got, saved = kernel_forward(fast_kernels, cell, a, training)
         check_outputs(got, want, dtype, f" (training={training})")
         if not training:
             assert saved is None, "an inference forward keeps nothing"
@@ -87,13 +69,14 @@ def test_forward_matches_the_reference(fast_kernels, threads, cell, shape, dtype
 @shapes
 def test_backward_matches_the_reference(fast_kernels, threads, cell, shape, dtype, with_dy):
     a = make_kernel_args(cell, *shape, dtype, seed=sum(shape))
-    want_outputs, saved_ref = forward(reference, cell, a, True)
-    want = backward(reference, cell, saved_ref, a, want_outputs, with_dy=with_dy, need_dx=True)
-    outputs, saved = forward(fast_kernels, cell, a, True)
+    want_outputs, saved_ref = kernel_forward(reference, cell, a, True)
+    want = kernel_backward(reference, cell, saved_ref, a, want_outputs, with_dy=with_dy)
+    outputs, saved = kernel_forward(fast_kernels, cell, a, True)
     check_outputs(outputs, want_outputs, dtype)
     # need_dx=False second: the first backward must leave `saved` as it found it.
     for need_dx in (True, False):
-        got = backward(fast_kernels, cell, saved, a, outputs, with_dy=with_dy, need_dx=need_dx)
+        got = kernel_backward(fast_kernels, cell, saved, a, outputs, with_dy=with_dy,
+                              need_dx=need_dx)
         check_grads(cell, got, want if need_dx else [None, *want[1:]], dtype,
                     f" (need_dx={need_dx})")
 
@@ -157,8 +140,8 @@ def test_saturating_inputs_match_the_reference(backend, cell, scale, dtype):
 
 def test_set_num_threads_beyond_the_cores_is_fine(fast_kernels, keep_thread_settings):
     a = make_kernel_args("lstm", 3, 2, 4, 5, np.float32)
-    want, _ = forward(reference, "lstm", a, False)
+    want, _ = kernel_forward(reference, "lstm", a, False)
     for n in (1, 64):  # more than the machine has is fine, not an error
         fast_kernels.set_num_threads(n)
-        got, _ = forward(fast_kernels, "lstm", a, False)
+        got, _ = kernel_forward(fast_kernels, "lstm", a, False)
         check_outputs(got, want, np.float32, f" ({n} threads)")
