@@ -5,9 +5,11 @@
 namespace fastrnn {
 namespace {
 
+// A free size (kAnySize) prints as a letter of the sizes legend would: "n".
 std::string expected_str(const std::vector<size_t>& shape) {
   std::string s = "(";
-  for (size_t d = 0; d < shape.size(); ++d) s += (d ? ", " : "") + std::to_string(shape[d]);
+  for (size_t d = 0; d < shape.size(); ++d)
+    s += (d ? ", " : "") + (shape[d] == kAnySize ? std::string("n") : std::to_string(shape[d]));
   return s + (shape.size() == 1 ? ",)" : ")");
 }
 
@@ -76,6 +78,9 @@ namespace {
 
 // A packed batch's offsets from batch_sizes (T,) int64, checked; B is h0's rows.
 std::vector<size_t> packed_offsets(const py::handle& obj, size_t B) {
+  if (py::isinstance<py::array>(obj) && py::reinterpret_borrow<py::array>(obj).ndim() != 1)
+    throw py::value_error("batch_sizes must be 1-D (T,), got shape " +
+                          shape_str(py::reinterpret_borrow<py::array>(obj)));
   py::array sizes = checked(obj, "batch_sizes", py::dtype::of<int64_t>(), {kAnySize});
   const size_t T = size_t(sizes.shape(0));
   if (T == 0) throw py::value_error("batch_sizes needs at least one time step");
@@ -106,6 +111,9 @@ py::array checked_x(const py::handle& obj, const py::handle& batch_sizes, const 
       throw py::value_error("a packed x must be 2-D (sum of batch_sizes, I), got shape " +
                             shape_str(x));
     checked(x, "x", dt, {kAnySize, kAnySize});
+    if (py::isinstance<py::array>(h0_obj) && py::reinterpret_borrow<py::array>(h0_obj).ndim() != 2)
+      throw py::value_error("h0 must be 2-D (B, H), got shape " +
+                            shape_str(py::reinterpret_borrow<py::array>(h0_obj)));
     py::array h0 = checked(h0_obj, "h0", dt, {kAnySize, kAnySize});
     s = Sizes{0, size_t(h0.shape(0)), size_t(x.shape(1)), size_t(h0.shape(1)), 0,
               size_t(x.shape(1)), packed_offsets(batch_sizes, size_t(h0.shape(0)))};

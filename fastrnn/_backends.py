@@ -17,8 +17,8 @@ BACKEND_MODULES = {
     "numpy": "fastrnn._reference",
 }
 
-KERNELS = ("rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward",
-           "gru_forward", "gru_backward", "set_num_threads")
+KERNELS = ("rnn_forward", "rnn_backward", "rnn_relu_forward", "rnn_relu_backward",
+           "lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "set_num_threads")
 
 MAX_THREADS = 1024  # the compiled backend's pool refuses more
 

@@ -2,13 +2,18 @@
 
 Same kernel contract as `fastrnn/_reference.py` (its docstring has it), same
 names and argument order. Sizes: T time steps, B batch, I input size, H hidden
-size, G gates (1 RNN, 4 LSTM, 3 GRU); kernels are time-major, x (T, B, I), y (T, B, H).
+size, G gates (1 RNN, 4 LSTM, 3 GRU), N rows; kernels are time-major, x (T, B, I),
+y (T, B, H), or packed (N, I) and (N, H) with batch_sizes. The compiled kernels
+see rows only: x (N, I) and the step offsets o_0..o_T (step t is rows
+[o_t, o_{t+1}) of every per-step array, its sequences 0..n_t-1); an unpacked
+batch is the one whose steps all run B sequences, o_t = t * B.
 
 Where the time goes, and what is done about it:
 - Matrix products are BLAS calls (Numba's np.dot goes to SciPy's BLAS): the
-  input projection of all T steps is one GEMM before the time loop; the
+  input projection of all N rows is one GEMM before the time loop; the
   weight and input gradients are one GEMM each after the BPTT loop, so only
-  the recurrent product h_{t-1} W_hh^T (or da_t W_hh) is left inside it.
+  the recurrent product h_{t-1} W_hh^T (or da_t W_hh) is left inside it,
+  on the n_t rows of the sequences still running: the cost follows the tokens.
 - The elementwise gate math of a step is one fused loop writing straight into
   the saved workspace, with no temporaries. The forward pass keeps tanh(c_t)
   beside c_t, so BPTT needs no transcendental function at all.
@@ -20,9 +25,12 @@ Where the time goes, and what is done about it:
   beside them fights for the same cores (2 here), so the gate loops stay on
   the calling thread. nogil: Python threads can run kernels side by side.
 
-The public functions check every shape (the compiled kernels do no bounds
-checks, so a mismatch must stop there), convert arguments (one dtype, C
-order, dy and need_dx as flags) and call the compiled kernels.
+The public functions check every shape and batch_sizes with the reference's
+checker (the compiled kernels do no bounds checks, so a mismatch must stop
+there), convert arguments (one dtype, C-ordered rows, dy and need_dx as
+flags) and call the compiled kernels. A training forward returns a Workspace:
+the saved arrays and the call's cell, dtype, sizes and batch_sizes, against
+which its backward checks the call it is given.
 """
 
 import numba
@@ -33,6 +41,7 @@ import scipy.linalg.cython_blas  # noqa: F401
 from numba import njit
 
 from . import _blas
+from ._reference import checked_offsets
 
 name = "numba"
 
@@ -52,6 +61,7 @@ _SIGMOID_SATURATES = 110.0  # float32 sigmoid(-x) underflows to 0 beyond this
 # _ONE is float32 so that float32 arithmetic stays float32 (a Python float
 # literal would promote it to float64); in float64 kernels it is exact.
 _ONE = np.float32(1.0)
+_ZERO = np.float32(0.0)
 
 
 @_jit
@@ -102,101 +112,147 @@ def _dot_bt(a, b, out):
     np.dot(a, b.T, out)
 
 
-# ---------------------------------------------------------------- RNN (tanh)
+@_jit
+def _relu(a):
+    # `<` is false for NaN, so NaN passes through as NaN, as in torch's relu.
+    return _ZERO if a < 0 else a
+
+
+@_jit
+def _num_steps(offsets):
+    """T, the number of time steps of the step offsets o_0..o_T."""
+    return len(offsets) - 1
+
+
+@_jit
+def _step_batch(offsets, t):
+    """n_t, the sequences running at step t; 0 past the last step."""
+    return offsets[t + 1] - offsets[t] if t + 1 < len(offsets) else 0
+
+
+@_jit
+def _previous(s0, s, starts, t, n_t):
+    """s_{t-1} (n_t, H) of the n_t sequences running at step t: s0's first rows
+    at t = 0, else the first n_t rows of step t-1 in s, which start at starts[t-1]."""
+    if t == 0:
+        return s0[:n_t]
+    return s[starts[t - 1]:starts[t - 1] + n_t]
+
+
+# -------------------------------------------------------- RNN (tanh or relu)
 #   a_t = x_t W_ih^T + h_{t-1} W_hh^T + b
-#   h_t = tanh(a_t)
-# saved = None: BPTT needs only y.
+#   h_t = tanh(a_t)  (rnn_*),  or  h_t = relu(a_t) = max(a_t, 0)  (rnn_relu_*)
+# saved: no arrays (BPTT needs only y), just the call's sizes and batch_sizes.
 
 
 @_jit
-def _rnn_forward(x, h0, w_ih, w_hh, b, y):
-    # x (T, B, I), h0 (B, H), w_ih (H, I), w_hh (H, H), b (H,), y (T, B, H) filled.
-    T, B, I = x.shape
-    H = h0.shape[1]
-    y2 = y.reshape(T * B, H)
-    _dot_bt(x.reshape(T * B, I), w_ih, y2)       # every step's x_t W_ih^T at once
+def _rnn_forward(x, h0, w_ih, w_hh, b, offsets, relu, y):
+    # x (N, I), h0 (B, H), w_ih (H, I), w_hh (H, H), b (H,), offsets (T + 1,);
+    # y (N, H) filled.
+    B, H = h0.shape
+    _dot_bt(x, w_ih, y)                          # every step's x_t W_ih^T at once
     recurrent = np.empty((B, H), dtype=y.dtype)
-    for t in range(T):
-        _dot_bt(h0 if t == 0 else y[t - 1], w_hh, recurrent)
-        yt = y[t]
-        for n in range(B):
-            for j in range(H):
-                yt[n, j] = _tanh(yt[n, j] + recurrent[n, j] + b[j])
+    for t in range(_num_steps(offsets)):
+        row0, n_t = offsets[t], _step_batch(offsets, t)
+        _dot_bt(_previous(h0, y, offsets, t, n_t), w_hh, recurrent[:n_t])
+        for k in range(n_t):
+            yk, rk = y[row0 + k], recurrent[k]
+            if relu:
+                for j in range(H):
+                    yk[j] = _relu(yk[j] + rk[j] + b[j])
+            else:
+                for j in range(H):
+                    yk[j] = _tanh(yk[j] + rk[j] + b[j])
 
 
 @_jit
-def _rnn_backward(x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx):
-    # BPTT, for t = T..1:
+def _rnn_backward(x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx, offsets, relu):
+    # BPTT, for t = T..1, over the sequences still running at t:
     #   dh_t   = dy_t + dh_t(from t+1)                      (1)
-    #   da_t   = dh_t * (1 - h_t^2)                         (2)
+    #   da_t   = dh_t * (1 - h_t^2)      (tanh)             (2)
+    #   da_t   = dh_t * [h_t > 0]        (relu)             (2)
     #   dh_{t-1} (from t) = da_t W_hh                       (3)
-    T, B, I = x.shape
     H = h0.shape[1]
-    da = np.empty((T, B, H), dtype=y.dtype)
-    dh = dhT.copy()
-    for t in range(T - 1, -1, -1):
-        for n in range(B):
-            dhn, dan, yn = dh[n], da[t, n], y[t, n]
+    da = np.empty((x.shape[0], H), dtype=y.dtype)
+    dh = dhT.copy()        # row k: dhT[k] until BPTT reaches sequence k's last step
+    for t in range(_num_steps(offsets) - 1, -1, -1):
+        row0, n_t = offsets[t], _step_batch(offsets, t)
+        for k in range(n_t):
+            dhk, dak, yk = dh[k], da[row0 + k], y[row0 + k]
             if has_dy:                                              # (1)
-                dyn = dy[t, n]
+                dyk = dy[row0 + k]
                 for j in range(H):
-                    dhn[j] += dyn[j]
-            for j in range(H):                                      # (2)
-                dan[j] = dhn[j] * (_ONE - yn[j] * yn[j])
-        np.dot(da[t], w_hh, dh)                                     # (3)
-    dw_ih, dw_hh, db = _weight_grads(da, x, h0, y)
+                    dhk[j] += dyk[j]
+            if relu:                                                # (2)
+                for j in range(H):
+                    dak[j] = dhk[j] if yk[j] > 0 else _ZERO
+            else:
+                for j in range(H):
+                    dak[j] = dhk[j] * (_ONE - yk[j] * yk[j])
+        np.dot(da[row0:row0 + n_t], w_hh, dh[:n_t])                 # (3)
+    dw_ih, dw_hh, db = _weight_grads(da, x, h0, y, offsets)
     dx = _input_grad(da, w_ih, need_dx)
     return dx, dh, dw_ih, dw_hh, db
 
 
 @_jit
-def _weight_grads(da, x, h0, y):
+def _weight_grads(da, x, h0, y, offsets):
     """dW_ih = sum_t da_t^T x_t, dW_hh = sum_t da_t^T h_{t-1}, db = sum_t da_t."""
-    return _input_weight_grad(da, x), _recurrent_weight_grad(da, h0, y), _bias_grad(da)
+    return (_input_weight_grad(da, x), _recurrent_weight_grad(da, h0, y, offsets),
+            _bias_grad(da))
 
 
 @_jit
 def _input_weight_grad(da, x):
-    """dW_ih = sum_t da_t^T x_t."""
-    T, B, GH = da.shape
-    I = x.shape[2]
+    """dW_ih = sum_t da_t^T x_t, over the N rows."""
     # Computed as (x^T da)^T: OpenBLAS runs this orientation of the long-K GEMM
     # ~1.5x faster than da^T x here.
-    return np.ascontiguousarray(np.dot(x.reshape(T * B, I).T, da.reshape(T * B, GH)).T)
+    return np.ascontiguousarray(np.dot(x.T, da).T)
 
 
 @_jit
-def _recurrent_weight_grad(da, h0, y):
-    """dW_hh = sum_t da_t^T h_{t-1}."""
-    T, B, GH = da.shape
-    H = y.shape[2]
-    # h_{t-1} is h0 for t = 1, else y_{t-1}: two GEMMs, no concatenated copy.
-    dw_hh = np.dot(h0.T, da[0])
-    if T > 1:
-        dw_hh += np.dot(y.reshape(T * B, H)[:(T - 1) * B].T, da.reshape(T * B, GH)[B:])
+def _recurrent_weight_grad(da, h0, y, offsets):
+    """dW_hh = sum_t da_t^T h_{t-1}, over the N rows."""
+    B = h0.shape[0]
+    # h_{t-1} is h0 for t = 1, else y's rows of step t-1: two GEMMs.
+    dw_hh = np.dot(h0.T, da[:B])
+    if _num_steps(offsets) > 1:
+        dw_hh += np.dot(_rows_before(y, offsets).T, da[B:])
     return np.ascontiguousarray(dw_hh.T)
+
+
+@_jit
+def _rows_before(y, offsets):
+    """h_{t-1} of the rows of steps 1..T-1 (N - B, H): y's first N - B rows when
+    every step runs all B sequences (no copy), else gathered step by step."""
+    T, B = _num_steps(offsets), offsets[1]
+    N = offsets[T]
+    if N == T * B:
+        return y[:N - B]
+    before = np.empty((N - B, y.shape[1]), dtype=y.dtype)
+    for t in range(1, T):
+        n_t = _step_batch(offsets, t)
+        before[offsets[t] - B:offsets[t + 1] - B] = y[offsets[t - 1]:offsets[t - 1] + n_t]
+    return before
 
 
 @_jit
 def _bias_grad(da):
     """db = sum_t da_t, summed over the batch too."""
-    T, B, GH = da.shape
-    da2 = da.reshape(T * B, GH)
+    N, GH = da.shape
     db = np.zeros(GH, dtype=da.dtype)
-    for r in range(T * B):
+    for r in range(N):
         for k in range(GH):
-            db[k] += da2[r, k]
+            db[k] += da[r, k]
     return db
 
 
 @_jit
 def _input_grad(da, w_ih, need_dx):
-    """dx_t = da_t W_ih for every t in one GEMM, or an empty array when not wanted."""
-    T, B, GH = da.shape
-    I = w_ih.shape[1]
+    """dx_t = da_t W_ih of every row in one GEMM, or an empty array when not wanted."""
     if not need_dx:
-        return np.empty((0, 0, 0), dtype=da.dtype)
-    return np.dot(da.reshape(T * B, GH), w_ih).reshape(T, B, I)
+        return np.empty((0, 0), dtype=da.dtype)
+    return np.dot(da, w_ih)
 
 
 # ---------------------------------------------------------------------- LSTM
@@ -204,34 +260,36 @@ def _input_grad(da, w_ih, need_dx):
 #   i = sigmoid(a_i), f = sigmoid(a_f), g = tanh(a_g), o = sigmoid(a_o)
 #   c_t = f * c_{t-1} + i * g
 #   h_t = o * tanh(c_t)
-# saved = (c, tanh_c, gates): c_t and tanh(c_t) (T, B, H), activated gates (T, B, 4H).
+# saved = (c, tanh_c, gates): c_t and tanh(c_t) (N, H), activated gates (N, 4H).
 
 
 @_jit
-def _lstm_forward(x, h0, c0, w_ih, w_hh, b, y, c, tanh_c, gates):
-    # x (T, B, I), h0 c0 (B, H), w_ih (4H, I), w_hh (4H, H), b (4H,); fills
-    # y (T, B, H), gates (T, B, 4H) with the activated gates, c_t into
-    # c[t % len(c)] and tanh(c_t) into tanh_c[t % len(tanh_c)]: training passes
-    # all T steps; inference passes two cell-state slots and one tanh slot.
-    T, B, I = x.shape
-    H = h0.shape[1]
-    _dot_bt(x.reshape(T * B, I), w_ih, gates.reshape(T * B, 4 * H))
+def _lstm_forward(x, h0, c0, w_ih, w_hh, b, offsets, y, cT, gates, c, c_at, tanh_c, tanh_at):
+    # x (N, I), h0 c0 (B, H), w_ih (4H, I), w_hh (4H, H), b (4H,), offsets (T + 1,);
+    # fills y (N, H), cT (B, H) with each sequence's c after its own last step,
+    # gates (N, 4H) with the activated gates, and step t's c_t and tanh(c_t)
+    # into the rows of c and tanh_c from c_at[t] and tanh_at[t] on: training
+    # keeps every step (both are the offsets); inference passes two slots of
+    # B rows for c, used in turn, and one for tanh(c_t).
+    B, H = h0.shape
+    _dot_bt(x, w_ih, gates)
     recurrent = np.empty((B, 4 * H), dtype=y.dtype)
     # Gates as (.., 4, H): every index below is provably non-negative, so no
     # wraparound selects get in the vectorizer's way.
-    a4 = gates.reshape(T, B, 4, H)
+    a4 = gates.reshape(x.shape[0], 4, H)
     r4 = recurrent.reshape(B, 4, H)
     b4 = b.reshape(4, H)
-    n_c, n_tanh = c.shape[0], tanh_c.shape[0]
-    for t in range(T):
-        _dot_bt(h0 if t == 0 else y[t - 1], w_hh, recurrent)
-        c_prev = c0 if t == 0 else c[(t - 1) % n_c]
-        ct, tct, yt = c[t % n_c], tanh_c[t % n_tanh], y[t]
+    for t in range(_num_steps(offsets)):
+        row0, n_t = offsets[t], _step_batch(offsets, t)
+        _dot_bt(_previous(h0, y, offsets, t, n_t), w_hh, recurrent[:n_t])
+        c_prev = _previous(c0, c, c_at, t, n_t)
+        ct, tct = c[c_at[t]:c_at[t] + n_t], tanh_c[tanh_at[t]:tanh_at[t] + n_t]
         # Short loops over few arrays each: with more pointers than this in one
         # loop, LLVM's runtime alias checks give up and it stays scalar (5x slower).
-        for n in range(B):
-            ai, af, ag, ao = a4[t, n, 0], a4[t, n, 1], a4[t, n, 2], a4[t, n, 3]
-            ri, rf, rg, ro = r4[n, 0], r4[n, 1], r4[n, 2], r4[n, 3]
+        for k in range(n_t):
+            row = row0 + k
+            ai, af, ag, ao = a4[row, 0], a4[row, 1], a4[row, 2], a4[row, 3]
+            ri, rf, rg, ro = r4[k, 0], r4[k, 1], r4[k, 2], r4[k, 3]
             for j in range(H):
                 ai[j] = _sigmoid(ai[j] + ri[j] + b4[0, j])
             for j in range(H):
@@ -240,19 +298,22 @@ def _lstm_forward(x, h0, c0, w_ih, w_hh, b, y, c, tanh_c, gates):
                 ag[j] = _tanh(ag[j] + rg[j] + b4[2, j])
             for j in range(H):
                 ao[j] = _sigmoid(ao[j] + ro[j] + b4[3, j])
-            cp, cn, tn, yn = c_prev[n], ct[n], tct[n], yt[n]
+            cp, cn, tn, yn = c_prev[k], ct[k], tct[k], y[row]
             for j in range(H):
                 cell = af[j] * cp[j] + ai[j] * ag[j]
                 cn[j] = cell
                 tn[j] = _tanh(cell)
             for j in range(H):
                 yn[j] = ao[j] * tn[j]
+        # Sequences n_{t+1}..n_t - 1 end at this step.
+        cT[_step_batch(offsets, t + 1):n_t] = ct[_step_batch(offsets, t + 1):]
 
 
 @_jit
 def _lstm_backward(c, tanh_c, gates, x, h0, c0, w_ih, w_hh, y, dy, has_dy, dhT, dcT,
-                   need_dx):
-    # BPTT, for t = T..1, with dh, dc carried from step t+1:
+                   need_dx, offsets):
+    # BPTT, for t = T..1, over the sequences still running at t, with dh, dc
+    # carried from step t+1:
     #   dh_t  = dy_t + dh                                   (1)
     #   do    = dh_t * tanh(c_t)                            (2)
     #   dc_t  = dc + dh_t * o * (1 - tanh(c_t)^2)           (3)
@@ -261,38 +322,41 @@ def _lstm_backward(c, tanh_c, gates, x, h0, c0, w_ih, w_hh, y, dy, has_dy, dhT, 
     #   dc    = dc_t * f            (carried to t-1)        (6)
     #   da    = [di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)]  (7)
     #   dh    = da W_hh             (carried to t-1)        (8)
-    T, B, I = x.shape
+    N = x.shape[0]
     H = h0.shape[1]
-    da = np.empty((T, B, 4 * H), dtype=y.dtype)
+    da = np.empty((N, 4 * H), dtype=y.dtype)
+    # Row k: dhT[k] and dcT[k] until BPTT reaches sequence k's last step.
     dh = dhT.copy()
     dc = dcT.copy()
     # Gates as (.., 4, H) and short loops over few arrays, as in _lstm_forward.
-    s4 = gates.reshape(T, B, 4, H)
-    d4 = da.reshape(T, B, 4, H)
-    for t in range(T - 1, -1, -1):
-        c_prev = c0 if t == 0 else c[t - 1]
-        for n in range(B):
-            i, f, g, o = s4[t, n, 0], s4[t, n, 1], s4[t, n, 2], s4[t, n, 3]
-            di, df, dg, do = d4[t, n, 0], d4[t, n, 1], d4[t, n, 2], d4[t, n, 3]
-            dhn, dcn, tc, cp = dh[n], dc[n], tanh_c[t, n], c_prev[n]
+    s4 = gates.reshape(N, 4, H)
+    d4 = da.reshape(N, 4, H)
+    for t in range(_num_steps(offsets) - 1, -1, -1):
+        row0, n_t = offsets[t], _step_batch(offsets, t)
+        c_prev = _previous(c0, c, offsets, t, n_t)
+        for k in range(n_t):
+            row = row0 + k
+            i, f, g, o = s4[row, 0], s4[row, 1], s4[row, 2], s4[row, 3]
+            di, df, dg, do = d4[row, 0], d4[row, 1], d4[row, 2], d4[row, 3]
+            dhk, dck, tc, cp = dh[k], dc[k], tanh_c[row], c_prev[k]
             if has_dy:                                              # (1)
-                dyn = dy[t, n]
+                dyk = dy[row]
                 for j in range(H):
-                    dhn[j] += dyn[j]
+                    dhk[j] += dyk[j]
             for j in range(H):                                      # (2), (7)
-                do[j] = dhn[j] * tc[j] * o[j] * (_ONE - o[j])
+                do[j] = dhk[j] * tc[j] * o[j] * (_ONE - o[j])
             for j in range(H):                                      # (3)
-                dcn[j] += dhn[j] * o[j] * (_ONE - tc[j] * tc[j])
+                dck[j] += dhk[j] * o[j] * (_ONE - tc[j] * tc[j])
             for j in range(H):                                      # (4), (7)
-                di[j] = dcn[j] * g[j] * i[j] * (_ONE - i[j])
+                di[j] = dck[j] * g[j] * i[j] * (_ONE - i[j])
             for j in range(H):
-                dg[j] = dcn[j] * i[j] * (_ONE - g[j] * g[j])
+                dg[j] = dck[j] * i[j] * (_ONE - g[j] * g[j])
             for j in range(H):                                      # (5), (7)
-                df[j] = dcn[j] * cp[j] * f[j] * (_ONE - f[j])
+                df[j] = dck[j] * cp[j] * f[j] * (_ONE - f[j])
             for j in range(H):                                      # (6)
-                dcn[j] *= f[j]
-        np.dot(da[t], w_hh, dh)                                     # (8)
-    dw_ih, dw_hh, db = _weight_grads(da, x, h0, y)
+                dck[j] *= f[j]
+        np.dot(da[row0:row0 + n_t], w_hh, dh[:n_t])                 # (8)
+    dw_ih, dw_hh, db = _weight_grads(da, x, h0, y, offsets)
     dx = _input_grad(da, w_ih, need_dx)
     return dx, dh, dc, dw_ih, dw_hh, db
 
@@ -303,34 +367,35 @@ def _lstm_backward(c, tanh_c, gates, x, h0, c0, w_ih, w_hh, y, dy, has_dy, dhT, 
 #   hn = gh_n                   (= h_{t-1} W_hn^T + b_hn)
 #   n = tanh(gx_n + r * hn)
 #   h_t = (1 - z) * n + z * h_{t-1},  computed as n + z * (h_{t-1} - n)
-# saved = (gates, hn): the activated gates r, z, n (T, B, 3H) and hn (T, B, H).
+# saved = (gates, hn): the activated gates r, z, n (N, 3H) and hn (N, H).
 
 
 @_jit
-def _gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, y, gates, hn):
-    # x (T, B, I), h0 (B, H), w_ih (3H, I), w_hh (3H, H), b_ih b_hh (3H,); fills
-    # y (T, B, H), gates (T, B, 3H) with the activated gates and hn_t into
-    # hn[t % len(hn)]: training passes all T steps, inference one slot.
-    T, B, I = x.shape
-    H = h0.shape[1]
-    _dot_bt(x.reshape(T * B, I), w_ih, gates.reshape(T * B, 3 * H))
+def _gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, offsets, y, gates, hn, hn_at):
+    # x (N, I), h0 (B, H), w_ih (3H, I), w_hh (3H, H), b_ih b_hh (3H,), offsets
+    # (T + 1,); fills y (N, H), gates (N, 3H) with the activated gates and
+    # step t's hn_t into the rows of hn from hn_at[t] on: training keeps every
+    # step (hn_at is the offsets), inference one slot of B rows.
+    B, H = h0.shape
+    _dot_bt(x, w_ih, gates)
     recurrent = np.empty((B, 3 * H), dtype=y.dtype)
     # r and z add both biases, summed once here; b_hn stays apart, inside r * hn.
     b3 = b_ih.reshape(3, H).copy()
     b3[:2] += b_hh.reshape(3, H)[:2]
     b_hn = b_hh[2 * H:]
     # Gates as (.., 3, H) and short loops over few arrays, as in _lstm_forward.
-    a3 = gates.reshape(T, B, 3, H)
+    a3 = gates.reshape(x.shape[0], 3, H)
     r3 = recurrent.reshape(B, 3, H)
-    n_hn = hn.shape[0]
-    for t in range(T):
-        h_prev = h0 if t == 0 else y[t - 1]
-        _dot_bt(h_prev, w_hh, recurrent)
-        hnt, yt = hn[t % n_hn], y[t]
-        for seq in range(B):
-            ar, az, an = a3[t, seq, 0], a3[t, seq, 1], a3[t, seq, 2]
+    for t in range(_num_steps(offsets)):
+        row0, n_t = offsets[t], _step_batch(offsets, t)
+        h_prev = _previous(h0, y, offsets, t, n_t)
+        _dot_bt(h_prev, w_hh, recurrent[:n_t])
+        hnt = hn[hn_at[t]:hn_at[t] + n_t]
+        for seq in range(n_t):
+            row = row0 + seq
+            ar, az, an = a3[row, 0], a3[row, 1], a3[row, 2]
             rr, rz, rn = r3[seq, 0], r3[seq, 1], r3[seq, 2]
-            hns, hp, ys = hnt[seq], h_prev[seq], yt[seq]
+            hns, hp, ys = hnt[seq], h_prev[seq], y[row]
             for j in range(H):
                 ar[j] = _sigmoid(ar[j] + rr[j] + b3[0, j])
             for j in range(H):
@@ -344,8 +409,9 @@ def _gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, y, gates, hn):
 
 
 @_jit
-def _gru_backward(gates, hn, x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx):
-    # BPTT, for t = T..1, with dh carried from step t+1:
+def _gru_backward(gates, hn, x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx, offsets):
+    # BPTT, for t = T..1, over the sequences still running at t, with dh
+    # carried from step t+1:
     #   dh_t  = dy_t + dh                                   (1)
     #   dn    = dh_t * (1 - z)                              (2)
     #   dz    = dh_t * (h_{t-1} - n)                        (3)
@@ -358,26 +424,28 @@ def _gru_backward(gates, hn, x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx):
     # after the loop, with da_in = [da_r, da_z, da_n] and da_rec = [da_r, da_z, dhn]:
     #   dW_ih = sum_t da_in_t^T x_t,  db_ih = sum_t da_in_t,  dx_t = da_in_t W_ih   (10)
     #   dW_hh = sum_t da_rec_t^T h_{t-1},  db_hh = sum_t da_rec_t                  (11)
-    T, B, I = x.shape
-    H = h0.shape[1]
+    N = x.shape[0]
+    B, H = h0.shape
     # The input and the recurrent sums differ in the n gate only; each is kept
     # whole so that every weight gradient is one GEMM over contiguous rows.
-    da_in = np.empty((T, B, 3 * H), dtype=y.dtype)
-    da_rec = np.empty((T, B, 3 * H), dtype=y.dtype)
-    dh = dhT.copy()
+    da_in = np.empty((N, 3 * H), dtype=y.dtype)
+    da_rec = np.empty((N, 3 * H), dtype=y.dtype)
+    dh = dhT.copy()        # row k: dhT[k] until BPTT reaches sequence k's last step
     dh_recurrent = np.empty((B, H), dtype=y.dtype)
-    s3 = gates.reshape(T, B, 3, H)
-    di3 = da_in.reshape(T, B, 3, H)
-    dr3 = da_rec.reshape(T, B, 3, H)
-    for t in range(T - 1, -1, -1):
-        h_prev = h0 if t == 0 else y[t - 1]
-        for seq in range(B):
-            r, z, n = s3[t, seq, 0], s3[t, seq, 1], s3[t, seq, 2]
-            dar, daz, dan = di3[t, seq, 0], di3[t, seq, 1], di3[t, seq, 2]
-            dhn = dr3[t, seq, 2]
-            dhs, hp, hns = dh[seq], h_prev[seq], hn[t, seq]
+    s3 = gates.reshape(N, 3, H)
+    di3 = da_in.reshape(N, 3, H)
+    dr3 = da_rec.reshape(N, 3, H)
+    for t in range(_num_steps(offsets) - 1, -1, -1):
+        row0, n_t = offsets[t], _step_batch(offsets, t)
+        h_prev = _previous(h0, y, offsets, t, n_t)
+        for seq in range(n_t):
+            row = row0 + seq
+            r, z, n = s3[row, 0], s3[row, 1], s3[row, 2]
+            dar, daz, dan = di3[row, 0], di3[row, 1], di3[row, 2]
+            dhn = dr3[row, 2]
+            dhs, hp, hns = dh[seq], h_prev[seq], hn[row]
             if has_dy:                                              # (1)
-                dys = dy[t, seq]
+                dys = dy[row]
                 for j in range(H):
                     dhs[j] += dys[j]
             for j in range(H):                                      # (2), (4)
@@ -388,19 +456,36 @@ def _gru_backward(gates, hn, x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx):
                 dar[j] = dan[j] * hns[j] * r[j] * (_ONE - r[j])
             for j in range(H):                                      # (5)
                 dhn[j] = dan[j] * r[j]
-            da_rec[t, seq, :2 * H] = da_in[t, seq, :2 * H]
+            da_rec[row, :2 * H] = da_in[row, :2 * H]
             for j in range(H):                                      # (8)
                 dhs[j] *= z[j]
-        np.dot(da_rec[t], w_hh, dh_recurrent)                       # (9)
-        dh += dh_recurrent
+        np.dot(da_rec[row0:row0 + n_t], w_hh, dh_recurrent[:n_t])   # (9)
+        dh[:n_t] += dh_recurrent[:n_t]
     dw_ih = _input_weight_grad(da_in, x)                            # (10)
-    dw_hh = _recurrent_weight_grad(da_rec, h0, y)                   # (11)
+    dw_hh = _recurrent_weight_grad(da_rec, h0, y, offsets)          # (11)
     db_ih, db_hh = _bias_grad(da_in), _bias_grad(da_rec)            # (10), (11)
     dx = _input_grad(da_in, w_ih, need_dx)                          # (10)
     return dx, dh, dw_ih, dw_hh, db_ih, db_hh
 
 
 # ------------------------------------------------------ the kernel contract
+
+
+class Workspace:
+    """What a training forward keeps for its backward: the cell, dtype, sizes
+    (T, B, I, H) and batch_sizes of the call, so that a backward of another
+    call is refused, and the cell's saved arrays (rows, as the kernels use them)."""
+
+    __slots__ = ("cell", "dtype", "sizes", "batch_sizes", "arrays")
+
+    def __init__(self, cell, dtype, sizes, batch_sizes, arrays):
+        self.cell, self.dtype, self.sizes, self.arrays = cell, dtype, sizes, arrays
+        self.batch_sizes = None if batch_sizes is None else np.array(batch_sizes)
+
+    def __repr__(self):
+        packed = "" if self.batch_sizes is None else " packed"
+        return (f"<fastrnn._numba.Workspace {self.cell} {self.dtype}{packed} "
+                "T={} B={} I={} H={}>".format(*self.sizes))
 
 
 def _c_array(a, dtype):
@@ -415,117 +500,157 @@ def _kernel_dtype(x):
     return dt
 
 
-def _check_shapes(fn, G, x, h0, w_ih, w_hh, **more):
-    """Raise ValueError unless every array has the shape x (T, B, I) and h0 (B, H)
-    imply; `more` holds the others of the call (None: not given)."""
-    x, h0 = np.asarray(x), np.asarray(h0)
-    if x.ndim != 3 or 0 in x.shape:
-        raise ValueError(f"{fn}: x must be 3-D (T, B, I) with T, B >= 1, got shape {x.shape}")
-    T, B, I = x.shape
-    if h0.ndim != 2 or h0.shape[0] != B or h0.shape[1] == 0:
-        raise ValueError(f"{fn}: h0 must have shape ({B}, H) with H >= 1, got {h0.shape}")
-    H = h0.shape[1]
-    expected = {"w_ih": (G * H, I), "w_hh": (G * H, H), "b": (G * H,), "b_ih": (G * H,),
-                "b_hh": (G * H,), "c0": (B, H),
-                "y": (T, B, H), "dy": (T, B, H), "dhT": (B, H), "dcT": (B, H)}
-    for name, array in {"w_ih": w_ih, "w_hh": w_hh, **more}.items():
-        if array is not None and np.shape(array) != expected[name]:
-            raise ValueError(f"{fn}: {name} must have shape {expected[name]}, "
-                             f"got {np.shape(array)}")
+def _rows(a, dtype):
+    """A per-step array as the kernels take it: C-ordered rows, (T, B, n) -> (T*B, n)."""
+    a = _c_array(a, dtype)
+    return a.reshape(-1, a.shape[-1])
+
+
+def _per_step(rows, x):
+    """Rows (N, n) laid out as x's steps: (T, B, n), or (N, n) when x is packed."""
+    return rows.reshape(np.shape(x)[:-1] + rows.shape[-1:])
+
+
+def _sizes(offsets, x, h0):
+    """(T, B, I, H) of a call."""
+    return len(offsets) - 1, np.shape(h0)[0], np.shape(x)[-1], np.shape(h0)[1]
+
+
+def _saved_arrays(fn, cell, saved, dtype, sizes, batch_sizes):
+    """The arrays of `saved`, once it is known to come from this call's forward."""
+    if saved is None:
+        raise ValueError(f"{fn} needs the state saved by a training forward (got None)")
+    if not isinstance(saved, Workspace):
+        raise TypeError(f"{fn}: saved must be the workspace returned by {cell}_forward of "
+                        f"this backend, got {type(saved).__name__}")
+    if saved.cell != cell:
+        raise ValueError(f"{fn}: saved comes from {saved.cell}_forward")
+    if saved.dtype != dtype:
+        raise TypeError(f"{fn}: saved comes from a forward of another dtype ({saved.dtype})")
+    if (saved.batch_sizes is None) != (batch_sizes is None) or (
+            batch_sizes is not None and not np.array_equal(saved.batch_sizes, batch_sizes)):
+        raise ValueError(f"{fn}: batch_sizes differ from those of the forward that saved it")
+    if saved.sizes != sizes:
+        raise ValueError(f"{fn}: saved comes from a forward of other sizes "
+                         f"(T, B, I, H) = {saved.sizes}")
+    return saved.arrays
 
 
 def _dy_flag(dy, y):
-    """(dy as an array, has_dy): the kernels take an unused empty array for None."""
+    """(dy as rows, has_dy): the kernels take an unused empty array for None."""
     if dy is None:
-        return np.empty((0, 0, 0), dtype=y.dtype), False
-    return _c_array(dy, y.dtype), True
+        return np.empty((0, 0), dtype=y.dtype), False
+    return _rows(dy, y.dtype), True
 
 
-def rnn_forward(x, h0, w_ih, w_hh, b, training=True):
-    _check_shapes("rnn_forward", 1, x, h0, w_ih, w_hh, b=b)
+def _elman_forward(cell, relu, x, h0, w_ih, w_hh, b, training, batch_sizes):
+    offsets = checked_offsets(f"{cell}_forward", 1, x, h0, w_ih, w_hh, batch_sizes, b=b)
     dt = _kernel_dtype(x)
-    x = _c_array(x, dt)
-    T, B, _ = x.shape
-    H = h0.shape[1]
-    y = np.empty((T, B, H), dtype=dt)
-    _rnn_forward(x, _c_array(h0, dt), _c_array(w_ih, dt), _c_array(w_hh, dt),
-                 _c_array(b, dt), y)
-    return y, None
+    x_rows = _rows(x, dt)
+    y = np.empty((x_rows.shape[0], np.shape(h0)[1]), dtype=dt)
+    _rnn_forward(x_rows, _c_array(h0, dt), _c_array(w_ih, dt), _c_array(w_hh, dt),
+                 _c_array(b, dt), offsets, relu, y)
+    saved = Workspace(cell, dt, _sizes(offsets, x, h0), batch_sizes, ()) if training else None
+    return _per_step(y, x), saved
 
 
-def rnn_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True):
-    _check_shapes("rnn_backward", 1, x, h0, w_ih, w_hh, y=y, dy=dy, dhT=dhT)
+def _elman_backward(cell, relu, saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx, batch_sizes):
+    fn = f"{cell}_backward"
+    offsets = checked_offsets(fn, 1, x, h0, w_ih, w_hh, batch_sizes, y=y, dy=dy, dhT=dhT)
     dt = _kernel_dtype(y)
+    _saved_arrays(fn, cell, saved, dt, _sizes(offsets, x, h0), batch_sizes)
     dy, has_dy = _dy_flag(dy, y)
     dx, dh0, dw_ih, dw_hh, db = _rnn_backward(
-        _c_array(x, dt), _c_array(h0, dt), _c_array(w_ih, dt), _c_array(w_hh, dt),
-        _c_array(y, dt), dy, has_dy, _c_array(dhT, dt), bool(need_dx))
-    return (dx if need_dx else None), dh0, dw_ih, dw_hh, db
+        _rows(x, dt), _c_array(h0, dt), _c_array(w_ih, dt), _c_array(w_hh, dt),
+        _rows(y, dt), dy, has_dy, _c_array(dhT, dt), bool(need_dx), offsets, relu)
+    return (_per_step(dx, x) if need_dx else None), dh0, dw_ih, dw_hh, db
 
 
-def lstm_forward(x, h0, c0, w_ih, w_hh, b, training=True):
-    _check_shapes("lstm_forward", 4, x, h0, w_ih, w_hh, b=b, c0=c0)
+def rnn_forward(x, h0, w_ih, w_hh, b, training=True, *, batch_sizes=None):
+    return _elman_forward("rnn", False, x, h0, w_ih, w_hh, b, training, batch_sizes)
+
+
+def rnn_relu_forward(x, h0, w_ih, w_hh, b, training=True, *, batch_sizes=None):
+    return _elman_forward("rnn_relu", True, x, h0, w_ih, w_hh, b, training, batch_sizes)
+
+
+def rnn_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_sizes=None):
+    return _elman_backward("rnn", False, saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx,
+                           batch_sizes)
+
+
+def rnn_relu_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_sizes=None):
+    return _elman_backward("rnn_relu", True, saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx,
+                           batch_sizes)
+
+
+def lstm_forward(x, h0, c0, w_ih, w_hh, b, training=True, *, batch_sizes=None):
+    offsets = checked_offsets("lstm_forward", 4, x, h0, w_ih, w_hh, batch_sizes, b=b, c0=c0)
     dt = _kernel_dtype(x)
-    x = _c_array(x, dt)
-    T, B, _ = x.shape
-    H = h0.shape[1]
-    y = np.empty((T, B, H), dtype=dt)
-    gates = np.empty((T, B, 4 * H), dtype=dt)
-    # Inference keeps only c_{t-1}, c_t (two slots, used in turn) and one tanh(c_t).
-    c = np.empty((T if training else 2, B, H), dtype=dt)
-    tanh_c = np.empty((T if training else 1, B, H), dtype=dt)
-    _lstm_forward(x, _c_array(h0, dt), _c_array(c0, dt), _c_array(w_ih, dt),
-                  _c_array(w_hh, dt), _c_array(b, dt), y, c, tanh_c, gates)
-    cT = c[(T - 1) % c.shape[0]].copy()
-    saved = (c, tanh_c, gates) if training else None
-    return y, cT, saved
+    x_rows = _rows(x, dt)
+    N, (B, H) = x_rows.shape[0], np.shape(h0)
+    y = np.empty((N, H), dtype=dt)
+    cT = np.empty((B, H), dtype=dt)
+    gates = np.empty((N, 4 * H), dtype=dt)
+    if training:
+        c, tanh_c = np.empty((N, H), dtype=dt), np.empty((N, H), dtype=dt)
+        c_at = tanh_at = offsets
+    else:  # c_{t-1} and c_t in two slots of B rows, used in turn; one for tanh(c_t)
+        c, tanh_c = np.empty((2 * B, H), dtype=dt), np.empty((B, H), dtype=dt)
+        c_at, tanh_at = B * (np.arange(len(offsets)) % 2), np.zeros_like(offsets)
+    _lstm_forward(x_rows, _c_array(h0, dt), _c_array(c0, dt), _c_array(w_ih, dt),
+                  _c_array(w_hh, dt), _c_array(b, dt), offsets, y, cT, gates,
+                  c, c_at, tanh_c, tanh_at)
+    saved = (Workspace("lstm", dt, _sizes(offsets, x, h0), batch_sizes, (c, tanh_c, gates))
+             if training else None)
+    return _per_step(y, x), cT, saved
 
 
-def lstm_backward(saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx=True):
-    if saved is None:
-        raise ValueError("lstm_backward needs the state saved by a training forward")
-    c, tanh_c, gates = saved
-    _check_shapes("lstm_backward", 4, x, h0, w_ih, w_hh, c0=c0, y=y, dy=dy, dhT=dhT, dcT=dcT)
-    if gates.shape[:2] != np.shape(x)[:2] or gates.shape[2] != 4 * np.shape(h0)[1]:
-        raise ValueError("lstm_backward: saved comes from a forward of other sizes")
+def lstm_backward(saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx=True, *,
+                  batch_sizes=None):
+    offsets = checked_offsets("lstm_backward", 4, x, h0, w_ih, w_hh, batch_sizes, c0=c0, y=y,
+                              dy=dy, dhT=dhT, dcT=dcT)
     dt = _kernel_dtype(y)
+    c, tanh_c, gates = _saved_arrays("lstm_backward", "lstm", saved, dt,
+                                     _sizes(offsets, x, h0), batch_sizes)
     dy, has_dy = _dy_flag(dy, y)
     dx, dh0, dc0, dw_ih, dw_hh, db = _lstm_backward(
-        c, tanh_c, gates, _c_array(x, dt), _c_array(h0, dt), _c_array(c0, dt),
-        _c_array(w_ih, dt), _c_array(w_hh, dt), _c_array(y, dt), dy, has_dy,
-        _c_array(dhT, dt), _c_array(dcT, dt), bool(need_dx))
-    return (dx if need_dx else None), dh0, dc0, dw_ih, dw_hh, db
+        c, tanh_c, gates, _rows(x, dt), _c_array(h0, dt), _c_array(c0, dt),
+        _c_array(w_ih, dt), _c_array(w_hh, dt), _rows(y, dt), dy, has_dy,
+        _c_array(dhT, dt), _c_array(dcT, dt), bool(need_dx), offsets)
+    return (_per_step(dx, x) if need_dx else None), dh0, dc0, dw_ih, dw_hh, db
 
 
-def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training=True):
-    _check_shapes("gru_forward", 3, x, h0, w_ih, w_hh, b_ih=b_ih, b_hh=b_hh)
+def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training=True, *, batch_sizes=None):
+    offsets = checked_offsets("gru_forward", 3, x, h0, w_ih, w_hh, batch_sizes, b_ih=b_ih,
+                              b_hh=b_hh)
     dt = _kernel_dtype(x)
-    x = _c_array(x, dt)
-    T, B, _ = x.shape
-    H = h0.shape[1]
-    y = np.empty((T, B, H), dtype=dt)
-    gates = np.empty((T, B, 3 * H), dtype=dt)
-    hn = np.empty((T if training else 1, B, H), dtype=dt)   # inference: one slot, reused
-    _gru_forward(x, _c_array(h0, dt), _c_array(w_ih, dt), _c_array(w_hh, dt),
-                 _c_array(b_ih, dt), _c_array(b_hh, dt), y, gates, hn)
-    saved = (gates, hn) if training else None
-    return y, saved
+    x_rows = _rows(x, dt)
+    N, (B, H) = x_rows.shape[0], np.shape(h0)
+    y = np.empty((N, H), dtype=dt)
+    gates = np.empty((N, 3 * H), dtype=dt)
+    if training:
+        hn, hn_at = np.empty((N, H), dtype=dt), offsets
+    else:  # one slot of B rows, reused every step
+        hn, hn_at = np.empty((B, H), dtype=dt), np.zeros_like(offsets)
+    _gru_forward(x_rows, _c_array(h0, dt), _c_array(w_ih, dt), _c_array(w_hh, dt),
+                 _c_array(b_ih, dt), _c_array(b_hh, dt), offsets, y, gates, hn, hn_at)
+    saved = (Workspace("gru", dt, _sizes(offsets, x, h0), batch_sizes, (gates, hn))
+             if training else None)
+    return _per_step(y, x), saved
 
 
-def gru_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True):
-    if saved is None:
-        raise ValueError("gru_backward needs the state saved by a training forward")
-    gates, hn = saved
-    _check_shapes("gru_backward", 3, x, h0, w_ih, w_hh, y=y, dy=dy, dhT=dhT)
-    T, B, H = np.shape(x)[0], np.shape(x)[1], np.shape(h0)[1]
-    if gates.shape != (T, B, 3 * H) or hn.shape != (T, B, H):
-        raise ValueError("gru_backward: saved comes from a forward of other sizes")
+def gru_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_sizes=None):
+    offsets = checked_offsets("gru_backward", 3, x, h0, w_ih, w_hh, batch_sizes, y=y, dy=dy,
+                              dhT=dhT)
     dt = _kernel_dtype(y)
+    gates, hn = _saved_arrays("gru_backward", "gru", saved, dt, _sizes(offsets, x, h0),
+                              batch_sizes)
     dy, has_dy = _dy_flag(dy, y)
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _gru_backward(
-        gates, hn, _c_array(x, dt), _c_array(h0, dt), _c_array(w_ih, dt),
-        _c_array(w_hh, dt), _c_array(y, dt), dy, has_dy, _c_array(dhT, dt), bool(need_dx))
-    return (dx if need_dx else None), dh0, dw_ih, dw_hh, db_ih, db_hh
+        gates, hn, _rows(x, dt), _c_array(h0, dt), _c_array(w_ih, dt), _c_array(w_hh, dt),
+        _rows(y, dt), dy, has_dy, _c_array(dhT, dt), bool(need_dx), offsets)
+    return (_per_step(dx, x) if need_dx else None), dh0, dw_ih, dw_hh, db_ih, db_hh
 
 
 def set_num_threads(n):

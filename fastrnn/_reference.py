@@ -6,20 +6,22 @@ structure is already the fast one: the input projection of all time steps is
 one GEMM before the loop, and the weight gradients are GEMMs after it.
 
 Sizes: T time steps, B batch, I input size, H hidden size, G gates (1 RNN,
-4 LSTM, 3 GRU). Kernels are time-major: x (T, B, I), y (T, B, H). Weights use
+4 LSTM, 3 GRU), N rows of a packed batch (below). Kernels are time-major:
+x (T, B, I), y (T, B, H), or packed: x (N, I), y (N, H). Weights use
 torch's layout: w_ih (G*H, I), w_hh (G*H, H); b is b_ih + b_hh, (G*H,). The
 GRU takes b_ih and b_hh apart: its reset gate multiplies b_hn.
 
 Kernel contract, shared by every backend (same names, same argument order):
 
-    rnn_forward(x, h0, w_ih, w_hh, b, training) -> (y, saved)
-    rnn_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx)
+    rnn_forward(x, h0, w_ih, w_hh, b, training, *, batch_sizes=None) -> (y, saved)
+    rnn_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx, *, batch_sizes=None)
         -> (dx, dh0, dw_ih, dw_hh, db)
-    lstm_forward(x, h0, c0, w_ih, w_hh, b, training) -> (y, cT, saved)
-    lstm_backward(saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx)
-        -> (dx, dh0, dc0, dw_ih, dw_hh, db)
-    gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training) -> (y, saved)
-    gru_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx)
+    rnn_relu_forward, rnn_relu_backward: the same as rnn_*, with relu for tanh
+    lstm_forward(x, h0, c0, w_ih, w_hh, b, training, *, batch_sizes=None) -> (y, cT, saved)
+    lstm_backward(saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx, *,
+                  batch_sizes=None) -> (dx, dh0, dc0, dw_ih, dw_hh, db)
+    gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training, *, batch_sizes=None) -> (y, saved)
+    gru_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx, *, batch_sizes=None)
         -> (dx, dh0, dw_ih, dw_hh, db_ih, db_hh)
 
 dy may be None (no loss on y); dx is None when need_dx is False. db is the
@@ -31,10 +33,11 @@ after an inference forward); only the same backend's backward reads it, and
 it holds the same contents on every backend:
 
     RNN    nothing beyond x and y (y holds every h_t), which backward is
-           given: saved is None
+           given: saved is None here
     LSTM   every c_t (T, B, H) and the activated gates i, f, g, o (T, B, 4H)
     GRU    the activated gates r, z, n (T, B, 3H) and
            hn = h_{t-1} W_hn^T + b_hn (T, B, H), which n multiplies by r
+(per-step arrays: (N, .) rows for a packed batch, below).
 
 Where a backend differs:
 - The compiled backend (fastrnn._core) keeps these in one opaque allocation,
@@ -45,9 +48,31 @@ Where a backend differs:
   workspace, where BPTT reads it; the caller may overwrite its array between
   forward and backward. For the other backends the layer keeps a copy of
   a caller's x itself.
-- The Numba backend also keeps every tanh(c_t) (T, B, H) of the LSTM, which
-  its forward computes for h_t anyway and its backward then reads instead of
-  computing again.
+- The Numba backend keeps its arrays as (N, .) rows in a small Workspace
+  that remembers the cell, dtype, sizes and batch_sizes (so its backward
+  refuses a foreign one, the RNN's included), and also every tanh(c_t) of the
+  LSTM, which its forward computes for h_t anyway and its backward then reads
+  instead of computing again.
+
+Packed batches (variable lengths). batch_sizes=None: every step runs all B
+sequences, x (T, B, I) as above. batch_sizes given, (T,) int64: the batch is
+packed as torch's PackedSequence.data holds it (sorted_indices applied). Its
+sequences are sorted by length, longest first, and step t runs sequences
+[0, n_t), n_t = batch_sizes[t]; so batch_sizes is non-increasing, every
+n_t >= 1, and n_0 = B, h0's rows. x is (N, I) with N = sum(batch_sizes):
+step t's rows are x[o_t : o_t + n_t], o_t = n_0 + ... + n_{t-1} (o_0 = 0).
+y and dy (N, H) and dx (N, I) are laid out the same way; h0, c0, dhT and dcT
+stay (B, H), in the sorted order. cT is each sequence's cell state after its
+own last step (sequence k's last step is the last t with n_t > k); h_T is not
+returned: it is y at that step. In backward, dhT and dcT are the gradients of
+each sequence's final state: BPTT of a sequence that ends at step t starts
+there, from dhT[k] (plus dy at that step). The cost follows the tokens: in
+every backend's time loop step t works on rows [0, n_t) only, the input
+projection is one GEMM over the N rows, and so is each weight gradient.
+Bad batch_sizes, or a packed x that is not (N, I), raise TypeError or
+ValueError naming the fix (checked_offsets below does it for the Python
+backends), and a backward refuses a saved from a forward with other
+batch_sizes (this backend, whose saved holds only arrays, by their shapes).
 """
 
 import numpy as np
@@ -63,57 +88,179 @@ def _sigmoid(a):
     return np.where(a >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(a.dtype, copy=False)
 
 
-def _previous_states(s0, s):
-    """s_{t-1} for t = 1..T: (T, B, H) from s0 (B, H) and s (T, B, H)."""
-    return np.concatenate([s0[None], s[:-1]], axis=0)
+def _relu(a):
+    # np.maximum keeps NaN (NaN in, NaN out), as torch's relu does.
+    return np.maximum(a, 0)
+
+
+# --------------------------------------------------- arguments, steps, rows
+
+
+def checked_offsets(fn, G, x, h0, w_ih, w_hh, batch_sizes, **more):
+    """The first row of every time step in the call's per-step arrays, o_0..o_T
+    ((T + 1,) int64, o_T = N), after checking x, h0 and batch_sizes and that
+    every other array has the shape they imply; `more` holds the call's other
+    arrays by name (None: not given). ValueError or TypeError naming the
+    argument and the fix otherwise. Without batch_sizes, o_t = t * B.
+    """
+    x_shape, h0_shape = np.shape(x), np.shape(h0)
+    if batch_sizes is None:
+        if len(x_shape) != 3 or 0 in x_shape:
+            raise ValueError(f"{fn}: x must be 3-D (T, B, I) with T, B >= 1, "
+                             f"got shape {x_shape}")
+        T, B, I = x_shape
+        if len(h0_shape) != 2 or h0_shape[0] != B or h0_shape[1] == 0:
+            raise ValueError(f"{fn}: h0 must have shape ({B}, H) with H >= 1, got {h0_shape}")
+        offsets = B * np.arange(T + 1, dtype=np.int64)
+    else:
+        if len(x_shape) != 2:
+            raise ValueError(f"{fn}: a packed x must be 2-D (sum of batch_sizes, I), "
+                             f"got shape {x_shape}")
+        if len(h0_shape) != 2 or 0 in h0_shape:
+            raise ValueError(f"{fn}: h0 must be 2-D (B, H) with B, H >= 1, got {h0_shape}")
+        offsets = _packed_offsets(fn, batch_sizes, h0_shape[0])
+        if offsets[-1] != x_shape[0]:
+            raise ValueError(f"{fn}: a packed x must have sum(batch_sizes) = {offsets[-1]} "
+                             f"rows, got shape {x_shape}")
+        I = x_shape[1]
+    B, H = h0_shape
+    GH, per_step = G * H, x_shape[:-1]
+    expected = {"w_ih": (GH, I), "w_hh": (GH, H), "b": (GH,), "b_ih": (GH,), "b_hh": (GH,),
+                "c0": (B, H), "y": per_step + (H,), "dy": per_step + (H,), "dhT": (B, H),
+                "dcT": (B, H)}
+    for name, array in {"w_ih": w_ih, "w_hh": w_hh, **more}.items():
+        if array is not None and np.shape(array) != expected[name]:
+            raise ValueError(f"{fn}: {name} must have shape {expected[name]}, "
+                             f"got {np.shape(array)}")
+    return offsets
+
+
+def _packed_offsets(fn, batch_sizes, B):
+    """checked_offsets for a packed batch of B sequences (the C++ checker's messages)."""
+    if not isinstance(batch_sizes, np.ndarray):
+        raise TypeError(f"{fn}: batch_sizes must be a numpy.ndarray, "
+                        f"got {type(batch_sizes).__name__}")
+    if batch_sizes.dtype != np.int64:
+        raise TypeError(f"{fn}: batch_sizes has dtype {batch_sizes.dtype}, expected int64")
+    if batch_sizes.ndim != 1:
+        raise ValueError(f"{fn}: batch_sizes must be 1-D (T,), got shape {batch_sizes.shape}")
+    if batch_sizes.size == 0:
+        raise ValueError(f"{fn}: batch_sizes needs at least one time step")
+    if batch_sizes[0] != B:
+        raise ValueError(f"{fn}: batch_sizes[0] must equal the batch of h0 ({B}), "
+                         f"got {batch_sizes[0]}")
+    bad = np.flatnonzero((batch_sizes < 1) | (np.diff(batch_sizes, prepend=B) > 0))
+    if bad.size:
+        raise ValueError(f"{fn}: batch_sizes must be non-increasing and at least 1 (the rows "
+                         f"sorted by length, longest first), got {batch_sizes[bad[0]]} at "
+                         f"step {bad[0]}")
+    return np.concatenate([[0], np.cumsum(batch_sizes)])
+
+
+def _steps(offsets):
+    """(rows, n_t) of every time step t in order: the slice of its rows in the
+    per-step arrays, and how many sequences run (sequences 0..n_t-1)."""
+    bounds = offsets.tolist()
+    return [(slice(o, o_next), o_next - o) for o, o_next in zip(bounds, bounds[1:])]
+
+
+def _as_rows(a):
+    """A per-step array as its rows: (T, B, n) -> (T*B, n); packed (N, n) as it is."""
+    return a.reshape(-1, a.shape[-1])
+
+
+def _like(rows, x):
+    """Rows (N, n) laid out as x's steps: (T, B, n), or (N, n) when x is packed."""
+    return rows.reshape(x.shape[:-1] + rows.shape[-1:])
+
+
+def _previous_states(s0, s, offsets):
+    """s_{t-1} of every row (N, H), from s0 (B, H) and the rows of s (N, H):
+    step t continues the first n_t sequences of step t - 1."""
+    steps = _steps(offsets)
+    previous = [s[before.start:before.start + n_t]
+                for (before, _), (_, n_t) in zip(steps, steps[1:])]
+    return np.concatenate([s0, *previous])
+
+
+def _check_saved(fn, x, saved, widths):
+    """ValueError unless each saved array is per-step of x's layout, width wide."""
+    for array, width in zip(saved, widths):
+        if np.shape(array) != np.shape(x)[:-1] + (width,):
+            raise ValueError(f"{fn}: saved comes from a forward of other sizes or batch_sizes")
 
 
 def _weight_grads(da, x, h_prev):
-    """dW_ih, dW_hh, db from the pre-activation gradients da (T, B, G*H)."""
-    T, B, GH = da.shape
-    da2 = da.reshape(T * B, GH)
-    dw_ih = da2.T @ x.reshape(T * B, -1)
-    dw_hh = da2.T @ h_prev.reshape(T * B, -1)
-    db = da2.sum(axis=0)
-    return dw_ih, dw_hh, db
+    """dW_ih, dW_hh, db from the pre-activation gradients da (N, G*H) of every row."""
+    return da.T @ x, da.T @ h_prev, da.sum(axis=0)
 
 
-# ---------------------------------------------------------------- RNN (tanh)
+# -------------------------------------------------- RNN (tanh or relu)
 #   a_t = x_t W_ih^T + h_{t-1} W_hh^T + b
-#   h_t = tanh(a_t)
+#   h_t = tanh(a_t)  (rnn_*),  or  h_t = relu(a_t) = max(a_t, 0)  (rnn_relu_*)
 
 
-def rnn_forward(x, h0, w_ih, w_hh, b, training=True):
-    T, B, _ = x.shape
-    H = h0.shape[1]
-    xw = (x.reshape(T * B, -1) @ w_ih.T + b).reshape(T, B, H)
-    y = np.empty((T, B, H), dtype=x.dtype)
-    h = h0
-    for t in range(T):
-        h = np.tanh(xw[t] + h @ w_hh.T)
-        y[t] = h
-    return y, None
+def _elman_forward(fn, activation, x, h0, w_ih, w_hh, b, batch_sizes):
+    offsets = checked_offsets(fn, 1, x, h0, w_ih, w_hh, batch_sizes, b=b)
+    xw = _as_rows(x) @ w_ih.T + b
+    y = np.empty(xw.shape, dtype=x.dtype)
+    h = h0.astype(x.dtype)   # row k: sequence k's latest state
+    for rows, n_t in _steps(offsets):
+        h[:n_t] = activation(xw[rows] + h[:n_t] @ w_hh.T)
+        y[rows] = h[:n_t]
+    return _like(y, x), None
 
 
-def rnn_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True):
-    # BPTT, for t = T..1:
+def rnn_forward(x, h0, w_ih, w_hh, b, training=True, *, batch_sizes=None):
+    return _elman_forward("rnn_forward", np.tanh, x, h0, w_ih, w_hh, b, batch_sizes)
+
+
+def rnn_relu_forward(x, h0, w_ih, w_hh, b, training=True, *, batch_sizes=None):
+    return _elman_forward("rnn_relu_forward", _relu, x, h0, w_ih, w_hh, b, batch_sizes)
+
+
+def _tanh_backward(dh, h):
+    return dh * (1.0 - h * h)
+
+
+def _relu_backward(dh, h):
+    # [h > 0] is false for NaN too: no gradient through a NaN unit.
+    return np.where(h > 0, dh, 0)
+
+
+def _elman_backward(fn, activation_backward, x, h0, w_ih, w_hh, y, dy, dhT, need_dx,
+                    batch_sizes):
+    # BPTT, for t = T..1, over the sequences still running at t:
     #   dh_t   = dy_t + dh_t(from t+1)                      (1)
-    #   da_t   = dh_t * (1 - h_t^2)                         (2)
+    #   da_t   = dh_t * (1 - h_t^2)      (tanh)             (2)
+    #   da_t   = dh_t * [h_t > 0]        (relu)             (2)
     #   dh_{t-1} (from t) = da_t W_hh                       (3)
-    # after the loop, one GEMM each:
+    # after the loop, one GEMM each over the N rows:
     #   dW_ih = sum_t da_t^T x_t,  dW_hh = sum_t da_t^T h_{t-1},
     #   db = sum_t da_t,  dx_t = da_t W_ih
-    T = x.shape[0]
-    da = np.empty_like(y)
-    dh = dhT.copy()
-    for t in range(T - 1, -1, -1):
-        if dy is not None:
-            dh = dh + dy[t]
-        da[t] = dh * (1.0 - y[t] * y[t])
-        dh = da[t] @ w_hh
-    dw_ih, dw_hh, db = _weight_grads(da, x, _previous_states(h0, y))
-    dx = da @ w_ih if need_dx else None
+    offsets = checked_offsets(fn, 1, x, h0, w_ih, w_hh, batch_sizes, y=y, dy=dy, dhT=dhT)
+    y_rows = _as_rows(y)
+    dy_rows = None if dy is None else _as_rows(dy)
+    da = np.empty_like(y_rows)
+    dh = dhT.astype(y.dtype)   # row k: dhT[k] until BPTT reaches sequence k's last step
+    for rows, n_t in reversed(_steps(offsets)):
+        if dy_rows is not None:
+            dh[:n_t] += dy_rows[rows]                               # (1)
+        da[rows] = activation_backward(dh[:n_t], y_rows[rows])      # (2)
+        dh[:n_t] = da[rows] @ w_hh                                  # (3)
+    dw_ih, dw_hh, db = _weight_grads(da, _as_rows(x), _previous_states(h0, y_rows, offsets))
+    dx = _like(da @ w_ih, x) if need_dx else None
     return dx, dh, dw_ih, dw_hh, db
+
+
+def rnn_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_sizes=None):
+    return _elman_backward("rnn_backward", _tanh_backward, x, h0, w_ih, w_hh, y, dy, dhT,
+                           need_dx, batch_sizes)
+
+
+def rnn_relu_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_sizes=None):
+    return _elman_backward("rnn_relu_backward", _relu_backward, x, h0, w_ih, w_hh, y, dy, dhT,
+                           need_dx, batch_sizes)
 
 
 # ---------------------------------------------------------------------- LSTM
@@ -124,32 +271,36 @@ def rnn_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True):
 # saved = (c, gates): every c_t (T, B, H) and the activated gates (T, B, 4H).
 
 
-def lstm_forward(x, h0, c0, w_ih, w_hh, b, training=True):
-    T, B, _ = x.shape
+def lstm_forward(x, h0, c0, w_ih, w_hh, b, training=True, *, batch_sizes=None):
+    offsets = checked_offsets("lstm_forward", 4, x, h0, w_ih, w_hh, batch_sizes, b=b, c0=c0)
     H = h0.shape[1]
-    xw = (x.reshape(T * B, -1) @ w_ih.T + b).reshape(T, B, 4 * H)
-    y = np.empty((T, B, H), dtype=x.dtype)
-    c_all = np.empty((T, B, H), dtype=x.dtype) if training else None
-    gates = np.empty((T, B, 4 * H), dtype=x.dtype) if training else None
-    h, c = h0, c0
-    for t in range(T):
-        a = xw[t] + h @ w_hh.T
+    xw = _as_rows(x) @ w_ih.T + b
+    N = len(xw)
+    y = np.empty((N, H), dtype=x.dtype)
+    c_all = np.empty((N, H), dtype=x.dtype) if training else None
+    gates = np.empty((N, 4 * H), dtype=x.dtype) if training else None
+    # Row k: sequence k's latest states, so c ends as each one's own last c_t.
+    h, c = h0.astype(x.dtype), c0.astype(x.dtype)
+    for rows, n_t in _steps(offsets):
+        a = xw[rows] + h[:n_t] @ w_hh.T
         i = _sigmoid(a[:, :H])
         f = _sigmoid(a[:, H:2 * H])
         g = np.tanh(a[:, 2 * H:3 * H])
         o = _sigmoid(a[:, 3 * H:])
-        c = f * c + i * g
-        h = o * np.tanh(c)
-        y[t] = h
+        c[:n_t] = f * c[:n_t] + i * g
+        h[:n_t] = o * np.tanh(c[:n_t])
+        y[rows] = h[:n_t]
         if training:
-            c_all[t] = c
-            gates[t] = np.concatenate([i, f, g, o], axis=1)
-    saved = (c_all, gates) if training else None
-    return y, c, saved
+            c_all[rows] = c[:n_t]
+            gates[rows] = np.concatenate([i, f, g, o], axis=1)
+    saved = (_like(c_all, x), _like(gates, x)) if training else None
+    return _like(y, x), c, saved
 
 
-def lstm_backward(saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx=True):
-    # BPTT, for t = T..1, with dh, dc carried from step t+1:
+def lstm_backward(saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx=True, *,
+                  batch_sizes=None):
+    # BPTT, for t = T..1, over the sequences still running at t, with dh, dc
+    # carried from step t+1:
     #   dh_t  = dy_t + dh                                   (1)
     #   do    = dh_t * tanh(c_t)                            (2)
     #   dc_t  = dc + dh_t * o * (1 - tanh(c_t)^2)           (3)
@@ -161,30 +312,35 @@ def lstm_backward(saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx=True):
     # after the loop: weight, bias and input gradients as one GEMM each.
     if saved is None:
         raise ValueError("lstm_backward needs the state saved by a training forward")
-    c_all, gates = saved
-    T, B, H = y.shape
-    c_prev = _previous_states(c0, c_all)
+    offsets = checked_offsets("lstm_backward", 4, x, h0, w_ih, w_hh, batch_sizes, c0=c0, y=y,
+                              dy=dy, dhT=dhT, dcT=dcT)
+    H = h0.shape[1]
+    _check_saved("lstm_backward", x, saved, (H, 4 * H))
+    c_all, gates = (_as_rows(s) for s in saved)
+    y_rows = _as_rows(y)
+    dy_rows = None if dy is None else _as_rows(dy)
+    c_prev = _previous_states(c0, c_all, offsets)
     da = np.empty_like(gates)
-    dh = dhT.copy()
-    dc = dcT.copy()
-    for t in range(T - 1, -1, -1):
-        i = gates[t, :, :H]
-        f = gates[t, :, H:2 * H]
-        g = gates[t, :, 2 * H:3 * H]
-        o = gates[t, :, 3 * H:]
-        if dy is not None:
-            dh = dh + dy[t]
-        tanh_c = np.tanh(c_all[t])
-        do = dh * tanh_c
-        dc = dc + dh * o * (1.0 - tanh_c * tanh_c)
-        da[t, :, :H] = dc * g * i * (1.0 - i)
-        da[t, :, H:2 * H] = dc * c_prev[t] * f * (1.0 - f)
-        da[t, :, 2 * H:3 * H] = dc * i * (1.0 - g * g)
-        da[t, :, 3 * H:] = do * o * (1.0 - o)
-        dc = dc * f
-        dh = da[t] @ w_hh
-    dw_ih, dw_hh, db = _weight_grads(da, x, _previous_states(h0, y))
-    dx = da @ w_ih if need_dx else None
+    # Row k: dhT[k] and dcT[k] until BPTT reaches sequence k's last step.
+    dh, dc = dhT.astype(y.dtype), dcT.astype(y.dtype)
+    for rows, n_t in reversed(_steps(offsets)):
+        i = gates[rows, :H]
+        f = gates[rows, H:2 * H]
+        g = gates[rows, 2 * H:3 * H]
+        o = gates[rows, 3 * H:]
+        if dy_rows is not None:
+            dh[:n_t] += dy_rows[rows]                               # (1)
+        tanh_c = np.tanh(c_all[rows])
+        do = dh[:n_t] * tanh_c                                      # (2)
+        dc[:n_t] += dh[:n_t] * o * (1.0 - tanh_c * tanh_c)          # (3)
+        da[rows, :H] = dc[:n_t] * g * i * (1.0 - i)                 # (4), (7)
+        da[rows, H:2 * H] = dc[:n_t] * c_prev[rows] * f * (1.0 - f)  # (5), (7)
+        da[rows, 2 * H:3 * H] = dc[:n_t] * i * (1.0 - g * g)        # (4), (7)
+        da[rows, 3 * H:] = do * o * (1.0 - o)                       # (7)
+        dc[:n_t] *= f                                               # (6)
+        dh[:n_t] = da[rows] @ w_hh                                  # (8)
+    dw_ih, dw_hh, db = _weight_grads(da, _as_rows(x), _previous_states(h0, y_rows, offsets))
+    dx = _like(da @ w_ih, x) if need_dx else None
     return dx, dh, dc, dw_ih, dw_hh, db
 
 
@@ -199,31 +355,34 @@ def lstm_backward(saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx=True):
 # saved = (gates, hn): the activated gates r, z, n (T, B, 3H) and hn (T, B, H).
 
 
-def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training=True):
-    T, B, _ = x.shape
+def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training=True, *, batch_sizes=None):
+    offsets = checked_offsets("gru_forward", 3, x, h0, w_ih, w_hh, batch_sizes, b_ih=b_ih,
+                              b_hh=b_hh)
     H = h0.shape[1]
-    gx = (x.reshape(T * B, -1) @ w_ih.T + b_ih).reshape(T, B, 3 * H)
-    y = np.empty((T, B, H), dtype=x.dtype)
-    gates = np.empty((T, B, 3 * H), dtype=x.dtype) if training else None
-    hn_all = np.empty((T, B, H), dtype=x.dtype) if training else None
-    h = h0
-    for t in range(T):
-        gh = h @ w_hh.T + b_hh
-        r = _sigmoid(gx[t, :, :H] + gh[:, :H])
-        z = _sigmoid(gx[t, :, H:2 * H] + gh[:, H:2 * H])
+    gx = _as_rows(x) @ w_ih.T + b_ih
+    N = len(gx)
+    y = np.empty((N, H), dtype=x.dtype)
+    gates = np.empty((N, 3 * H), dtype=x.dtype) if training else None
+    hn_all = np.empty((N, H), dtype=x.dtype) if training else None
+    h = h0.astype(x.dtype)   # row k: sequence k's latest state
+    for rows, n_t in _steps(offsets):
+        gh = h[:n_t] @ w_hh.T + b_hh
+        r = _sigmoid(gx[rows, :H] + gh[:, :H])
+        z = _sigmoid(gx[rows, H:2 * H] + gh[:, H:2 * H])
         hn = gh[:, 2 * H:]
-        n = np.tanh(gx[t, :, 2 * H:] + r * hn)
-        h = n + z * (h - n)
-        y[t] = h
+        n = np.tanh(gx[rows, 2 * H:] + r * hn)
+        h[:n_t] = n + z * (h[:n_t] - n)
+        y[rows] = h[:n_t]
         if training:
-            gates[t] = np.concatenate([r, z, n], axis=1)
-            hn_all[t] = hn
-    saved = (gates, hn_all) if training else None
-    return y, saved
+            gates[rows] = np.concatenate([r, z, n], axis=1)
+            hn_all[rows] = hn
+    saved = (_like(gates, x), _like(hn_all, x)) if training else None
+    return _like(y, x), saved
 
 
-def gru_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True):
-    # BPTT, for t = T..1, with dh carried from step t+1:
+def gru_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_sizes=None):
+    # BPTT, for t = T..1, over the sequences still running at t, with dh
+    # carried from step t+1:
     #   dh_t  = dy_t + dh                                   (1)
     #   dn    = dh_t * (1 - z)                              (2)
     #   dz    = dh_t * (h_{t-1} - n)                        (3)
@@ -238,29 +397,34 @@ def gru_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True):
     #   dW_hh = sum_t da_rec_t^T h_{t-1},  db_hh = sum_t da_rec_t                  (11)
     if saved is None:
         raise ValueError("gru_backward needs the state saved by a training forward")
-    gates, hn_all = saved
-    T, B, H = y.shape
-    h_prev = _previous_states(h0, y)
+    offsets = checked_offsets("gru_backward", 3, x, h0, w_ih, w_hh, batch_sizes, y=y, dy=dy,
+                              dhT=dhT)
+    H = h0.shape[1]
+    _check_saved("gru_backward", x, saved, (3 * H, H))
+    gates, hn_all = (_as_rows(s) for s in saved)
+    y_rows = _as_rows(y)
+    dy_rows = None if dy is None else _as_rows(dy)
+    h_prev = _previous_states(h0, y_rows, offsets)
     da_in = np.empty_like(gates)
     da_rec = np.empty_like(gates)
-    dh = dhT.copy()
-    for t in range(T - 1, -1, -1):
-        r = gates[t, :, :H]
-        z = gates[t, :, H:2 * H]
-        n = gates[t, :, 2 * H:]
-        if dy is not None:
-            dh = dh + dy[t]                                        # (1)
-        da_n = dh * (1.0 - z) * (1.0 - n * n)                      # (2), (4)
-        da_z = dh * (h_prev[t] - n) * z * (1.0 - z)                # (3), (7)
-        da_r = da_n * hn_all[t] * r * (1.0 - r)                    # (6), (7)
-        da_in[t] = np.concatenate([da_r, da_z, da_n], axis=1)
-        da_rec[t] = np.concatenate([da_r, da_z, da_n * r], axis=1)  # (5)
-        dh = dh * z + da_rec[t] @ w_hh                             # (8), (9)
-    da_in2, da_rec2 = da_in.reshape(T * B, 3 * H), da_rec.reshape(T * B, 3 * H)
-    dw_ih = da_in2.T @ x.reshape(T * B, -1)                        # (10)
-    dw_hh = da_rec2.T @ h_prev.reshape(T * B, H)                   # (11)
-    dx = da_in @ w_ih if need_dx else None                         # (10)
-    return dx, dh, dw_ih, dw_hh, da_in2.sum(axis=0), da_rec2.sum(axis=0)
+    dh = dhT.astype(y.dtype)   # row k: dhT[k] until BPTT reaches sequence k's last step
+    for rows, n_t in reversed(_steps(offsets)):
+        r = gates[rows, :H]
+        z = gates[rows, H:2 * H]
+        n = gates[rows, 2 * H:]
+        if dy_rows is not None:
+            dh[:n_t] += dy_rows[rows]                               # (1)
+        da_n = dh[:n_t] * (1.0 - z) * (1.0 - n * n)                 # (2), (4)
+        da_z = dh[:n_t] * (h_prev[rows] - n) * z * (1.0 - z)        # (3), (7)
+        da_r = da_n * hn_all[rows] * r * (1.0 - r)                  # (6), (7)
+        da_in[rows] = np.concatenate([da_r, da_z, da_n], axis=1)
+        da_rec[rows] = np.concatenate([da_r, da_z, da_n * r], axis=1)  # (5)
+        dh[:n_t] = dh[:n_t] * z + da_rec[rows] @ w_hh               # (8), (9)
+    x_rows = _as_rows(x)
+    dw_ih = da_in.T @ x_rows                                        # (10)
+    dw_hh = da_rec.T @ h_prev                                       # (11)
+    dx = _like(da_in @ w_ih, x) if need_dx else None                # (10)
+    return dx, dh, dw_ih, dw_hh, da_in.sum(axis=0), da_rec.sum(axis=0)
 
 
 def set_num_threads(n):
