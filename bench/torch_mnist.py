@@ -1,6 +1,6 @@
 """The origin experiment in PyTorch, as the wall-time peer of `fastrnn train`.
 
-    python bench/torch_mnist.py [--cell lstm|rnn] [--steps 5000] [--lr 0.01] [--clip NORM]
+    python bench/torch_mnist.py [--cell lstm|gru|rnn] [--steps 5000] [--lr 0.01] [--clip NORM]
                                 [--seed 0] [--threads N]
 
 Same data (fastrnn.datasets.load_mnist), batch 100, Adam, forget bias 1.0 for
@@ -18,7 +18,7 @@ from fastrnn.datasets import load_mnist
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--cell", choices=["lstm", "rnn"], default="lstm")
+    p.add_argument("--cell", choices=["lstm", "gru", "rnn"], default="lstm")
     p.add_argument("--steps", type=int, default=5000)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--clip", type=float, default=None)
@@ -30,7 +30,7 @@ def main():
     torch.manual_seed(args.seed)
     x_train, y_train, x_test, y_test = load_mnist()
     H = 128
-    rnn = (torch.nn.LSTM if args.cell == "lstm" else torch.nn.RNN)(28, H, batch_first=True)
+    rnn = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[args.cell](28, H, batch_first=True)
     if args.cell == "lstm":
         with torch.no_grad():
             rnn.bias_ih_l0[H:2 * H] += 1.0
