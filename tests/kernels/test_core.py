@@ -229,3 +229,19 @@ def test_fastrnn_isa_error_is_not_a_silent_fallback():
                           cwd=OUTSIDE_REPO)
     assert done.returncode != 0
     assert "ValueError: unknown FASTRNN_ISA value 'avx1024'" in done.stderr
+
+
+def test_type_stubs_name_exactly_what_the_module_defines():
+    import ast
+    import pathlib
+    stub = pathlib.Path(core.__file__).with_name("_core.pyi")
+    if not stub.exists():  # an editable install keeps the stub in the source tree
+        import fastrnn
+        stub = pathlib.Path(fastrnn.__file__).with_name("_core.pyi")
+    tree = ast.parse(stub.read_text())
+    stubbed = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    stubbed |= {node.target.id for node in tree.body
+                if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)}
+    stubbed.discard("Array")
+    defined = {name for name in dir(core) if not name.startswith("__")}
+    assert stubbed == defined, (sorted(stubbed - defined), sorted(defined - stubbed))
