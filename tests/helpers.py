@@ -64,16 +64,17 @@ def make_layer(cell, I, H, *, backend, dtype=np.float32, batch_first=True, seed=
 
 
 def make_problem(cell, T, B, I, H, *, dtype=np.float32, batch_first=True, seed=0, scale=1.0):
-    """Inputs, a nonzero initial state and loss weights on every output."""
+    """Inputs, a nonzero initial state and loss weights on every output; states laid out
+    as torch lays them, (num_layers * num_directions, B, H) = (1, B, H)."""
     rng = np.random.default_rng(seed)
     shape = (B, T, I) if batch_first else (T, B, I)
     x = (scale * rng.standard_normal(shape)).astype(dtype)
-    state = rng.uniform(-0.5, 0.5, (B, H)).astype(dtype)
+    state = rng.uniform(-0.5, 0.5, (1, B, H)).astype(dtype)
     dy = rng.standard_normal(shape[:2] + (H,)).astype(dtype)
-    dstate = rng.standard_normal((B, H)).astype(dtype)
+    dstate = rng.standard_normal((1, B, H)).astype(dtype)
     if cell == "lstm":
-        state = (state, rng.uniform(-1, 1, (B, H)).astype(dtype))
-        dstate = (dstate, rng.standard_normal((B, H)).astype(dtype))
+        state = (state, rng.uniform(-1, 1, (1, B, H)).astype(dtype))
+        dstate = (dstate, rng.standard_normal((1, B, H)).astype(dtype))
     return x, state, dy, dstate
 
 
