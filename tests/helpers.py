@@ -41,6 +41,22 @@ def relative_error(actual, expected):
     return float(np.abs(actual - expected).max()) / scale
 
 
+def numeric_gradient(f, array, eps=1e-6):
+    """Central finite differences of the scalar f() with respect to `array` (changed in
+    place and put back)."""
+    grad = np.zeros_like(array)
+    flat, out = array.reshape(-1), grad.reshape(-1)
+    for k in range(flat.size):
+        orig = flat[k]
+        flat[k] = orig + eps
+        up = f()
+        flat[k] = orig - eps
+        down = f()
+        flat[k] = orig
+        out[k] = (up - down) / (2 * eps)
+    return grad
+
+
 def assert_close(actual, expected, kind, dtype, what=""):
     tol = TOLERANCES[np.dtype(dtype)][kind]
     actual = np.asarray(actual, dtype=np.float64)

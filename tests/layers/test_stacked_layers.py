@@ -8,8 +8,8 @@ import pytest
 
 import fastrnn
 from helpers import (BACKENDS, CELL_VARIANTS, assert_close, assert_same_results,
-                     fastrnn_results, flat_state, make_stack, relative_error, stack_problem,
-                     torch_results, torch_stack)
+                     fastrnn_results, flat_state, make_stack, numeric_gradient, relative_error,
+                     stack_problem, torch_results, torch_stack)
 
 STACKS = [(1, False), (1, True), (2, False), (3, True)]   # (num_layers, bidirectional)
 
@@ -198,20 +198,6 @@ def test_dropout_acts_in_training_only_and_the_same_seed_gives_the_same_masks(ba
     assert not np.array_equal(*draws)   # each forward draws masks of its own
     assert not np.array_equal(draws[0], see_through_stack(backend, 0.5, seed=6)[0].forward(
         x)[0] != 0)
-
-
-def numeric_gradient(f, array, eps=1e-6):
-    grad = np.zeros_like(array)
-    flat, out = array.reshape(-1), grad.reshape(-1)
-    for k in range(flat.size):
-        orig = flat[k]
-        flat[k] = orig + eps
-        up = f()
-        flat[k] = orig - eps
-        down = f()
-        flat[k] = orig
-        out[k] = (up - down) / (2 * eps)
-    return grad
 
 
 def test_dropout_backward_uses_the_forwards_masks_and_matches_finite_differences(backend):
