@@ -1,6 +1,7 @@
 """A sequence classifier: recurrent layers, a Linear head on the last layer's final state
-(both directions side by side, forward first), softmax cross-entropy. The recurrence and its BPTT run in the backend kernels;
-the small head runs in one compiled call on the cpp backend, else here.
+(both directions side by side, forward first), softmax cross-entropy. The recurrence
+and its BPTT run in the backend kernels; the small head runs in one compiled call on the
+cpp backend, else here.
 """
 
 import numpy as np
