@@ -5,8 +5,7 @@ take a configuration from outside; each checks it with `check_model_config`.
 """
 
 from ._argtypes import check_int, check_number
-from .layers import CELLS, check_dropout
-from .layers import parameter_shapes as layer_parameter_shapes
+from .layers import CELLS, check_dropout, parameter_shapes as layer_parameter_shapes
 
 RECURRENT_INITS = ("uniform", "orthogonal", "identity")
 

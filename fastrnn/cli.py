@@ -80,6 +80,13 @@ def _set_threads(args, world):
         set_num_threads(shared)   # the ranks on a host share its CPUs
 
 
+def _stack_words(layers, bidirectional, dropout):
+    """" x2 layers bidirectional dropout 0.1", or "" for one forward layer."""
+    return "".join([f" x{layers} layers" if layers > 1 else "",
+                    " bidirectional" if bidirectional else "",
+                    f" dropout {dropout}" if dropout else ""])
+
+
 def _silent(*args, **kwargs):
     """print() for the ranks that do not report."""
 
@@ -228,9 +235,7 @@ def _cmd_train(args):
 
     ranks = (f", ranks {world.size} ({settings['batch_size'] // world.size} rows each)"
              if world.size > 1 else "")
-    stack = "".join([f" x{settings['layers']} layers" if settings["layers"] > 1 else "",
-                     " bidirectional" if settings["bidirectional"] else "",
-                     f" dropout {settings['dropout']}" if settings["dropout"] else ""])
+    stack = _stack_words(settings["layers"], settings["bidirectional"], settings["dropout"])
     say(f"fastrnn train: {settings['cell'].upper()} H={settings['hidden']}{stack} on "
         f"{x_train.shape[0]} images, {steps} steps of {settings['batch_size']}, "
         f"Adam lr {settings['lr']} ({settings['lr_schedule']}), clip {settings['clip']}, "
@@ -326,7 +331,9 @@ def _cmd_eval(args):
     test_loss, test_accuracy = _evaluate(model, x_test, y_test, world)
     if world.rank != 0:
         return 0
-    print(f"{args.path}: {model.cell.upper()} H={model.hidden_size}  test loss {test_loss:.4f}  "
+    stack = _stack_words(model.layer.num_layers, model.layer.bidirectional, 0.0)
+    print(f"{args.path}: {model.cell.upper()} H={model.hidden_size}{stack}  "
+          f"test loss {test_loss:.4f}  "
           f"test accuracy {test_accuracy:.4f} ({len(y_test)} images, backend {model.backend})")
     if args.metrics_out:
         _write_json(args.metrics_out, {

@@ -28,7 +28,7 @@ def test_train_builds_the_stack_saves_it_and_eval_and_resume_read_it(tmp_path, t
 
     code, out, _ = run(["eval", tmp_path / "run.npz", "--data", tiny_data,
                         "--metrics-out", tmp_path / "eval.json"], capsys)
-    assert code == 0
+    assert code == 0 and "GRU H=6 x2 layers bidirectional  test loss" in out
     assert read_json(tmp_path / "eval.json")["test_loss"] == metrics["test_loss"]
 
     code, _, err = run(["train", "--data", tiny_data, "--resume", tmp_path / "run.npz",
