@@ -23,9 +23,8 @@ import zipfile
 
 import numpy as np
 
-from ._config import check_model_config
+from ._config import check_model_config, parameter_shapes
 from ._files import write_atomically
-from .layers import CELLS
 
 FORMAT_VERSION = 1
 
@@ -114,19 +113,6 @@ def _check_config(path, config):
         raise CheckpointError(f"{path}: bad model config: {exc}") from None
 
 
-def _expected_shapes(config):
-    G = CELLS[config["cell"]].gates
-    H, I, C = config["hidden_size"], config["input_size"], config["num_classes"]
-    return {
-        "weight_ih_l0": (G * H, I),
-        "weight_hh_l0": (G * H, H),
-        "bias_ih_l0": (G * H,),
-        "bias_hh_l0": (G * H,),
-        "fc.weight": (C, H),
-        "fc.bias": (C,),
-    }
-
-
 def _float_arrays(path, members, prefix, shapes):
     arrays = {}
     for key, shape in shapes.items():
@@ -158,7 +144,7 @@ def read_checkpoint(path):
     if "config" not in members:
         raise CheckpointError(f"{path}: missing model config")
     config = _check_config(path, _decode_json(path, members, "config"))
-    shapes = _expected_shapes(config)
+    shapes = parameter_shapes(config)
     params = _float_arrays(path, members, "param", shapes)
 
     optimizer_state = None

@@ -6,16 +6,21 @@ import os
 import sys
 import traceback
 
-from ._argtypes import (check_int, check_number, finite_float, non_negative_int,
+from ._argtypes import (_flag_type, check_int, check_number, finite_float, non_negative_int,
                         positive_float, positive_int)
-from ._config import RECURRENT_INITS, check_cell, check_recurrent_init
-from .layers import CELLS
+from ._config import RECURRENT_INITS, check_bidirectional, check_cell, check_recurrent_init
+from .layers import CELLS, check_dropout
 from .optim import SCHEDULES
+
+dropout_probability = _flag_type(float, check_dropout, "a number in [0, 1)")
 
 # The original experiment's settings; `fastrnn train` without flags runs it.
 ORIGIN_DEFAULTS = {
     "cell": "lstm",
     "hidden": 128,
+    "layers": 1,
+    "bidirectional": False,
+    "dropout": 0.0,
     "batch_size": 100,
     "lr": 0.01,
     "lr_schedule": "constant",
@@ -26,6 +31,8 @@ ORIGIN_DEFAULTS = {
     "train_limit": None,
 }
 DEFAULT_STEPS = 5000
+# Settings that 0.1's checkpoints lack, with the value they had there.
+ADDED_IN_0_2 = {"layers": 1, "bidirectional": False, "dropout": 0.0}
 
 
 # -- fastrnn info ----------------------------------------------------------------------
@@ -71,6 +78,13 @@ def _set_threads(args, world):
         set_num_threads(args.threads)
     elif shared is not None and not os.environ.get("FASTRNN_NUM_THREADS"):
         set_num_threads(shared)   # the ranks on a host share its CPUs
+
+
+def _stack_words(layers, bidirectional, dropout):
+    """" x2 layers bidirectional dropout 0.1", or "" for one forward layer."""
+    return "".join([f" x{layers} layers" if layers > 1 else "",
+                    " bidirectional" if bidirectional else "",
+                    f" dropout {dropout}" if dropout else ""])
 
 
 def _silent(*args, **kwargs):
@@ -129,13 +143,16 @@ def _valid_settings(settings):
         check_number(settings["forget_bias"], "forget_bias")
         check_number(settings["lr"], "lr", positive=True)
         check_int(settings["hidden"], "hidden")
+        check_int(settings["layers"], "layers")
+        check_bidirectional(settings["bidirectional"])
+        check_dropout(settings["dropout"])
         check_int(settings["batch_size"], "batch_size")
         check_int(settings["seed"], "seed", low=0)
         if settings["clip"] is not None:
             check_number(settings["clip"], "clip", positive=True)
         if settings["train_limit"] is not None:
             check_int(settings["train_limit"], "train_limit")
-    except ValueError:
+    except (TypeError, ValueError):
         return False
     return settings["lr_schedule"] in SCHEDULES
 
@@ -147,6 +164,8 @@ def _read_resume(path):
     if checkpoint.optimizer_state is None or not state or "settings" not in state:
         raise ValueError(f"{path}: not a training checkpoint (no optimizer state or training "
                          f"progress); write one with `fastrnn train --save PATH`")
+    if isinstance(state["settings"], dict):   # a 0.1 run: one layer, one direction
+        state["settings"] = {**ADDED_IN_0_2, **state["settings"]}
     step, steps = state.get("step"), state.get("steps")
     if not _valid_settings(state["settings"]) or not isinstance(step, int) \
             or not isinstance(steps, int) or not 0 <= step <= steps \
@@ -188,7 +207,10 @@ def _prepare_training(args, checkpoint, world):
             raise ValueError(f"the checkpoint is at step {start_step}, beyond --steps {steps}")
     else:
         model = SequenceClassifier(x_train.shape[2], settings["hidden"], 10,
-                                   cell=settings["cell"], forget_bias=settings["forget_bias"],
+                                   cell=settings["cell"], num_layers=settings["layers"],
+                                   bidirectional=settings["bidirectional"],
+                                   dropout=settings["dropout"],
+                                   forget_bias=settings["forget_bias"],
                                    recurrent_init=settings["recurrent_init"],
                                    backend=args.backend, seed=settings["seed"])
         optimizer = Adam(model.parameters(), lr=settings["lr"])
@@ -213,7 +235,8 @@ def _cmd_train(args):
 
     ranks = (f", ranks {world.size} ({settings['batch_size'] // world.size} rows each)"
              if world.size > 1 else "")
-    say(f"fastrnn train: {settings['cell'].upper()} H={settings['hidden']} on "
+    stack = _stack_words(settings["layers"], settings["bidirectional"], settings["dropout"])
+    say(f"fastrnn train: {settings['cell'].upper()} H={settings['hidden']}{stack} on "
         f"{x_train.shape[0]} images, {steps} steps of {settings['batch_size']}, "
         f"Adam lr {settings['lr']} ({settings['lr_schedule']}), clip {settings['clip']}, "
         f"seed {settings['seed']}, backend {model.backend}, threads {get_num_threads()}"
@@ -308,7 +331,9 @@ def _cmd_eval(args):
     test_loss, test_accuracy = _evaluate(model, x_test, y_test, world)
     if world.rank != 0:
         return 0
-    print(f"{args.path}: {model.cell.upper()} H={model.hidden_size}  test loss {test_loss:.4f}  "
+    stack = _stack_words(model.layer.num_layers, model.layer.bidirectional, 0.0)
+    print(f"{args.path}: {model.cell.upper()} H={model.hidden_size}{stack}  "
+          f"test loss {test_loss:.4f}  "
           f"test accuracy {test_accuracy:.4f} ({len(y_test)} images, backend {model.backend})")
     if args.metrics_out:
         _write_json(args.metrics_out, {
@@ -384,6 +409,12 @@ def build_parser():
                     "Adam 0.01, 5000 steps, forget bias 1.0).")
     p.add_argument("--cell", choices=tuple(CELLS), help="recurrent cell (default lstm)")
     p.add_argument("--hidden", type=positive_int, metavar="H", help="hidden units (128)")
+    p.add_argument("--layers", type=positive_int, metavar="N",
+                   help="stacked recurrent layers (1)")
+    p.add_argument("--bidirectional", action="store_true", default=None,
+                   help="each layer reads the sequence both ways (default: forward only)")
+    p.add_argument("--dropout", type=dropout_probability, metavar="P",
+                   help="dropout on the outputs between layers, training only (0.0)")
     p.add_argument("--steps", type=positive_int, metavar="N",
                    help=f"total optimizer steps ({DEFAULT_STEPS})")
     p.add_argument("--batch-size", type=positive_int, metavar="B", help="batch size (100)")

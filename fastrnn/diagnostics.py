@@ -1,7 +1,9 @@
 """How the gradient travels back in time: dL/dh_t for every t, and unit saturation.
 
-The loss of a SequenceClassifier reads only h_T, so dL/dh_t is the gradient
-that BPTT carries from step T back to step t. The kernels return only its
+The loss of a SequenceClassifier reads only the last layer's final state, so
+dL/dh_t of that layer is the gradient that BPTT carries from its last step back
+to step t; a bidirectional layer's reverse direction ends at t = 1, and its
+record is kept beside the forward one's. The kernels return only its
 value at t = 0 (dstate0), so we ask them T times: for each t, run the layer
 on the suffix x_{t+1..T} starting from the state (h_t, c_t) and backpropagate
 dL/dh_T through it; the dstate0 it returns is exactly dL/dh_t (and dL/dc_t).
@@ -31,18 +33,23 @@ from . import _reference
 SATURATION_THRESHOLD = 0.99
 
 
+DIRECTIONS = ("forward", "reverse")
+
+
 def _states_over_time(layer, x):
-    """[(h_t, c_t or None)] for t = 1..T, one step at a time (the kernels keep c_t to
-    themselves, so the sequence is walked with the layer's single-step API)."""
+    """[(h_t, c_t or None)] (B, H) each for t = 1..T of a one-layer one-way `layer`, one
+    step at a time (the kernels keep c_t to themselves, so the sequence is walked with
+    the layer's single-step API)."""
     states, state = [], None
     for t in range(x.shape[1]):
         state = layer.step(x[:, t], state)
-        states.append(state if isinstance(state, tuple) else (state, None))
+        states.append(tuple(s[0] for s in state) if isinstance(state, tuple)
+                      else (state[0], None))
     return states
 
 
 def _gru_update_and_candidate(layer, x):
-    """z_t and n_t (T, B, H) each of a GRU layer on x (B, T, I), from h_0 = 0.
+    """z_t and n_t (T, B, H) each of a one-layer one-way GRU on x (B, T, I), from h_0 = 0.
 
     The fast kernels keep their gates to themselves, so the reference forward,
     whose saved gates are r, z, n, computes them again on this one batch.
@@ -55,42 +62,72 @@ def _gru_update_and_candidate(layer, x):
     return gates[:, :, H:2 * H], gates[:, :, 2 * H:]
 
 
-def hidden_state_gradients(model, x, y):
-    """(loss, dL/dh_t list, dL/dc_t list or None, states) for one batch x (B, T, I).
-
-    The t-th entries (t = 1..T) are (B, H) arrays: the gradient of the batch's
-    mean cross-entropy with respect to the hidden (and cell) state after step t.
-    """
+def _last_layer_direction(model, x, direction):
+    """(one-way view of the last layer's `direction`, its input (B, T, I_k) in the order
+    that direction reads it): the earlier layers' output, reversed in time for "reverse"."""
     layer = model.layer
-    x = np.ascontiguousarray(x, dtype=layer.dtype)
+    L = layer.num_layers
+    inputs = x
+    if L > 1:
+        inputs, _ = layer.sublayer(range(L - 1)).forward(x, training=False)
+    d = DIRECTIONS.index(direction)
+    if d >= layer.num_directions:
+        raise ValueError(f"the model's layers have no {direction} direction")
+    return layer.sublayer(range(L - 1, L), d), np.ascontiguousarray(inputs[:, ::-1] if d
+                                                                     else inputs)
+
+
+def _head_gradient(model, x, y):
+    """(loss, dL/d(head features) (B, D*H)) of the batch."""
+    _, state = model.layer.forward(x, training=False)
+    return model.head_loss_and_state_grad(model.head_features(state), y)
+
+
+def hidden_state_gradients(model, x, y, direction="forward"):
+    """(loss, dL/dh_t list, dL/dc_t list or None, states) for one batch x (B, T, I), of
+    the last layer's `direction` ("forward", or "reverse" where bidirectional).
+
+    The t-th entries (t = 1..T) are (B, H) arrays: the gradient of the batch's mean
+    cross-entropy with respect to that direction's hidden (and cell) state after it
+    read x[t-1] (the reverse direction reads x[T-1] first, so its entry 1 is the
+    farthest from its final state), and the states themselves.
+    """
+    x = np.ascontiguousarray(x, dtype=model.layer.dtype)
     if x.ndim != 3 or x.shape[1] < 1:
         raise ValueError(f"x must be (B, T, I) with T >= 1, got shape {x.shape}")
-    states = _states_over_time(layer, x)
+    view, inputs = _last_layer_direction(model, x, direction)
+    loss, dfeatures = _head_gradient(model, x, y)
+    H = view.hidden_size
+    d = DIRECTIONS.index(direction)
+    dh_T = np.ascontiguousarray(dfeatures[:, d * H:(d + 1) * H])
+    states = _states_over_time(view, inputs)
     has_cell_state = states[0][1] is not None   # (h, c): c_t gets its gradient too
-    loss, dh_T = model.head_loss_and_state_grad(states[-1][0], y)
     T = x.shape[1]
     dh = [None] * T
     dc = [None] * T if has_cell_state else None
     dh[-1] = dh_T
     if has_cell_state:
         dc[-1] = np.zeros_like(dh_T)   # c_T does not reach the loss directly
-    for t in range(T - 1):          # state after step t+1 (1-based), suffix x[t+1:]
+    # The gradient of the state after step t+1 of this direction's run: its run on the
+    # suffix inputs[t+1:] from that state, backpropagating dL/dh_T to dstate0.
+    for t in range(T - 1):
         h, c = states[t]
-        layer.forward(x[:, t + 1:], (h, c) if has_cell_state else h, training=True)
-        _, dstate0 = layer.backward(dy=None, dstate=(dh_T, None) if has_cell_state else dh_T,
-                                    need_input_grad=False)
+        view.forward(inputs[:, t + 1:], (h, c) if has_cell_state else h, training=True)
+        _, dstate0 = view.backward(dy=None, dstate=(dh_T, None) if has_cell_state else dh_T,
+                                   need_input_grad=False)
         if has_cell_state:
-            dh[t], dc[t] = dstate0
+            dh[t], dc[t] = dstate0[0][0], dstate0[1][0]
         else:
-            dh[t] = dstate0
+            dh[t] = dstate0[0]
+    if d:   # in time order: entry t after reading x[t-1]
+        dh, states = dh[::-1], states[::-1]
+        dc = dc[::-1] if dc is not None else None
     return loss, dh, dc, states
 
 
-def diagnose(model, x, y, step=None):
-    """One diagnostics record (plain JSON types) for the batch x, y."""
-    loss, dh, dc, states = hidden_state_gradients(model, x, y)
+def _direction_record(model, x, y, direction):
+    loss, dh, dc, states = hidden_state_gradients(model, x, y, direction)
     record = {
-        "step": step,
         "loss": float(loss),
         "grad_norm": [float(np.linalg.norm(g)) for g in dh],
         "h_saturated": [float(np.mean(np.abs(h) > SATURATION_THRESHOLD)) for h, _ in states],
@@ -100,11 +137,28 @@ def diagnose(model, x, y, step=None):
         record["saturated"] = [float(np.mean(np.abs(np.tanh(c)) > SATURATION_THRESHOLD))
                                for _, c in states]
     elif model.cell == "gru":
-        z, n = _gru_update_and_candidate(model.layer, np.asarray(x, dtype=model.layer.dtype))
+        view, inputs = _last_layer_direction(model, np.asarray(x, dtype=model.layer.dtype),
+                                             direction)
+        z, n = _gru_update_and_candidate(view, inputs)
+        if direction == "reverse":
+            z, n = z[::-1], n[::-1]
         record["saturated"] = [float(np.mean(np.abs(n_t) > SATURATION_THRESHOLD)) for n_t in n]
         record["update_gate"] = [float(np.mean(z_t)) for z_t in z]
     else:
         record["saturated"] = record["h_saturated"]
+    return record
+
+
+def diagnose(model, x, y, step=None):
+    """One diagnostics record (plain JSON types) for the batch x, y: the last layer's
+    forward direction at the top level, its reverse direction (where bidirectional)
+    under "reverse", each list in time order."""
+    record = {"step": step, "layer": model.layer.num_layers - 1,
+              **_direction_record(model, x, y, "forward")}
+    if model.layer.bidirectional:
+        reverse = _direction_record(model, x, y, "reverse")
+        del reverse["loss"]
+        record["reverse"] = reverse
     return record
 
 
@@ -154,6 +208,10 @@ def plot_runs(paths, out_path):
             # Zero gradients cannot be drawn on a log scale; the floor marks them.
             top.semilogy(t, np.maximum(norms, 1e-30), color=color, label=label)
             bottom.plot(t, record["saturated"], color=color, label=label)
+            if "reverse" in record:   # the reverse direction, dotted
+                top.semilogy(t, np.maximum(record["reverse"]["grad_norm"], 1e-30),
+                             color=color, linestyle=":")
+                bottom.plot(t, record["reverse"]["saturated"], color=color, linestyle=":")
             if "update_gate" in record:   # GRU: how much of dL/dh_t skips the candidate
                 bottom.plot(t, record["update_gate"], color=color, linestyle="--")
         cell = run.get("cell", "?")

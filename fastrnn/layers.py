@@ -1,4 +1,15 @@
-"""RNN, LSTM and GRU layers: parameters, argument checks, layout; the math is in the backends."""
+"""RNN, LSTM and GRU layers: parameters, argument checks, layout, stacking, directions and
+lengths; the math is in the backends.
+
+One driver (`_Recurrent`) serves every cell: the layers one after another and, within a
+layer, the forward direction then the reverse one, each one call of the cell's kernel.
+Inside, everything is time-major. Without lengths a layer reads and writes (T, B, F)
+arrays and the reverse direction reads its input reversed in time; with lengths the
+batch is packed once per forward (`_Packed`) and every layer works on the tokens alone.
+"""
+
+import copy
+import numbers
 
 import numpy as np
 
@@ -48,28 +59,178 @@ def load_parameters(params, state_dict):
         np.copyto(target, converted[key])
 
 
+def parameter_shapes(gates, input_size, hidden_size, num_layers=1, bidirectional=False):
+    """{key: shape} of a layer's parameters in torch's state_dict order: for layer k and
+    direction, weight_ih_l{k} (G*H, I_k), weight_hh_l{k} (G*H, H), bias_ih_l{k} and
+    bias_hh_l{k} (G*H,), the reverse direction's keys ending in `_reverse`;
+    I_0 = input_size, I_k = D*H above."""
+    G, H, D = gates, hidden_size, 2 if bidirectional else 1
+    shapes = {}
+    for k in range(num_layers):
+        for direction in range(D):
+            w_ih, w_hh, b_ih, b_hh = _keys(k, direction)
+            shapes[w_ih] = (G * H, input_size if k == 0 else D * H)
+            shapes[w_hh] = (G * H, H)
+            shapes[b_ih] = (G * H,)
+            shapes[b_hh] = (G * H,)
+    return shapes
+
+
+def _keys(k, direction):
+    suffix = "_reverse" if direction else ""
+    return tuple(f"{name}_l{k}{suffix}" for name in ("weight_ih", "weight_hh", "bias_ih",
+                                                    "bias_hh"))
+
+
+def check_dropout(dropout):
+    """`dropout` as a float in [0, 1), else TypeError or ValueError naming the fix."""
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
+        raise TypeError(f"dropout must be a number in [0, 1) (the probability of zeroing "
+                        f"each output between layers), got {dropout!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must lie in [0, 1) (the probability of zeroing each "
+                         f"output between layers), got {dropout!r}")
+    return float(dropout)
+
+
+def check_lengths(lengths, T, B):
+    """`lengths` as B int64 in [1, T], else TypeError or ValueError naming the fix."""
+    try:
+        array = np.asarray(lengths)
+    except Exception as exc:
+        raise TypeError(f"lengths must be B integers in [1, T]: {exc}") from None
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"lengths must be integers, one per sequence, got dtype {array.dtype} "
+                        f"(pass numpy.asarray(lengths, dtype=numpy.int64))")
+    if array.ndim != 1 or array.size != B:
+        raise ValueError(f"lengths must have shape (B,) = ({B},), one length per sequence of "
+                         f"x, got shape {array.shape}")
+    outside = np.flatnonzero((array < 1) | (array > T))
+    if outside.size:
+        b = int(outside[0])
+        raise ValueError(f"lengths must lie in [1, T] = [1, {T}], got {array[b]} for "
+                         f"sequence {b}")
+    return array.astype(np.int64)
+
+
+# -- how a batch is laid out inside ---------------------------------------------------
+
+
+class _Padded:
+    """Every sequence runs all T steps: a layer's input and output are (T, B, F) arrays,
+    and the reverse direction reads them backwards in time. Rows keep their order."""
+
+    kernel_options = {}                 # the unpacked kernels, exactly as without layers
+    reverse = slice(None, None, -1)
+
+    def pack(self, a_tm):
+        return a_tm
+
+    def unpack(self, a):
+        return a
+
+    def final(self, y):
+        return y[-1]
+
+    def sort(self, rows):
+        return rows
+
+    unsort = sort
+
+
+class _Packed:
+    """Each sequence runs its own length, packed as the kernels take it.
+
+    Rows are sorted by length, longest first (stably, once per forward); step t holds
+    the n_t rows still running, stored after step t-1's, so a layer's input and output
+    are (N, F) arrays, N the tokens. The reverse direction's packed row (t, k) is the
+    token at time lengths[b] - 1 - t of sequence b = order[k]: the forward direction's
+    rows in the order `reverse`.
+    """
+
+    def __init__(self, lengths, T):
+        self.order = np.argsort(-lengths, kind="stable")
+        sorted_lengths = lengths[self.order]
+        running = np.arange(sorted_lengths[0])[:, None] < sorted_lengths[None, :]
+        steps, rows = np.nonzero(running)           # packed order: step by step
+        batch_sizes = running.sum(axis=1, dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(batch_sizes)])
+        self.kernel_options = {"batch_sizes": batch_sizes}
+        self._time, self._sequence = steps, self.order[rows]
+        self.reverse = offsets[sorted_lengths[rows] - 1 - steps] + rows
+        self._last = offsets[sorted_lengths - 1] + np.arange(lengths.size)
+        self._T = T
+
+    def pack(self, a_tm):
+        """(N, F) tokens of a (T, B, F) array (any strides)."""
+        return a_tm[self._time, self._sequence]
+
+    def unpack(self, a):
+        """(T, B, F) from packed tokens (N, F), zero past each length."""
+        out = np.zeros((self._T, self.order.size) + a.shape[1:], dtype=a.dtype)
+        out[self._time, self._sequence] = a
+        return out
+
+    def final(self, y):
+        """Each row's output at its own last step (sorted order)."""
+        return y[self._last]
+
+    def sort(self, rows):
+        return rows[self.order]
+
+    def unsort(self, rows):
+        out = np.empty_like(rows)
+        out[self.order] = rows
+        return out
+
+
+_PADDED = _Padded()
+
+
+# -- the layers -------------------------------------------------------------------------
+
+
 class _Recurrent:
-    """What RNN, LSTM and GRU share; subclasses name the cell and its gates."""
+    """What RNN, LSTM and GRU share: the one driver over layers, directions and lengths.
+
+    A subclass names its kernels (`kernel`), its gates, how many states it carries
+    (1, or 2 for the LSTM's h and c) and whether its kernels take b_ih + b_hh as one bias.
+    """
 
     gates = 1
     cell = None
+    kernel = None
+    state_names = ("h",)
+    sums_biases = True
 
-    def __init__(self, input_size, hidden_size, *, batch_first, backend, dtype, seed):
+    def __init__(self, input_size, hidden_size, num_layers, *, bidirectional, dropout,
+                 batch_first, backend, dtype, seed):
         self.input_size = check_int(input_size, "input_size")
         self.hidden_size = check_int(hidden_size, "hidden_size")
+        self.num_layers = check_int(num_layers, "num_layers")
+        self.bidirectional = bool(bidirectional)
+        self.num_directions = 2 if self.bidirectional else 1
+        self.dropout = check_dropout(dropout)
         self.batch_first = bool(batch_first)
         if np.dtype(dtype) not in [np.dtype(d) for d in _DTYPES]:
             raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
         self.dtype = np.dtype(dtype)
         self._backend = _backends.get_backend(backend)
+        for stage in ("forward", "backward"):
+            if not hasattr(self._backend, f"{self.kernel}_{stage}"):
+                raise ValueError(f"the {self._backend.name} backend has no {self.kernel}_{stage} "
+                                 f"kernel here; choose another backend (available: "
+                                 f"{_backends.available_backends()})")
+        self._forward_kernel = getattr(self._backend, f"{self.kernel}_forward")
+        self._backward_kernel = getattr(self._backend, f"{self.kernel}_backward")
         # torch's init: every parameter U(-1/sqrt(H), 1/sqrt(H)), in state_dict order.
         rng = np.random.default_rng(seed)
-        k = 1.0 / np.sqrt(self.hidden_size)
-        GH, I, H = self.gates * self.hidden_size, self.input_size, self.hidden_size
-        self.weight_ih = rng.uniform(-k, k, (GH, I)).astype(self.dtype)
-        self.weight_hh = rng.uniform(-k, k, (GH, H)).astype(self.dtype)
-        self.bias_ih = rng.uniform(-k, k, (GH,)).astype(self.dtype)
-        self.bias_hh = rng.uniform(-k, k, (GH,)).astype(self.dtype)
+        bound = 1.0 / np.sqrt(self.hidden_size)
+        self._params = {key: rng.uniform(-bound, bound, shape).astype(self.dtype)
+                        for key, shape in parameter_shapes(
+                            self.gates, self.input_size, self.hidden_size, self.num_layers,
+                            self.bidirectional).items()}
+        self._rng = rng   # dropout masks go on from the stream that drew the weights
         self.grads = None
         self._tape = None
 
@@ -82,22 +243,47 @@ class _Recurrent:
 
     def parameters(self):
         """The live parameter arrays, keyed like `state_dict()`."""
-        return {
-            "weight_ih_l0": self.weight_ih,
-            "weight_hh_l0": self.weight_hh,
-            "bias_ih_l0": self.bias_ih,
-            "bias_hh_l0": self.bias_hh,
-        }
+        return dict(self._params)
 
     def state_dict(self):
         """Copies of the parameters, keyed like torch's state_dict."""
-        return {key: value.copy() for key, value in self.parameters().items()}
+        return {key: value.copy() for key, value in self._params.items()}
 
     def load_state_dict(self, state_dict):
         """Copy parameters in place from array-likes keyed like `state_dict()`."""
-        load_parameters(self.parameters(), state_dict)
+        load_parameters(self._params, state_dict)
 
-    # -- forward and backward ------------------------------------------------
+    # Layer 0's forward direction by name, as one-layer code has always read it.
+    weight_ih = property(lambda self: self._params["weight_ih_l0"])
+    weight_hh = property(lambda self: self._params["weight_hh_l0"])
+    bias_ih = property(lambda self: self._params["bias_ih_l0"])
+    bias_hh = property(lambda self: self._params["bias_hh_l0"])
+
+    def _kernel_weights(self, k, direction):
+        w_ih, w_hh, b_ih, b_hh = (self._params[key] for key in _keys(k, direction))
+        # b_ih + b_hh, summed once per call, where the cell's kernels take one bias
+        return (w_ih, w_hh, b_ih + b_hh) if self.sums_biases else (w_ih, w_hh, b_ih, b_hh)
+
+    def sublayer(self, layers, direction=None):
+        """Layers `layers` (a range) of this stack as a layer of their own that shares this
+        one's parameter arrays (live, not copies), without dropout; with `direction` (0
+        forward, 1 reverse) that direction alone, as a one-way layer (which reads its
+        input as given: reverse x in time for the reverse direction). For diagnostics,
+        which look inside a stack."""
+        directions = range(self.num_directions) if direction is None else [direction]
+        view = copy.copy(self)   # the same cell, options, backend and kernels
+        view.input_size = self.input_size if layers.start == 0 else \
+            self.num_directions * self.hidden_size
+        view.num_layers, view.num_directions = len(layers), len(directions)
+        view.bidirectional, view.dropout = len(directions) == 2, 0.0
+        view.grads, view._tape = None, None
+        view._params = {new: self._params[old]
+                        for new_k, k in enumerate(layers)
+                        for new_d, d in enumerate(directions)
+                        for new, old in zip(_keys(new_k, new_d), _keys(k, d))}
+        return view
+
+    # -- arguments ----------------------------------------------------------------
 
     def _reads_x_views(self):
         # The compiled backend reads x through strides and copies what BPTT needs.
@@ -126,149 +312,254 @@ class _Recurrent:
         return self._time_major(x, view_ok=True)
 
     def _state_array(self, value, batch, what):
-        H = self.hidden_size
+        """A state or its gradient as (L*D, B, H); (B, H) is taken where L*D = 1."""
+        shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
         if value is None:
-            return np.zeros((batch, H), dtype=self.dtype)
+            return np.zeros(shape, dtype=self.dtype)
         value = as_real_array(value, self.dtype, what)
-        _check_shape(value, (batch, H), what)
+        if shape[0] == 1 and value.shape == shape[1:]:
+            return value[None]
+        if value.shape != shape:
+            single = f", or (B, H) = {shape[1:]}" if shape[0] == 1 else ""
+            raise ValueError(f"{what} must have shape (num_layers * num_directions, B, H) = "
+                             f"{shape}{single}, as torch lays it out; got {value.shape}")
         return value
 
-    def forward(self, x, state=None, *, training=True):
-        """Run the whole sequence: (y, state_T). `training=False` keeps nothing for backward."""
+    def _states(self, value, batch, what):
+        """The tuple of state arrays (h, or h and c) from a `what` ("state" or "dstate")
+        as the user gives it."""
+        names = [f"{name}0" if what == "state" else f"dstate (d{name}_T)"
+                 for name in self.state_names]
+        if len(names) == 1:
+            return (self._state_array(value, batch, names[0]),)
+        if value is None:
+            value = (None, None)
+        if not isinstance(value, (tuple, list)) or len(value) != 2:
+            raise TypeError(f"{what} for an LSTM must be a pair (h, c) or None, "
+                            f"got {type(value).__name__}")
+        return tuple(self._state_array(v, batch, name) for v, name in zip(value, names))
+
+    def _user_state(self, states):
+        return states[0] if len(states) == 1 else tuple(states)
+
+    def _batch_layout(self, lengths, T, B):
+        if lengths is None:
+            return _PADDED
+        lengths = check_lengths(lengths, T, B)
+        if lengths.min() == T:
+            return _PADDED   # every sequence full length: the plain kernels
+        return _Packed(lengths, T)
+
+    # -- forward and backward ------------------------------------------------
+
+    def forward(self, x, state=None, *, lengths=None, training=True):
+        """Run the whole sequences: (y, state_T). `training=False` keeps nothing for backward.
+
+        `lengths` (B integers in [1, T]): sequence b is x[b, :lengths[b]]; y is zero past
+        each length and state_T each sequence's state after its own last step.
+        """
         x_tm = self._check_input(x)
-        states0 = self._initial_state(state, x_tm.shape[1])
-        weights = self._kernel_weights()
+        T, B = x_tm.shape[:2]
+        batch = self._batch_layout(lengths, T, B)
+        states0 = self._states(state, B, "state")
         # The last forward's record goes first: its workspace is freed (and, on
         # the compiled backend, reused) instead of living beside the new one.
         self._tape = None
-        y_tm, final, saved = self._run_forward(x_tm, states0, weights, training)
+        inputs = batch.pack(x_tm)
         # BPTT reads x again: as this forward saw it, not as the caller may leave it.
-        if training and not self._reads_x_views() and np.may_share_memory(x_tm, x):
-            x_tm = x_tm.copy()
-        # y is kept for BPTT: hand it out read-only so it cannot be changed under us.
+        if training and not self._reads_x_views() and np.may_share_memory(inputs, x):
+            inputs = inputs.copy()
+        outputs, finals, tape = self._run_stack(inputs, states0, batch, training)
+        y_tm = batch.unpack(outputs)
+        # y may be kept for BPTT: hand it out read-only so it cannot be changed under us.
         y_tm.flags.writeable = False
-        self._tape = (x_tm, states0, weights, y_tm, saved) if training else None
+        self._tape = (batch, T, B, tape) if training else None
         y = y_tm.transpose(1, 0, 2) if self.batch_first else y_tm
-        return y, final
+        return y, self._user_state(finals)
 
     __call__ = forward
 
+    def _run_stack(self, inputs, states0, batch, training):
+        """Every layer and direction on `inputs` (layer 0's input in the batch's layout):
+        (last layer's output, final states (L*D, B, H) each, what backward needs)."""
+        D = self.num_directions
+        B = states0[0].shape[1]
+        finals = tuple(np.empty_like(s, shape=(self.num_layers * D, B, self.hidden_size))
+                       for s in states0)
+        tape = []
+        for k in range(self.num_layers):
+            mask = None
+            if k and training and self.dropout:
+                mask = self._dropout_mask(inputs.shape)
+                inputs = inputs * mask
+            outputs, records = [], []
+            for direction in range(D):
+                i = k * D + direction
+                x = inputs if direction == 0 else np.ascontiguousarray(inputs[batch.reverse])
+                s0 = tuple(batch.sort(s[i]) for s in states0)
+                weights = self._kernel_weights(k, direction)
+                y, *more_finals, saved = self._forward_kernel(x, *s0, *weights, training,
+                                                              **batch.kernel_options)
+                for final, rows in zip(finals, (batch.final(y), *more_finals)):
+                    final[i] = batch.unsort(rows)
+                outputs.append(y)
+                if training:
+                    records.append((x, s0, weights, y, saved))
+            tape.append((mask, records))
+            inputs = self._join_directions(outputs, batch)
+        return inputs, finals, tape
+
+    def _join_directions(self, outputs, batch):
+        """One layer's output (..., D*H), the forward direction's H first."""
+        if len(outputs) == 1:
+            return outputs[0]
+        forward, reverse = outputs
+        H = self.hidden_size
+        joined = np.empty(forward.shape[:-1] + (2 * H,), dtype=forward.dtype)
+        joined[..., :H] = forward
+        joined[batch.reverse, ..., H:] = reverse
+        return joined
+
+    def _direction_part(self, grad, direction, batch):
+        """The gradient of one direction's output, in the order that direction ran."""
+        if self.num_directions == 1:
+            return grad
+        H = self.hidden_size
+        if direction == 0:
+            return np.ascontiguousarray(grad[..., :H])
+        return np.ascontiguousarray(grad[batch.reverse, ..., H:])
+
+    def _dropout_mask(self, shape):
+        # torch's dropout: zero with probability p, scale what is kept by 1 / (1 - p)
+        keep = self._rng.random(shape, dtype=self.dtype) >= self.dropout
+        return keep.astype(self.dtype) / self.dtype.type(1.0 - self.dropout)
+
     def step(self, x_t, state=None):
-        """One time step for inputs that arrive one at a time: x_t (B, I) -> new state.
+        """One time step for inputs that arrive one at a time: x_t (B, I) -> new state,
+        (L*D, B, H) as forward's state_T, through every layer (unidirectional layers only).
 
         Keeps nothing for backward and leaves the last forward's record alone.
         """
+        if self.bidirectional:
+            raise ValueError("step() runs one time step forward, but a bidirectional layer's "
+                             "reverse direction starts at the end of the sequence: use "
+                             "forward(x) on the whole sequence")
         x_t = as_real_array(x_t, self.dtype, "x_t")
         if x_t.ndim != 2 or x_t.shape[1] != self.input_size or x_t.shape[0] == 0:
             raise ValueError(f"x_t must have shape (B, {self.input_size}) with B >= 1, "
                              f"got {x_t.shape}")
-        states0 = self._initial_state(state, x_t.shape[0])
-        _, final, _ = self._run_forward(x_t[None], states0, self._kernel_weights(), False)
-        return final
-
-    def _kernel_weights(self):
-        # The kernels take one bias: b_ih + b_hh, summed once per call.
-        return self.weight_ih, self.weight_hh, self.bias_ih + self.bias_hh
+        states0 = self._states(state, x_t.shape[0], "state")
+        _, finals, _ = self._run_stack(x_t[None], states0, _PADDED, False)
+        return self._user_state(finals)
 
     def backward(self, dy=None, dstate=None, *, need_input_grad=True):
-        """BPTT through the last forward: (dx, dstate0); sets `self.grads`."""
+        """BPTT through the last forward: (dx, dstate0); sets `self.grads`.
+
+        dy is shaped like y, dstate like state_T (None: zeros); dx is zero past each
+        length and dstate0 is (L*D, B, H) (each of h and c for the LSTM).
+        """
         if self._tape is None:
             raise ValueError("backward() needs a forward(x) with training=True first")
-        x_tm, states0, weights, y_tm, saved = self._tape
-        T, B, H = y_tm.shape
+        batch, T, B, tape = self._tape
+        D, H = self.num_directions, self.hidden_size
+        grad = None
         if dy is not None:
             dy = as_real_array(dy, self.dtype, "dy")
-            expected = (B, T, H) if self.batch_first else (T, B, H)
+            expected = (B, T, D * H) if self.batch_first else (T, B, D * H)
             _check_shape(dy, expected, "dy")
-            dy = self._time_major(dy)
-        dstates = self._final_state_grads(dstate, B)
-        dx, dstates0, dw_ih, dw_hh, db_ih, db_hh = self._run_backward(
-            x_tm, states0, weights, y_tm, saved, dy, dstates, need_input_grad)
-        self.grads = {
-            "weight_ih_l0": dw_ih,
-            "weight_hh_l0": dw_hh,
-            "bias_ih_l0": db_ih,
-            "bias_hh_l0": db_hh,
-        }
-        if dx is not None and self.batch_first:
-            dx = dx.transpose(1, 0, 2)
-        return dx, dstates0
+            grad = batch.pack(self._time_major(dy))
+        dstates = self._states(dstate, B, "dstate")
+        dstates0 = tuple(np.empty_like(s) for s in dstates)
+        grads = {}
+        for k in reversed(range(self.num_layers)):
+            mask, records = tape[k]
+            need_dx = k > 0 or need_input_grad
+            grad_inputs = None
+            for direction, (x, s0, weights, y, saved) in enumerate(records):
+                i = k * D + direction
+                dy_d = None if grad is None else self._direction_part(grad, direction, batch)
+                ds = tuple(batch.sort(s[i]) for s in dstates)
+                dx, *rest = self._backward_kernel(saved, x, *s0, *weights[:2], y, dy_d, *ds,
+                                                  need_dx, **batch.kernel_options)
+                ds0, weight_grads = rest[:len(s0)], rest[len(s0):]
+                if len(weight_grads) == 3:   # one bias b_ih + b_hh: one gradient for both
+                    weight_grads.append(weight_grads[2].copy())
+                grads.update(zip(_keys(k, direction), weight_grads))
+                for out, rows in zip(dstates0, ds0):
+                    out[i] = batch.unsort(rows)
+                if not need_dx:
+                    continue
+                if direction == 0:
+                    grad_inputs = dx
+                else:   # both directions read the layer's input: their gradients add up
+                    grad_inputs[batch.reverse] += dx
+            if mask is not None:
+                grad_inputs = grad_inputs * mask
+            grad = grad_inputs
+        self.grads = {key: grads[key] for key in self._params}
+        dx = None
+        if need_input_grad:
+            dx = batch.unpack(grad)
+            if self.batch_first:
+                dx = dx.transpose(1, 0, 2)
+        return dx, self._user_state(dstates0)
+
+    def _options_repr(self):
+        options = []
+        if self.num_layers != 1:
+            options.append(f"num_layers={self.num_layers}")
+        if self.bidirectional:
+            options.append("bidirectional=True")
+        if self.dropout:
+            options.append(f"dropout={self.dropout}")
+        return "".join(f", {option}" for option in options)
 
     def __repr__(self):
-        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
-                f"batch_first={self.batch_first}, backend={self.backend!r}, "
-                f"dtype={self.dtype.name})")
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}"
+                f"{self._options_repr()}, batch_first={self.batch_first}, "
+                f"backend={self.backend!r}, dtype={self.dtype.name})")
 
 
 class RNN(_Recurrent):
-    """Elman RNN with tanh: h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)."""
+    """Elman RNN: h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), act tanh or relu."""
 
     gates = 1
     cell = "rnn"
 
-    def __init__(self, input_size, hidden_size, *, nonlinearity="tanh", batch_first=True,
-                 backend=None, dtype=np.float32, seed=None):
-        if nonlinearity != "tanh":
-            raise ValueError(f"nonlinearity must be 'tanh', got {nonlinearity!r}")
+    def __init__(self, input_size, hidden_size, num_layers=1, *, nonlinearity="tanh",
+                 bidirectional=False, dropout=0.0, batch_first=True, backend=None,
+                 dtype=np.float32, seed=None):
+        if nonlinearity not in NONLINEARITIES:
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
-        super().__init__(input_size, hidden_size, batch_first=batch_first,
-                         backend=backend, dtype=dtype, seed=seed)
+        self.kernel = NONLINEARITIES[nonlinearity]
+        super().__init__(input_size, hidden_size, num_layers, bidirectional=bidirectional,
+                         dropout=dropout, batch_first=batch_first, backend=backend,
+                         dtype=dtype, seed=seed)
 
-    def _initial_state(self, state, batch):
-        return (self._state_array(state, batch, "h0"),)
 
-    def _final_state_grads(self, dstate, batch):
-        return (self._state_array(dstate, batch, "dstate (dh_T)"),)
-
-    def _run_forward(self, x, states0, weights, training):
-        y, saved = self._backend.rnn_forward(x, *states0, *weights, training)
-        return y, y[-1].copy(), saved
-
-    def _run_backward(self, x, states0, weights, y, saved, dy, dstates, need_dx):
-        dx, dh0, dw_ih, dw_hh, db = self._backend.rnn_backward(
-            saved, x, *states0, *weights[:2], y, dy, *dstates, need_dx)
-        return dx, dh0, dw_ih, dw_hh, db, db.copy()   # b_ih and b_hh: one sum, one gradient
+# The RNN's kernels by nonlinearity.
+NONLINEARITIES = {"tanh": "rnn", "relu": "rnn_relu"}
 
 
 class LSTM(_Recurrent):
     """LSTM with gate order i, f, g, o: c_t = f c_{t-1} + i g, h_t = o tanh(c_t)."""
 
     gates = 4
-    cell = "lstm"
+    cell = kernel = "lstm"
+    state_names = ("h", "c")
 
-    def __init__(self, input_size, hidden_size, *, forget_bias=1.0, batch_first=True,
-                 backend=None, dtype=np.float32, seed=None):
-        super().__init__(input_size, hidden_size, batch_first=batch_first,
-                         backend=backend, dtype=dtype, seed=seed)
+    def __init__(self, input_size, hidden_size, num_layers=1, *, forget_bias=1.0,
+                 bidirectional=False, dropout=0.0, batch_first=True, backend=None,
+                 dtype=np.float32, seed=None):
+        super().__init__(input_size, hidden_size, num_layers, bidirectional=bidirectional,
+                         dropout=dropout, batch_first=batch_first, backend=backend,
+                         dtype=dtype, seed=seed)
         self.forget_bias = float(forget_bias)
         H = self.hidden_size
-        self.bias_ih[H:2 * H] += self.dtype.type(self.forget_bias)
-
-    def _pair(self, value, what):
-        if value is None:
-            return None, None
-        if not isinstance(value, (tuple, list)) or len(value) != 2:
-            raise TypeError(f"{what} for an LSTM must be a pair (h, c) or None, "
-                            f"got {type(value).__name__}")
-        return value
-
-    def _initial_state(self, state, batch):
-        h0, c0 = self._pair(state, "state")
-        return self._state_array(h0, batch, "h0"), self._state_array(c0, batch, "c0")
-
-    def _final_state_grads(self, dstate, batch):
-        dh, dc = self._pair(dstate, "dstate")
-        return (self._state_array(dh, batch, "dstate (dh_T)"),
-                self._state_array(dc, batch, "dstate (dc_T)"))
-
-    def _run_forward(self, x, states0, weights, training):
-        y, cT, saved = self._backend.lstm_forward(x, *states0, *weights, training)
-        return y, (y[-1].copy(), cT), saved
-
-    def _run_backward(self, x, states0, weights, y, saved, dy, dstates, need_dx):
-        dx, dh0, dc0, dw_ih, dw_hh, db = self._backend.lstm_backward(
-            saved, x, *states0, *weights[:2], y, dy, *dstates, need_dx)
-        return dx, (dh0, dc0), dw_ih, dw_hh, db, db.copy()
+        for key, value in self._params.items():
+            if key.startswith("bias_ih"):
+                value[H:2 * H] += self.dtype.type(self.forget_bias)
 
 
 class GRU(_Recurrent):
@@ -276,29 +567,15 @@ class GRU(_Recurrent):
     h_t = (1 - z) n + z h_{t-1}."""
 
     gates = 3
-    cell = "gru"
+    cell = kernel = "gru"
+    # Both biases apart: the reset gate scales b_hn with the rest of h W_hn^T.
+    sums_biases = False
 
-    def __init__(self, input_size, hidden_size, *, batch_first=True, backend=None,
-                 dtype=np.float32, seed=None):
-        super().__init__(input_size, hidden_size, batch_first=batch_first,
-                         backend=backend, dtype=dtype, seed=seed)
-
-    # One hidden state, as in the RNN.
-    _initial_state = RNN._initial_state
-    _final_state_grads = RNN._final_state_grads
-
-    def _kernel_weights(self):
-        # Both biases apart: the reset gate scales b_hn with the rest of h W_hn^T.
-        return self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
-
-    def _run_forward(self, x, states0, weights, training):
-        y, saved = self._backend.gru_forward(x, *states0, *weights, training)
-        return y, y[-1].copy(), saved
-
-    def _run_backward(self, x, states0, weights, y, saved, dy, dstates, need_dx):
-        # (dx, dh0, dw_ih, dw_hh, db_ih, db_hh): already the order backward() takes.
-        return self._backend.gru_backward(saved, x, *states0, *weights[:2], y, dy, *dstates,
-                                          need_dx)
+    def __init__(self, input_size, hidden_size, num_layers=1, *, bidirectional=False,
+                 dropout=0.0, batch_first=True, backend=None, dtype=np.float32, seed=None):
+        super().__init__(input_size, hidden_size, num_layers, bidirectional=bidirectional,
+                         dropout=dropout, batch_first=batch_first, backend=backend,
+                         dtype=dtype, seed=seed)
 
 
 # The cells by name: every list of cell names (the model, checkpoints, the command line)

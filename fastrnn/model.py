@@ -1,6 +1,7 @@
-"""A sequence classifier: a recurrent layer, a Linear head on the last hidden state,
-softmax cross-entropy. The recurrence and its BPTT run in the backend kernels;
-the small head runs in one compiled call on the cpp backend, else here.
+"""A sequence classifier: recurrent layers, a Linear head on the last layer's final state
+(both directions side by side, forward first), softmax cross-entropy. The recurrence
+and its BPTT run in the backend kernels; the small head runs in one compiled call on the
+cpp backend, else here.
 """
 
 import numpy as np
@@ -8,7 +9,7 @@ import numpy as np
 from . import _backends
 from ._config import check_model_config
 from .checkpoint import read_checkpoint, save_checkpoint
-from .layers import CELLS, as_real_array, load_parameters
+from .layers import CELLS, as_real_array, check_lengths, load_parameters
 
 # predict/evaluate run the test set in chunks of this many sequences, so
 # memory stays bounded (an LSTM forward keeps T*B*4H activations).
@@ -22,44 +23,52 @@ def _log_softmax(logits):
 
 
 class SequenceClassifier:
-    """Recurrent layer (fastrnn.LSTM, fastrnn.GRU or fastrnn.RNN), then logits = h_T W^T + b.
+    """Recurrent layers (fastrnn.LSTM, fastrnn.GRU or fastrnn.RNN), then logits = h W^T + b
+    with h (B, D*H) the last layer's final state, both directions, forward first.
 
     `recurrent_init` ("uniform": torch's init; "orthogonal" or "identity": each
-    gate's block of weight_hh set to a random orthogonal or the identity matrix)
+    gate's block of every weight_hh set to a random orthogonal or the identity matrix)
     is an option for training the vanilla RNN on long sequences.
     """
 
-    def __init__(self, input_size, hidden_size, num_classes, *, cell="lstm", forget_bias=1.0,
-                 backend=None, seed=None, recurrent_init="uniform"):
+    def __init__(self, input_size, hidden_size, num_classes, *, cell="lstm", num_layers=1,
+                 bidirectional=False, dropout=0.0, forget_bias=1.0, backend=None, seed=None,
+                 recurrent_init="uniform"):
         config = check_model_config({
             "input_size": input_size, "hidden_size": hidden_size, "num_classes": num_classes,
-            "cell": cell, "forget_bias": forget_bias, "recurrent_init": recurrent_init})
+            "cell": cell, "num_layers": num_layers, "bidirectional": bidirectional,
+            "dropout": dropout, "forget_bias": forget_bias, "recurrent_init": recurrent_init})
         # forget_bias has no meaning for the GRU and the vanilla cell
         options = {"forget_bias": config["forget_bias"]} if cell == "lstm" else {}
-        self.layer = CELLS[cell](config["input_size"], config["hidden_size"], backend=backend,
-                                 seed=seed, **options)
+        self.layer = CELLS[cell](config["input_size"], config["hidden_size"],
+                                 config["num_layers"], bidirectional=config["bidirectional"],
+                                 dropout=config["dropout"], backend=backend, seed=seed,
+                                 **options)
         self.cell = cell
         self.forget_bias = options.get("forget_bias", 0.0)
         self.num_classes = config["num_classes"]
         self.recurrent_init = recurrent_init
-        H, C = self.layer.hidden_size, self.num_classes
+        features, C = self.layer.num_directions * self.layer.hidden_size, self.num_classes
         # A stream of its own, so the recurrent layer equals fastrnn.LSTM(..., seed=seed).
         rng = np.random.default_rng(None if seed is None else [int(seed), 1])
         if recurrent_init != "uniform":
             self._init_recurrent(recurrent_init, rng)
-        k = 1.0 / np.sqrt(H)   # torch.nn.Linear's init
-        self.fc_weight = rng.uniform(-k, k, (C, H)).astype(self.layer.dtype)
+        k = 1.0 / np.sqrt(features)   # torch.nn.Linear's init
+        self.fc_weight = rng.uniform(-k, k, (C, features)).astype(self.layer.dtype)
         self.fc_bias = rng.uniform(-k, k, (C,)).astype(self.layer.dtype)
 
     def _init_recurrent(self, how, rng):
         H = self.layer.hidden_size
-        for gate in range(self.layer.gates):
-            if how == "identity":
-                block = np.eye(H)
-            else:
-                q, r = np.linalg.qr(rng.standard_normal((H, H)))
-                block = q * np.sign(np.diag(r))   # uniform over orthogonal matrices
-            self.layer.weight_hh[gate * H:(gate + 1) * H] = block
+        for key, weight_hh in self.layer.parameters().items():
+            if not key.startswith("weight_hh"):
+                continue
+            for gate in range(self.layer.gates):
+                if how == "identity":
+                    block = np.eye(H)
+                else:
+                    q, r = np.linalg.qr(rng.standard_normal((H, H)))
+                    block = q * np.sign(np.diag(r))   # uniform over orthogonal matrices
+                weight_hh[gate * H:(gate + 1) * H] = block
 
     # -- configuration and parameters ----------------------------------------
 
@@ -82,6 +91,9 @@ class SequenceClassifier:
             "hidden_size": self.hidden_size,
             "num_classes": self.num_classes,
             "cell": self.cell,
+            "num_layers": self.layer.num_layers,
+            "bidirectional": self.layer.bidirectional,
+            "dropout": self.layer.dropout,
             "forget_bias": self.forget_bias,
             "recurrent_init": self.recurrent_init,
         }
@@ -113,13 +125,29 @@ class SequenceClassifier:
                              f"got range [{y.min()}, {y.max()}]")
         return y.astype(np.intp)
 
-    def _last_hidden(self, x, training):
-        _, state = self.layer.forward(x, training=training)
-        return state[0] if self.cell == "lstm" else state
+    def head_features(self, state_T):
+        """The head's input (B, D*H) from a layer's state_T: the last layer's final h,
+        both directions side by side, forward first."""
+        h_T = state_T[0] if self.cell == "lstm" else state_T
+        D = self.layer.num_directions
+        return np.ascontiguousarray(h_T[-D:].transpose(1, 0, 2)).reshape(h_T.shape[1], -1)
 
-    def logits(self, x):
+    def _state_grad(self, dfeatures):
+        """dL/dstate_T of the layer from dL/d(head features) (B, D*H)."""
+        layer = self.layer
+        D, H = layer.num_directions, layer.hidden_size
+        B = dfeatures.shape[0]
+        dh_T = np.zeros((layer.num_layers * D, B, H), dtype=layer.dtype)
+        dh_T[-D:] = dfeatures.reshape(B, D, H).transpose(1, 0, 2)
+        return (dh_T, None) if self.cell == "lstm" else dh_T
+
+    def _last_hidden(self, x, lengths, training):
+        _, state = self.layer.forward(x, lengths=lengths, training=training)
+        return self.head_features(state)
+
+    def logits(self, x, lengths=None):
         """Class scores (B, num_classes) for x (B, T, I), without keeping anything for BPTT."""
-        h_T = self._last_hidden(x, training=False)
+        h_T = self._last_hidden(x, lengths, training=False)
         return h_T @ self.fc_weight.T + self.fc_bias
 
     def _head(self, h_T, y):
@@ -137,7 +165,7 @@ class SequenceClassifier:
         return loss, np.argmax(log_probs, axis=1), dlogits, dlogits @ self.fc_weight
 
     def head_loss_and_state_grad(self, h_T, y):
-        """(loss, dL/dh_T) for a given last hidden state h_T (B, H)."""
+        """(loss, dL/dh_T) for given head features h_T (B, D*H) (see `head_features`)."""
         loss, _, _, dh_T = self._head(h_T, y)
         return loss, dh_T
 
@@ -156,16 +184,15 @@ class SequenceClassifier:
         loss, predictions, dlogits, dh_T = self._head(h_T, y)
         return loss, predictions, dh_T, dlogits.T @ h_T, dlogits.sum(axis=0)
 
-    def loss_and_grads(self, x, y):
+    def loss_and_grads(self, x, y, lengths=None):
         """Mean cross-entropy on one batch and its gradients, keyed like `parameters()`.
 
-        Keeps the batch's last hidden state and predictions in `self.last_hidden`
+        Keeps the batch's head features (B, D*H) and predictions in `self.last_hidden`
         and `self.last_predictions` (for training logs).
         """
-        h_T = self._last_hidden(x, training=True)
+        h_T = self._last_hidden(x, lengths, training=True)
         loss, predictions, dh_T, dweight, dbias = self._head_and_grads(h_T, y)
-        dstate = (dh_T, None) if self.cell == "lstm" else dh_T
-        self.layer.backward(dy=None, dstate=dstate, need_input_grad=False)
+        self.layer.backward(dy=None, dstate=self._state_grad(dh_T), need_input_grad=False)
         grads = dict(self.layer.grads)
         grads["fc.weight"] = dweight
         grads["fc.bias"] = dbias
@@ -173,30 +200,34 @@ class SequenceClassifier:
         self.last_predictions = predictions
         return loss, grads
 
-    def _chunks(self, x):
+    def _chunks(self, x, lengths):
+        """(x, lengths) in chunks of EVAL_CHUNK sequences."""
         x = as_real_array(x, self.layer.dtype, "x")
         if x.ndim != 3:
             raise ValueError(f"x must be 3-D (B, T, I), got shape {x.shape}")
+        if lengths is not None:
+            lengths = check_lengths(lengths, x.shape[1], x.shape[0])
         for start in range(0, x.shape[0], EVAL_CHUNK):
-            yield x[start:start + EVAL_CHUNK]
+            chunk = slice(start, start + EVAL_CHUNK)
+            yield x[chunk], None if lengths is None else lengths[chunk]
 
-    def predict(self, x):
-        """Class ids (B,) for x (B, T, I); any batch size."""
-        out = [np.argmax(self.logits(chunk), axis=1) for chunk in self._chunks(x)]
+    def predict(self, x, lengths=None):
+        """Class ids (B,) for x (B, T, I) (sequence b: x[b, :lengths[b]]); any batch size."""
+        out = [np.argmax(self.logits(*chunk), axis=1) for chunk in self._chunks(x, lengths)]
         return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
 
-    def evaluate(self, x, y):
+    def evaluate(self, x, y, lengths=None):
         """(mean cross-entropy, accuracy) over all of x, y."""
         y = self._check_labels(y, np.asarray(x).shape[0] if np.ndim(x) else -1)
         if y.size == 0:
             raise ValueError("evaluate needs at least one example")
         total_loss, correct, start = 0.0, 0, 0
-        for chunk in self._chunks(x):
-            labels = y[start:start + chunk.shape[0]]
-            log_probs = _log_softmax(self.logits(chunk))
+        for chunk in self._chunks(x, lengths):
+            labels = y[start:start + chunk[0].shape[0]]
+            log_probs = _log_softmax(self.logits(*chunk))
             total_loss -= float(log_probs[np.arange(len(labels)), labels].astype(np.float64).sum())
             correct += int((np.argmax(log_probs, axis=1) == labels).sum())
-            start += chunk.shape[0]
+            start += chunk[0].shape[0]
         return total_loss / y.size, correct / y.size
 
     # -- checkpoints -------------------------------------------------------------
@@ -214,7 +245,7 @@ class SequenceClassifier:
 
     def __repr__(self):
         return (f"SequenceClassifier({self.input_size}, {self.hidden_size}, {self.num_classes}, "
-                f"cell={self.cell!r}, backend={self.backend!r})")
+                f"cell={self.cell!r}{self.layer._options_repr()}, backend={self.backend!r})")
 
 
 def load(path, *, backend=None):

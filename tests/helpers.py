@@ -41,6 +41,22 @@ def relative_error(actual, expected):
     return float(np.abs(actual - expected).max()) / scale
 
 
+def numeric_gradient(f, array, eps=1e-6):
+    """Central finite differences of the scalar f() with respect to `array` (changed in
+    place and put back)."""
+    grad = np.zeros_like(array)
+    flat, out = array.reshape(-1), grad.reshape(-1)
+    for k in range(flat.size):
+        orig = flat[k]
+        flat[k] = orig + eps
+        up = f()
+        flat[k] = orig - eps
+        down = f()
+        flat[k] = orig
+        out[k] = (up - down) / (2 * eps)
+    return grad
+
+
 def assert_close(actual, expected, kind, dtype, what=""):
     tol = TOLERANCES[np.dtype(dtype)][kind]
     actual = np.asarray(actual, dtype=np.float64)
@@ -65,21 +81,112 @@ def make_layer(cell, I, H, *, backend, dtype=np.float32, batch_first=True, seed=
 
 
 def make_problem(cell, T, B, I, H, *, dtype=np.float32, batch_first=True, seed=0, scale=1.0):
-    """Inputs, a nonzero initial state and loss weights on every output."""
+    """Inputs, a nonzero initial state and loss weights on every output; states laid out
+    as torch lays them, (num_layers * num_directions, B, H) = (1, B, H)."""
     rng = np.random.default_rng(seed)
     shape = (B, T, I) if batch_first else (T, B, I)
     x = (scale * rng.standard_normal(shape)).astype(dtype)
-    state = rng.uniform(-0.5, 0.5, (B, H)).astype(dtype)
+    state = rng.uniform(-0.5, 0.5, (1, B, H)).astype(dtype)
     dy = rng.standard_normal(shape[:2] + (H,)).astype(dtype)
-    dstate = rng.standard_normal((B, H)).astype(dtype)
+    dstate = rng.standard_normal((1, B, H)).astype(dtype)
     if cell == "lstm":
-        state = (state, rng.uniform(-1, 1, (B, H)).astype(dtype))
-        dstate = (dstate, rng.standard_normal((B, H)).astype(dtype))
+        state = (state, rng.uniform(-1, 1, (1, B, H)).astype(dtype))
+        dstate = (dstate, rng.standard_normal((1, B, H)).astype(dtype))
     return x, state, dy, dstate
 
 
 def flat_state(state):
     return list(state) if isinstance(state, tuple) else [state]
+
+
+# -- stacks of layers against torch ---------------------------------------------------
+
+# Every cell a layer has, the ReLU RNN as a cell of its own: (layer class, options).
+CELL_VARIANTS = {"rnn": ("RNN", {}), "relu": ("RNN", {"nonlinearity": "relu"}),
+                 "lstm": ("LSTM", {}), "gru": ("GRU", {})}
+
+
+def make_stack(variant, I, H, num_layers=1, bidirectional=False, *, backend,
+               dtype=np.float64, batch_first=True, dropout=0.0, seed=0):
+    """fastrnn's layer of a CELL_VARIANTS entry."""
+    name, options = CELL_VARIANTS[variant]
+    return getattr(fastrnn, name)(I, H, num_layers, bidirectional=bidirectional,
+                                  dropout=dropout, batch_first=batch_first, backend=backend,
+                                  dtype=dtype, seed=seed, **options)
+
+
+def torch_stack(variant, I, H, num_layers=1, bidirectional=False, *, dtype=np.float64,
+                batch_first=True, seed=0):
+    """torch's module of a CELL_VARIANTS entry, with torch's own init from `seed`."""
+    import torch
+    torch.manual_seed(seed)
+    name, options = CELL_VARIANTS[variant]
+    module = getattr(torch.nn, name)(I, H, num_layers, bidirectional=bidirectional,
+                                     batch_first=batch_first, **options)
+    return module.to(torch.float64 if dtype == np.float64 else torch.float32)
+
+
+def stack_problem(variant, T, B, I, H, num_layers=1, bidirectional=False, *,
+                  dtype=np.float64, batch_first=True, seed=0):
+    """x, a nonzero state (L*D, B, H), dL/dy on every output and dL/dstate_T."""
+    rng = np.random.default_rng(seed)
+    LD, D = num_layers * (2 if bidirectional else 1), 2 if bidirectional else 1
+    x = rng.standard_normal((B, T, I) if batch_first else (T, B, I)).astype(dtype)
+    states = [rng.uniform(-0.5, 0.5, (LD, B, H)).astype(dtype) for _ in range(2)]
+    dy = rng.standard_normal(x.shape[:2] + (D * H,)).astype(dtype)
+    dstates = [rng.standard_normal((LD, B, H)).astype(dtype) for _ in range(2)]
+    if variant == "lstm":
+        return x, tuple(states), dy, tuple(dstates)
+    return x, states[0], dy, dstates[0]
+
+
+def fastrnn_results(layer, x, state, dy, dstate, lengths=None):
+    """{y, state_T (list), dx, dstate0 (list), grads} of one forward and backward."""
+    y, final = layer.forward(x, state, lengths=lengths)
+    dx, dstate0 = layer.backward(dy, dstate)
+    return {"y": y, "state_T": flat_state(final), "dx": dx, "dstate0": flat_state(dstate0),
+            "grads": dict(layer.grads)}
+
+
+def torch_results(module, x, state, dy, dstate, lengths=None):
+    """The same as fastrnn_results from torch; with lengths through a PackedSequence
+    (enforce_sorted=False) and pad_packed_sequence to all T steps."""
+    import torch
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+    batch_first = module.batch_first
+    x_t = torch.tensor(x, requires_grad=True)
+    states = [torch.tensor(s, requires_grad=True) for s in flat_state(state)]
+    state_t = tuple(states) if len(states) == 2 else states[0]
+    if lengths is None:
+        y, final = module(x_t, state_t)
+    else:
+        packed = pack_padded_sequence(x_t, torch.tensor(np.asarray(lengths)),
+                                      batch_first=batch_first, enforce_sorted=False)
+        y, final = module(packed, state_t)
+        T = x.shape[1] if batch_first else x.shape[0]
+        y, _ = pad_packed_sequence(y, batch_first=batch_first, total_length=T)
+    finals = list(final) if isinstance(final, tuple) else [final]
+    loss = (y * torch.tensor(dy)).sum()
+    for s, ds in zip(finals, flat_state(dstate)):
+        loss = loss + (s * torch.tensor(ds)).sum()
+    loss.backward()
+    return {"y": y.detach().numpy(), "state_T": [s.detach().numpy() for s in finals],
+            "dx": x_t.grad.numpy(), "dstate0": [s.grad.numpy() for s in states],
+            "grads": {k: p.grad.numpy() for k, p in module.named_parameters()}}
+
+
+def assert_same_results(got, want, dtype):
+    """Every output and gradient of two *_results within the tolerance table."""
+    assert_close(got["y"], want["y"], "output", dtype, "y")
+    assert len(got["state_T"]) == len(want["state_T"]) == len(got["dstate0"])
+    for k, (s, s_ref) in enumerate(zip(got["state_T"], want["state_T"])):
+        assert_close(s, s_ref, "output", dtype, f"state_T[{k}]")
+    assert_close(got["dx"], want["dx"], "grad", dtype, "dx")
+    for k, (d, d_ref) in enumerate(zip(got["dstate0"], want["dstate0"])):
+        assert_close(d, d_ref, "grad", dtype, f"dstate0[{k}]")
+    assert list(got["grads"]) == list(want["grads"])
+    for key, g_ref in want["grads"].items():
+        assert_close(got["grads"][key], g_ref, "grad", dtype, key)
 
 
 # -- the raw kernels ----------------------------------------------------------------

@@ -3,10 +3,7 @@
 import numpy as np
 import pytest
 
-from helpers import flat_state, make_layer, make_problem, relative_error
-
-EPS = 1e-6
-
+from helpers import flat_state, make_layer, make_problem, numeric_gradient, relative_error
 
 def loss(layer, x, state, dy, dstate):
     """A scalar that depends on every y_t and on the final state."""
@@ -15,20 +12,6 @@ def loss(layer, x, state, dy, dstate):
     for s, ds in zip(flat_state(final), flat_state(dstate)):
         total += float(np.sum(s * ds))
     return total
-
-
-def numeric_grad(f, array):
-    grad = np.zeros_like(array)
-    flat, out = array.reshape(-1), grad.reshape(-1)
-    for k in range(flat.size):
-        orig = flat[k]
-        flat[k] = orig + EPS
-        up = f()
-        flat[k] = orig - EPS
-        down = f()
-        flat[k] = orig
-        out[k] = (up - down) / (2 * EPS)
-    return grad
 
 
 @pytest.mark.parametrize("batch_first", [True, False])
@@ -47,16 +30,16 @@ def test_reference_backward_matches_finite_differences(cell, T, B, I, H, batch_f
 
     worst = 0.0
     for name, array in inputs.items():
-        err = relative_error(analytic[name], numeric_grad(f, array))
+        err = relative_error(analytic[name], numeric_gradient(f, array))
         assert err <= 1e-6, f"{name}: {err:.3g}"
         worst = max(worst, err)
     for name, array in layer.parameters().items():
         if name == "bias_hh_l0":
             continue  # same gradient as bias_ih_l0, checked through it below
-        err = relative_error(layer.grads[name], numeric_grad(f, array))
+        err = relative_error(layer.grads[name], numeric_gradient(f, array))
         assert err <= 1e-6, f"{name}: {err:.3g}"
         worst = max(worst, err)
     hh = layer.parameters()["bias_hh_l0"]
-    err = relative_error(layer.grads["bias_hh_l0"], numeric_grad(f, hh))
+    err = relative_error(layer.grads["bias_hh_l0"], numeric_gradient(f, hh))
     assert err <= 1e-6, f"bias_hh_l0: {err:.3g}"
     print(f"max relative error against finite differences: {max(worst, err):.2e}")

@@ -19,16 +19,16 @@ SHAPES = [  # T, B, I, H
 
 def torch_run(cell, module, x, state, dy, dstate, batch_first):
     x_t = torch.tensor(x, requires_grad=True)
-    states = [torch.tensor(s[None], requires_grad=True) for s in flat_state(state)]
+    states = [torch.tensor(s, requires_grad=True) for s in flat_state(state)]
     y, final = module(x_t, tuple(states) if cell == "lstm" else states[0])
     finals = flat_state(final) if cell == "lstm" else [final]
     loss = (y * torch.tensor(dy)).sum()
     for s, ds in zip(finals, flat_state(dstate)):
-        loss = loss + (s[0] * torch.tensor(ds)).sum()
+        loss = loss + (s * torch.tensor(ds)).sum()
     loss.backward()
     grads = {k: p.grad.numpy() for k, p in module.named_parameters()}
-    return (y.detach().numpy(), [s[0].detach().numpy() for s in finals], x_t.grad.numpy(),
-            [s.grad[0].numpy() for s in states], grads)
+    return (y.detach().numpy(), [s.detach().numpy() for s in finals], x_t.grad.numpy(),
+            [s.grad.numpy() for s in states], grads)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -57,9 +57,9 @@ def test_a_torch_state_dict_loads_unchanged_and_gives_torchs_results(backend, B,
     dx, dh0 = layer.backward(dy, dh_T)
     f32 = np.float32
     assert_close(y, y_t.detach().numpy(), "output", f32, "y")
-    assert_close(h_T, h_T_t[0].detach().numpy(), "output", f32, "h_T")
+    assert_close(h_T, h_T_t.detach().numpy(), "output", f32, "h_T")   # (1, B, H), torch's
     assert_close(dx, x_t.grad.numpy(), "grad", f32, "dx")
-    assert_close(dh0, h0_t.grad[0].numpy(), "grad", f32, "dh0")
+    assert_close(dh0, h0_t.grad.numpy(), "grad", f32, "dh0")
     assert sorted(layer.grads) == sorted(KEYS)
     for key, param in module.named_parameters():
         assert_close(layer.grads[key], param.grad.numpy(), "grad", f32, key)
@@ -75,7 +75,7 @@ def test_the_state_dict_loads_into_torch_unchanged(backend):
     with torch.no_grad():
         y_t, h_T_t = module(torch.tensor(x))
     assert_close(y, y_t.numpy(), "output", np.float32, "y")
-    assert_close(h_T, h_T_t[0].numpy(), "output", np.float32, "h_T")
+    assert_close(h_T, h_T_t.numpy(), "output", np.float32, "h_T")
 
 
 # -- the layer API -------------------------------------------------------------------
@@ -90,11 +90,11 @@ def test_shapes_keys_and_dtypes(backend):
             "weight_ih_l0": (3 * H, I), "weight_hh_l0": (3 * H, H),
             "bias_ih_l0": (3 * H,), "bias_hh_l0": (3 * H,)}
         y, h_T = layer.forward(np.ones((B, T, I)))
-        assert y.shape == (B, T, H) and h_T.shape == (B, H)
+        assert y.shape == (B, T, H) and h_T.shape == (1, B, H)
         assert y.dtype == dtype and h_T.dtype == dtype
-        np.testing.assert_array_equal(h_T, y[:, -1])
+        np.testing.assert_array_equal(h_T[0], y[:, -1])
         dx, dh0 = layer.backward(np.ones_like(y))
-        assert dx.shape == (B, T, I) and dh0.shape == (B, H)
+        assert dx.shape == (B, T, I) and dh0.shape == (1, B, H)
         assert {k: g.shape for k, g in layer.grads.items()} == \
             {k: v.shape for k, v in layer.state_dict().items()}
         assert all(g.dtype == dtype for g in layer.grads.values())
@@ -122,7 +122,7 @@ def test_step_by_step_equals_forward(backend, B):
     h = h0
     for t in range(T):
         h = layer.step(x[:, t], h)
-        assert_close(h, y[:, t], "output", np.float32, f"h_{t + 1}")
+        assert_close(h[0], y[:, t], "output", np.float32, f"h_{t + 1}")
     assert_close(h, h_T, "output", np.float32, "h_T")
     layer.backward(dy)   # stepping left the forward's record alone
 
@@ -196,9 +196,9 @@ def test_forward_and_backward_refuse_bad_states_and_gradients(backend):
     layer = fastrnn.GRU(3, 4, backend=backend)
     x = np.zeros((2, 5, 3), np.float32)
     h = np.zeros((2, 4), np.float32)
-    with pytest.raises(ValueError, match=r"h0 must have shape \(2, 4\)"):
+    with pytest.raises(ValueError, match=r"h0 must have shape .* = \(1, 2, 4\)"):
         layer.forward(x, np.zeros((3, 4)))
-    with pytest.raises(ValueError, match=r"h0 must have shape \(2, 4\)"):
+    with pytest.raises(ValueError, match=r"h0 must have shape .* = \(1, 2, 4\)"):
         layer.forward(x, (h, h))   # a GRU has no cell state
     with pytest.raises(ValueError, match="forward"):
         layer.backward()

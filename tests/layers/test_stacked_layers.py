@@ -1,0 +1,295 @@
+"""Stacked and bidirectional layers: torch's parameters, state layout and results, the
+reference against every backend, dropout, step() and the errors that name the fix."""
+
+import hashlib
+
+import numpy as np
+import pytest
+
+import fastrnn
+from helpers import (BACKENDS, CELL_VARIANTS, assert_close, assert_same_results,
+                     fastrnn_results, flat_state, make_stack, numeric_gradient, relative_error,
+                     stack_problem, torch_results, torch_stack)
+
+STACKS = [(1, False), (1, True), (2, False), (3, True)]   # (num_layers, bidirectional)
+
+
+def stack_id(stack):
+    return f"L{stack[0]}-{'bi' if stack[1] else 'uni'}"
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+# -- parameters -------------------------------------------------------------------
+
+
+def test_one_layer_weights_of_a_seed_are_those_of_fastrnn_0_1():
+    # sha256 of the state_dict's bytes and two entries, computed with fastrnn 0.1.0:
+    # checkpoints, seeds and accuracy figures of one-layer runs stay valid.
+    expected = {"rnn": ("330b65e3b2c738f2", 0.33213603496551514),
+                "lstm": ("dde4a287a3c41b08", 0.03434276580810547),
+                "gru": ("f08bb632133ad02a", 0.40333136916160583)}
+    for variant, (digest, last_bias) in expected.items():
+        state = make_stack(variant, 3, 5, backend="numpy", dtype=np.float32, seed=7).state_dict()
+        assert hashlib.sha256(b"".join(v.tobytes() for v in state.values())).hexdigest()[:16] \
+            == digest, variant
+        assert float(state["weight_ih_l0"][0, 0]) == 0.11188878864049911
+        assert float(state["bias_hh_l0"][-1]) == last_bias
+    model = fastrnn.SequenceClassifier(3, 5, 4, seed=7, backend="numpy")
+    params = model.parameters()
+    assert hashlib.sha256(b"".join(params[k].tobytes() for k in sorted(params))).hexdigest()[
+        :16] == "be410914cec97647"
+
+
+@pytest.mark.parametrize("stack", [(3, True), (2, False)], ids=stack_id)
+@pytest.mark.parametrize("variant", sorted(CELL_VARIANTS))
+def test_a_torch_state_dict_of_any_stack_loads_unchanged_and_gives_torchs_results(
+        backend, variant, stack):
+    T, B, I, H = 5, 3, 4, 7
+    module = torch_stack(variant, I, H, *stack, seed=11)
+    layer = make_stack(variant, I, H, *stack, backend=backend)
+    state_dict = {k: v.numpy() for k, v in module.state_dict().items()}
+    layer.load_state_dict(state_dict)
+    assert list(layer.state_dict()) == list(state_dict)
+    for key, value in layer.state_dict().items():
+        assert value.shape == state_dict[key].shape and value.dtype == np.float64
+    problem = stack_problem(variant, T, B, I, H, *stack, seed=2)
+    assert_same_results(fastrnn_results(layer, *problem), torch_results(module, *problem),
+                        np.float64)
+
+
+@pytest.mark.parametrize("variant", sorted(CELL_VARIANTS))
+def test_parameters_are_drawn_like_torchs_in_state_dict_order(backend, variant):
+    pytest.importorskip("torch")
+    H, L = 16, 3
+    layer = make_stack(variant, 5, H, L, True, backend=backend, dtype=np.float32, seed=3)
+    module = torch_stack(variant, 5, H, L, True)
+    assert {k: v.shape for k, v in layer.state_dict().items()} == \
+        {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    bound = 1 / np.sqrt(H)
+    values = []
+    for key, value in layer.parameters().items():
+        value = value.copy()
+        if variant == "lstm" and key.startswith("bias_ih"):
+            value[H:2 * H] -= 1.0   # forget_bias=1.0, in every layer and direction
+        assert np.abs(value).max() <= bound, key
+        values.append(value.ravel())
+    values = np.concatenate(values)   # thousands of draws: they fill U(-bound, bound)
+    assert np.abs(values).max() > 0.99 * bound and abs(values.mean()) < 0.05 * bound
+    again = make_stack(variant, 5, H, L, True, backend=backend, dtype=np.float32, seed=3)
+    for key, value in again.state_dict().items():
+        np.testing.assert_array_equal(value, layer.state_dict()[key])
+
+
+# -- every backend against the reference and torch --------------------------------
+
+
+@pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
+@pytest.mark.parametrize("stack", STACKS, ids=stack_id)
+@pytest.mark.parametrize("T,B,I,H", [(1, 1, 1, 1), (4, 1, 3, 5), (6, 3, 2, 17)],
+                         ids=lambda v: str(v))
+@pytest.mark.parametrize("variant", sorted(CELL_VARIANTS))
+def test_stacks_match_torch_and_the_reference(backend, variant, T, B, I, H, stack,
+                                              batch_first):
+    pytest.importorskip("torch")
+    module = torch_stack(variant, I, H, *stack, batch_first=batch_first, seed=T + H)
+    state_dict = {k: v.numpy() for k, v in module.state_dict().items()}
+    problem = stack_problem(variant, T, B, I, H, *stack, batch_first=batch_first, seed=B)
+    want = torch_results(module, *problem)
+    for dtype in (np.float64, np.float32):
+        layer = make_stack(variant, I, H, *stack, backend=backend, dtype=dtype,
+                           batch_first=batch_first)
+        layer.load_state_dict(state_dict)
+        cast = [tuple(np.asarray(a, dtype) for a in flat_state(v)) if isinstance(v, tuple)
+                else np.asarray(v, dtype) for v in problem]
+        got = fastrnn_results(layer, *cast)
+        if dtype == np.float64:
+            assert_same_results(got, want, dtype)
+        else:   # float32: against the reference in float32
+            reference = make_stack(variant, I, H, *stack, backend="numpy", dtype=dtype,
+                                   batch_first=batch_first)
+            reference.load_state_dict(state_dict)
+            assert_same_results(got, fastrnn_results(reference, *cast), dtype)
+
+
+@pytest.mark.parametrize("variant", sorted(CELL_VARIANTS))
+def test_state_is_laid_out_as_torchs_and_one_layer_takes_b_by_h(backend, variant):
+    T, B, I, H = 3, 2, 4, 5
+    layer = make_stack(variant, I, H, 2, True, backend=backend)
+    x, state, dy, dstate = stack_problem(variant, T, B, I, H, 2, True)
+    y, final = layer.forward(x, state)
+    assert y.shape == (B, T, 2 * H)
+    assert [s.shape for s in flat_state(final)] == [(4, B, H)] * len(flat_state(state))
+    _, dstate0 = layer.backward(dy, dstate)
+    assert [s.shape for s in flat_state(dstate0)] == [(4, B, H)] * len(flat_state(state))
+    # the last layer's forward direction ends at y[:, -1], the reverse one at y[:, 0]
+    np.testing.assert_array_equal(flat_state(final)[0][2], y[:, -1, :H])
+    np.testing.assert_array_equal(flat_state(final)[0][3], y[:, 0, H:])
+
+    single = make_stack(variant, I, H, backend=backend)
+    x, state, _, _ = stack_problem(variant, T, B, I, H)
+    y_full, final_full = single.forward(x, state)
+    y_flat, final_flat = single.forward(x, tuple(s[0] for s in flat_state(state))
+                                        if variant == "lstm" else state[0])
+    np.testing.assert_array_equal(y_flat, y_full)
+    for a, b in zip(flat_state(final_flat), flat_state(final_full)):
+        assert a.shape == (1, B, H)
+        np.testing.assert_array_equal(a, b)
+
+
+def test_results_are_deterministic_for_a_thread_count(backend, threads):
+    x, state, dy, dstate = stack_problem("lstm", 9, 6, 5, 19, 2, True, dtype=np.float32)
+    runs = []
+    for _ in range(2):
+        layer = make_stack("lstm", 5, 19, 2, True, backend=backend, dtype=np.float32,
+                           dropout=0.3, seed=4)
+        got = fastrnn_results(layer, x, state, dy, dstate, lengths=[9, 1, 4, 9, 2, 7])
+        runs.append([got["y"], got["dx"], *got["state_T"], *got["dstate0"],
+                     *got["grads"].values()])
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
+# -- dropout --------------------------------------------------------------------------
+
+
+def see_through_stack(backend, p, seed=0):
+    """A 2-layer tanh RNN whose layer 1 shows what it was given: W_ih = identity, no
+    recurrence, no bias, so its y is tanh(mask * y0) for layer 0's output y0; and a
+    one-layer twin of layer 0 that gives y0."""
+    layer = make_stack("rnn", 4, 32, 2, backend=backend, dropout=p, seed=seed)
+    params = layer.parameters()
+    params["weight_ih_l1"][...] = np.eye(32)
+    for key in ("weight_hh_l1", "bias_ih_l1", "bias_hh_l1"):
+        params[key][...] = 0.0
+    twin = make_stack("rnn", 4, 32, backend=backend)
+    twin.load_state_dict({key: value for key, value in layer.state_dict().items()
+                          if key.endswith("_l0")})
+    return layer, twin
+
+
+def test_dropout_keeps_outputs_with_probability_one_minus_p_and_scales_them(backend):
+    p = 0.3
+    layer, twin = see_through_stack(backend, p)
+    x = np.random.default_rng(0).standard_normal((40, 25, 4))
+    y, _ = layer.forward(x)
+    y0, _ = twin.forward(x, training=False)
+    kept = y != 0
+    assert abs(kept.mean() - (1 - p)) < 0.012   # 32000 draws: 5 standard deviations
+    np.testing.assert_allclose(np.arctanh(y[kept]), y0[kept] / (1 - p), rtol=1e-9)
+
+
+def test_dropout_acts_in_training_only_and_the_same_seed_gives_the_same_masks(backend):
+    x = np.random.default_rng(1).standard_normal((3, 6, 4))
+    plain, _ = see_through_stack(backend, 0.0, seed=5)[0].forward(x)
+    inference, _ = see_through_stack(backend, 0.5, seed=5)[0].forward(x, training=False)
+    np.testing.assert_array_equal(inference, plain)
+    first, second = see_through_stack(backend, 0.5, seed=5)[0], \
+        see_through_stack(backend, 0.5, seed=5)[0]
+    draws = []
+    for _ in range(2):   # the masks of the first forward, then of the second
+        y1, _ = first.forward(x)
+        y2, _ = second.forward(x)
+        np.testing.assert_array_equal(y1, y2)
+        draws.append(y1 != 0)
+    assert not np.array_equal(*draws)   # each forward draws masks of its own
+    assert not np.array_equal(draws[0], see_through_stack(backend, 0.5, seed=6)[0].forward(
+        x)[0] != 0)
+
+
+def test_dropout_backward_uses_the_forwards_masks_and_matches_finite_differences(backend):
+    T, B, I, H = 4, 3, 2, 5
+    x, state, dy, dstate = stack_problem("lstm", T, B, I, H, 3, True, seed=3)
+    params = make_stack("lstm", I, H, 3, True, backend="numpy", seed=2).state_dict()
+
+    def loss():
+        # a new layer of the same seed: its first forward draws the same masks
+        layer = make_stack("lstm", I, H, 3, True, backend=backend, dropout=0.4, seed=2)
+        layer.load_state_dict(params)
+        y, final = layer.forward(x, state)
+        return float(np.sum(y * dy)) + sum(float(np.sum(s * d))
+                                           for s, d in zip(final, dstate))
+
+    layer = make_stack("lstm", I, H, 3, True, backend=backend, dropout=0.4, seed=2)
+    layer.load_state_dict(params)
+    layer.forward(x, state)
+    layer.forward(x, state)   # the second forward's masks differ from the first's ...
+    assert loss() != pytest.approx(float(np.sum(layer.forward(x, state)[0] * dy)) + sum(
+        float(np.sum(s * d)) for s, d in zip(layer.forward(x, state)[1], dstate)))
+    layer = make_stack("lstm", I, H, 3, True, backend=backend, dropout=0.4, seed=2)
+    layer.load_state_dict(params)
+    layer.forward(x, state)   # ... so the gradients are the first forward's
+    dx, dstate0 = layer.backward(dy, dstate)
+    analytic = {"x": dx, "h0": dstate0[0], **layer.grads}
+    for name, array in {"x": x, "h0": state[0], "weight_hh_l1": params["weight_hh_l1"],
+                        "bias_ih_l2_reverse": params["bias_ih_l2_reverse"],
+                        "weight_ih_l1_reverse": params["weight_ih_l1_reverse"]}.items():
+        assert relative_error(analytic[name], numeric_gradient(loss, array)) < 1e-6, name
+
+
+# -- step() --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", sorted(CELL_VARIANTS))
+def test_step_runs_every_layer_and_ends_where_forward_ends(backend, variant):
+    T, B, I, H = 5, 2, 3, 7
+    layer = make_stack(variant, I, H, 3, backend=backend, dropout=0.5, seed=1)
+    x, state, _, _ = stack_problem(variant, T, B, I, H, 3)
+    y, final = layer.forward(x, state, training=False)
+    s = state
+    for t in range(T):
+        s = layer.step(x[:, t], s)
+        assert_close(flat_state(s)[0][-1], y[:, t], "output", np.float64, f"h_{t + 1}")
+    for got, want in zip(flat_state(s), flat_state(final)):
+        assert got.shape == (3, B, H)
+        assert_close(got, want, "output", np.float64, "state_T")
+
+
+# -- errors ---------------------------------------------------------------------------
+
+
+def test_step_on_a_bidirectional_layer_says_to_use_forward(backend):
+    layer = make_stack("gru", 3, 4, bidirectional=True, backend=backend)
+    with pytest.raises(ValueError, match=r"bidirectional.*forward\(x\)"):
+        layer.step(np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("dropout, error", [(-0.1, ValueError), (1.0, ValueError),
+                                            (float("nan"), ValueError), ("0.5", TypeError),
+                                            (None, TypeError), (True, TypeError)])
+def test_dropout_outside_zero_to_one_or_not_a_number_is_refused(dropout, error):
+    for variant in CELL_VARIANTS:
+        with pytest.raises(error, match=r"dropout must .*\[0, 1\)"):
+            make_stack(variant, 3, 4, 2, dropout=dropout, backend="numpy")
+
+
+@pytest.mark.parametrize("num_layers", [0, -1, 1.5, True, "2"])
+def test_num_layers_below_one_or_not_an_integer_is_refused(num_layers):
+    with pytest.raises(ValueError, match="num_layers must be a positive integer"):
+        make_stack("lstm", 3, 4, num_layers, backend="numpy")
+
+
+def test_nonlinearity_other_than_tanh_or_relu_is_refused():
+    with pytest.raises(ValueError, match=r"nonlinearity must be 'tanh' or 'relu'"):
+        fastrnn.RNN(3, 4, nonlinearity="sigmoid")
+
+
+@pytest.mark.parametrize("variant", sorted(CELL_VARIANTS))
+def test_a_state_of_the_wrong_layout_names_the_expected_one(backend, variant):
+    layer = make_stack(variant, 3, 4, 2, True, backend=backend)
+    x = np.zeros((5, 6, 3))
+    wrong = np.zeros((5, 4))   # (B, H) is for one layer and direction only
+    pair = (lambda h: (h, np.zeros((4, 5, 4)))) if variant == "lstm" else (lambda h: h)
+    with pytest.raises(ValueError, match=r"h0 must have shape \(num_layers \* "
+                                         r"num_directions, B, H\) = \(4, 5, 4\)"):
+        layer.forward(x, pair(wrong))
+    with pytest.raises(ValueError, match=r"= \(4, 5, 4\)"):
+        layer.forward(x, pair(np.zeros((2, 5, 4))))
+    layer.forward(x)
+    with pytest.raises(ValueError, match=r"dh_T.*= \(4, 5, 4\)"):
+        layer.backward(None, pair(np.zeros((4, 5, 3))))
+    with pytest.raises(ValueError, match=r"dy must have shape \(5, 6, 8\)"):
+        layer.backward(np.zeros((5, 6, 4)))
