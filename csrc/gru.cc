@@ -44,7 +44,7 @@ struct GruCell : CellBase<Real> {
     return out;
   }
 
-  static void forward_row(const ForwardArgs<Real>& p, const ForwardRow<Real>& r, RowIO<Real>& io) {
+  FASTRNN_CELL_ROW void forward_row(const ForwardArgs<Real>& p, const ForwardRow<Real>& r, RowIO<Real>& io) {
     const size_t H = p.H, row = r.row * H + r.u0;
     const bool training = p.saved != nullptr;
     const Real* h_prev = io.in(r.h_prev);
@@ -89,7 +89,7 @@ struct GruCell : CellBase<Real> {
     std::memset(p.dh0, 0, p.B * p.H * sizeof(Real));
   }
 
-  static void backward_row(const BackwardArgs<Real>& p, const BackwardRow<Real>& r,
+  FASTRNN_CELL_ROW void backward_row(const BackwardArgs<Real>& p, const BackwardRow<Real>& r,
                            RowIO<Real>& io) {
     const size_t H = p.H, row = r.row * H + r.u0;
     const Real* saved_in[4];  // r, z, n, hn

@@ -43,7 +43,7 @@ struct LstmCell : CellBase<Real> {
         std::memcpy(p.cT + b * p.H, c_all(p) + (step_offset(p, t) + b) * p.H, p.H * sizeof(Real));
   }
 
-  static void forward_row(const ForwardArgs<Real>& p, const ForwardRow<Real>& r, RowIO<Real>& io) {
+  FASTRNN_CELL_ROW void forward_row(const ForwardArgs<Real>& p, const ForwardRow<Real>& r, RowIO<Real>& io) {
     const size_t H = p.H, row = r.row * H + r.u0, state = r.b * H + r.u0;
     const bool training = p.saved != nullptr;
     const Real* c_prev = !training ? p.cT + state
@@ -88,7 +88,7 @@ struct LstmCell : CellBase<Real> {
     std::memcpy(p.dc0, p.dcT, p.B * p.H * sizeof(Real));
   }
 
-  static void backward_row(const BackwardArgs<Real>& p, const BackwardRow<Real>& r,
+  FASTRNN_CELL_ROW void backward_row(const BackwardArgs<Real>& p, const BackwardRow<Real>& r,
                            RowIO<Real>& io) {
     const size_t H = p.H, row = r.row * H + r.u0;
     const Real* gates_in[G];

@@ -9,6 +9,7 @@ batch is packed once per forward (`_Packed`) and every layer works on the tokens
 """
 
 import copy
+import functools
 import numbers
 
 import numpy as np
@@ -76,10 +77,18 @@ def parameter_shapes(gates, input_size, hidden_size, num_layers=1, bidirectional
     return shapes
 
 
+@functools.lru_cache(maxsize=None)   # the names are built once, not at every call
 def _keys(k, direction):
     suffix = "_reverse" if direction else ""
     return tuple(f"{name}_l{k}{suffix}" for name in ("weight_ih", "weight_hh", "bias_ih",
                                                     "bias_hh"))
+
+
+@functools.lru_cache(maxsize=None)
+def _state_labels(state_names, what):
+    """How errors name each state array: h0, c0 or dstate (dh_T), dstate (dc_T)."""
+    return tuple(f"{name}0" if what == "state" else f"dstate (d{name}_T)"
+                 for name in state_names)
 
 
 def check_dropout(dropout):
@@ -260,7 +269,8 @@ class _Recurrent:
     bias_hh = property(lambda self: self._params["bias_hh_l0"])
 
     def _kernel_weights(self, k, direction):
-        w_ih, w_hh, b_ih, b_hh = (self._params[key] for key in _keys(k, direction))
+        params = self._params
+        w_ih, w_hh, b_ih, b_hh = [params[key] for key in _keys(k, direction)]
         # b_ih + b_hh, summed once per call, where the cell's kernels take one bias
         return (w_ih, w_hh, b_ih + b_hh) if self.sums_biases else (w_ih, w_hh, b_ih, b_hh)
 
@@ -328,8 +338,7 @@ class _Recurrent:
     def _states(self, value, batch, what):
         """The tuple of state arrays (h, or h and c) from a `what` ("state" or "dstate")
         as the user gives it."""
-        names = [f"{name}0" if what == "state" else f"dstate (d{name}_T)"
-                 for name in self.state_names]
+        names = _state_labels(self.state_names, what)
         if len(names) == 1:
             return (self._state_array(value, batch, names[0]),)
         if value is None:
@@ -396,7 +405,7 @@ class _Recurrent:
             for direction in range(D):
                 i = k * D + direction
                 x = inputs if direction == 0 else np.ascontiguousarray(inputs[batch.reverse])
-                s0 = tuple(batch.sort(s[i]) for s in states0)
+                s0 = [batch.sort(s[i]) for s in states0]
                 weights = self._kernel_weights(k, direction)
                 y, *more_finals, saved = self._forward_kernel(x, *s0, *weights, training,
                                                               **batch.kernel_options)
