@@ -44,7 +44,7 @@ struct GruCell : CellBase<Real> {
     return out;
   }
 
-  FASTRNN_CELL_ROW void forward_row(const ForwardArgs<Real>& p, const ForwardRow<Real>& r, RowIO<Real>& io) {
+  FASTRNN_CELL_ROW void forward_row(const ForwardArgs<Real>& p, const ForwardRow<Real>& r, IO& io) {
     const size_t H = p.H, row = r.row * H + r.u0;
     const bool training = p.saved != nullptr;
     const Real* h_prev = io.in(r.h_prev);
@@ -56,7 +56,7 @@ struct GruCell : CellBase<Real> {
       saved_out[3] = io.out(hn_all(p) + row);
     }
     // Read again only by BPTT, after the whole forward: past the caches.
-    const bool stream = io.full();
+    constexpr bool stream = IO::kFull;
     for (size_t l = 0; l < NR; l += L) {
       V rg = A::sigmoid(vload<V>(r.sums + 0 * NR + l) + vload<V>(r.bias[0] + l));
       V z = A::sigmoid(vload<V>(r.sums + 1 * NR + l) + vload<V>(r.bias[1] + l));
@@ -90,7 +90,7 @@ struct GruCell : CellBase<Real> {
   }
 
   FASTRNN_CELL_ROW void backward_row(const BackwardArgs<Real>& p, const BackwardRow<Real>& r,
-                           RowIO<Real>& io) {
+                           IO& io) {
     const size_t H = p.H, row = r.row * H + r.u0;
     const Real* saved_in[4];  // r, z, n, hn
     for (size_t gate = 0; gate < G; ++gate)

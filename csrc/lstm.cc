@@ -43,7 +43,7 @@ struct LstmCell : CellBase<Real> {
         std::memcpy(p.cT + b * p.H, c_all(p) + (step_offset(p, t) + b) * p.H, p.H * sizeof(Real));
   }
 
-  FASTRNN_CELL_ROW void forward_row(const ForwardArgs<Real>& p, const ForwardRow<Real>& r, RowIO<Real>& io) {
+  FASTRNN_CELL_ROW void forward_row(const ForwardArgs<Real>& p, const ForwardRow<Real>& r, IO& io) {
     const size_t H = p.H, row = r.row * H + r.u0, state = r.b * H + r.u0;
     const bool training = p.saved != nullptr;
     const Real* c_prev = !training ? p.cT + state
@@ -57,7 +57,7 @@ struct LstmCell : CellBase<Real> {
       for (size_t gate = 0; gate < G; ++gate)
         gates_out[gate] = io.out(gates(p) + r.row * G * H + gate * H + r.u0);
     // Read again only by BPTT, after the whole forward: past the caches.
-    const bool stream = io.full();
+    constexpr bool stream = IO::kFull;
     for (size_t l = 0; l < NR; l += L) {
       V i = A::sigmoid(vload<V>(r.sums + 0 * NR + l) + vload<V>(r.bias[0] + l));
       V f = A::sigmoid(vload<V>(r.sums + 1 * NR + l) + vload<V>(r.bias[1] + l));
@@ -89,7 +89,7 @@ struct LstmCell : CellBase<Real> {
   }
 
   FASTRNN_CELL_ROW void backward_row(const BackwardArgs<Real>& p, const BackwardRow<Real>& r,
-                           RowIO<Real>& io) {
+                           IO& io) {
     const size_t H = p.H, row = r.row * H + r.u0;
     const Real* gates_in[G];
     for (size_t gate = 0; gate < G; ++gate)

@@ -61,28 +61,35 @@ struct GatePanel {
   Reads reads;
 };
 
-// The per-unit arrays a cell reads and writes for one row of a block. A full
-// block is read and written in place; the last, partial one (units < NR) goes
-// through zero-padded staging, so a cell's vector code always runs on NR lanes
-// and the padding lanes of everything it computes stay exactly zero.
-template <class Real, int Slots = 8>
-class RowIO {
- public:
-  static constexpr size_t NR = Tile<Real>::NR;
-  explicit RowIO(size_t units) : units_(units) {}
-  RowIO(const RowIO&) = delete;
-  RowIO& operator=(const RowIO&) = delete;
+// The per-unit arrays a cell reads and writes for one row of a block: a
+// cell's row functions take one of two IO types, and the driver picks by the
+// block. A full block is read and written in place (InPlaceRow: no copies, no
+// branches); the last, partial one (units < NR) goes through zero-padded
+// staging (StagedRow), so a cell's vector code always runs on NR lanes and the
+// padding lanes of everything it computes stay exactly zero.
+template <class Real>
+struct InPlaceRow {
+  static constexpr bool kFull = true;
+  const Real* in(const Real* p) { return p; }
+  Real* out(Real* p) { return p; }
+  Real* in_out(Real* p) { return p; }  // a state updated in place
+};
 
-  bool full() const { return units_ == NR; }
+template <class Real, int Slots = 8>
+class StagedRow {
+ public:
+  static constexpr bool kFull = false;
+  static constexpr size_t NR = Tile<Real>::NR;
+  explicit StagedRow(size_t units) : units_(units) {}
+  StagedRow(const StagedRow&) = delete;
+  StagedRow& operator=(const StagedRow&) = delete;
 
   const Real* in(const Real* p) {
-    if (full()) return p;
     Real* s = slot();
     stage(s, p, units_);
     return s;
   }
   Real* out(Real* p) {
-    if (full()) return p;
     pending_[pending_count_] = p;
     Real* s = slot();
     pending_slot_[pending_count_++] = s;
@@ -91,10 +98,10 @@ class RowIO {
   // A state updated in place: read, then written back.
   Real* in_out(Real* p) {
     Real* s = out(p);
-    if (!full()) stage(s, p, units_);
+    stage(s, p, units_);
     return s;
   }
-  // Copies the staged outputs of a partial block out (nothing for a full one).
+  // Copies the staged outputs out.
   void finish() {
     for (int i = 0; i < pending_count_; ++i)
       std::memcpy(pending_[i], pending_slot_[i], units_ * sizeof(Real));
@@ -114,6 +121,20 @@ class RowIO {
   Real* pending_slot_[Slots];
   alignas(64) Real staging_[Slots][NR];
 };
+
+// Runs row(io) with the IO type the block needs: in place when its `units`
+// fill NR lanes, else staged and copied out.
+template <class Real, class RowFn>
+__attribute__((always_inline)) inline void with_row_io(size_t units, RowFn&& row) {
+  if (units == Tile<Real>::NR) {
+    InPlaceRow<Real> io;
+    row(io);
+  } else {
+    StagedRow<Real> io(units);
+    row(io);
+    io.finish();
+  }
+}
 
 // Rows of the step-major arrays: step t runs rows [0, step_batch(p, t)),
 // stored from row step_offset(p, t) on (t*B without a packed batch).
@@ -153,7 +174,7 @@ struct BackwardRow {
 // A cell's row functions run once per row of every step: forced inline into
 // the driver's loop (GCC left the LSTM's forward row out of line, which cost
 // 3-4% of the origin shape's forward).
-#define FASTRNN_CELL_ROW __attribute__((always_inline)) static inline
+#define FASTRNN_CELL_ROW template <class IO> __attribute__((always_inline)) static inline
 
 // Vector stores of what BPTT reads again only after the whole forward go past
 // the caches (vstream), into staging as plain stores.
@@ -353,8 +374,9 @@ void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t sl
 
 // Cell interface (a CellBase<Real> with; see rnn.cc for the smallest cell):
 //   G (gates) and kPanels (GatePanel[]), its own;
-//   forward_row(p, ForwardRow, RowIO&): the elementwise forward of one row;
-//   backward_row(p, BackwardRow, RowIO&): one row's elementwise BPTT step;
+//   forward_row(p, ForwardRow, IO&): the elementwise forward of one row;
+//   backward_row(p, BackwardRow, IO&): one row's elementwise BPTT step
+//   (templates on IO: InPlaceRow or StagedRow);
 // and where it differs from CellBase's defaults:
 //   kInputOnlyGates (E above);
 //   kFoldsBiases, panel_biases(p, Real* out): one H-row of bias per panel,
@@ -432,7 +454,7 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
         for (size_t pp = 0; pp < P; ++pp) {
           bias[pp] = biases + pp * H + u0;
           if (nu < NR) {
-            RowIO<Real>::stage(edge_bias[pp], bias[pp], nu);
+            StagedRow<Real>::stage(edge_bias[pp], bias[pp], nu);
             bias[pp] = edge_bias[pp];
           }
         }
@@ -444,11 +466,9 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
         // The cell on rows [r0, r0 + m) once their gate sums are complete.
         auto update_rows = [&](size_t r0, size_t m) {
           for (size_t b = r0; b < r0 + m; ++b) {
-            RowIO<Real> io(nu);
-            Cell::forward_row(p, ForwardRow<Real>{row0 + b, prev0 + b, b, u0, t == 0,
-                                                  h_prev + b * H + u0, tiles + b * P * NR, bias},
-                              io);
-            io.finish();
+            const ForwardRow<Real> row{row0 + b, prev0 + b, b, u0, t == 0,
+                                       h_prev + b * H + u0, tiles + b * P * NR, bias};
+            with_row_io<Real>(nu, [&](auto& io) { Cell::forward_row(p, row, io); });
           }
         };
         if (panel_outer) {
@@ -546,17 +566,15 @@ void recurrence_backward(const BackwardArgs<typename Cell::Real>& p) {
             panels_tile(from_next, Q, da_hh + (step_rows(t + 1) + r0) * NR, slabs,
                         w + (hb - hb0) * Q * NR * NR, TileOut<Real>{tile, NR, false});
           for (size_t r = from_next; r < m; ++r)
-            RowIO<Real>::stage(tile + r * NR, p.dhT + (r0 + r) * H + u0, nu);
+            StagedRow<Real>::stage(tile + r * NR, p.dhT + (r0 + r) * H + u0, nu);
           for (size_t r = 0; r < m; ++r) {
             const size_t b = r0 + r;
             Real* da_out[G + E];
             for (size_t group = 0; group < G + E; ++group)
               da_out[group] = da + (group * hidden_blocks + hb) * slabs + (step_rows(t) + b) * NR;
-            RowIO<Real> io(nu);
-            Cell::backward_row(p, BackwardRow<Real>{row0 + b, prev0 + b, b, u0, t == 0,
-                                                    h_prev + b * H + u0, tile + r * NR, da_out},
-                               io);
-            io.finish();
+            const BackwardRow<Real> row{row0 + b, prev0 + b, b, u0, t == 0,
+                                        h_prev + b * H + u0, tile + r * NR, da_out};
+            with_row_io<Real>(nu, [&](auto& io) { Cell::backward_row(p, row, io); });
           }
         }
       }

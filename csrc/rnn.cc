@@ -23,7 +23,7 @@ struct RnnCell : CellBase<Real> {
   static constexpr GatePanel kPanels[] = {{0, Reads::x_and_h}};
 
   // y (T, B, H) <- h_t.
-  FASTRNN_CELL_ROW void forward_row(const ForwardArgs<Real>& p, const ForwardRow<Real>& r, RowIO<Real>& io) {
+  FASTRNN_CELL_ROW void forward_row(const ForwardArgs<Real>& p, const ForwardRow<Real>& r, IO& io) {
     Real* h = io.out(p.y + r.row * p.H + r.u0);
     for (size_t l = 0; l < NR; l += L) {
       const V a = vload<V>(r.sums + l) + vload<V>(r.bias[0] + l);
@@ -39,7 +39,7 @@ struct RnnCell : CellBase<Real> {
   //   dh   = da_t W_hh           (carried to t-1)        (3)  the driver
 
   FASTRNN_CELL_ROW void backward_row(const BackwardArgs<Real>& p, const BackwardRow<Real>& r,
-                           RowIO<Real>& io) {
+                           IO& io) {
     const size_t row = r.row * p.H + r.u0;
     const Real* h_in = io.in(p.y + row);
     const Real* dy_in = p.dy != nullptr ? io.in(p.dy + row) : nullptr;
