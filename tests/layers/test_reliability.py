@@ -5,7 +5,7 @@ import threading
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import fastrnn
@@ -45,6 +45,10 @@ def test_any_layout_and_dtype_agrees_with_reference(backend, case):
     y, final = layer.forward(x)
     y_ref, final_ref = ref.forward(np.ascontiguousarray(x, dtype=np.float32))
     assert_close(y, y_ref, "output", np.float32, "y")
+    # Where |h| is within 1e-3 of 1, 1 - h^2 of a float32 h keeps too few digits for
+    # two correct tanh implementations to agree to 1e-4 in the gradient (one ulp of
+    # h moves it by 1e-4 relative): that regime is test_saturating_inputs_... below.
+    assume(float(np.abs(y_ref).max()) < 0.999)
     dy = np.ones(y.shape, np.float32)
     dx, _ = layer.backward(dy)
     dx_ref, _ = ref.backward(dy)
