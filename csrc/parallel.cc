@@ -37,6 +37,28 @@ struct ThreadScratch {
   Scratch slot[kScratchSlots];
 };
 
+// Grows s to at least `bytes` (the old contents are not kept).
+void grow(Scratch& s, size_t bytes) {
+  if (s.bytes >= bytes) return;
+  void* p = aligned_malloc(bytes);
+  aligned_free(s.ptr, s.bytes);
+  s.ptr = p;
+  s.bytes = bytes;
+}
+
+// A job of one thread runs inline on the calling thread, outside the pool: it
+// takes no lock and works in that thread's own scratch, so kernels called
+// with one thread from different threads (the two directions of a
+// bidirectional layer) run at the same time.
+struct CallerScratch {
+  ThreadScratch scratch;
+  ~CallerScratch() {
+    for (Scratch& s : scratch.slot) aligned_free(s.ptr, s.bytes);
+  }
+};
+thread_local CallerScratch caller_scratch;
+thread_local bool in_inline_job = false;
+
 class Pool {
  public:
   ~Pool() { stop_workers(); }
@@ -93,14 +115,7 @@ class Pool {
   void reserve(int nthreads, int slot, size_t bytes) {
     std::lock_guard<std::mutex> job_lock(job_mutex_);
     if (scratch_.size() < static_cast<size_t>(nthreads)) scratch_.resize(nthreads);
-    for (int t = 0; t < nthreads; ++t) {
-      Scratch& s = scratch_[t].slot[slot];
-      if (s.bytes >= bytes) continue;
-      void* p = aligned_malloc(bytes);
-      aligned_free(s.ptr, s.bytes);
-      s.ptr = p;
-      s.bytes = bytes;
-    }
+    for (int t = 0; t < nthreads; ++t) grow(scratch_[t].slot[slot], bytes);
   }
 
   void* scratch(int tid, int slot) { return scratch_[tid].slot[slot].ptr; }
@@ -172,11 +187,31 @@ Pool& pool() {
 
 }  // namespace
 
-void parallel_run(int nthreads, TaskFn fn, void* context) { pool().run(nthreads, fn, context); }
-void parallel_barrier() { pool().barrier(); }
+void parallel_run(int nthreads, TaskFn fn, void* context) {
+  if (nthreads > 1) {
+    pool().run(nthreads, fn, context);
+    return;
+  }
+  in_inline_job = true;
+  fn(context, 0, 1);
+  in_inline_job = false;
+}
+
+void parallel_barrier() {
+  if (!in_inline_job) pool().barrier();
+}
+
 void set_pool_threads(int n) { pool().set_threads(n < 1 ? 1 : n); }
 int get_pool_threads() { return pool().threads(); }
-void reserve_scratch(int nthreads, int slot, size_t bytes) { pool().reserve(nthreads, slot, bytes); }
-void* scratch(int tid, int slot) { return pool().scratch(tid, slot); }
+
+void reserve_scratch(int nthreads, int slot, size_t bytes) {
+  if (nthreads > 1) pool().reserve(nthreads, slot, bytes);
+  else grow(caller_scratch.scratch.slot[slot], bytes);
+}
+
+void* scratch(int tid, int slot) {
+  if (in_inline_job) return caller_scratch.scratch.slot[slot].ptr;
+  return pool().scratch(tid, slot);
+}
 
 }  // namespace fastrnn

@@ -19,7 +19,9 @@ namespace fastrnn {
 using TaskFn = void (*)(void* context, int tid, int nthreads);
 
 // Runs fn(context, tid, nthreads) for tid = 0..nthreads-1 (nthreads clipped
-// to the pool size) and returns when all are done. fn must not throw.
+// to the pool size) and returns when all are done. fn must not throw. A job
+// of one thread runs inline on the caller, outside the pool and its lock, in
+// the caller's own scratch: such jobs from different threads run at once.
 void parallel_run(int nthreads, TaskFn fn, void* context);
 
 // Inside a job: waits until every thread of the job has arrived.
@@ -30,8 +32,9 @@ void set_pool_threads(int n);
 int get_pool_threads();
 
 // Per-thread scratch memory, 64-byte aligned, kept between calls. Reserve
-// from the calling thread before a job (it may throw std::bad_alloc); inside
-// the job, thread tid reads its pointer without allocating.
+// from the calling thread before a job of as many threads (it may throw
+// std::bad_alloc); inside the job, thread tid reads its pointer without
+// allocating.
 void reserve_scratch(int nthreads, int slot, size_t bytes);
 void* scratch(int tid, int slot);
 constexpr int kScratchSlots = 4;

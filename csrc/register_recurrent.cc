@@ -77,6 +77,7 @@ struct Call {
   const CellEntry& cell;
   py::dtype dt;
   Sizes s;
+  int threads = get_pool_threads();
   py::array x, h0, w_ih, w_hh, b, y, dhT;
   py::object c0 = py::none(), b_hh = py::none(), dy = py::none(), dcT = py::none();
 
@@ -104,6 +105,18 @@ struct Call {
     return checked(obj, name, dt, {cell.traits.G * s.H});
   }
   py::ssize_t dim(size_t n) const { return py::ssize_t(n); }
+  // threads=None: the pool's; else this call's own count, 1 to the pool's.
+  void set_threads(py::handle obj) {
+    if (obj.is_none()) return;
+    if (py::isinstance<py::bool_>(obj) || !py::isinstance<py::int_>(obj))
+      throw py::type_error("threads must be an int or None");
+    const long long n = obj.cast<long long>();
+    if (n < 1 || n > get_pool_threads())
+      throw py::value_error("threads must be between 1 and the pool's " +
+                            std::to_string(get_pool_threads()) + " (fastrnn.set_num_threads), got " +
+                            std::to_string(n));
+    threads = int(n);
+  }
 };
 
 // The data of an optional array argument, null where it is None.
@@ -130,7 +143,7 @@ py::tuple forward(const Call& c, bool training) {
                          ptr<Real>(c.w_ih), ptr<Real>(c.w_hh), ptr<Real>(c.b), maybe<Real>(c.b_hh),
                          s.offsets_or_null(), out_ptr<Real>(y), out_ptr_if<Real>(cell.cell_state, cT),
                          ws ? ws->saved<Real>() : nullptr, ws ? ws->x_saved<Real>() : nullptr,
-                         get_pool_threads()};
+                         c.threads};
   const KernelTable& k = kernels();
   run_kernel(table_entry<Real>(k.*c.cell.forward_f32, k.*c.cell.forward_f64), args);
   if (cell.cell_state) return py::make_tuple(y, cT, saved);
@@ -139,8 +152,9 @@ py::tuple forward(const Call& c, bool training) {
 
 py::tuple forward_entry(const CellEntry& cell, py::object x, py::object h0, py::object c0,
                         py::object w_ih, py::object w_hh, py::object b, py::object b_hh,
-                        bool training, py::object batch_sizes) {
+                        bool training, py::object batch_sizes, py::object threads) {
   Call c(cell, x, h0, batch_sizes);
+  c.set_threads(threads);
   if (cell.traits.cell_state) c.c0 = c.state(c0, "c0");
   c.weights(w_ih, w_hh);
   c.b = c.bias(b, cell.traits.separate_biases ? "b_ih" : "b");
@@ -193,7 +207,7 @@ py::tuple backward(const Call& c, const Workspace& ws, bool need_dx) {
                           need_dx ? out_ptr<Real>(dx_arr) : nullptr, out_ptr<Real>(dh0),
                           out_ptr_if<Real>(cell.cell_state, dc0), out_ptr<Real>(dw_ih),
                           out_ptr<Real>(dw_hh), out_ptr_if<Real>(cell.separate_biases, db_ih),
-                          out_ptr<Real>(db_hh), get_pool_threads()};
+                          out_ptr<Real>(db_hh), c.threads};
   const KernelTable& k = kernels();
   run_kernel(table_entry<Real>(k.*c.cell.backward_f32, k.*c.cell.backward_f64), args);
   if (cell.cell_state) return py::make_tuple(dx, dh0, dc0, dw_ih, dw_hh, db_hh);
@@ -204,8 +218,9 @@ py::tuple backward(const Call& c, const Workspace& ws, bool need_dx) {
 py::tuple backward_entry(const CellEntry& cell, py::object saved, py::object x, py::object h0,
                          py::object c0, py::object w_ih, py::object w_hh, py::object y,
                          py::object dy, py::object dhT, py::object dcT, bool need_dx,
-                         py::object batch_sizes) {
+                         py::object batch_sizes, py::object threads) {
   Call c(cell, x, h0, batch_sizes);
+  c.set_threads(threads);
   const Workspace& ws = checked_workspace(c, saved);
   if (cell.traits.cell_state) c.c0 = c.state(c0, "c0");
   c.weights(w_ih, w_hh);
@@ -221,24 +236,24 @@ void register_rnn(py::module_& m, const CellEntry& cell, const std::string& name
                   const std::string& nonlinearity) {
   m.def((name + "_forward").c_str(),
         [&cell](py::object x, py::object h0, py::object w_ih, py::object w_hh, py::object b,
-                bool training, py::object batch_sizes) {
+                bool training, py::object batch_sizes, py::object threads) {
           return forward_entry(cell, x, h0, py::none(), w_ih, w_hh, b, py::none(), training,
-                               batch_sizes);
+                               batch_sizes, threads);
         },
         py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b"),
-        py::arg("training") = true, py::kw_only(), py::arg("batch_sizes") = py::none(),
+        py::arg("training") = true, py::kw_only(), py::arg("batch_sizes") = py::none(), py::arg("threads") = py::none(),
         ("(y, saved) of the " + nonlinearity +
          " RNN for x (T, B, I), h0 (B, H), w_ih (H, I), w_hh (H, H), b (H,).").c_str());
   m.def((name + "_backward").c_str(),
         [&cell](py::object saved, py::object x, py::object h0, py::object w_ih, py::object w_hh,
                 py::object y, py::object dy, py::object dhT, bool need_dx,
-                py::object batch_sizes) {
+                py::object batch_sizes, py::object threads) {
           return backward_entry(cell, saved, x, h0, py::none(), w_ih, w_hh, y, dy, dhT,
-                                py::none(), need_dx, batch_sizes);
+                                py::none(), need_dx, batch_sizes, threads);
         },
         py::arg("saved"), py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"),
         py::arg("y"), py::arg("dy").none(true), py::arg("dhT"), py::arg("need_dx") = true,
-        py::kw_only(), py::arg("batch_sizes") = py::none(),
+        py::kw_only(), py::arg("batch_sizes") = py::none(), py::arg("threads") = py::none(),
         "(dx, dh0, dw_ih, dw_hh, db); dy may be None, dx is None unless need_dx.");
 }
 
@@ -259,49 +274,52 @@ void register_recurrent(py::module_& m) {
   // x may be any (T, B, I) view whose last axis is contiguous (see checked_x),
   // and a training forward keeps its own copy of x for the backward.
   m.attr("reads_x_views") = true;
+  // Calls with threads=1 from different Python threads run at the same time
+  // (a one-thread job runs inline, outside the pool; see parallel.h).
+  m.attr("concurrent_single_thread_calls") = true;
   register_rnn(m, kRnn, "rnn", "tanh");
   register_rnn(m, kRnnRelu, "rnn_relu", "ReLU");
   m.def("lstm_forward",
         [](py::object x, py::object h0, py::object c0, py::object w_ih, py::object w_hh,
-           py::object b, bool training, py::object batch_sizes) {
+           py::object b, bool training, py::object batch_sizes, py::object threads) {
           return forward_entry(kLstm, x, h0, c0, w_ih, w_hh, b, py::none(), training,
-                               batch_sizes);
+                               batch_sizes, threads);
         },
         py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"), py::arg("w_hh"),
         py::arg("b"), py::arg("training") = true, py::kw_only(),
-        py::arg("batch_sizes") = py::none(),
+        py::arg("batch_sizes") = py::none(), py::arg("threads") = py::none(),
         "(y, cT, saved) for x (T, B, I), h0, c0 (B, H), w_ih (4H, I), w_hh (4H, H), b (4H,).");
   m.def("lstm_backward",
         [](py::object saved, py::object x, py::object h0, py::object c0, py::object w_ih,
            py::object w_hh, py::object y, py::object dy, py::object dhT, py::object dcT,
-           bool need_dx, py::object batch_sizes) {
+           bool need_dx, py::object batch_sizes, py::object threads) {
           return backward_entry(kLstm, saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx,
-                                batch_sizes);
+                                batch_sizes, threads);
         },
         py::arg("saved"), py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"),
         py::arg("w_hh"), py::arg("y"), py::arg("dy").none(true), py::arg("dhT"),
         py::arg("dcT"), py::arg("need_dx") = true, py::kw_only(),
-        py::arg("batch_sizes") = py::none(),
+        py::arg("batch_sizes") = py::none(), py::arg("threads") = py::none(),
         "(dx, dh0, dc0, dw_ih, dw_hh, db); dy may be None, dx is None unless need_dx.");
   m.def("gru_forward",
         [](py::object x, py::object h0, py::object w_ih, py::object w_hh, py::object b_ih,
-           py::object b_hh, bool training, py::object batch_sizes) {
+           py::object b_hh, bool training, py::object batch_sizes, py::object threads) {
           return forward_entry(kGru, x, h0, py::none(), w_ih, w_hh, b_ih, b_hh, training,
-                               batch_sizes);
+                               batch_sizes, threads);
         },
         py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"),
         py::arg("b_hh"), py::arg("training") = true, py::kw_only(),
-        py::arg("batch_sizes") = py::none(),
+        py::arg("batch_sizes") = py::none(), py::arg("threads") = py::none(),
         "(y, saved) for x (T, B, I), h0 (B, H), w_ih (3H, I), w_hh (3H, H), b_ih, b_hh (3H,).");
   m.def("gru_backward",
         [](py::object saved, py::object x, py::object h0, py::object w_ih, py::object w_hh,
-           py::object y, py::object dy, py::object dhT, bool need_dx, py::object batch_sizes) {
+           py::object y, py::object dy, py::object dhT, bool need_dx, py::object batch_sizes, py::object threads) {
           return backward_entry(kGru, saved, x, h0, py::none(), w_ih, w_hh, y, dy, dhT,
-                                py::none(), need_dx, batch_sizes);
+                                py::none(), need_dx, batch_sizes, threads);
         },
         py::arg("saved"), py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"),
         py::arg("y"), py::arg("dy").none(true), py::arg("dhT"), py::arg("need_dx") = true,
-        py::kw_only(), py::arg("batch_sizes") = py::none(),
+        py::kw_only(), py::arg("batch_sizes") = py::none(), py::arg("threads") = py::none(),
         "(dx, dh0, dw_ih, dw_hh, db_ih, db_hh); dy may be None, dx is None unless need_dx.");
 }
 

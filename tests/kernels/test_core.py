@@ -245,3 +245,41 @@ def test_type_stubs_name_exactly_what_the_module_defines():
     stubbed.discard("Array")
     defined = {name for name in dir(core) if not name.startswith("__")}
     assert stubbed == defined, (sorted(stubbed - defined), sorted(defined - stubbed))
+
+
+@pytest.mark.parametrize("threads, error", [(0, ValueError), (10**6, ValueError),
+                                            ("2", TypeError), (True, TypeError), (1.0, TypeError)])
+def test_a_calls_thread_count_outside_one_to_the_pools_is_refused(threads, error):
+    a = make_kernel_args("lstm", 3, 2, 4, 5, np.float32)
+    with pytest.raises(error, match="threads"):
+        core.lstm_forward(a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b"], True,
+                          threads=threads)
+
+
+def test_one_thread_calls_from_many_threads_run_at_once_with_the_bits_of_one_at_a_time():
+    from concurrent.futures import ThreadPoolExecutor
+    core.set_num_threads(2)
+    problems = [make_kernel_args(cell, 9, 13, 7, 40, np.float32, seed=s)
+                for s, cell in enumerate(["lstm", "rnn", "lstm", "rnn"] * 2)]
+    cells = ["lstm", "rnn"] * 4
+
+    def one(i, threads):
+        a = problems[i]
+        if cells[i] == "lstm":
+            y, cT, saved = core.lstm_forward(a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"],
+                                             a["b"], True, threads=threads)
+            grads = core.lstm_backward(saved, a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], y,
+                                       a["dy"], a["dhT"], a["dcT"], True, threads=threads)
+            return [y, cT, *grads]
+        y, saved = core.rnn_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b"], True,
+                                    threads=threads)
+        return [y, *core.rnn_backward(saved, a["x"], a["h0"], a["w_ih"], a["w_hh"], y, a["dy"],
+                                      a["dhT"], True, threads=threads)]
+
+    expected = [one(i, None) for i in range(len(problems))]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            got = list(pool.map(lambda i: one(i, 1), range(len(problems))))
+            for g, e in zip(got, expected):
+                for a, b in zip(g, e):
+                    assert np.array_equal(a, b)

@@ -293,3 +293,31 @@ def test_a_state_of_the_wrong_layout_names_the_expected_one(backend, variant):
         layer.backward(None, pair(np.zeros((4, 5, 3))))
     with pytest.raises(ValueError, match=r"dy must have shape \(5, 6, 8\)"):
         layer.backward(np.zeros((5, 6, 4)))
+
+
+@pytest.mark.skipif("cpp" not in BACKENDS, reason="the compiled backend is not built here")
+def test_two_threads_run_the_directions_side_by_side_with_the_bits_of_one_thread(
+        keep_thread_settings, monkeypatch):
+    from fastrnn import layers
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((7, 9, 5)).astype(np.float32)
+    lengths = np.array([9, 1, 4, 9, 2, 7, 3])
+    dy = rng.standard_normal((7, 9, 2 * 33)).astype(np.float32)
+
+    def run():
+        layer = fastrnn.GRU(5, 33, num_layers=2, bidirectional=True, backend="cpp", seed=0)
+        y, h_T = layer.forward(x, lengths=lengths)
+        dx, dh0 = layer.backward(dy, np.ones_like(h_T))
+        return [y, h_T, dx, dh0] + [layer.grads[k] for k in sorted(layer.grads)]
+
+    fastrnn.set_num_threads(1)
+    one_thread = run()
+    worker = layers._direction_worker()
+    submitted = []
+    monkeypatch.setattr(worker, "submit",
+                        lambda fn, **kw: submitted.append(fn) or type(worker).submit(worker, fn, **kw))
+    fastrnn.set_num_threads(2)
+    side_by_side = run()
+    assert len(submitted) == 4   # the reverse direction of 2 layers, forward and backward
+    for got, want in zip(side_by_side, one_thread):
+        assert np.array_equal(got, want)
