@@ -18,6 +18,14 @@ import fastrnn
 # Every backend comparison uses this table. "output": max absolute error of
 # y and the final state; "grad": max error relative to the largest magnitude
 # of the expected gradient (so an all-zero gradient is compared absolutely).
+try:  # the oracle of the comparisons with torch, where it is installed
+    import torch
+except ImportError:
+    torch = None
+
+needs_torch = pytest.mark.skipif(
+    torch is None, reason="torch is not installed (pip install torch==2.13.0 to compare)")
+
 TOLERANCES = {
     np.dtype(np.float32): {"output": 1e-5, "grad": 1e-4},
     np.dtype(np.float64): {"output": 1e-12, "grad": 1e-10},

@@ -9,16 +9,10 @@ every y_t and on h_T; "h_T_only" passes dy=None, the classifier's case.
 import numpy as np
 import pytest
 
-from helpers import BACKENDS, FAST_BACKENDS, assert_close, relative_error
+from helpers import BACKENDS, FAST_BACKENDS, assert_close, relative_error, needs_torch, torch
 from fastrnn import _backends, _reference as reference
 
-try:
-    import torch
-except ImportError:
-    torch = None
 
-needs_torch = pytest.mark.skipif(
-    torch is None, reason="torch is not installed (pip install torch==2.13.0 to compare)")
 
 DTYPES = [np.float32, np.float64]
 GRAD_NAMES = ["dx", "dh0", "dw_ih", "dw_hh", "db_ih", "db_hh"]

@@ -14,17 +14,12 @@ does not exist on this branch yet.
 import numpy as np
 import pytest
 
-from helpers import BACKENDS, FAST_BACKENDS, assert_close
+from helpers import BACKENDS, FAST_BACKENDS, assert_close, needs_torch, torch
 from fastrnn import _backends, _reference as reference
 
-try:
-    import torch
+if torch is not None:
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-except ImportError:
-    torch = None
 
-needs_torch = pytest.mark.skipif(
-    torch is None, reason="torch is not installed (pip install torch==2.13.0 to compare)")
 
 CELLS = ["rnn", "rnn_relu", "lstm", "gru"]
 GATES = {"rnn": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}

@@ -4,15 +4,9 @@ import numpy as np
 import pytest
 
 import fastrnn
-from helpers import BACKENDS, assert_close
+from helpers import BACKENDS, assert_close, needs_torch, torch
 
-try:
-    import torch
-except ImportError:
-    torch = None
 
-needs_torch = pytest.mark.skipif(
-    torch is None, reason="torch is not installed (pip install torch==2.13.0 to compare)")
 
 KEYS = ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]
 

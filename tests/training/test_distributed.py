@@ -27,7 +27,7 @@ from fastrnn.checkpoint import read_checkpoint
 from fastrnn.distributed import RankError, World
 from fastrnn.training import BatchOrder
 
-from helpers import OUTSIDE_REPO, relative_error, write_mnist
+from helpers import relative_error, write_mnist
 
 HERE = Path(__file__).resolve().parent
 EXAMPLE = HERE.parents[1] / "examples" / "distributed_training.py"

@@ -8,18 +8,10 @@ import numpy as np
 import pytest
 
 import fastrnn
-from helpers import BACKENDS, assert_close
+from helpers import BACKENDS, assert_close, needs_torch
 from fastrnn.checkpoint import read_checkpoint, save_checkpoint
 from fastrnn.diagnostics import diagnose
 from fastrnn.optim import Adam
-
-try:
-    import torch
-except ImportError:
-    torch = None
-
-needs_torch = pytest.mark.skipif(
-    torch is None, reason="torch is not installed (pip install torch==2.13.0 to compare)")
 
 
 @pytest.fixture(params=BACKENDS)
