@@ -22,6 +22,7 @@ rather than leave the others waiting for the rank that left.
 
 import os
 import sys
+import time
 import traceback
 import zlib
 
@@ -35,6 +36,10 @@ LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK
 # and their type is named.
 USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError)
 
+
+
+# How long a failing rank waits between writing its error and MPI_Abort.
+ABORT_GRACE_SECONDS = 0.5
 
 class RankError(RuntimeError):
     """Raised alike on every rank (by `World.agree`, `World.check_parameters_agree`):
@@ -243,6 +248,12 @@ class World:
     def abort(self, code):
         """End every rank of the run now with exit code `code` (no clean-up)."""
         if self.comm is not None:
+            # mpiexec forwards a rank's output on its own schedule, and MPI_Abort
+            # ends the ranks at once: without a moment's wait the error this rank
+            # just wrote can be lost (seen with MPICH: an empty stderr, 1 run in 3).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            time.sleep(ABORT_GRACE_SECONDS)
             self.comm.Abort(code)
         raise SystemExit(code)
 
