@@ -54,12 +54,14 @@ namespace fastrnn {
 namespace FASTRNN_ISA_NS {
 
 // Aligned heap array owned by a kernel call, allocated outside the time loop.
+// An empty one allocates nothing (data() is null): the driver sizes some
+// buffers 0 for the cells that do not use them, at every call.
 template <class Real>
 class Buffer {
  public:
   explicit Buffer(size_t n) : bytes_(n * sizeof(Real)) {
     if (n > SIZE_MAX / sizeof(Real)) throw std::bad_alloc();
-    data_ = static_cast<Real*>(aligned_malloc(bytes_));
+    if (n != 0) data_ = static_cast<Real*>(aligned_malloc(bytes_));
   }
   ~Buffer() { aligned_free(data_, bytes_); }
   Buffer(const Buffer&) = delete;
@@ -68,7 +70,7 @@ class Buffer {
 
  private:
   size_t bytes_;
-  Real* data_;
+  Real* data_ = nullptr;
 };
 
 // Runs f(tid, nthreads) on the pool; a captureless trampoline keeps the pool's

@@ -34,7 +34,7 @@ void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t sl
   };
   run_parallel(static_cast<int>(min_size(size_t(p.threads), Q)), finish);
 
-  if (p.dx != nullptr) {
+  if (p.dx != nullptr && I > 0) {  // (with I = 0, dx is empty)
     // dx = da_ih W_ih over the W_ih side's groups [0, G) of da, whose gates
     // run G - E .. G - 1, then 0 .. G - E - 1: W_ih's rows padded in that order.
     Buffer<Real> w_pad(Q * NR * I);
