@@ -213,12 +213,84 @@ inline void pack_a_block(size_t m, size_t K, const Real* a, size_t rs, size_t cs
   }
 }
 
+// A 32-byte square block: 8 floats or 4 doubles a side.
+template <class Real>
+struct Square {
+  static constexpr size_t W = 32 / sizeof(Real);
+  typedef Real V __attribute__((vector_size(32)));
+};
+
+// dst[c*ld_dst + r] = src[r*ld_src + c] for one Square block, in registers:
+// the shuffles of the classic 8x8 (4x4) transpose, which GCC lowers to each
+// ISA's own (unpck, shufps, vperm2f128 on AVX; pairs of SSE halves below).
+inline void transpose_square(const float* src, size_t ld_src, float* dst, size_t ld_dst) {
+  typedef Square<float>::V V;
+  typedef int32_t M __attribute__((vector_size(32)));
+  V r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) std::memcpy(&r[i], src + i * ld_src, sizeof(V));
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = __builtin_shuffle(r[i], r[i + 1], M{0, 8, 1, 9, 4, 12, 5, 13});
+    t[i + 1] = __builtin_shuffle(r[i], r[i + 1], M{2, 10, 3, 11, 6, 14, 7, 15});
+  }
+  for (int i = 0; i < 8; i += 4)
+    for (int j = 0; j < 2; ++j) {
+      u[i + 2 * j] = __builtin_shuffle(t[i + j], t[i + j + 2], M{0, 1, 8, 9, 4, 5, 12, 13});
+      u[i + 2 * j + 1] = __builtin_shuffle(t[i + j], t[i + j + 2], M{2, 3, 10, 11, 6, 7, 14, 15});
+    }
+  for (int c = 0; c < 4; ++c) {
+    const V low = __builtin_shuffle(u[c], u[c + 4], M{0, 1, 2, 3, 8, 9, 10, 11});
+    const V high = __builtin_shuffle(u[c], u[c + 4], M{4, 5, 6, 7, 12, 13, 14, 15});
+    std::memcpy(dst + c * ld_dst, &low, sizeof(V));
+    std::memcpy(dst + (c + 4) * ld_dst, &high, sizeof(V));
+  }
+}
+
+inline void transpose_square(const double* src, size_t ld_src, double* dst, size_t ld_dst) {
+  typedef Square<double>::V V;
+  typedef int64_t M __attribute__((vector_size(32)));
+  V r[4];
+  for (int i = 0; i < 4; ++i) std::memcpy(&r[i], src + i * ld_src, sizeof(V));
+  const V t0 = __builtin_shuffle(r[0], r[1], M{0, 4, 2, 6});
+  const V t1 = __builtin_shuffle(r[0], r[1], M{1, 5, 3, 7});
+  const V t2 = __builtin_shuffle(r[2], r[3], M{0, 4, 2, 6});
+  const V t3 = __builtin_shuffle(r[2], r[3], M{1, 5, 3, 7});
+  const V columns[4] = {__builtin_shuffle(t0, t2, M{0, 1, 4, 5}),
+                        __builtin_shuffle(t1, t3, M{0, 1, 4, 5}),
+                        __builtin_shuffle(t0, t2, M{2, 3, 6, 7}),
+                        __builtin_shuffle(t1, t3, M{2, 3, 6, 7})};
+  for (int c = 0; c < 4; ++c) std::memcpy(dst + c * ld_dst, &columns[c], sizeof(V));
+}
+
+// out[k*NR + j] = b[j*cs + k] for j < n, k < K, columns n..NR-1 zero: B is
+// the transpose of row-major weights (rows of W_ih or W_hh, as torch keeps
+// them). Square blocks where they fit, element by element at the edges.
+template <class Real>
+inline void pack_b_panel_transposed(size_t n, size_t K, const Real* b, size_t cs, Real* out) {
+  constexpr size_t NR = Tile<Real>::NR, W = Square<Real>::W;
+  const size_t n_blocks = n / W * W;
+  size_t k0 = 0;
+  for (; k0 + W <= K; k0 += W) {
+    for (size_t j0 = 0; j0 < n_blocks; j0 += W)
+      transpose_square(b + j0 * cs + k0, cs, out + k0 * NR + j0, NR);
+    for (size_t k = k0; k < k0 + W; ++k) {
+      for (size_t j = n_blocks; j < n; ++j) out[k * NR + j] = b[j * cs + k];
+      for (size_t j = n; j < NR; ++j) out[k * NR + j] = Real(0);
+    }
+  }
+  for (size_t k = k0; k < K; ++k) {
+    for (size_t j = 0; j < n; ++j) out[k * NR + j] = b[j * cs + k];
+    for (size_t j = n; j < NR; ++j) out[k * NR + j] = Real(0);
+  }
+}
+
 // Packs n <= NR columns of B over K (element (k, j) at b[k*rs + j*cs]) into
 // out[k*NR + j], columns n..NR-1 zero.
 template <class Real>
 inline void pack_b_panel(size_t n, size_t K, const Real* b, size_t rs, size_t cs, Real* out) {
   constexpr size_t NR = Tile<Real>::NR;
-  if (cs == 1 && n == NR) {
+  if (rs == 1 && cs != 1) {
+    pack_b_panel_transposed(n, K, b, cs, out);
+  } else if (cs == 1 && n == NR) {
     for (size_t k = 0; k < K; ++k) std::memcpy(out + k * NR, b + k * rs, NR * sizeof(Real));
   } else if (cs == 1) {
     for (size_t k = 0; k < K; ++k) {
