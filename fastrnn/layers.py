@@ -80,6 +80,7 @@ def parameter_shapes(gates, input_size, hidden_size, num_layers=1, bidirectional
 
 @functools.lru_cache(maxsize=None)   # the names are built once, not at every call
 def _keys(k, direction):
+    """The state_dict keys of layer k's weights and biases in one direction."""
     suffix = "_reverse" if direction else ""
     return tuple(f"{name}_l{k}{suffix}" for name in ("weight_ih", "weight_hh", "bias_ih",
                                                     "bias_hh"))
@@ -399,10 +400,12 @@ class _Recurrent:
     def _run_stack(self, inputs, states0, batch, training):
         """Every layer and direction on `inputs` (layer 0's input in the batch's layout):
         (last layer's output, final states (L*D, B, H) each, what backward needs)."""
+        if self.num_layers == 1 and self.num_directions == 1 and batch is _PADDED:
+            return self._run_one_layer(inputs, states0, training)
         D = self.num_directions
         B = states0[0].shape[1]
-        finals = tuple(np.empty_like(s, shape=(self.num_layers * D, B, self.hidden_size))
-                       for s in states0)
+        finals = tuple(np.empty((self.num_layers * D, B, self.hidden_size), self.dtype)
+                       for _ in states0)
         tape = []
         for k in range(self.num_layers):
             mask = None
@@ -427,6 +430,17 @@ class _Recurrent:
             tape.append((mask, records))
             inputs = self._join_directions(outputs, batch)
         return inputs, finals, tape
+
+    def _run_one_layer(self, inputs, states0, training):
+        """_run_stack for one layer in one direction over full-length sequences: the
+        same kernel call and record without the stack's bookkeeping, which cost a
+        batch-1 forward a quarter of its time (a vanilla RNN at T=28, H=128)."""
+        weights = self._kernel_weights(0, 0)
+        s0 = [s[0] for s in states0]
+        y, *more_finals, saved = self._forward_kernel(inputs, *s0, *weights, training)
+        finals = (y[-1][None].copy(), *(final[None] for final in more_finals))
+        tape = [(None, [(inputs, s0, weights, y, saved)])] if training else None
+        return y, finals, tape
 
     def _run_directions(self, calls):
         """The results of a layer's kernel calls, one per direction, in order. Where the
