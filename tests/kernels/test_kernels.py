@@ -129,8 +129,9 @@ def test_saturating_inputs_match_the_reference(backend, cell, scale, dtype):
     a = make_kernel_args(cell, 6, 3, 4, 9, dtype, seed=2, scale=scale)
     outputs, grads = run_kernels(kernels, cell, a)
     want_outputs, want = run_kernels(reference, cell, a)
-    for g in grads:
-        assert np.all(np.isfinite(g))
+    for array in outputs + grads:
+        assert np.all(np.isfinite(array))
+    assert np.abs(outputs[0]).max() <= 1.0
     check_outputs(outputs, want_outputs, dtype)
     check_grads(cell, grads, want, dtype)
 
