@@ -9,7 +9,7 @@ from fastrnn import _backends
 from helpers import FAST_BACKENDS
 
 
-@pytest.fixture(params=["rnn", "lstm"])
+@pytest.fixture(params=["rnn", "lstm", "gru"])
 def cell(request):
     return request.param
 

@@ -83,9 +83,9 @@ def assert_close(actual, expected, kind, dtype, what=""):
 # -- layers -----------------------------------------------------------------------
 
 def make_layer(cell, I, H, *, backend, dtype=np.float32, batch_first=True, seed=0):
-    if cell == "lstm":
-        return fastrnn.LSTM(I, H, backend=backend, dtype=dtype, batch_first=batch_first, seed=seed)
-    return fastrnn.RNN(I, H, backend=backend, dtype=dtype, batch_first=batch_first, seed=seed)
+    """One layer of `cell` ("rnn", "lstm" or "gru"), one direction."""
+    layer_class = {"rnn": fastrnn.RNN, "lstm": fastrnn.LSTM, "gru": fastrnn.GRU}[cell]
+    return layer_class(I, H, backend=backend, dtype=dtype, batch_first=batch_first, seed=seed)
 
 
 def make_problem(cell, T, B, I, H, *, dtype=np.float32, batch_first=True, seed=0, scale=1.0):
@@ -199,13 +199,14 @@ def assert_same_results(got, want, dtype):
 
 # -- the raw kernels ----------------------------------------------------------------
 
-GATES = {"rnn": 1, "lstm": 4}
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
 def make_kernel_args(cell, T, B, I, H, dtype, *, seed=0, scale=1.0):
     """Kernel arguments: time-major x, torch-like weights, nonzero states, loss on every step.
 
-    b stands for b_ih + b_hh, so it spans twice torch's init bound.
+    b stands for b_ih + b_hh, so it spans twice torch's init bound. The GRU's kernels take
+    b_ih and b_hh apart (its reset gate multiplies b_hn): each spans that range too.
     """
     rng = np.random.default_rng(seed)
     G = GATES[cell]
@@ -221,23 +222,33 @@ def make_kernel_args(cell, T, B, I, H, dtype, *, seed=0, scale=1.0):
         "w_ih": uniform((G * H, I), k),
         "w_hh": uniform((G * H, H), k),
         "b": uniform((G * H,), 2 * k),
+    }
+    if cell == "gru":  # drawn in place of b, so the RNN's and LSTM's arrays stay as they were
+        args["b_ih"] = args.pop("b")
+        args["b_hh"] = uniform((G * H,), 2 * k)
+    args.update({
         "dy": rng.standard_normal((T, B, H)).astype(dtype),
         "dhT": rng.standard_normal((B, H)).astype(dtype),
         "dcT": rng.standard_normal((B, H)).astype(dtype),
-    }
-    if cell == "rnn":
+    })
+    if cell != "lstm":
         del args["c0"], args["dcT"]
     return args
 
 
 GRAD_NAMES = {"rnn": ["dx", "dh0", "dw_ih", "dw_hh", "db"],
-              "lstm": ["dx", "dh0", "dc0", "dw_ih", "dw_hh", "db"]}
+              "lstm": ["dx", "dh0", "dc0", "dw_ih", "dw_hh", "db"],
+              "gru": ["dx", "dh0", "dw_ih", "dw_hh", "db_ih", "db_hh"]}
 
 
 def kernel_forward(kernels, cell, a, training=True):
     """One forward of `kernels` (a backend module) on the arguments `a`: (outputs, saved)."""
     if cell == "rnn":
         y, saved = kernels.rnn_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b"], training)
+        return [y], saved
+    if cell == "gru":
+        y, saved = kernels.gru_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b_ih"],
+                                       a["b_hh"], training)
         return [y], saved
     y, cT, saved = kernels.lstm_forward(a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b"],
                                         training)
@@ -247,9 +258,10 @@ def kernel_forward(kernels, cell, a, training=True):
 def kernel_backward(kernels, cell, saved, a, outputs, *, with_dy=True, need_dx=True):
     """The gradients of one backward through a forward's `saved` and `outputs`."""
     dy = a["dy"] if with_dy else None
-    if cell == "rnn":
-        return list(kernels.rnn_backward(saved, a["x"], a["h0"], a["w_ih"], a["w_hh"],
-                                         outputs[0], dy, a["dhT"], need_dx))
+    if cell in ("rnn", "gru"):
+        backward = kernels.rnn_backward if cell == "rnn" else kernels.gru_backward
+        return list(backward(saved, a["x"], a["h0"], a["w_ih"], a["w_hh"], outputs[0], dy,
+                             a["dhT"], need_dx))
     return list(kernels.lstm_backward(saved, a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"],
                                       outputs[0], dy, a["dhT"], a["dcT"], need_dx))
 

@@ -40,7 +40,6 @@ def strided_views(x):
     return {"batch_first": batch_first.transpose(1, 0, 2), "gaps": wide[::2, 1:B + 1]}
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm"])
 @pytest.mark.parametrize("need_dx", [False, True])
 def test_strided_x_gives_the_bits_of_a_contiguous_copy(isa, threads, cell, need_dx):
     a = make_kernel_args(cell, 5, 13, 7, 20, np.float32, seed=4)

@@ -1,10 +1,10 @@
 """Each fast backend's raw kernels against the NumPy reference, on every kernel path.
 
-The layer tests reach the kernels through fastrnn.RNN / fastrnn.LSTM; these call
-the kernel contract directly (time-major arrays, b = b_ih + b_hh), so awkward
-shapes, saturation, float64, dy=None, need_dx=False and threads are hit on the
-Numba backend and on each ISA path of the compiled one, and a mismatch points at
-one kernel and one output.
+The layer tests reach the kernels through fastrnn.RNN / LSTM / GRU; these call
+the kernel contract directly (time-major arrays, b = b_ih + b_hh, the GRU's b_ih
+and b_hh apart), so awkward shapes, saturation, float64, dy=None, need_dx=False
+and threads are hit on the Numba backend and on each ISA path of the compiled
+one, and a mismatch points at one kernel and one output.
 """
 
 import numpy as np
@@ -60,8 +60,8 @@ def test_forward_matches_the_reference(fast_kernels, threads, cell, shape, dtype
         check_outputs(got, want, dtype, f" (training={training})")
         if not training:
             assert saved is None, "an inference forward keeps nothing"
-        elif cell == "lstm":
-            assert saved is not None
+        elif cell != "rnn":  # the RNN's backward reads only x and y (saved may be None)
+            assert saved is not None, "a training forward keeps the gates for BPTT"
 
 
 @pytest.mark.parametrize("with_dy", [True, False], ids=["dy", "dy_None"])
@@ -129,8 +129,9 @@ def test_saturating_inputs_match_the_reference(backend, cell, scale, dtype):
     a = make_kernel_args(cell, 6, 3, 4, 9, dtype, seed=2, scale=scale)
     outputs, grads = run_kernels(kernels, cell, a)
     want_outputs, want = run_kernels(reference, cell, a)
-    for g in grads:
-        assert np.all(np.isfinite(g))
+    for array in outputs + grads:
+        assert np.all(np.isfinite(array))
+    assert np.abs(outputs[0]).max() <= 1.0
     check_outputs(outputs, want_outputs, dtype)
     check_grads(cell, grads, want, dtype)
 

@@ -1,9 +1,10 @@
-"""Every backend against torch.nn.RNN / torch.nn.LSTM with copied weights, float32."""
+"""Every backend against torch.nn.RNN / LSTM / GRU with copied weights, float32."""
 
 import numpy as np
 import pytest
 
-from helpers import BACKENDS, assert_close, flat_state, make_layer, make_problem
+from helpers import (BACKENDS, CELL_VARIANTS, assert_close, flat_state, make_layer,
+                     make_problem)
 
 torch = pytest.importorskip("torch")
 
@@ -36,7 +37,7 @@ def torch_run(cell, module, x, state, dy, dstate, batch_first):
 @pytest.mark.parametrize("T,B,I,H", SHAPES, ids=lambda v: str(v))
 def test_matches_torch(cell, backend, T, B, I, H, batch_first):
     torch.manual_seed(T * 1000 + H)
-    module = (torch.nn.LSTM if cell == "lstm" else torch.nn.RNN)(I, H, batch_first=batch_first)
+    module = getattr(torch.nn, CELL_VARIANTS[cell][0])(I, H, batch_first=batch_first)
     layer = make_layer(cell, I, H, backend=backend, batch_first=batch_first)
     layer.load_state_dict({k: v.detach().numpy() for k, v in module.state_dict().items()})
     x, state, dy, dstate = make_problem(cell, T, B, I, H, batch_first=batch_first, seed=B + H)

@@ -77,7 +77,6 @@ def test_backward_rejects_bad_dy_and_dstate(backend):
         layer.backward(np.full((2, 5, 4), "x"))
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm"])
 def test_state_dict_keys_and_shapes_are_checked(backend, cell):
     layer = make_layer(cell, 3, 4, backend=backend)
     good = layer.state_dict()

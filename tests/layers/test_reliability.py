@@ -13,7 +13,7 @@ from fastrnn.optim import clip_grad_norm
 
 from helpers import BACKENDS, FAST_BACKENDS, assert_close, flat_state, make_layer, make_problem
 
-CELLS = ["rnn", "lstm"]
+CELLS = ["rnn", "lstm", "gru"]
 
 
 # -- any array a user may hand over: agree with the reference or raise ------------
@@ -137,7 +137,7 @@ def test_concurrent_layers_match_sequential_runs(backend):
     T, B, I, H, workers = 12, 16, 10, 33, 4
 
     def run(k):
-        cell = CELLS[k % 2]
+        cell = CELLS[k % len(CELLS)]
         layer = make_layer(cell, I, H, backend=backend, seed=k)
         x, state, dy, dstate = make_problem(cell, T, B, I, H, seed=k)
         results = []

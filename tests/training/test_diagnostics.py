@@ -71,6 +71,9 @@ def test_diagnostics_do_not_disturb_training():
 
 
 def test_saturation(cell):
+    if cell == "gru":
+        pytest.skip("with every weight 5 the GRU's update gate is 1 and holds h at h0 = 0, so h "
+                    "never saturates: test_gru_training.py checks the GRU's record")
     model = fastrnn.SequenceClassifier(2, 6, 3, cell=cell, backend="numpy", seed=0)
     x = np.ones((4, 5, 2), np.float32)
     y = np.zeros(4, np.int64)

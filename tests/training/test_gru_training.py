@@ -1,6 +1,6 @@
-"""SequenceClassifier(cell="gru"): gradients against torch, training, checkpoints,
-and what the gradient-flow diagnostics record for a GRU (their dL/dh_t against
-torch is tested for every cell in tests/test_diagnostics.py)."""
+"""SequenceClassifier(cell="gru"): training, checkpoints, and what the gradient-flow
+diagnostics record for a GRU (the loss and gradients against torch are tested for
+every cell in test_model.py, their dL/dh_t against torch in test_diagnostics.py)."""
 
 import json
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastrnn
-from helpers import BACKENDS, assert_close, needs_torch
+from helpers import BACKENDS
 from fastrnn.checkpoint import read_checkpoint, save_checkpoint
 from fastrnn.diagnostics import diagnose
 from fastrnn.optim import Adam
@@ -25,21 +25,6 @@ def batch(B, T, I, C, seed=0):
 
 
 # -- the model -----------------------------------------------------------------------
-
-
-@needs_torch
-@pytest.mark.parametrize("B,T,I,H,C", [(1, 1, 1, 1, 2), (5, 7, 3, 33, 4), (16, 28, 28, 32, 10)],
-                         ids=lambda v: str(v))
-def test_loss_and_grads_match_torch(backend, B, T, I, H, C):
-    from helpers import torch_classifier, torch_loss_and_grads   # they import torch
-    model = fastrnn.SequenceClassifier(I, H, C, cell="gru", backend=backend, seed=1)
-    x, y = batch(B, T, I, C)
-    loss, grads = model.loss_and_grads(x, y)
-    expected_loss, expected = torch_loss_and_grads(*torch_classifier(model), x, y)
-    assert loss == pytest.approx(expected_loss, rel=1e-5, abs=1e-6)
-    assert sorted(grads) == sorted(model.parameters()) == sorted(expected)
-    for key, value in expected.items():
-        assert_close(grads[key], value, "grad", np.float32, key)
 
 
 def trained(backend, steps, seed=0):
