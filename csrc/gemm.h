@@ -30,9 +30,6 @@ struct Tile {
 #endif
 };
 
-// A B panel block that leaves room in a 32 KiB L1 for the A rows beside it.
-constexpr size_t kPanelBytesL1 = 20 << 10;
-
 // A tile reads its A operand in one of three layouts:
 //   Packed  element (m, k) at a[k*lda + m], lda = MR: the panels that gemm()
 //           and BPTT's pack_step_inputs build;

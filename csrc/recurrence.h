@@ -405,12 +405,6 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
   reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * block_depth * NR * sizeof(Real));
   // The step's gate sums for every row of one hidden block, (B, P*NR).
   reserve_scratch(nt, kSlotTiles, ceil_div(B, MR) * MR * P * NR * sizeof(Real));
-  // A long K (I + H) goes in blocks, so that one panel's block of weights
-  // stays in L1 while every row panel streams past it; with few rows the
-  // panels stay together instead (more independent sums per microkernel call).
-  const size_t k_blocks = ceil_div(K, kPanelBytesL1 / (NR * sizeof(Real)));
-  const size_t kc = ceil_div(K, k_blocks);
-  const bool panel_outer = k_blocks > 1 && B >= 3;
 
   auto task = [&](int tid, int n) {
     save_inputs(p, tid, n);
@@ -471,38 +465,24 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
             with_row_io<Real>(nu, [&](auto& io) { Cell::forward_row(p, row, io); });
           }
         };
-        if (panel_outer) {
-          for (size_t k0 = 0; k0 < K; k0 += kc)
-            for (size_t pp = 0; pp < P; ++pp) {
-              const Reads reads = Cell::kPanels[pp].reads;
-              const size_t first = panel_first_column(reads, I);
-              const size_t lo = k0 > first ? k0 : first;
-              const size_t hi = min_size(min_size(K, k0 + kc), first + panel_depth(reads, I, H));
-              if (lo >= hi) continue;
-              for (size_t r0 = 0; r0 < Bt; r0 += MR)
-                compute_tile<Real, ALayout::Rows>(
-                    min_size(MR, Bt - r0), 1, step_inputs(r0, lo, hi),
-                    panel_weights[pp] + (lo - first) * NR, 0,
-                    TileOut<Real>{tiles + (r0 * P + pp) * NR, P * NR, lo > first});
-            }
-          for (size_t r0 = 0; r0 < Bt; r0 += MR) update_rows(r0, min_size(MR, Bt - r0));
-        } else {  // one pass, the cell applied while a row panel's sums are hot
-          for (size_t r0 = 0; r0 < Bt; r0 += MR) {
-            const size_t m = min_size(MR, Bt - r0);
-            // Consecutive panels that read the same inputs go through one call.
-            for (size_t pp = 0; pp < P;) {
-              const Reads reads = Cell::kPanels[pp].reads;
-              size_t count = 1;
-              while (pp + count < P && Cell::kPanels[pp + count].reads == reads) ++count;
-              const size_t first = panel_first_column(reads, I), depth = panel_depth(reads, I, H);
-              compute_tile<Real, ALayout::Rows>(m, count, step_inputs(r0, first, first + depth),
-                                                panel_weights[pp], depth * NR,
-                                                TileOut<Real>{tiles + (r0 * P + pp) * NR, P * NR,
-                                                              false});
-              pp += count;
-            }
-            update_rows(r0, m);
+        // One pass over K per row panel: the cell runs while the panel's sums are
+        // hot. (Blocking K to keep a panel's weights in L1 measured slower at the
+        // medium and large shapes, AVX2 and AVX-512 alike.)
+        for (size_t r0 = 0; r0 < Bt; r0 += MR) {
+          const size_t m = min_size(MR, Bt - r0);
+          // Consecutive panels that read the same inputs go through one call.
+          for (size_t pp = 0; pp < P;) {
+            const Reads reads = Cell::kPanels[pp].reads;
+            size_t count = 1;
+            while (pp + count < P && Cell::kPanels[pp + count].reads == reads) ++count;
+            const size_t first = panel_first_column(reads, I), depth = panel_depth(reads, I, H);
+            compute_tile<Real, ALayout::Rows>(m, count, step_inputs(r0, first, first + depth),
+                                              panel_weights[pp], depth * NR,
+                                              TileOut<Real>{tiles + (r0 * P + pp) * NR, P * NR,
+                                                            false});
+            pp += count;
           }
+          update_rows(r0, m);
         }
       }
       parallel_barrier();
