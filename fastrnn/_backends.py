@@ -94,7 +94,9 @@ def get_backend(name=None):
                 f"backend {name!r} is not available here ({_load_errors[name]}); "
                 f"available: {available_backends()}")
         return module
-    best = available_backends()[0]
+    # The first that loads: the others (Numba compiles, and imports SciPy) load only
+    # if asked for.
+    best = next(name for name in BACKEND_MODULES if _try_load(name) is not None)
     if best != "cpp" and not _warned_fallback:
         _warned_fallback = True
         warnings.warn(

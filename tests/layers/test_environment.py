@@ -37,3 +37,20 @@ def test_set_num_threads_reaches_the_blas_of_the_numpy_and_numba_backends():
         assert blas and all(lib["num_threads"] == 1 for lib in blas)
     finally:
         fastrnn.set_num_threads(n)
+
+
+@pytest.mark.skipif("cpp" not in fastrnn.available_backends(),
+                    reason="the compiled backend is not built here")
+def test_a_layer_on_the_compiled_backend_loads_neither_numba_nor_scipy():
+    # Loading the Numba backend compiles and imports SciPy: about 0.2 s that a user
+    # of the compiled kernels never needs.
+    import subprocess
+    import sys
+    from helpers import OUTSIDE_REPO
+    code = ("import sys, fastrnn; layer = fastrnn.LSTM(2, 3); "
+            "print(layer.backend, 'numba' in sys.modules, 'scipy' in sys.modules)")
+    env = {key: value for key, value in os.environ.items() if key != "FASTRNN_BACKEND"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, cwd=OUTSIDE_REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["cpp", "False", "False"]
