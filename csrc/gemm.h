@@ -142,8 +142,10 @@ inline void tile_rows(size_t P, const TileA<Real>& a, const Real* b, size_t pane
 // into its caller: as a call of its own it cost a batch-1 RNN forward 12% of
 // its time (T=100, H=128), more than the microkernels it dispatches to.
 template <class Real, ALayout Layout>
-__attribute__((always_inline)) inline void compute_tile(size_t m, size_t P, const TileA<Real>& a, const Real* b,
-                         size_t panel_stride, const TileOut<Real>& out) {
+__attribute__((always_inline)) inline void compute_tile(size_t m, size_t P,
+                                                        const TileA<Real>& a, const Real* b,
+                                                        size_t panel_stride,
+                                                        const TileOut<Real>& out) {
   constexpr size_t MR = Tile<Real>::MR;
   switch (m) {
     case 1: tile_rows<Real, 1, 4, Layout>(P, a, b, panel_stride, out); break;

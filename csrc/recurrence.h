@@ -246,8 +246,7 @@ inline void save_inputs(const ForwardArgs<Real>& p, int tid, int n) {
     return;
   }
   // Saved row r is sequence r % B at step r / B: walk (t, b) from r0 rather
-  // than divide at every row (a division and a call per row of I values was a
-  // tenth of a training forward at the origin's shape).
+  // than divide at every row.
   size_t t = r0 / p.B, b = r0 % p.B;
   for (size_t r = r0; r < r1; ++r) {
     std::memcpy(p.x_saved + r * p.I, p.x + t * p.x_step + b * p.x_row, p.I * sizeof(Real));
