@@ -199,7 +199,7 @@ def assert_same_results(got, want, dtype):
 
 # -- the raw kernels ----------------------------------------------------------------
 
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+GATES = {"rnn": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 
 
 def make_kernel_args(cell, T, B, I, H, dtype, *, seed=0, scale=1.0):
@@ -237,6 +237,7 @@ def make_kernel_args(cell, T, B, I, H, dtype, *, seed=0, scale=1.0):
 
 
 GRAD_NAMES = {"rnn": ["dx", "dh0", "dw_ih", "dw_hh", "db"],
+              "rnn_relu": ["dx", "dh0", "dw_ih", "dw_hh", "db"],
               "lstm": ["dx", "dh0", "dc0", "dw_ih", "dw_hh", "db"],
               "gru": ["dx", "dh0", "dw_ih", "dw_hh", "db_ih", "db_hh"]}
 

@@ -14,7 +14,8 @@ does not exist on this branch yet.
 import numpy as np
 import pytest
 
-from helpers import BACKENDS, FAST_BACKENDS, assert_close, needs_torch, torch
+from helpers import (BACKENDS, FAST_BACKENDS, GATES, GRAD_NAMES, assert_close, needs_torch,
+                     torch)
 from fastrnn import _backends, _reference as reference
 
 if torch is not None:
@@ -22,11 +23,6 @@ if torch is not None:
 
 
 CELLS = ["rnn", "rnn_relu", "lstm", "gru"]
-GATES = {"rnn": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
-GRAD_NAMES = {"rnn": ["dx", "dh0", "dw_ih", "dw_hh", "db"],
-              "rnn_relu": ["dx", "dh0", "dw_ih", "dw_hh", "db"],
-              "lstm": ["dx", "dh0", "dc0", "dw_ih", "dw_hh", "db"],
-              "gru": ["dx", "dh0", "dw_ih", "dw_hh", "db_ih", "db_hh"]}
 DTYPES = [np.float32, np.float64]
 
 # name, T, lengths (B of them), I, H: a length of 1 beside lengths of T (ties
