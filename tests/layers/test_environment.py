@@ -1,10 +1,13 @@
 """In CI the oracle and the compiled backend must be present, so nothing is skipped silently."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
 import fastrnn
+from helpers import OUTSIDE_REPO
 
 in_ci = pytest.mark.skipif(not os.environ.get("CI"), reason="only enforced in CI (CI=true)")
 
@@ -44,9 +47,6 @@ def test_set_num_threads_reaches_the_blas_of_the_numpy_and_numba_backends():
 def test_a_layer_on_the_compiled_backend_loads_neither_numba_nor_scipy():
     # Loading the Numba backend compiles and imports SciPy: about 0.2 s that a user
     # of the compiled kernels never needs.
-    import subprocess
-    import sys
-    from helpers import OUTSIDE_REPO
     code = ("import sys, fastrnn; layer = fastrnn.LSTM(2, 3); "
             "print(layer.backend, 'numba' in sys.modules, 'scipy' in sys.modules)")
     env = {key: value for key, value in os.environ.items() if key != "FASTRNN_BACKEND"}
