@@ -298,7 +298,7 @@ inline void pack_b_panel(size_t n, size_t K, const Real* b, size_t rs, size_t cs
       for (size_t j = 0; j < n; ++j) out[k * NR + j] = b[k * rs + j];
       for (size_t j = n; j < NR; ++j) out[k * NR + j] = Real(0);
     }
-  } else {  // a transpose: the n source lines stay in L1 while k sweeps them
+  } else {  // any other strides: the n source lines stay in L1 while k sweeps them
     for (size_t k = 0; k < K; ++k) {
       for (size_t j = 0; j < n; ++j) out[k * NR + j] = b[k * rs + j * cs];
       for (size_t j = n; j < NR; ++j) out[k * NR + j] = Real(0);

@@ -434,7 +434,7 @@ class _Recurrent:
     def _run_one_layer(self, inputs, states0, training):
         """_run_stack for one layer in one direction over full-length sequences: the
         same kernel call and record without the stack's bookkeeping, which cost a
-        batch-1 forward a quarter of its time (a vanilla RNN at T=28, H=128)."""
+        batch-1 RNN forward (T=28, H=128) 3.4 of its 40 µs."""
         weights = self._kernel_weights(0, 0)
         s0 = [s[0] for s in states0]
         y, *more_finals, saved = self._forward_kernel(inputs, *s0, *weights, training)
