@@ -194,7 +194,7 @@ struct CellBase {
   using A = Act<Real>;
   static constexpr size_t L = Simd<Real>::L, NR = Tile<Real>::NR;
   static constexpr size_t kInputOnlyGates = 0;
-  static constexpr bool kFoldsBiases = false, kCarriesDh = false;
+  static constexpr bool kFoldsBiases = false, kCarriesDh = false, kRowsApart = false;
 
   // The workspace: saved_per_unit values per (t, b) row and unit (common.h),
   // group after group of (rows, H) arrays; a cell names its groups.
@@ -389,7 +389,14 @@ void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t sl
 //     built in out (room for P*H) when folded, else p.b as it is;
 //   forward_begin(p) / forward_end(p): before and after the time loop;
 //   backward_begin(p): before the loop (carried state set up);
-//   kCarriesDh: the cell adds its own part of dh_{t-1} into p.dh0 (GRU).
+//   kCarriesDh: the cell adds its own part of dh_{t-1} into p.dh0 (GRU);
+//   kRowsApart: the forward runs the cell on a row panel's rows in a call of
+//     their own (RNN). Inlined into the time loop, GCC hoisted the RNN's tanh
+//     constants above the microkernel calls, which leave no vector register
+//     alive, and so read each of them from memory at every row: the origin
+//     shape's forward was 2-4% slower. In their own call the constants are
+//     loaded once per row panel. The LSTM's and GRU's forwards measured the
+//     same either way.
 
 // x (T, B, I) -> y (T, B, H) and the cell's state; when training also the
 // cell's saved workspace and p.x_saved.
@@ -463,14 +470,29 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
           panel_weights[pp] = panel;
           panel += panel_depth(Cell::kPanels[pp].reads, I, H) * NR;
         }
-        // The cell on rows [r0, r0 + m) once their gate sums are complete.
-        auto update_rows = [&](size_t r0, size_t m) {
-          for (size_t b = r0; b < r0 + m; ++b) {
+        // The cell on rows [r0, r0 + m) once their gate sums are complete, with
+        // the IO type chosen once for the block rather than at every row.
+        auto update_rows = [&](size_t r0, size_t m) __attribute__((always_inline)) {
+          auto update = [&](size_t b, auto& io) {
             const ForwardRow<Real> row{row0 + b, prev0 + b, b, u0, t == 0,
                                        h_prev + b * H + u0, tiles + b * P * NR, bias};
-            with_row_io<Real>(nu, [&](auto& io) { Cell::forward_row(p, row, io); });
+            Cell::forward_row(p, row, io);
+          };
+          if (nu == NR) {
+            for (size_t b = r0; b < r0 + m; ++b) {
+              InPlaceRow<Real> io;
+              update(b, io);
+            }
+          } else {
+            for (size_t b = r0; b < r0 + m; ++b) {
+              StagedRow<Real> io(nu);
+              update(b, io);
+              io.finish();
+            }
           }
         };
+        auto update_rows_apart = [&](size_t r0, size_t m)
+            __attribute__((noinline)) { update_rows(r0, m); };
         // One pass over K per row panel: the cell runs while the panel's sums are
         // hot. (Blocking K to keep a panel's weights in L1 measured slower at the
         // medium and large shapes, AVX2 and AVX-512 alike.)
@@ -488,7 +510,9 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
                                                             false});
             pp += count;
           }
-          update_rows(r0, m);
+          // (One row is not worth a call: batch 1 measured 3% slower.)
+          if (Cell::kRowsApart && m > 1) update_rows_apart(r0, m);
+          else update_rows(r0, m);
         }
       }
       parallel_barrier();

@@ -21,6 +21,7 @@ struct RnnCell : CellBase<Real> {
   using CellBase<Real>::NR;
   static constexpr size_t G = kRnnTraits.G;
   static constexpr GatePanel kPanels[] = {{0, Reads::x_and_h}};
+  static constexpr bool kRowsApart = true;  // see CellBase
 
   // y (T, B, H) <- h_t.
   FASTRNN_CELL_ROW void forward_row(const ForwardArgs<Real>& p, const ForwardRow<Real>& r, IO& io) {
