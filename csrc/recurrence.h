@@ -246,10 +246,18 @@ inline void save_inputs(const ForwardArgs<Real>& p, int tid, int n) {
     return;
   }
   // Saved row r is sequence r % B at step r / B: walk (t, b) from r0 rather
-  // than divide at every row.
+  // than divide at every row. Rows are short (28 values at the origin): copied
+  // by vectors here, since a memcpy call per row measured 2% of the origin's
+  // training forward.
+  using V = typename Simd<Real>::V;
+  constexpr size_t L = Simd<Real>::L;
+  const size_t I = p.I, whole = I / L * L;
   size_t t = r0 / p.B, b = r0 % p.B;
   for (size_t r = r0; r < r1; ++r) {
-    std::memcpy(p.x_saved + r * p.I, p.x + t * p.x_step + b * p.x_row, p.I * sizeof(Real));
+    const Real* src = p.x + t * p.x_step + b * p.x_row;
+    Real* dst = p.x_saved + r * I;
+    for (size_t k = 0; k < whole; k += L) vstore(dst + k, vload<V>(src + k));
+    for (size_t k = whole; k < I; ++k) dst[k] = src[k];
     if (++b == p.B) b = 0, ++t;
   }
 }
