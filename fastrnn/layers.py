@@ -520,6 +520,10 @@ class _Recurrent:
             _check_shape(dy, expected, "dy")
             grad = batch.pack(self._time_major(dy))
         dstates = self._states(dstate, B, "dstate")
+        if self.num_layers == 1 and D == 1 and batch is _PADDED:
+            _, (record,) = tape[0]   # (dropout mask, one direction's record)
+            dx, dstates0 = self._backward_one_layer(record, grad, dstates, need_input_grad)
+            return self._user_grads(dx), self._user_state(dstates0)
         dstates0 = tuple(np.empty_like(s) for s in dstates)
         grads = {}
         for k in reversed(range(self.num_layers)):
@@ -535,10 +539,7 @@ class _Recurrent:
                                                y, dy_d, *ds, need_dx, **batch.kernel_options))
             for direction, (dx, *rest) in enumerate(self._run_directions(calls)):
                 i = k * D + direction
-                n_states = len(records[direction][1])
-                ds0, weight_grads = rest[:n_states], rest[n_states:]
-                if len(weight_grads) == 3:   # one bias b_ih + b_hh: one gradient for both
-                    weight_grads.append(weight_grads[2].copy())
+                ds0, weight_grads = self._split_grads(rest, len(records[direction][1]))
                 grads.update(zip(_keys(k, direction), weight_grads))
                 for out, rows in zip(dstates0, ds0):
                     out[i] = batch.unsort(rows)
@@ -552,12 +553,30 @@ class _Recurrent:
                 grad_inputs = grad_inputs * mask
             grad = grad_inputs
         self.grads = {key: grads[key] for key in self._params}
-        dx = None
-        if need_input_grad:
-            dx = batch.unpack(grad)
-            if self.batch_first:
-                dx = dx.transpose(1, 0, 2)
-        return dx, self._user_state(dstates0)
+        dx = batch.unpack(grad) if need_input_grad else None
+        return self._user_grads(dx), self._user_state(dstates0)
+
+    def _backward_one_layer(self, record, dy, dstates, need_input_grad):
+        """backward's (dx time-major, dstates0) for one layer in one direction over
+        full-length sequences, as _run_one_layer is to _run_stack; sets `self.grads`."""
+        x, s0, weights, y, saved = record
+        dx, *rest = self._backward_kernel(saved, x, *s0, *weights[:2], y, dy,
+                                          *(s[0] for s in dstates), need_input_grad)
+        ds0, weight_grads = self._split_grads(rest, len(s0))
+        self.grads = dict(zip(_keys(0, 0), weight_grads))
+        return dx, tuple(d[None] for d in ds0)
+
+    @staticmethod
+    def _split_grads(results, n_states):
+        """A backward kernel's results after dx: (dstate0s, [dW_ih, dW_hh, db_ih, db_hh])."""
+        ds0, weight_grads = results[:n_states], list(results[n_states:])
+        if len(weight_grads) == 3:   # one bias b_ih + b_hh: one gradient for both
+            weight_grads.append(weight_grads[2].copy())
+        return ds0, weight_grads
+
+    def _user_grads(self, dx):
+        """dx in the layer's layout (None stays None)."""
+        return dx.transpose(1, 0, 2) if dx is not None and self.batch_first else dx
 
     def _options_repr(self):
         options = []
