@@ -40,9 +40,12 @@ def strided_views(x):
     return {"batch_first": batch_first.transpose(1, 0, 2), "gaps": wide[::2, 1:B + 1]}
 
 
+# Input sizes below, between and at whole vectors (the strided copy of x has a
+# vector loop, an overlapping last vector and a scalar path).
+@pytest.mark.parametrize("I", [7, 28, 32])
 @pytest.mark.parametrize("need_dx", [False, True])
-def test_strided_x_gives_the_bits_of_a_contiguous_copy(isa, threads, cell, need_dx):
-    a = make_kernel_args(cell, 5, 13, 7, 20, np.float32, seed=4)
+def test_strided_x_gives_the_bits_of_a_contiguous_copy(isa, threads, cell, need_dx, I):
+    a = make_kernel_args(cell, 5, 13, I, 20, np.float32, seed=4)
     outs, grads = run_kernels(core, cell, a, need_dx=need_dx)
     for layout, view in strided_views(a["x"]).items():
         assert not view.flags.c_contiguous
