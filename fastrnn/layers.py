@@ -400,7 +400,7 @@ class _Recurrent:
     def _run_stack(self, inputs, states0, batch, training):
         """Every layer and direction on `inputs` (layer 0's input in the batch's layout):
         (last layer's output, final states (L*D, B, H) each, what backward needs)."""
-        if self.num_layers == 1 and self.num_directions == 1 and batch is _PADDED:
+        if self._is_one_layer(batch):
             return self._run_one_layer(inputs, states0, training)
         D = self.num_directions
         B = states0[0].shape[1]
@@ -430,6 +430,11 @@ class _Recurrent:
             tape.append((mask, records))
             inputs = self._join_directions(outputs, batch)
         return inputs, finals, tape
+
+    def _is_one_layer(self, batch):
+        """One layer in one direction over full-length sequences, which forward and
+        backward run without the stack's bookkeeping."""
+        return self.num_layers == 1 and self.num_directions == 1 and batch is _PADDED
 
     def _run_one_layer(self, inputs, states0, training):
         """_run_stack for one layer in one direction over full-length sequences: the
@@ -520,7 +525,7 @@ class _Recurrent:
             _check_shape(dy, expected, "dy")
             grad = batch.pack(self._time_major(dy))
         dstates = self._states(dstate, B, "dstate")
-        if self.num_layers == 1 and D == 1 and batch is _PADDED:
+        if self._is_one_layer(batch):
             _, (record,) = tape[0]   # (dropout mask, one direction's record)
             dx, dstates0 = self._backward_one_layer(record, grad, dstates, need_input_grad)
             return self._user_grads(dx), self._user_state(dstates0)
