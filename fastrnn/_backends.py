@@ -10,6 +10,8 @@ import os
 import sys
 import warnings
 
+from . import cells
+
 # Best first: the compiled extension, then Numba, then the NumPy reference.
 BACKEND_MODULES = {
     "cpp": "fastrnn._core",
@@ -17,8 +19,9 @@ BACKEND_MODULES = {
     "numpy": "fastrnn._reference",
 }
 
-KERNELS = ("rnn_forward", "rnn_backward", "rnn_relu_forward", "rnn_relu_backward",
-           "lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "set_num_threads")
+# What a backend module must define: every cell's kernels, and the thread setting.
+KERNELS = tuple(f"{kernel}_{stage}" for kernel in cells.KERNELS
+                for stage in ("forward", "backward")) + ("set_num_threads",)
 
 MAX_THREADS = 1024  # the compiled backend's pool refuses more
 

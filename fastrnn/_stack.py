@@ -50,13 +50,13 @@ def parameter_shapes(gates, input_size, hidden_size, num_layers=1, bidirectional
 
 class Stack:
     """A stack's configuration as the driver needs it: the cell's kernels on one backend,
-    L, D and H, and whether the kernels take b_ih + b_hh as one bias. Holds no arrays."""
+    L, D and H, and whether the cell's biases fold into b_ih + b_hh. Holds no arrays."""
 
     __slots__ = ("forward_kernel", "backward_kernel", "num_layers", "num_directions",
-                 "hidden_size", "sums_biases", "reads_x_views", "concurrent_calls")
+                 "hidden_size", "folds_biases", "reads_x_views", "concurrent_calls")
 
     def __init__(self, backend, kernel, *, num_layers, num_directions, hidden_size,
-                 sums_biases):
+                 folds_biases):
         for stage in ("forward", "backward"):
             if not hasattr(backend, f"{kernel}_{stage}"):
                 raise ValueError(f"the {backend.name} backend has no {kernel}_{stage} "
@@ -67,7 +67,7 @@ class Stack:
         self.num_layers = num_layers
         self.num_directions = num_directions
         self.hidden_size = hidden_size
-        self.sums_biases = sums_biases
+        self.folds_biases = folds_biases
         # The compiled backend reads x through strides and copies what BPTT needs.
         self.reads_x_views = getattr(backend, "reads_x_views", False)
         self.concurrent_calls = getattr(backend, "concurrent_single_thread_calls", False)
@@ -164,14 +164,18 @@ class Tape:
     def __init__(self, batch, T, B, layers):
         self.batch, self.T, self.B, self.layers = batch, T, B, layers
 
+    def workspace(self, k, direction):
+        """The kernel's workspace of layer k in one direction."""
+        return self.layers[k][1][direction][-1]
+
 
 # -- the kernel calls: each in one place --------------------------------------------
 
 
 def _kernel_weights(stack, params, k, direction):
     w_ih, w_hh, b_ih, b_hh = [params[key] for key in parameter_keys(k, direction)]
-    # b_ih + b_hh, summed once per call, where the cell's kernels take one bias
-    return (w_ih, w_hh, b_ih + b_hh) if stack.sums_biases else (w_ih, w_hh, b_ih, b_hh)
+    # b_ih + b_hh, summed once per call, where the cell's biases fold (its kernels take one)
+    return (w_ih, w_hh, b_ih + b_hh) if stack.folds_biases else (w_ih, w_hh, b_ih, b_hh)
 
 
 def _forward_kernel(stack, x, s0, weights, training, batch, **threads):
@@ -207,9 +211,9 @@ def _run_directions(stack, calls):
     """The results of a layer's kernel calls, one per direction, in order. Where the
     backend runs one-thread calls side by side and two threads are set, the two
     directions run at the same time, a thread each: no barrier at every time step
-    (measured: a bidirectional RNN, GRU and LSTM layer's step at the origin's shape
-    1.10x, 1.18x and 1.04x as fast as the directions one after the other on two
-    threads, 1.05x at the medium shape, 1.5x at batch 1). Kernels give the same bits
+    (measured: a bidirectional layer's step at the origin's shape 1.04x to 1.18x as
+    fast, by cell, as the directions one after the other on two threads, 1.05x at the
+    medium shape, 1.5x at batch 1). Kernels give the same bits
     for any thread count, so the results are those of the sequential run."""
     if len(calls) == 1 or not (stack.concurrent_calls and _backends.get_num_threads() == 2):
         return [call() for call in calls]

@@ -8,8 +8,8 @@ import traceback
 
 from ._argtypes import (_flag_type, check_dropout, check_int, check_number, finite_float,
                         non_negative_int, positive_float, positive_int)
-from ._config import RECURRENT_INITS, check_bidirectional, check_cell, check_recurrent_init
-from .layers import CELLS
+from ._config import RECURRENT_INITS, check_bidirectional, check_recurrent_init
+from .cells import CELLS, check_cell
 from .optim import SCHEDULES
 
 dropout_probability = _flag_type(float, check_dropout, "a number in [0, 1)")
@@ -398,15 +398,15 @@ def _add_runtime_flags(p):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="fastrnn", description="Fast CPU RNN, LSTM and GRU kernels: train, evaluate, "
-                                    "inspect.")
+        prog="fastrnn", description=f"Fast CPU {', '.join(c.layer for c in CELLS.values())} "
+                                    f"kernels: train, evaluate, inspect.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser(
         "train", help="train a sequence classifier on MNIST (rows as time steps)",
-        description="Train an LSTM (or a GRU, or a tanh RNN) on MNIST, one image row per time step. "
-                    "Without flags: the original experiment (LSTM, 128 units, batch 100, "
-                    "Adam 0.01, 5000 steps, forget bias 1.0).")
+        description=f"Train a classifier of a recurrent cell ({', '.join(CELLS)}) on MNIST, "
+                    "one image row per time step. Without flags: the original experiment "
+                    "(LSTM, 128 units, batch 100, Adam 0.01, 5000 steps, forget bias 1.0).")
     p.add_argument("--cell", choices=tuple(CELLS), help="recurrent cell (default lstm)")
     p.add_argument("--hidden", type=positive_int, metavar="H", help="hidden units (128)")
     p.add_argument("--layers", type=positive_int, metavar="N",

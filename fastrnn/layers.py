@@ -14,6 +14,7 @@ import numpy as np
 from . import _backends, _stack
 from ._argtypes import check_dropout, check_int
 from ._arrays import as_real_array, check_dtype, check_lengths, check_shape, load_parameters
+from .cells import CELLS
 
 
 @functools.lru_cache(maxsize=None)
@@ -26,15 +27,20 @@ def _state_labels(state_names, what):
 class _Recurrent:
     """What RNN, LSTM and GRU share: parameters, argument checks and the public API.
 
-    A subclass names its kernels (`kernel`), its gates, how many states it carries
-    (1, or 2 for the LSTM's h and c) and whether its kernels take b_ih + b_hh as one bias.
+    A subclass names its cell (`class LSTM(_Recurrent, cell="lstm")`); what the layer
+    needs of it comes from the table of cells: its name, gate count G, state names, its
+    kernel (of the default nonlinearity) and whether its biases fold.
     """
 
-    gates = 1
-    cell = None
-    kernel = None
-    state_names = ("h",)
-    sums_biases = True
+    def __init_subclass__(cls, *, cell=None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cell is None:
+            return   # a subclass of a layer: its cell
+        cls._cell = CELLS[cell]
+        cls.cell = cls._cell.name
+        cls.gates = cls._cell.G
+        cls.state_names = cls._cell.states
+        cls.kernel = cls._cell.kernel
 
     def __init__(self, input_size, hidden_size, num_layers, *, bidirectional, dropout,
                  batch_first, backend, dtype, seed):
@@ -62,7 +68,7 @@ class _Recurrent:
     def _stack_config(self):
         return _stack.Stack(self._backend, self.kernel, num_layers=self.num_layers,
                             num_directions=self.num_directions, hidden_size=self.hidden_size,
-                            sums_biases=self.sums_biases)
+                            folds_biases=self._cell.folds_biases)
 
     @property
     def backend(self):
@@ -246,34 +252,25 @@ class _Recurrent:
                 f"backend={self.backend!r}, dtype={self.dtype.name})")
 
 
-class RNN(_Recurrent):
+class RNN(_Recurrent, cell="rnn"):
     """Elman RNN: h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), act tanh or relu."""
-
-    gates = 1
-    cell = "rnn"
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, nonlinearity="tanh",
                  bidirectional=False, dropout=0.0, batch_first=True, backend=None,
                  dtype=np.float32, seed=None):
-        if nonlinearity not in NONLINEARITIES:
-            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        kernels = self._cell.kernels
+        if nonlinearity not in kernels:
+            raise ValueError(f"nonlinearity must be {' or '.join(map(repr, kernels))}, "
+                             f"got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
-        self.kernel = NONLINEARITIES[nonlinearity]
+        self.kernel = kernels[nonlinearity]
         super().__init__(input_size, hidden_size, num_layers, bidirectional=bidirectional,
                          dropout=dropout, batch_first=batch_first, backend=backend,
                          dtype=dtype, seed=seed)
 
 
-# The RNN's kernels by nonlinearity.
-NONLINEARITIES = {"tanh": "rnn", "relu": "rnn_relu"}
-
-
-class LSTM(_Recurrent):
+class LSTM(_Recurrent, cell="lstm"):
     """LSTM with gate order i, f, g, o: c_t = f c_{t-1} + i g, h_t = o tanh(c_t)."""
-
-    gates = 4
-    cell = kernel = "lstm"
-    state_names = ("h", "c")
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, forget_bias=1.0,
                  bidirectional=False, dropout=0.0, batch_first=True, backend=None,
@@ -283,19 +280,15 @@ class LSTM(_Recurrent):
                          dtype=dtype, seed=seed)
         self.forget_bias = float(forget_bias)
         H = self.hidden_size
+        f = self._cell.gates.index("f")
         for key, value in self._params.items():
             if key.startswith("bias_ih"):
-                value[H:2 * H] += self.dtype.type(self.forget_bias)
+                value[f * H:(f + 1) * H] += self.dtype.type(self.forget_bias)
 
 
-class GRU(_Recurrent):
+class GRU(_Recurrent, cell="gru"):
     """GRU with gate order r, z, n: n = tanh(x W_in^T + b_in + r (h W_hn^T + b_hn)),
     h_t = (1 - z) n + z h_{t-1}."""
-
-    gates = 3
-    cell = kernel = "gru"
-    # Both biases apart: the reset gate scales b_hn with the rest of h W_hn^T.
-    sums_biases = False
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, bidirectional=False,
                  dropout=0.0, batch_first=True, backend=None, dtype=np.float32, seed=None):
@@ -304,6 +297,5 @@ class GRU(_Recurrent):
                          dtype=dtype, seed=seed)
 
 
-# The cells by name: every list of cell names (the model, checkpoints, the command line)
-# is this one.
-CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+# The layer class of every cell in the table, by cell name.
+LAYERS = {name: globals()[cell.layer] for name, cell in CELLS.items()}

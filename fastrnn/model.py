@@ -10,7 +10,8 @@ from . import _backends
 from ._config import check_model_config
 from .checkpoint import read_checkpoint, save_checkpoint
 from ._arrays import as_real_array, check_lengths, load_parameters
-from .layers import CELLS
+from .cells import CELLS
+from .layers import LAYERS
 
 # predict/evaluate run the test set in chunks of this many sequences, so
 # memory stays bounded (an LSTM forward keeps T*B*4H activations).
@@ -24,7 +25,7 @@ def _log_softmax(logits):
 
 
 class SequenceClassifier:
-    """Recurrent layers (fastrnn.LSTM, fastrnn.GRU or fastrnn.RNN), then logits = h W^T + b
+    """Recurrent layers of a cell (fastrnn.cells), then logits = h W^T + b
     with h (B, D*H) the last layer's final state, both directions, forward first.
 
     `recurrent_init` ("uniform": torch's init; "orthogonal" or "identity": each
@@ -39,9 +40,10 @@ class SequenceClassifier:
             "input_size": input_size, "hidden_size": hidden_size, "num_classes": num_classes,
             "cell": cell, "num_layers": num_layers, "bidirectional": bidirectional,
             "dropout": dropout, "forget_bias": forget_bias, "recurrent_init": recurrent_init})
-        # forget_bias has no meaning for the GRU and the vanilla cell
-        options = {"forget_bias": config["forget_bias"]} if cell == "lstm" else {}
-        self.layer = CELLS[cell](config["input_size"], config["hidden_size"],
+        # forget_bias means something only to a cell whose layer takes it (the LSTM)
+        options = {"forget_bias": config["forget_bias"]} \
+            if "forget_bias" in CELLS[cell].layer_options else {}
+        self.layer = LAYERS[cell](config["input_size"], config["hidden_size"],
                                  config["num_layers"], bidirectional=config["bidirectional"],
                                  dropout=config["dropout"], backend=backend, seed=seed,
                                  **options)
@@ -129,7 +131,7 @@ class SequenceClassifier:
     def head_features(self, state_T):
         """The head's input (B, D*H) from a layer's state_T: the last layer's final h,
         both directions side by side, forward first."""
-        h_T = state_T[0] if self.cell == "lstm" else state_T
+        h_T = state_T[0] if isinstance(state_T, tuple) else state_T   # h first, then c
         D = self.layer.num_directions
         return np.ascontiguousarray(h_T[-D:].transpose(1, 0, 2)).reshape(h_T.shape[1], -1)
 
@@ -140,7 +142,8 @@ class SequenceClassifier:
         B = dfeatures.shape[0]
         dh_T = np.zeros((layer.num_layers * D, B, H), dtype=layer.dtype)
         dh_T[-D:] = dfeatures.reshape(B, D, H).transpose(1, 0, 2)
-        return (dh_T, None) if self.cell == "lstm" else dh_T
+        more = len(layer.state_names) - 1   # c_T (the LSTM's) reaches the loss only through h
+        return (dh_T,) + (None,) * more if more else dh_T
 
     def _last_hidden(self, x, lengths, training):
         _, state = self.layer.forward(x, lengths=lengths, training=training)
