@@ -82,6 +82,12 @@ def compiled_module():
     return _try_load("cpp")
 
 
+def optional_kernel(backend, name):
+    """The function `name` of the backend called `backend` where it has one, else None:
+    kernels beside the cells' that only some backends have (the classifier head)."""
+    return getattr(get_backend(backend), name, None)
+
+
 def get_backend(name=None):
     """The backend module for `name`, else $FASTRNN_BACKEND, else the best available."""
     global _warned_fallback

@@ -7,21 +7,14 @@ training forward's tape for `backward`.
 """
 
 import copy
-import functools
 
 import numpy as np
 
 from . import _backends, _stack
 from ._argtypes import check_dropout, check_int
-from ._arrays import as_real_array, check_dtype, check_lengths, check_shape, load_parameters
+from ._arrays import (as_real_array, check_dtype, check_lengths, check_shape, load_parameters,
+                      zeros)
 from .cells import CELLS
-
-
-@functools.lru_cache(maxsize=None)
-def _state_labels(state_names, what):
-    """How errors name each state array: h0, c0 or dstate (dh_T), dstate (dc_T)."""
-    return tuple(f"{name}0" if what == "state" else f"dstate (d{name}_T)"
-                 for name in state_names)
 
 
 class _Recurrent:
@@ -41,6 +34,9 @@ class _Recurrent:
         cls.gates = cls._cell.G
         cls.state_names = cls._cell.states
         cls.kernel = cls._cell.kernel
+        # How errors name each state array: h0, c0 or dstate (dh_T), dstate (dc_T).
+        cls._state_labels = {"state": tuple(f"{name}0" for name in cls.state_names),
+                             "dstate": tuple(f"dstate (d{name}_T)" for name in cls.state_names)}
 
     def __init__(self, input_size, hidden_size, num_layers, *, bidirectional, dropout,
                  batch_first, backend, dtype, seed):
@@ -135,35 +131,40 @@ class _Recurrent:
                              f"sequence, got shape {x.shape}")
         return self._time_major(x)
 
-    def _state_array(self, value, batch, what):
-        """A state or its gradient as (L*D, B, H); (B, H) is taken where L*D = 1."""
-        shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
+    def _state_array(self, value, shape, what):
+        """A state or its gradient as `shape` (L*D, B, H); (B, H) is taken where L*D = 1;
+        None is zeros (read-only, shared)."""
         if value is None:
-            return np.zeros(shape, dtype=self.dtype)
+            return zeros(shape, self.dtype)
         value = as_real_array(value, self.dtype, what)
+        if value.shape == shape:
+            return value
         if shape[0] == 1 and value.shape == shape[1:]:
             return value[None]
-        if value.shape != shape:
-            single = f", or (B, H) = {shape[1:]}" if shape[0] == 1 else ""
-            raise ValueError(f"{what} must have shape (num_layers * num_directions, B, H) = "
-                             f"{shape}{single}, as torch lays it out; got {value.shape}")
-        return value
+        single = f", or (B, H) = {shape[1:]}" if shape[0] == 1 else ""
+        raise ValueError(f"{what} must have shape (num_layers * num_directions, B, H) = "
+                         f"{shape}{single}, as torch lays it out; got {value.shape}")
 
-    def _states(self, value, batch, what):
-        """The tuple of state arrays (h, or h and c) from a `what` ("state" or "dstate")
-        as the user gives it."""
-        names = _state_labels(self.state_names, what)
-        if len(names) == 1:
-            return (self._state_array(value, batch, names[0]),)
+    def _states(self, value, B, what):
+        """The tuple of state arrays (h, or h and c), each (L*D, B, H), from a `what`
+        ("state" or "dstate") as the user gives it."""
+        shape = (self.num_layers * self.num_directions, B, self.hidden_size)
+        labels = self._state_labels[what]
         if value is None:
-            value = (None, None)
-        if not isinstance(value, (tuple, list)) or len(value) != 2:
-            raise TypeError(f"{what} for an LSTM must be a pair (h, c) or None, "
+            return (zeros(shape, self.dtype),) * len(labels)
+        if len(labels) == 1:
+            return (self._state_array(value, shape, labels[0]),)
+        if not isinstance(value, (tuple, list)) or len(value) != len(labels):
+            several = "pair" if len(labels) == 2 else "tuple"
+            raise TypeError(f"{what} for an {type(self).__name__} must be a {several} "
+                            f"({', '.join(self.state_names)}) or None, "
                             f"got {type(value).__name__}")
-        return tuple(self._state_array(v, batch, name) for v, name in zip(value, names))
+        return tuple([self._state_array(v, shape, label) for v, label in zip(value, labels)])
 
-    def _user_state(self, states):
-        return states[0] if len(states) == 1 else tuple(states)
+    @staticmethod
+    def _user_state(states):
+        """A tuple of states as the user sees it: h alone, or (h, c)."""
+        return states[0] if len(states) == 1 else states
 
     # -- forward and backward ------------------------------------------------
 
@@ -175,8 +176,8 @@ class _Recurrent:
         """
         x_tm = self._check_input(x)
         T, B = x_tm.shape[:2]
-        batch = _stack.batch_layout(None if lengths is None else check_lengths(lengths, T, B),
-                                    T)
+        batch = _stack.PADDED if lengths is None else \
+            _stack.batch_layout(check_lengths(lengths, T, B), T)
         states0 = self._states(state, B, "state")
         # The last forward's record goes first: its workspace is freed (and, on
         # the compiled backend, reused) instead of living beside the new one.
