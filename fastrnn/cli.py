@@ -9,7 +9,7 @@ import traceback
 
 from ._argtypes import (_flag_type, check_dropout, check_int, check_number, finite_float,
                         non_negative_int, positive_float, positive_int)
-from ._config import RECURRENT_INITS, check_bidirectional, check_recurrent_init
+from ._config import ADDED_IN_0_2, RECURRENT_INITS, check_bidirectional, check_recurrent_init
 from .cells import CELLS, check_cell
 from .optim import SCHEDULES
 
@@ -32,8 +32,10 @@ ORIGIN_DEFAULTS = {
     "train_limit": None,
 }
 DEFAULT_STEPS = 5000
-# Settings that 0.1's checkpoints lack, with the value they had there.
-ADDED_IN_0_2 = {"layers": 1, "bidirectional": False, "dropout": 0.0}
+# Settings that 0.1's checkpoints lack, with the value they had there: the model
+# configuration's (ADDED_IN_0_2) under the flags' names.
+SETTINGS_ADDED_IN_0_2 = {"layers" if key == "num_layers" else key: value
+                         for key, value in ADDED_IN_0_2.items()}
 
 
 # -- fastrnn info ----------------------------------------------------------------------
@@ -166,7 +168,7 @@ def _read_resume(path):
         raise ValueError(f"{path}: not a training checkpoint (no optimizer state or training "
                          f"progress); write one with `fastrnn train --save PATH`")
     if isinstance(state["settings"], dict):   # a 0.1 run: one layer, one direction
-        state["settings"] = {**ADDED_IN_0_2, **state["settings"]}
+        state["settings"] = {**SETTINGS_ADDED_IN_0_2, **state["settings"]}
     step, steps = state.get("step"), state.get("steps")
     if not _valid_settings(state["settings"]) or not isinstance(step, int) \
             or not isinstance(steps, int) or not 0 <= step <= steps \
