@@ -39,18 +39,23 @@ ADDED_IN_0_2 = {"layers": 1, "bidirectional": False, "dropout": 0.0}
 
 
 def _cmd_info(args):
+    """Print the facts; an invalid FASTRNN_BACKEND, which no layer builds under, is an
+    error (exit 2) after them."""
     from . import info
     facts = info()
     if args.json:
         print(json.dumps(facts, indent=2))
-        return 0
-    width = max(len(key) for key in facts)
-    for key, value in facts.items():
-        if isinstance(value, (list, tuple)):
-            value = ", ".join(map(str, value)) or "-"
-        elif isinstance(value, dict):
-            value = "; ".join(f"{k}: {v}" for k, v in value.items()) or "-"
-        print(f"{key:<{width}}  {value}")
+    else:
+        width = max(len(key) for key in facts)
+        for key, value in facts.items():
+            if isinstance(value, (list, tuple)):
+                value = ", ".join(map(str, value)) or "-"
+            elif isinstance(value, dict):
+                value = "; ".join(f"{k}: {v}" for k, v in value.items()) or "-"
+            print(f"{key:<{width}}  {value}")
+    if "backend_error" in facts:
+        print(f"fastrnn info: error: {facts['backend_error']}", file=sys.stderr)
+        return 2
     return 0
 
 
