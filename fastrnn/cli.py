@@ -358,7 +358,7 @@ def _cmd_export(args):
     # Exporting reads the parameters and runs no kernel: the reference backend always loads.
     model = load(args.checkpoint, backend="numpy")
     export_onnx(model, args.output, lengths_input=args.lengths)
-    inputs = "x (B, T, I) float32" + (", lengths (B,) int32" if args.lengths else "")
+    inputs = "x (B, T, I) float32" + (", lengths (B,) int64" if args.lengths else "")
     print(f"wrote {args.output}: {model.cell.upper()} classifier H={model.hidden_size} as ONNX "
           f"opset {OPSET}; inputs {inputs}; output logits (B, {model.num_classes})")
     return 0
@@ -471,7 +471,7 @@ def build_parser():
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="written by `fastrnn train --save`")
     p.add_argument("output", metavar="OUT.onnx", help="the graph to write (atomically)")
     p.add_argument("--lengths", action="store_true",
-                   help="a second input `lengths` (B,) int32 for variable-length batches")
+                   help="a second input `lengths` (B,) int64 for variable-length batches")
     p.set_defaults(run=_cmd_export)
 
     p = commands.add_parser(

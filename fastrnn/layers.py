@@ -21,18 +21,41 @@ from ._argtypes import check_int
 _DTYPES = (np.float32, np.float64)
 
 
-def as_real_array(value, dtype, what):
-    """`value` as a C-contiguous array of `dtype`, refusing what is not real numbers."""
+def as_real_array(value, dtype, what, *, batch=False):
+    """`value` as a C-contiguous array of `dtype`, refusing what is not real numbers.
+
+    `batch`: `value` is a batch of sequences, which a list of them of different lengths
+    cannot be: the error says how to pad them.
+    """
     if type(value) is np.ndarray and value.dtype == dtype and value.flags.c_contiguous:
         return value  # the common case, without the dtype checks below
     try:
         array = np.asarray(value)
     except Exception as exc:
+        if batch:
+            _refuse_ragged(value, what)
         raise TypeError(f"{what} must be an array of real numbers: {exc}") from None
+    if batch and array.dtype == object:   # what numpy before 1.24 makes of a ragged list
+        _refuse_ragged(value, what)
     if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.integer)
                                       or np.issubdtype(array.dtype, np.floating)):
         raise TypeError(f"{what} must hold real numbers, got dtype {array.dtype}")
     return np.ascontiguousarray(array, dtype=dtype)
+
+
+def _refuse_ragged(value, what):
+    """A ValueError saying how to pad `value` if it is a list or tuple of sequences of
+    different shapes, which numpy cannot make one array of."""
+    if not isinstance(value, (list, tuple)):
+        return
+    try:
+        ragged = len({np.shape(item) for item in value}) > 1
+    except ValueError:   # an item ragged itself
+        ragged = True
+    if ragged:
+        raise ValueError(f"{what} is a list of sequences of different shapes, which make no "
+                         f"one array: pad them with `x, lengths = fastrnn.pad_sequences(seqs)` "
+                         f"and pass lengths=lengths")
 
 
 def _check_shape(array, shape, what):
@@ -318,7 +341,7 @@ class _Recurrent:
         return np.ascontiguousarray(array.transpose(1, 0, 2))
 
     def _check_input(self, x):
-        x = as_real_array(x, self.dtype, "x")
+        x = as_real_array(x, self.dtype, "x", batch=True)
         layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
         if x.ndim != 3:
             raise ValueError(f"x must be 3-D {layout}, got shape {x.shape}")
@@ -622,7 +645,12 @@ NONLINEARITIES = {"tanh": "rnn", "relu": "rnn_relu"}
 
 
 class LSTM(_Recurrent):
-    """LSTM with gate order i, f, g, o: c_t = f c_{t-1} + i g, h_t = o tanh(c_t)."""
+    """LSTM with gate order i, f, g, o: c_t = f c_{t-1} + i g, h_t = o tanh(c_t).
+
+    `forget_bias` (1.0) is added to the f slice of every bias_ih after torch's init,
+    so that the cell starts out remembering; torch adds nothing: forget_bias=0.0 gives
+    torch's init. Like every fastrnn layer, batch_first defaults to True (torch: False).
+    """
 
     gates = 4
     cell = kernel = "lstm"
