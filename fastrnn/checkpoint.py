@@ -12,6 +12,8 @@ Layout (every entry a plain array; strings are UTF-8 JSON held as uint8):
 A save goes to a temporary file in the target's directory, is flushed and
 fsynced, then renamed over the target: a crash at any moment leaves either
 the old checkpoint or the new one, never a half-written file under the name.
+Every float entry is finite: a save refuses NaN or Inf (a diverged model),
+and so does a read.
 
 This module knows the file, not the model class: fastrnn.model imports it to
 save and load, and nothing here imports fastrnn.model.
@@ -59,6 +61,13 @@ def save_checkpoint(path, model, optimizer=None, train_state=None):
             arrays[f"optim_exp_avg_sq/{key}"] = state["exp_avg_sq"][key]
     if train_state is not None:
         arrays["train"] = _json_array(train_state)
+    # A diverged model is not saved: read_checkpoint would refuse it, and writing it
+    # over the last checkpoint of a run would lose that run's last good weights.
+    for name, value in arrays.items():
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            raise ValueError(f"cannot save {path}: {name} holds non-finite values (NaN or "
+                             f"Inf), as the weights of a diverged run do, and a checkpoint "
+                             f"holds finite numbers only; {path} is left as it was")
 
     write_atomically(path, lambda file: _write_arrays(file, arrays))
 
@@ -124,7 +133,9 @@ def _float_arrays(path, members, prefix, shapes):
             raise CheckpointError(f"{path}: entry {name!r} must be floats of shape {shape}, "
                                   f"got {value.dtype} {value.shape}")
         if not np.all(np.isfinite(value)):
-            raise CheckpointError(f"{path}: entry {name!r} holds non-finite values")
+            raise CheckpointError(f"{path}: entry {name!r} holds non-finite values (NaN or "
+                                  f"Inf): the weights of a diverged run, which fastrnn "
+                                  f"neither saves nor loads")
         arrays[key] = value
     return arrays
 

@@ -24,6 +24,10 @@ from .distributed import World
 from .optim import clip_grad_norm, scheduled_lr
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss of a step was NaN or infinite: training stopped before that step's update."""
+
+
 class BatchOrder:
     """Indices of the training batch for each step, shuffled per epoch from the seed."""
 
@@ -144,6 +148,9 @@ def train(model, optimizer, x_train, y_train, *, steps, batch_size, seed, lr, lr
     rank. Which rank writes is the caller's choice: give `checkpoint_path` and
     a loud `progress` to one rank only. `check_params_every` N > 0 checks every
     N steps that all ranks hold the same parameters.
+
+    A NaN or infinite loss raises TrainingDiverged before that step's update, so the
+    model keeps the weights of the step before and the last checkpoint stays as it is.
     """
     world = world or World()
     order = BatchOrder(x_train.shape[0], batch_size, seed)
@@ -157,6 +164,7 @@ def train(model, optimizer, x_train, y_train, *, steps, batch_size, seed, lr, lr
     started = time.perf_counter()
     step = start_step
     loss = float("nan")
+    saved_step = None   # of the last periodic checkpoint this run wrote
 
     def record_diagnostics(at_step):
         nonlocal diagnostics_seconds
@@ -174,7 +182,13 @@ def train(model, optimizer, x_train, y_train, *, steps, batch_size, seed, lr, lr
         optimizer.lr = scheduled_lr(lr_schedule, lr, step, steps)
         loss, grads = model.loss_and_grads(x, y)
         if not math.isfinite(loss):
-            progress.log(f"step {step + 1}: loss is {loss}; training diverged")
+            # Its gradients would put NaN into every weight for good, and the next
+            # checkpoint would hold nothing worth keeping.
+            kept = (f"; the checkpoint of step {saved_step}, {checkpoint_path}, is kept"
+                    if saved_step is not None else "")
+            raise TrainingDiverged(f"training diverged at step {step + 1}: the loss is "
+                                   f"{loss}; stopped before that step's update{kept}; try a "
+                                   f"lower --lr or --clip NORM")
         world.allreduce_grads(grads)
         grad_norm = clip_grad_norm(grads, clip) if clip else None
         optimizer.step(grads)
@@ -215,6 +229,7 @@ def train(model, optimizer, x_train, y_train, *, steps, batch_size, seed, lr, lr
             save_checkpoint(checkpoint_path, model, optimizer,
                             dict(train_state or {}, step=step, history=history,
                                  diagnostics=records))
+            saved_step = step
         progress.update(step)
     # Diagnostics are measurement, not training: their time is not counted.
     seconds = time.perf_counter() - started - diagnostics_seconds
