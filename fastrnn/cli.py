@@ -182,9 +182,10 @@ def _read_resume(path):
 def _prepare_training(args, checkpoint, world):
     """Settings, data, model and optimizer of a run: everything that can fail on
     bad flags or files, done before the first step."""
+    from ._memory import refuse_unless_fits
     from .model import SequenceClassifier
     from .optim import Adam
-    from .training import BatchOrder
+    from .training import BatchOrder, memory_needed
 
     settings = _settings(args, checkpoint)
     steps = args.steps if args.steps is not None else (
@@ -201,6 +202,14 @@ def _prepare_training(args, checkpoint, world):
     if settings["train_limit"]:
         x_train, y_train = x_train[:settings["train_limit"]], y_train[:settings["train_limit"]]
     BatchOrder(x_train.shape[0], settings["batch_size"], settings["seed"])   # checks the size
+    config = checkpoint.config if checkpoint is not None else {
+        "input_size": x_train.shape[2], "hidden_size": settings["hidden"], "num_classes": 10,
+        "cell": settings["cell"], "num_layers": settings["layers"],
+        "bidirectional": settings["bidirectional"]}
+    refuse_unless_fits(memory_needed(config, settings["batch_size"] // world.size,
+                                     x_train.shape[1]),
+                       "training this model", "choose fewer --layers, a smaller --hidden or "
+                                              "--batch-size")
 
     if checkpoint is not None:
         model = SequenceClassifier.from_checkpoint(checkpoint, backend=args.backend)

@@ -33,8 +33,8 @@ import numpy as np
 LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
 
 # Messages of these types are meant for the user as they stand; others are bugs,
-# and their type is named.
-USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError)
+# and their type is named. (A MemoryError is a size too large for this machine.)
+USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError, MemoryError)
 
 
 

@@ -15,7 +15,7 @@ import numbers
 
 import numpy as np
 
-from . import _backends
+from . import _backends, _memory
 from ._argtypes import check_int
 
 _DTYPES = (np.float32, np.float64)
@@ -101,7 +101,15 @@ def parameter_shapes(gates, input_size, hidden_size, num_layers=1, bidirectional
     return shapes
 
 
-@functools.lru_cache(maxsize=None)   # the names are built once, not at every call
+def parameter_count(gates, input_size, hidden_size, num_layers=1, bidirectional=False):
+    """The numbers in parameter_shapes(...), counted without listing the layers."""
+    G, H, D = gates, hidden_size, 2 if bidirectional else 1
+    return D * G * H * (input_size + H + 2 + (num_layers - 1) * (D * H + H + 2))
+
+
+# The names are built once, not at every call; the bound keeps a stack of absurdly many
+# layers from growing the cache without end.
+@functools.lru_cache(maxsize=4096)
 def _keys(k, direction):
     """The state_dict keys of layer k's weights and biases in one direction."""
     suffix = "_reverse" if direction else ""
@@ -235,7 +243,9 @@ class _Recurrent:
     """What RNN, LSTM and GRU share: the one driver over layers, directions and lengths.
 
     A subclass names its kernels (`kernel`), its gates, how many states it carries
-    (1, or 2 for the LSTM's h and c) and whether its kernels take b_ih + b_hh as one bias.
+    (1, or 2 for the LSTM's h and c), whether its kernels take b_ih + b_hh as one bias
+    and how many numbers, in units of H, a training forward keeps per row and time step
+    beside x and y (`saved_width`, which memory estimates read).
     """
 
     gates = 1
@@ -243,6 +253,7 @@ class _Recurrent:
     kernel = None
     state_names = ("h",)
     sums_biases = True
+    saved_width = 0
 
     def __init__(self, input_size, hidden_size, num_layers, *, bidirectional, dropout,
                  batch_first, backend, dtype, seed):
@@ -264,6 +275,12 @@ class _Recurrent:
                                  f"{_backends.available_backends()})")
         self._forward_kernel = getattr(self._backend, f"{self.kernel}_forward")
         self._backward_kernel = getattr(self._backend, f"{self.kernel}_backward")
+        _memory.refuse_unless_fits(
+            {"parameters": self.dtype.itemsize * parameter_count(
+                self.gates, self.input_size, self.hidden_size, self.num_layers,
+                self.bidirectional)},
+            f"{type(self).__name__}({self.input_size}, {self.hidden_size}"
+            f"{self._options_repr()})", "choose fewer layers or a smaller hidden_size")
         # torch's init: every parameter U(-1/sqrt(H), 1/sqrt(H)), in state_dict order.
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.hidden_size)
@@ -655,6 +672,7 @@ class LSTM(_Recurrent):
     gates = 4
     cell = kernel = "lstm"
     state_names = ("h", "c")
+    saved_width = 5   # BPTT's record beyond x and y, per row and step: c_t and 4 gates, 5H
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, forget_bias=1.0,
                  bidirectional=False, dropout=0.0, batch_first=True, backend=None,
@@ -675,6 +693,7 @@ class GRU(_Recurrent):
 
     gates = 3
     cell = kernel = "gru"
+    saved_width = 4   # BPTT's record beyond x and y, per row and step: 3 gates and hn, 4H
     # Both biases apart: the reset gate scales b_hn with the rest of h W_hn^T.
     sums_biases = False
 

@@ -21,7 +21,25 @@ import numpy as np
 from . import diagnostics as diag
 from .checkpoint import save_checkpoint
 from .distributed import World
+from .layers import CELLS, parameter_count
 from .optim import clip_grad_norm, scheduled_lr
+
+
+def memory_needed(config, batch_size, T):
+    """{what: bytes} of the largest float32 arrays that training a SequenceClassifier of
+    `config` (its config()) with Adam takes, on batches of `batch_size` sequences of T
+    steps: below all it takes, and known before any of it is allocated."""
+    layer = CELLS[config["cell"]]
+    I, H, L = config["input_size"], config["hidden_size"], config["num_layers"]
+    D = 2 if config["bidirectional"] else 1
+    P = parameter_count(layer.gates, I, H, L, config["bidirectional"]) \
+        + config["num_classes"] * (D * H + 1)
+    # What a training forward keeps for BPTT per row and step: each layer's input (the
+    # reverse direction's a reversed copy), and each direction's y and the cell's record.
+    kept = D * (I + (L - 1) * D * H) + L * D * H * (1 + layer.saved_width)
+    return {"parameters": 4 * P,
+            "their gradients and Adam's two moments": 3 * 4 * P,
+            f"BPTT's record of {batch_size} sequences of {T} steps": 4 * batch_size * T * kept}
 
 
 class TrainingDiverged(RuntimeError):
