@@ -1,6 +1,6 @@
 """Sizes checked before memory is committed: a model or a run that cannot fit here, and a
 checkpoint whose claims its file does not hold, end in one line naming the numbers, not
-in a MemoryError traceback after minutes of allocating."""
+in a MemoryError traceback after allocating until memory ran out."""
 
 import json
 import os
