@@ -7,6 +7,7 @@ from ._info import __version__, info
 from .layers import GRU, LSTM, RNN
 from .model import SequenceClassifier, load
 from .onnx import export_onnx
+from .sequences import pad_sequences
 
 __all__ = [
     "RNN",
@@ -15,6 +16,7 @@ __all__ = [
     "SequenceClassifier",
     "load",
     "export_onnx",
+    "pad_sequences",
     "datasets",
     "optim",
     "available_backends",

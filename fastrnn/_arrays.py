@@ -28,18 +28,41 @@ def zeros(shape, dtype):
     return array
 
 
-def as_real_array(value, dtype, what):
-    """`value` as a C-contiguous array of `dtype`, refusing what is not real numbers."""
+def as_real_array(value, dtype, what, *, batch=False):
+    """`value` as a C-contiguous array of `dtype`, refusing what is not real numbers.
+
+    `batch`: `value` is a batch of sequences, which a list of them of different lengths
+    cannot be: the error says how to pad them.
+    """
     if type(value) is np.ndarray and value.dtype == dtype and value.flags.c_contiguous:
         return value  # the common case, without the dtype checks below
     try:
         array = np.asarray(value)
     except Exception as exc:
+        if batch:
+            _refuse_ragged(value, what)
         raise TypeError(f"{what} must be an array of real numbers: {exc}") from None
+    if batch and array.dtype == object:   # what numpy before 1.24 makes of a ragged list
+        _refuse_ragged(value, what)
     if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.integer)
                                       or np.issubdtype(array.dtype, np.floating)):
         raise TypeError(f"{what} must hold real numbers, got dtype {array.dtype}")
     return np.ascontiguousarray(array, dtype=dtype)
+
+
+def _refuse_ragged(value, what):
+    """A ValueError saying how to pad `value` if it is a list or tuple of sequences of
+    different shapes, which numpy cannot make one array of."""
+    if not isinstance(value, (list, tuple)):
+        return
+    try:
+        ragged = len({np.shape(item) for item in value}) > 1
+    except ValueError:   # an item ragged itself
+        ragged = True
+    if ragged:
+        raise ValueError(f"{what} is a list of sequences of different shapes, which make no "
+                         f"one array: pad them with `x, lengths = fastrnn.pad_sequences(seqs)` "
+                         f"and pass lengths=lengths")
 
 
 def check_shape(array, shape, what):

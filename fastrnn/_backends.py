@@ -91,16 +91,18 @@ def optional_kernel(backend, name):
 def get_backend(name=None):
     """The backend module for `name`, else $FASTRNN_BACKEND, else the best available."""
     global _warned_fallback
+    source = ""
     if name is None:
         name = os.environ.get("FASTRNN_BACKEND") or None
+        source = " (from FASTRNN_BACKEND)"   # a user who passed no backend= learns why
     if name is not None:
         if not isinstance(name, str) or name not in BACKEND_MODULES:
             raise ValueError(
-                f"unknown backend {name!r}; choose one of {sorted(BACKEND_MODULES)}")
+                f"unknown backend {name!r}{source}; choose one of {sorted(BACKEND_MODULES)}")
         module = _try_load(name)
         if module is None:
             raise ValueError(
-                f"backend {name!r} is not available here ({_load_errors[name]}); "
+                f"backend {name!r}{source} is not available here ({_load_errors[name]}); "
                 f"available: {available_backends()}")
         return module
     # The first that loads: the others (Numba compiles, and imports SciPy) load only
@@ -113,6 +115,14 @@ def get_backend(name=None):
             f"using {best!r} instead (FASTRNN_BACKEND={best} selects it without "
             f"this warning)", RuntimeWarning, stacklevel=_user_stacklevel())
     return _loaded[best]
+
+
+def default_backend():
+    """The name of the backend a layer gets without backend=: $FASTRNN_BACKEND's, else
+    the best available. A variable naming no backend that loads here is a ValueError,
+    as it is for the layers."""
+    name = os.environ.get("FASTRNN_BACKEND") or None
+    return available_backends()[0] if name is None else get_backend().name
 
 
 def _user_stacklevel():

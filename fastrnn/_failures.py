@@ -12,8 +12,8 @@ import time
 import traceback
 
 # Messages of these types are meant for the user as they stand; others are bugs,
-# and their type is named.
-USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError)
+# and their type is named. (A MemoryError is a size too large for this machine.)
+USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError, MemoryError)
 
 # How long a failing rank waits between writing its error and MPI_Abort.
 ABORT_GRACE_SECONDS = 0.5

@@ -25,12 +25,23 @@ def _cpu_flags():
 
 
 def info():
-    """A dict describing this installation; `fastrnn info` prints it."""
+    """A dict describing this installation; `fastrnn info` prints it.
+
+    `default_backend` is the backend a layer gets without backend=: FASTRNN_BACKEND's
+    where that is set. Where the variable names no backend that loads here (so that
+    every such layer refuses to build), `default_backend` is None and `backend_error`
+    says why.
+    """
     backends = _backends.available_backends()
+    try:
+        default, error = _backends.default_backend(), None
+    except ValueError as exc:
+        default, error = None, str(exc)
     result = {
         "version": __version__,
         "backends": backends,
-        "default_backend": backends[0],
+        "default_backend": default,
+        **({"backend_error": error} if error else {}),
         "unavailable": _backends.unavailable_backends(),
         "threads": _backends.get_num_threads(),
         "cpu_features": _cpu_flags(),

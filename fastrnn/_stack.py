@@ -48,6 +48,12 @@ def parameter_shapes(gates, input_size, hidden_size, num_layers=1, bidirectional
     return shapes
 
 
+def parameter_count(gates, input_size, hidden_size, num_layers=1, bidirectional=False):
+    """The numbers in parameter_shapes(...), counted without listing the layers."""
+    G, H, D = gates, hidden_size, 2 if bidirectional else 1
+    return D * G * H * (input_size + H + 2 + (num_layers - 1) * (D * H + H + 2))
+
+
 class Stack:
     """A stack's configuration as the driver needs it: the cell's kernels on one backend,
     L, D and H, and whether the cell's biases fold into b_ih + b_hh. Holds no arrays."""

@@ -40,6 +40,8 @@ class Cell(NamedTuple):
     folds_biases: bool    # b_ih and b_hh appear only as b_ih + b_hh, so they may be folded
                           # into one bias; the GRU's reset gate scales b_hn alone
     layer_options: tuple  # the layer's keyword options beyond those every cell has
+    saved_width: int      # BPTT's record beyond x and y, per row and step, in units of H
+                          # (memory estimates read it)
     onnx: OnnxOperator
     saturation: Saturation
 
@@ -56,18 +58,19 @@ class Cell(NamedTuple):
 CELLS = {cell.name: cell for cell in (
     Cell("rnn", "RNN", "RNN",
          gates=("h",), states=("h",), kernels={"tanh": "rnn", "relu": "rnn_relu"},
-         folds_biases=True, layer_options=("nonlinearity",),
+         folds_biases=True, layer_options=("nonlinearity",), saved_width=0,
          onnx=OnnxOperator("RNN", (0,), {}),
          saturation=Saturation("h", "|h_t| > 0.99")),     # h_t = tanh(...) itself
     Cell("lstm", "LSTM", "LSTM",
          gates=("i", "f", "g", "o"), states=("h", "c"), kernels={"tanh": "lstm"},
          folds_biases=True, layer_options=("forget_bias",),
+         saved_width=5,                                        # c_t and 4 gates
          onnx=OnnxOperator("LSTM", (0, 3, 1, 2), {}),          # ONNX i, o, f, c
          # tanh(c_t), on the output path h_t = o tanh(c_t)
          saturation=Saturation("tanh(c)", "|tanh(c_t)| > 0.99")),
     Cell("gru", "GRU", "GRU",
          gates=("r", "z", "n"), states=("h",), kernels={"tanh": "gru"},
-         folds_biases=False, layer_options=(),
+         folds_biases=False, layer_options=(), saved_width=4,  # 3 gates and hn
          # ONNX z, r, h; linear_before_reset: r scales (h W_hn^T + b_hn), as in torch
          onnx=OnnxOperator("GRU", (1, 0, 2), {"linear_before_reset": 1}),
          # The candidate n_t, the one tanh between h_{t-1} W_hh and h_t; but dL/dh_{t-1}

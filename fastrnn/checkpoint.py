@@ -12,6 +12,8 @@ Layout (every entry a plain array; strings are UTF-8 JSON held as uint8):
 A save goes to a temporary file in the target's directory, is flushed and
 fsynced, then renamed over the target: a crash at any moment leaves either
 the old checkpoint or the new one, never a half-written file under the name.
+Every float entry is finite: a save refuses NaN or Inf (a diverged model),
+and so does a read.
 
 This module knows the file, not the model class: fastrnn.model imports it to
 save and load, and nothing here imports fastrnn.model.
@@ -59,6 +61,13 @@ def save_checkpoint(path, model, optimizer=None, train_state=None):
             arrays[f"optim_exp_avg_sq/{key}"] = state["exp_avg_sq"][key]
     if train_state is not None:
         arrays["train"] = _json_array(train_state)
+    # A diverged model is not saved: read_checkpoint would refuse it, and writing it
+    # over the last checkpoint of a run would lose that run's last good weights.
+    for name, value in arrays.items():
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            raise ValueError(f"cannot save {path}: {name} holds non-finite values (NaN or "
+                             f"Inf), as the weights of a diverged run do, and a checkpoint "
+                             f"holds finite numbers only; {path} is left as it was")
 
     write_atomically(path, lambda file: _write_arrays(file, arrays))
 
@@ -81,19 +90,42 @@ def _read_members(path):
     try:
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
+            for info in infos:
+                # We only ever write stored members: refusing compressed ones rules out
+                # decompression bombs, and sizes are then bounded by the file itself.
+                if info.compress_type != zipfile.ZIP_STORED \
+                        or not info.filename.endswith(".npy"):
+                    raise CheckpointError(f"{path}: unexpected member {info.filename!r} in "
+                                          f"checkpoint")
+                _check_claimed_size(path, archive, info)
     except zipfile.BadZipFile as exc:
         raise CheckpointError(f"{path}: not a fastrnn checkpoint (not a valid .npz: {exc})") \
             from None
-    for info in infos:
-        # We only ever write stored members: refusing compressed ones rules out
-        # decompression bombs, and sizes are then bounded by the file itself.
-        if info.compress_type != zipfile.ZIP_STORED or not info.filename.endswith(".npy"):
-            raise CheckpointError(f"{path}: unexpected member {info.filename!r} in checkpoint")
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {name: npz[name] for name in npz.files}
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({exc})") from None
+
+
+def _check_claimed_size(path, archive, info):
+    """CheckpointError where the .npy header of a member claims more bytes than the member
+    holds: numpy would allocate the claim before finding the data short."""
+    try:
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise ValueError(f"npy format version {version}")
+            shape, _, dtype = read_header(member)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({info.filename}: "
+                              f"{exc})") from None
+    claimed = dtype.itemsize * int(np.prod(shape, dtype=object))
+    if claimed > info.file_size:
+        raise CheckpointError(f"{path}: member {info.filename!r} claims {dtype} {shape}, "
+                              f"{claimed} bytes, and holds {info.file_size}")
 
 
 def _decode_json(path, members, name):
@@ -124,9 +156,24 @@ def _float_arrays(path, members, prefix, shapes):
             raise CheckpointError(f"{path}: entry {name!r} must be floats of shape {shape}, "
                                   f"got {value.dtype} {value.shape}")
         if not np.all(np.isfinite(value)):
-            raise CheckpointError(f"{path}: entry {name!r} holds non-finite values")
+            raise CheckpointError(f"{path}: entry {name!r} holds non-finite values (NaN or "
+                                  f"Inf): the weights of a diverged run, which fastrnn "
+                                  f"neither saves nor loads")
         arrays[key] = value
     return arrays
+
+
+def _check_layer_count(path, config, members):
+    """CheckpointError where the config claims more layers than the file holds arrays for:
+    counted before the shapes of every claimed layer are listed (10**9 of them, say)."""
+    L, bidirectional = config["num_layers"], config["bidirectional"]
+    claimed = 4 * L * (2 if bidirectional else 1)   # weight_ih, weight_hh, bias_ih, bias_hh
+    held = sum(name.startswith("param/") for name in members)
+    if claimed > held:
+        raise CheckpointError(f"{path}: the config claims {L} layer(s)"
+                              f"{', bidirectional' if bidirectional else ''}, {claimed} "
+                              f"recurrent parameter arrays, and the file holds {held} "
+                              f"parameter arrays in all")
 
 
 def read_checkpoint(path):
@@ -144,6 +191,7 @@ def read_checkpoint(path):
     if "config" not in members:
         raise CheckpointError(f"{path}: missing model config")
     config = _check_config(path, _decode_json(path, members, "config"))
+    _check_layer_count(path, config, members)
     shapes = parameter_shapes(config)
     params = _float_arrays(path, members, "param", shapes)
 

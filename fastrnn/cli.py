@@ -42,18 +42,23 @@ SETTINGS_ADDED_IN_0_2 = {"layers" if key == "num_layers" else key: value
 
 
 def _cmd_info(args):
+    """Print the facts; an invalid FASTRNN_BACKEND, which no layer builds under, is an
+    error (exit 2) after them."""
     from . import info
     facts = info()
     if args.json:
         print(json.dumps(facts, indent=2))
-        return 0
-    width = max(len(key) for key in facts)
-    for key, value in facts.items():
-        if isinstance(value, (list, tuple)):
-            value = ", ".join(map(str, value)) or "-"
-        elif isinstance(value, dict):
-            value = "; ".join(f"{k}: {v}" for k, v in value.items()) or "-"
-        print(f"{key:<{width}}  {value}")
+    else:
+        width = max(len(key) for key in facts)
+        for key, value in facts.items():
+            if isinstance(value, (list, tuple)):
+                value = ", ".join(map(str, value)) or "-"
+            elif isinstance(value, dict):
+                value = "; ".join(f"{k}: {v}" for k, v in value.items()) or "-"
+            print(f"{key:<{width}}  {value}")
+    if "backend_error" in facts:
+        print(f"fastrnn info: error: {facts['backend_error']}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -198,9 +203,10 @@ class _Run:
 def _prepare_training(args, checkpoint, world):
     """Settings, data, model and optimizer of a run: everything that can fail on
     bad flags or files, done before the first step."""
+    from ._memory import refuse_unless_fits
     from .model import SequenceClassifier
     from .optim import Adam
-    from .training import BatchOrder
+    from .training import BatchOrder, memory_needed
 
     settings = _settings(args, checkpoint)
     steps = args.steps if args.steps is not None else (
@@ -217,6 +223,14 @@ def _prepare_training(args, checkpoint, world):
     if settings["train_limit"]:
         x_train, y_train = x_train[:settings["train_limit"]], y_train[:settings["train_limit"]]
     order = BatchOrder(x_train.shape[0], settings["batch_size"], settings["seed"])
+    config = checkpoint.config if checkpoint is not None else {
+        "input_size": x_train.shape[2], "hidden_size": settings["hidden"], "num_classes": 10,
+        "cell": settings["cell"], "num_layers": settings["layers"],
+        "bidirectional": settings["bidirectional"]}
+    refuse_unless_fits(memory_needed(config, settings["batch_size"] // world.size,
+                                     x_train.shape[1]),
+                       "training this model", "choose fewer --layers, a smaller --hidden or "
+                                              "--batch-size")
 
     if checkpoint is not None:
         model = SequenceClassifier.from_checkpoint(checkpoint, backend=args.backend)
@@ -401,7 +415,7 @@ def _cmd_export(args):
     # Exporting reads the parameters and runs no kernel: the reference backend always loads.
     model = load(args.checkpoint, backend="numpy")
     export_onnx(model, args.output, lengths_input=args.lengths)
-    inputs = "x (B, T, I) float32" + (", lengths (B,) int32" if args.lengths else "")
+    inputs = "x (B, T, I) float32" + (", lengths (B,) int64" if args.lengths else "")
     print(f"wrote {args.output}: {model.cell.upper()} classifier H={model.hidden_size} as ONNX "
           f"opset {OPSET}; inputs {inputs}; output logits (B, {model.num_classes})")
     return 0
@@ -514,7 +528,7 @@ def build_parser():
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="written by `fastrnn train --save`")
     p.add_argument("output", metavar="OUT.onnx", help="the graph to write (atomically)")
     p.add_argument("--lengths", action="store_true",
-                   help="a second input `lengths` (B,) int32 for variable-length batches")
+                   help="a second input `lengths` (B,) int64 for variable-length batches")
     p.set_defaults(run=_cmd_export)
 
     p = commands.add_parser(

@@ -10,7 +10,7 @@ import copy
 
 import numpy as np
 
-from . import _backends, _stack
+from . import _backends, _memory, _stack
 from ._argtypes import check_dropout, check_int
 from ._arrays import (as_real_array, check_dtype, check_lengths, check_shape, load_parameters,
                       zeros)
@@ -50,6 +50,12 @@ class _Recurrent:
         self.dtype = check_dtype(dtype)
         self._backend = _backends.get_backend(backend)
         self._stack = self._stack_config()
+        _memory.refuse_unless_fits(
+            {"parameters": self.dtype.itemsize * _stack.parameter_count(
+                self.gates, self.input_size, self.hidden_size, self.num_layers,
+                self.bidirectional)},
+            f"{type(self).__name__}({self.input_size}, {self.hidden_size}"
+            f"{self._options_repr()})", "choose fewer layers or a smaller hidden_size")
         # torch's init: every parameter U(-1/sqrt(H), 1/sqrt(H)), in state_dict order.
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.hidden_size)
@@ -119,7 +125,7 @@ class _Recurrent:
         return array.transpose(1, 0, 2) if self.batch_first else array
 
     def _check_input(self, x):
-        x = as_real_array(x, self.dtype, "x")
+        x = as_real_array(x, self.dtype, "x", batch=True)
         layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
         if x.ndim != 3:
             raise ValueError(f"x must be 3-D {layout}, got shape {x.shape}")
@@ -271,7 +277,12 @@ class RNN(_Recurrent, cell="rnn"):
 
 
 class LSTM(_Recurrent, cell="lstm"):
-    """LSTM with gate order i, f, g, o: c_t = f c_{t-1} + i g, h_t = o tanh(c_t)."""
+    """LSTM with gate order i, f, g, o: c_t = f c_{t-1} + i g, h_t = o tanh(c_t).
+
+    `forget_bias` (1.0) is added to the f slice of every bias_ih after torch's init,
+    so that the cell starts out remembering; torch adds nothing: forget_bias=0.0 gives
+    torch's init. Like every fastrnn layer, batch_first defaults to True (torch: False).
+    """
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, forget_bias=1.0,
                  bidirectional=False, dropout=0.0, batch_first=True, backend=None,

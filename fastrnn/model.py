@@ -31,6 +31,11 @@ class SequenceClassifier:
     `recurrent_init` ("uniform": torch's init; "orthogonal" or "identity": each
     gate's block of every weight_hh set to a random orthogonal or the identity matrix)
     is an option for training the vanilla RNN on long sequences.
+
+    Sequences of different lengths: `loss_and_grads`, `logits`, `predict` and `evaluate`
+    take `lengths=` (B integers in [1, T]): sequence b is x[b, :lengths[b]], and the head
+    reads its state after its own last step. `x, lengths = fastrnn.pad_sequences(seqs)`
+    makes both of a list of (T_b, I) arrays.
     """
 
     def __init__(self, input_size, hidden_size, num_classes, *, cell="lstm", num_layers=1,
@@ -200,8 +205,10 @@ class SequenceClassifier:
     def loss_and_grads(self, x, y, lengths=None):
         """Mean cross-entropy on one batch and its gradients, keyed like `parameters()`.
 
-        Keeps the batch's head features (B, D*H) and predictions in `self.last_hidden`
-        and `self.last_predictions` (for training logs).
+        x (B, T, I), y (B,) int; `lengths` None (every sequence all T steps) or B integers
+        in [1, T]: sequence b is x[b, :lengths[b]], and what x holds past it counts for
+        nothing. Keeps the batch's head features (B, D*H) and predictions in
+        `self.last_hidden` and `self.last_predictions` (for training logs).
         """
         h_T = self._last_hidden(x, lengths, training=True)
         loss, predictions, dh_T, dweight, dbias = self._head_and_grads(h_T, y)
@@ -213,7 +220,7 @@ class SequenceClassifier:
 
     def _chunks(self, x, lengths):
         """(x, lengths) in chunks of EVAL_CHUNK sequences."""
-        x = as_real_array(x, self.layer.dtype, "x")
+        x = as_real_array(x, self.layer.dtype, "x", batch=True)
         if x.ndim != 3:
             raise ValueError(f"x must be 3-D (B, T, I), got shape {x.shape}")
         if lengths is not None:
@@ -229,7 +236,8 @@ class SequenceClassifier:
 
     def evaluate(self, x, y, lengths=None):
         """(mean cross-entropy, accuracy) over all of x, y."""
-        y = self._check_labels(y, np.asarray(x).shape[0] if np.ndim(x) else -1)
+        x = as_real_array(x, self.layer.dtype, "x", batch=True)
+        y = self._check_labels(y, x.shape[0] if x.ndim else -1)
         if y.size == 0:
             raise ValueError("evaluate needs at least one example")
         total_loss, correct, start = 0.0, 0, 0

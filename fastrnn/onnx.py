@@ -15,10 +15,10 @@ B = [bias_ih, bias_hh], each with its gate blocks reordered to ONNX's order (the
 cells gives each cell's operator, gate order and attributes) and stacked over directions.
 
 Lengths: the graph takes full-length batches, every sequence all T steps. Variable-length
-batches need `lengths_input=True`, which adds a second input `lengths` (B,) int32, each in
-[1, T], that every recurrent node reads as its sequence_lens: the last layer's state is
-then each sequence's state after its own last step (the reverse direction's after x[b, 0]),
-as torch gives with packed sequences.
+batches need `lengths_input=True`, which adds a second input `lengths` (B,) int64 (numpy's
+and torch's integers), each in [1, T]; a Cast makes it the int32 that every recurrent node
+reads as its sequence_lens. The last layer's state is then each sequence's state after its
+own last step (the reverse direction's after x[b, 0]), as torch gives with packed sequences.
 
 Dropout acts in training only, so the graph has none. The graph computes in float32.
 """
@@ -142,7 +142,9 @@ def classifier_graph(params, cell, *, nonlinearity="tanh", lengths_input=False):
         return outputs[-1]
 
     direction = "bidirectional" if D == 2 else "forward"
-    lengths = ["lengths"] if lengths_input else []
+    lengths = []
+    if lengths_input:   # the operators' sequence_lens are int32
+        lengths = [node("Cast", ["lengths"], ["lengths_int32"], to=onnx.TensorProto.INT32)]
     if L > 1:
         constant("shape_T_B_DH", np.array([0, 0, -1], dtype=np.int64))
     sequence = node("Transpose", ["x"], ["x_time_major"], perm=[1, 0, 2])
@@ -178,7 +180,7 @@ def classifier_graph(params, cell, *, nonlinearity="tanh", lengths_input=False):
 
     inputs = [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["B", "T", I])]
     if lengths_input:
-        inputs.append(helper.make_tensor_value_info("lengths", onnx.TensorProto.INT32, ["B"]))
+        inputs.append(helper.make_tensor_value_info("lengths", onnx.TensorProto.INT64, ["B"]))
     graph = helper.make_graph(
         nodes, "fastrnn_sequence_classifier", inputs,
         [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["B", C])],
@@ -227,7 +229,7 @@ def export_onnx(model, path, *, lengths_input=False):
 
     The graph's input is x (B, T, I) float32, batch-first, B and T dynamic, and it takes
     full-length batches: every sequence has all T steps. `lengths_input=True` adds a second
-    input `lengths` (B,) int32 for variable-length batches. The output is the logits
+    input `lengths` (B,) int64 for variable-length batches. The output is the logits
     (B, num_classes). Opset OPSET; standard operators only (the cell's own, and Gemm). A
     failure at any point leaves `path` as it was.
     """

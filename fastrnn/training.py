@@ -21,9 +21,32 @@ from typing import Optional
 import numpy as np
 
 from . import diagnostics as diag
+from ._stack import parameter_count
+from .cells import CELLS
 from .checkpoint import save_checkpoint
 from .distributed import World
 from .optim import clip_grad_norm, scheduled_lr
+
+
+def memory_needed(config, batch_size, T):
+    """{what: bytes} of the largest float32 arrays that training a SequenceClassifier of
+    `config` (its config()) with Adam takes, on batches of `batch_size` sequences of T
+    steps: below all it takes, and known before any of it is allocated."""
+    cell = CELLS[config["cell"]]
+    I, H, L = config["input_size"], config["hidden_size"], config["num_layers"]
+    D = 2 if config["bidirectional"] else 1
+    P = parameter_count(cell.G, I, H, L, config["bidirectional"]) \
+        + config["num_classes"] * (D * H + 1)
+    # What a training forward keeps for BPTT per row and step: each layer's input (the
+    # reverse direction's a reversed copy), and each direction's y and the cell's record.
+    kept = D * (I + (L - 1) * D * H) + L * D * H * (1 + cell.saved_width)
+    return {"parameters": 4 * P,
+            "their gradients and Adam's two moments": 3 * 4 * P,
+            f"BPTT's record of {batch_size} sequences of {T} steps": 4 * batch_size * T * kept}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss of a step was NaN or infinite: training stopped before that step's update."""
 
 
 class BatchOrder:
@@ -171,7 +194,11 @@ def train(model, optimizer, x_train, y_train, config, *, start=StartingPoint(), 
     `world` (default: this process alone) trains data-parallel across its ranks;
     the logged loss, accuracy and mean h_T are then the whole batch's, on every
     rank. Which rank writes is the caller's choice: give `checkpoint_path` and
-    a loud `progress` to one rank only.
+    a loud `progress` to one rank only. `config.check_params_every` N > 0 checks
+    every N steps that all ranks hold the same parameters.
+
+    A NaN or infinite loss raises TrainingDiverged before that step's update, so the
+    model keeps the weights of the step before and the last checkpoint stays as it is.
     """
     world = world or World()
     steps, batch_size = config.steps, config.batch_size
@@ -185,6 +212,7 @@ def train(model, optimizer, x_train, y_train, config, *, start=StartingPoint(), 
     started = time.perf_counter()
     step = start.step
     loss = float("nan")
+    saved_step = None   # of the last periodic checkpoint this run wrote
 
     def record_diagnostics(at_step):
         nonlocal diagnostics_seconds
@@ -203,7 +231,13 @@ def train(model, optimizer, x_train, y_train, config, *, start=StartingPoint(), 
         optimizer.lr = scheduled_lr(config.lr_schedule, config.lr, step, steps)
         loss, grads = model.loss_and_grads(x, y)
         if not math.isfinite(loss):
-            progress.log(f"step {step + 1}: loss is {loss}; training diverged")
+            # Its gradients would put NaN into every weight for good, and the next
+            # checkpoint would hold nothing worth keeping.
+            kept = (f"; the checkpoint of step {saved_step}, {checkpoint_path}, is kept"
+                    if saved_step is not None else "")
+            raise TrainingDiverged(f"training diverged at step {step + 1}: the loss is "
+                                   f"{loss}; stopped before that step's update{kept}; try a "
+                                   f"lower --lr or --clip NORM")
         world.allreduce_grads(grads)
         grad_norm = clip_grad_norm(grads, config.clip) if config.clip else None
         optimizer.step(grads)
@@ -244,6 +278,7 @@ def train(model, optimizer, x_train, y_train, config, *, start=StartingPoint(), 
             save_checkpoint(config.checkpoint_path, model, optimizer,
                             dict(start.train_state, step=step, history=history,
                                  diagnostics=records))
+            saved_step = step
         progress.update(step)
     # Diagnostics are measurement, not training: their time is not counted.
     seconds = time.perf_counter() - started - diagnostics_seconds

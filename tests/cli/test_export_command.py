@@ -62,14 +62,14 @@ def test_export_writes_a_graph_that_runs_like_the_checkpoint(cell, tmp_path, cap
 def test_export_with_lengths_adds_an_input_the_graph_reads(checkpoint, tmp_path, capsys):
     out = tmp_path / "model.onnx"
     code, stdout, _ = run(["export", "--lengths", checkpoint, out], capsys)
-    assert code == 0 and "lengths (B,) int32" in stdout
+    assert code == 0 and "lengths (B,) int64" in stdout
     graph = session(out)
     assert [i.name for i in graph.get_inputs()] == ["x", "lengths"]
     x = np.random.default_rng(0).standard_normal((3, 5, I)).astype(np.float32)
-    (full,) = graph.run(None, {"x": x, "lengths": np.full(3, 5, np.int32)})
+    (full,) = graph.run(None, {"x": x, "lengths": np.full(3, 5, np.int64)})
     np.testing.assert_allclose(full, fastrnn.load(checkpoint).logits(x), rtol=0, atol=1e-4)
     # Sequence 1 stops after 2 steps: its logits are those of its first 2 steps alone.
-    (short,) = graph.run(None, {"x": x, "lengths": np.array([5, 2, 5], np.int32)})
+    (short,) = graph.run(None, {"x": x, "lengths": np.array([5, 2, 5], np.int64)})
     np.testing.assert_allclose(short[[0, 2]], full[[0, 2]], rtol=0, atol=1e-6)
     np.testing.assert_allclose(short[1], fastrnn.load(checkpoint).logits(x[1:2, :2])[0],
                                rtol=0, atol=1e-4)

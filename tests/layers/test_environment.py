@@ -1,5 +1,6 @@
 """In CI the oracle and the compiled backend must be present, so nothing is skipped silently."""
 
+import json
 import os
 import subprocess
 import sys
@@ -29,6 +30,32 @@ def test_info_command_runs(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "backends" in out and "numpy" in out
+
+
+def test_info_reports_the_backend_that_FASTRNN_BACKEND_gives_layers(monkeypatch):
+    monkeypatch.setenv("FASTRNN_BACKEND", "numpy")
+    facts = fastrnn.info()
+    assert facts["default_backend"] == fastrnn.LSTM(2, 3).backend == "numpy"
+    assert "backend_error" not in facts
+    monkeypatch.delenv("FASTRNN_BACKEND")
+    assert fastrnn.info()["default_backend"] == fastrnn.available_backends()[0]
+
+
+def test_info_under_an_invalid_FASTRNN_BACKEND_names_the_error_and_the_command_fails(
+        monkeypatch, capsys):
+    from fastrnn.cli import main
+    monkeypatch.setenv("FASTRNN_BACKEND", "bogus")
+    with pytest.raises(ValueError, match="unknown backend 'bogus' \\(from FASTRNN_BACKEND\\)"):
+        fastrnn.LSTM(2, 3)
+    facts = fastrnn.info()
+    assert facts["default_backend"] is None
+    assert "'bogus' (from FASTRNN_BACKEND)" in facts["backend_error"]
+    assert main(["info"]) == 2
+    out, err = capsys.readouterr()
+    assert "default_backend  None" in out
+    assert err.splitlines() == [f"fastrnn info: error: {facts['backend_error']}"]
+    assert main(["info", "--json"]) == 2
+    assert json.loads(capsys.readouterr().out)["backend_error"] == facts["backend_error"]
 
 
 def test_set_num_threads_reaches_the_blas_of_the_numpy_and_numba_backends():

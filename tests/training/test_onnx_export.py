@@ -46,7 +46,7 @@ def run_onnx(graph, x, lengths=None):
     session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
     feeds = {"x": x}
     if lengths is not None:
-        feeds["lengths"] = np.asarray(lengths, dtype=np.int32)
+        feeds["lengths"] = np.asarray(lengths, dtype=np.int64)
     (logits,) = session.run(None, feeds)
     return logits
 
@@ -92,6 +92,19 @@ def test_lengths_input_gives_fastrnn_logits_of_variable_length_batches(cell, sta
     x, lengths = inputs(5, 8), np.array([8, 1, 3, 8, 5])
     logits = run_onnx(fastrnn_onnx.to_onnx(model, lengths_input=True), x, lengths)
     np.testing.assert_allclose(logits, model.logits(x, lengths=lengths), rtol=0, atol=1e-4)
+
+
+def test_the_lengths_input_takes_numpys_int64_and_refuses_int32_naming_int64():
+    model = fastrnn_classifier("lstm", (2, True))
+    graph = fastrnn_onnx.to_onnx(model, lengths_input=True)
+    session = ort.InferenceSession(graph.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    assert [(i.name, i.type) for i in session.get_inputs()][1] == ("lengths", "tensor(int64)")
+    x, lengths = inputs(3, 6), np.array([6, 1, 4])   # numpy's default integers
+    (logits,) = session.run(None, {"x": x, "lengths": lengths.astype(np.int64)})
+    np.testing.assert_allclose(logits, model.logits(x, lengths=lengths), rtol=0, atol=1e-4)
+    with pytest.raises(Exception, match=r"tensor\(int32\).*expected.*tensor\(int64\)"):
+        session.run(None, {"x": x, "lengths": lengths.astype(np.int32)})
 
 
 # -- the graph itself ------------------------------------------------------------------------
