@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from . import _backends
+from ._arrays import check_keys
 
 SCHEDULES = ("constant", "cosine", "step")
 
@@ -17,15 +18,7 @@ SCHEDULES = ("constant", "cosine", "step")
 def _matching_arrays(params, grads):
     """{key: grads[key] as an array} (each converted once), checked to match `params`'
     keys and shapes; else TypeError or ValueError."""
-    if not hasattr(grads, "keys"):
-        raise TypeError(f"grads must be a dict keyed like the parameters, "
-                        f"got {type(grads).__name__}")
-    if grads.keys() != params.keys():   # (two dicts' keys compare as sets, at once)
-        missing = sorted(set(params) - set(grads))
-        unexpected = sorted(set(grads) - set(params))
-        if missing or unexpected:
-            raise ValueError(f"grads keys do not match the parameters: missing {missing}, "
-                             f"unexpected {unexpected}")
+    check_keys(grads, params, "grads")
     arrays = {}
     for key, param in params.items():
         grad = arrays[key] = np.asarray(grads[key])
