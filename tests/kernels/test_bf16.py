@@ -263,17 +263,17 @@ def check_against_the_reference(got, cell, a, **options):
 
 @shapes
 @cells
-def test_each_backend_matches_the_bf16_reference(fast_kernels, cell, shape):
+def test_each_backend_matches_the_bf16_reference(bf16_kernels, cell, shape):
     a = make_kernel_args(cell, *shape, np.float32, seed=sum(shape))
-    check_against_the_reference(results(fast_kernels, cell, a, "bf16"), cell, a)
+    check_against_the_reference(results(bf16_kernels, cell, a, "bf16"), cell, a)
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (1, 7, 9, 33), (1, 100, 28, 128),
                                    (1, 9, 300, 650)], ids=lambda s: "B{1}-I{2}-H{3}".format(*s))
 @cells
-def test_one_bf16_step_matches_the_reference_to_float32_sums(fast_kernels, cell, shape):
+def test_one_bf16_step_matches_the_reference_to_float32_sums(bf16_kernels, cell, shape):
     a = make_kernel_args(cell, *shape, np.float32, seed=sum(shape))
-    got, _ = kernel_forward(fast_kernels, cell, a, True, precision="bf16")
+    got, _ = kernel_forward(bf16_kernels, cell, a, True, precision="bf16")
     want, _ = kernel_forward(reference, cell, a, True, precision="bf16")
     r = {k: np.abs(round_to_bf16(a[k])).astype(np.float64) for k in ("x", "h0", "w_ih", "w_hh")}
     S = r["x"][0] @ r["w_ih"].T + r["h0"] @ r["w_hh"].T   # (B, G*H)
@@ -297,17 +297,17 @@ def packed_args(cell, lengths, I, H, seed):
 
 
 @cells
-def test_packed_batches_match_the_bf16_reference(fast_kernels, cell):
+def test_packed_batches_match_the_bf16_reference(bf16_kernels, cell):
     a, batch_sizes = packed_args(cell, [9, 7, 7, 3, 1], 5, 37, seed=4)
-    got = results(fast_kernels, cell, a, "bf16", batch_sizes=batch_sizes)
+    got = results(bf16_kernels, cell, a, "bf16", batch_sizes=batch_sizes)
     check_against_the_reference(got, cell, a, batch_sizes=batch_sizes)
 
 
 @pytest.mark.parametrize("scale", [30.0, 1e4, 1e30], ids=lambda s: f"x{s:g}")
 @cells
-def test_saturating_inputs_match_the_bf16_reference(fast_kernels, cell, scale):
+def test_saturating_inputs_match_the_bf16_reference(bf16_kernels, cell, scale):
     a = make_kernel_args(cell, 6, 3, 4, 9, np.float32, seed=2, scale=scale)
-    got = results(fast_kernels, cell, a, "bf16")
+    got = results(bf16_kernels, cell, a, "bf16")
     if scale > 1e4 and cell == "rnn_relu":   # relu's outputs are as huge as x: compare finiteness
         assert np.isfinite(got[0][0]).all()
         return
@@ -315,24 +315,24 @@ def test_saturating_inputs_match_the_bf16_reference(fast_kernels, cell, scale):
 
 
 @cells
-def test_bf16_kernels_give_the_same_bits_twice_for_a_thread_count(fast_kernels, threads, cell):
+def test_bf16_kernels_give_the_same_bits_twice_for_a_thread_count(bf16_kernels, threads, cell):
     a = make_kernel_args(cell, 7, 37, 20, 130, np.float32, seed=5)
-    first = results(fast_kernels, cell, a, "bf16")
-    second = results(fast_kernels, cell, a, "bf16")
+    first = results(bf16_kernels, cell, a, "bf16")
+    second = results(bf16_kernels, cell, a, "bf16")
     for x, y in zip([*first[0], *first[1]], [*second[0], *second[1]]):
         assert np.array_equal(x, y)
 
 
-def test_precision_names_and_dtypes_are_checked_by_every_backend(fast_kernels):
+def test_precision_names_and_dtypes_are_checked_by_every_backend(bf16_kernels):
     a = make_kernel_args("lstm", 2, 3, 4, 5, np.float32)
     with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16', got 'fp16'"):
-        kernel_forward(fast_kernels, "lstm", a, True, precision="fp16")
-    outputs, saved = kernel_forward(fast_kernels, "lstm", a, True)
+        kernel_forward(bf16_kernels, "lstm", a, True, precision="fp16")
+    outputs, saved = kernel_forward(bf16_kernels, "lstm", a, True)
     with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16', got None"):
-        kernel_backward(fast_kernels, "lstm", saved, a, outputs, precision=None)
+        kernel_backward(bf16_kernels, "lstm", saved, a, outputs, precision=None)
     a64 = make_kernel_args("gru", 2, 3, 4, 5, np.float64)
     with pytest.raises(TypeError, match="precision='bf16' takes float32 arrays.*float64"):
-        kernel_forward(fast_kernels, "gru", a64, True, precision="bf16")
+        kernel_forward(bf16_kernels, "gru", a64, True, precision="bf16")
 
 
 # ----------------------------------------------- the compiled backend's paths
@@ -392,7 +392,7 @@ from helpers import needs_torch  # noqa: E402
 @needs_torch
 @pytest.mark.parametrize("shape", [(6, 5, 7, 33), (28, 100, 28, 128)],
                          ids=lambda s: "T{}-B{}-I{}-H{}".format(*s))
-def test_the_bf16_lstm_matches_torchs_bf16_lstm_at_bfloat16_precision(fast_kernels, shape):
+def test_the_bf16_lstm_matches_torchs_bf16_lstm_at_bfloat16_precision(bf16_kernels, shape):
     # torch's bfloat16 LSTM (oneDNN's) rounds its weights, inputs, states and outputs to
     # bfloat16. Here its inputs, states and weights are bfloat16 already and b_hh is zero,
     # so the biases agree too; fastrnn's outputs are compared rounded. torch also keeps
@@ -415,7 +415,7 @@ def test_the_bf16_lstm_matches_torchs_bf16_lstm_at_bfloat16_precision(fast_kerne
                                    (torch.tensor(h0)[None].bfloat16(),
                                     torch.tensor(c0)[None].bfloat16()))
     w = {k: v.detach().float().numpy() for k, v in module.named_parameters()}
-    y, cT, _ = fast_kernels.lstm_forward(x, h0, c0, w["weight_ih_l0"], w["weight_hh_l0"],
+    y, cT, _ = bf16_kernels.lstm_forward(x, h0, c0, w["weight_ih_l0"], w["weight_hh_l0"],
                                          w["bias_ih_l0"], False, precision="bf16")
     for got, want in ((y, y_t), (y[-1], hT_t[0]), (cT, cT_t[0])):
         difference = np.abs(round_to_bf16(got) - want.float().numpy())
