@@ -121,12 +121,12 @@ CELL_VARIANTS = {name if nonlinearity == "tanh" else nonlinearity:
 
 
 def make_stack(variant, I, H, num_layers=1, bidirectional=False, *, backend,
-               dtype=np.float64, batch_first=True, dropout=0.0, seed=0):
+               dtype=np.float64, batch_first=True, dropout=0.0, precision="fp32", seed=0):
     """fastrnn's layer of a CELL_VARIANTS entry."""
     layer, options, _ = CELL_VARIANTS[variant]
     return getattr(fastrnn, layer)(I, H, num_layers, bidirectional=bidirectional,
                                   dropout=dropout, batch_first=batch_first, backend=backend,
-                                  dtype=dtype, seed=seed, **options)
+                                  dtype=dtype, precision=precision, seed=seed, **options)
 
 
 def torch_stack(variant, I, H, num_layers=1, bidirectional=False, *, dtype=np.float64,
