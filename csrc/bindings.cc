@@ -38,6 +38,8 @@ py::dict build_info() {
   d["compiler"] = "unknown";
 #endif
   d["kernel_path"] = kernels().isa;
+  // precision "bf16": vdpbf16ps, or the portable products of the same operands
+  d["bf16_path"] = kernels().bf16_products;
   d["isa_supported"] = supported_isas();
   d["isa_compiled"] = compiled_isas();
   d["cpu_features"] = cpu_features();
@@ -82,5 +84,5 @@ PYBIND11_MODULE(_core, m) {
   m.def("release_cached_memory", &release_cached_memory,
         "Return the freed large buffers kept for reuse to the system; the bytes released.");
   m.def("_set_isa", [](const std::string& name) { select_isa(name); }, py::arg("name"),
-        "Tests only: switch the kernel path (generic, avx2, avx512) in this process.");
+        "Tests only: switch the kernel path (generic, avx2, avx512, avx512_bf16) in this process.");
 }

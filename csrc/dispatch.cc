@@ -20,6 +20,9 @@ const KernelTable* kernel_table();
 namespace avx512 {
 const KernelTable* kernel_table();
 }
+namespace avx512_bf16 {
+const KernelTable* kernel_table();
+}
 #endif
 
 namespace {
@@ -27,6 +30,7 @@ namespace {
 struct CpuInfo {
   bool avx = false, avx2 = false, fma = false, f16c = false;
   bool avx512f = false, avx512dq = false, avx512bw = false, avx512vl = false;
+  bool avx512_bf16 = false;
   bool os_avx = false, os_avx512 = false;  // the OS saves the wider registers (XCR0)
 };
 
@@ -53,11 +57,14 @@ CpuInfo detect() {
     info.os_avx512 = (xcr0 & 0xe6) == 0xe6;       // plus opmask and both ZMM halves
   }
   if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+    const unsigned last_subleaf = a;
     info.avx2 = (b >> 5) & 1;
     info.avx512f = (b >> 16) & 1;
     info.avx512dq = (b >> 17) & 1;
     info.avx512bw = (b >> 30) & 1;
     info.avx512vl = (b >> 31) & 1;
+    if (last_subleaf >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d))
+      info.avx512_bf16 = (a >> 5) & 1;
   }
 #endif
   return info;
@@ -75,6 +82,7 @@ bool can_run(const std::string& isa) {
   if (isa == "avx512")
     return c.os_avx && c.os_avx512 && c.avx2 && c.fma && c.avx512f && c.avx512dq &&
            c.avx512bw && c.avx512vl;
+  if (isa == "avx512_bf16") return can_run("avx512") && c.avx512_bf16;
   return false;
 }
 
@@ -83,6 +91,7 @@ const KernelTable* table_for(const std::string& isa) {
 #if defined(FASTRNN_X86_KERNELS)
   if (isa == "avx2") return avx2::kernel_table();
   if (isa == "avx512") return avx512::kernel_table();
+  if (isa == "avx512_bf16") return avx512_bf16::kernel_table();
 #endif
   return nullptr;
 }
@@ -99,7 +108,7 @@ std::string joined(const std::vector<std::string>& names) {
 
 std::vector<std::string> compiled_isas() {
 #if defined(FASTRNN_X86_KERNELS)
-  return {"generic", "avx2", "avx512"};
+  return {"generic", "avx2", "avx512", "avx512_bf16"};
 #else
   return {"generic"};
 #endif
@@ -119,7 +128,7 @@ std::vector<std::string> cpu_features() {
       {"avx", c.avx && c.os_avx},  {"avx2", c.avx2 && c.os_avx}, {"fma", c.fma && c.os_avx},
       {"f16c", c.f16c},            {"avx512f", c.avx512f && c.os_avx512},
       {"avx512dq", c.avx512dq && c.os_avx512}, {"avx512bw", c.avx512bw && c.os_avx512},
-      {"avx512vl", c.avx512vl && c.os_avx512}};
+      {"avx512vl", c.avx512vl && c.os_avx512}, {"avx512_bf16", c.avx512_bf16 && c.os_avx512}};
   for (const auto& f : flags)
     if (f.second) out.push_back(f.first);
   return out;

@@ -18,6 +18,17 @@ def check_dtype(dtype):
     return np.dtype(dtype)
 
 
+def check_precision(precision, dtype=np.float32):
+    """`precision` if it is "fp32" or "bf16" and `dtype` can run it, else ValueError."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    if precision == "bf16" and np.dtype(dtype) != np.float32:
+        raise ValueError(f"precision='bf16' needs dtype float32 (its matrix products round "
+                         f"float32 operands to bfloat16), got {np.dtype(dtype).name}; use "
+                         "dtype=numpy.float32 or precision='fp32'")
+    return precision
+
+
 @functools.lru_cache(maxsize=16)
 def zeros(shape, dtype):
     """A read-only array of zeros, one per (shape, dtype), for the states and gradients

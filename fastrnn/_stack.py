@@ -60,10 +60,10 @@ class Stack:
 
     __slots__ = ("forward_kernel", "backward_kernel", "num_layers", "num_directions",
                  "hidden_size", "folds_biases", "reads_x_views", "concurrent_calls",
-                 "one_layer", "keys")
+                 "one_layer", "keys", "kernel_options")
 
     def __init__(self, backend, kernel, *, num_layers, num_directions, hidden_size,
-                 folds_biases):
+                 folds_biases, precision="fp32"):
         for stage in ("forward", "backward"):
             if not hasattr(backend, f"{kernel}_{stage}"):
                 raise ValueError(f"the {backend.name} backend has no {kernel}_{stage} "
@@ -75,6 +75,8 @@ class Stack:
         self.num_directions = num_directions
         self.hidden_size = hidden_size
         self.folds_biases = folds_biases
+        # Every kernel call's precision= ("fp32": the kernels' default, left out).
+        self.kernel_options = {} if precision == "fp32" else {"precision": precision}
         # The compiled backend reads x through strides and copies what BPTT needs.
         self.reads_x_views = getattr(backend, "reads_x_views", False)
         self.concurrent_calls = getattr(backend, "concurrent_single_thread_calls", False)
@@ -194,7 +196,7 @@ def _kernel_weights(stack, params, k, direction):
 def _forward_kernel(stack, x, s0, weights, training, batch, **threads):
     """The cell's forward kernel on one direction of one layer: (y, [c_T,] workspace)."""
     return stack.forward_kernel(x, *s0, *weights, training, **batch.kernel_options,
-                                **threads)
+                                **stack.kernel_options, **threads)
 
 
 def _backward_kernel(stack, record, dy, ds, need_dx, batch, **threads):
@@ -202,7 +204,7 @@ def _backward_kernel(stack, record, dy, ds, need_dx, batch, **threads):
     (dx, dstate0s..., dW_ih, dW_hh, db_ih [, db_hh])."""
     x, s0, weights, y, saved = record
     return stack.backward_kernel(saved, x, *s0, *weights[:2], y, dy, *ds, need_dx,
-                                 **batch.kernel_options, **threads)
+                                 **batch.kernel_options, **stack.kernel_options, **threads)
 
 
 def _split_grads(results, n_states):

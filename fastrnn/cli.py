@@ -9,7 +9,9 @@ import traceback
 
 from ._argtypes import (_flag_type, check_dropout, check_int, check_number, finite_float,
                         non_negative_int, positive_float, positive_int)
-from ._config import ADDED_IN_0_2, RECURRENT_INITS, check_bidirectional, check_recurrent_init
+from ._arrays import check_precision
+from ._config import (ADDED_IN_0_2, ADDED_IN_0_3, RECURRENT_INITS, check_bidirectional,
+                      check_recurrent_init)
 from .cells import CELLS, check_cell
 from .optim import SCHEDULES
 
@@ -28,6 +30,7 @@ ORIGIN_DEFAULTS = {
     "clip": None,
     "forget_bias": 1.0,
     "recurrent_init": "uniform",
+    "precision": "fp32",
     "seed": 0,
     "train_limit": None,
 }
@@ -36,6 +39,7 @@ DEFAULT_STEPS = 5000
 # configuration's (ADDED_IN_0_2) under the flags' names.
 SETTINGS_ADDED_IN_0_2 = {"layers" if key == "num_layers" else key: value
                          for key, value in ADDED_IN_0_2.items()}
+SETTINGS_ADDED_IN_0_3 = dict(ADDED_IN_0_3)
 
 
 # -- fastrnn info ----------------------------------------------------------------------
@@ -148,6 +152,7 @@ def _valid_settings(settings):
     try:
         check_cell(settings["cell"])
         check_recurrent_init(settings["recurrent_init"])
+        check_precision(settings["precision"])
         check_number(settings["forget_bias"], "forget_bias")
         check_number(settings["lr"], "lr", positive=True)
         check_int(settings["hidden"], "hidden")
@@ -172,8 +177,9 @@ def _read_resume(path):
     if checkpoint.optimizer_state is None or not state or "settings" not in state:
         raise ValueError(f"{path}: not a training checkpoint (no optimizer state or training "
                          f"progress); write one with `fastrnn train --save PATH`")
-    if isinstance(state["settings"], dict):   # a 0.1 run: one layer, one direction
-        state["settings"] = {**SETTINGS_ADDED_IN_0_2, **state["settings"]}
+    if isinstance(state["settings"], dict):   # a 0.1 or 0.2 run: the settings they lacked
+        state["settings"] = {**SETTINGS_ADDED_IN_0_2, **SETTINGS_ADDED_IN_0_3,
+                             **state["settings"]}
     step, steps = state.get("step"), state.get("steps")
     if not _valid_settings(state["settings"]) or not isinstance(step, int) \
             or not isinstance(steps, int) or not 0 <= step <= steps \
@@ -247,6 +253,7 @@ def _prepare_training(args, checkpoint, world):
                                    dropout=settings["dropout"],
                                    forget_bias=settings["forget_bias"],
                                    recurrent_init=settings["recurrent_init"],
+                                   precision=settings["precision"],
                                    backend=args.backend, seed=settings["seed"])
         optimizer = Adam(model.parameters(), lr=settings["lr"])
         start_step, previous = 0, {}
@@ -265,6 +272,7 @@ def _say_what_runs(run, world, say):
         f"{run.x_train.shape[0]} images, {run.steps} steps of {settings['batch_size']}, "
         f"Adam lr {settings['lr']} ({settings['lr_schedule']}), clip {settings['clip']}, "
         f"seed {settings['seed']}, backend {run.model.backend}, threads {get_num_threads()}"
+        + (f", precision {settings['precision']}" if settings["precision"] != "fp32" else "")
         + ranks + (f", resuming at step {run.start}" if run.start else ""), flush=True)
     if world.size > 1:
         # mpiexec names a rank that dies by its pid: this line maps pids to ranks.
@@ -491,6 +499,9 @@ def build_parser():
     p.add_argument("--recurrent-init", choices=RECURRENT_INITS,
                    help="weight_hh init: torch's uniform (default), or each gate block "
                         "orthogonal / identity")
+    p.add_argument("--precision", choices=("fp32", "bf16"),
+                   help="the kernels' matrix products: float32 (default), or bfloat16 "
+                        "operands summed in float32 (see `fastrnn info`'s bf16_path)")
     p.add_argument("--seed", type=non_negative_int, help="weights and data order (0)")
     p.add_argument("--train-limit", type=positive_int, metavar="N",
                    help="train on the first N training images only")

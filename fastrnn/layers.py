@@ -12,8 +12,8 @@ import numpy as np
 
 from . import _backends, _memory, _stack
 from ._argtypes import check_dropout, check_int
-from ._arrays import (as_real_array, check_dtype, check_lengths, check_shape, load_parameters,
-                      zeros)
+from ._arrays import (as_real_array, check_dtype, check_lengths, check_precision, check_shape,
+                      load_parameters, zeros)
 from .cells import CELLS
 
 
@@ -39,7 +39,7 @@ class _Recurrent:
                              "dstate": tuple(f"dstate (d{name}_T)" for name in cls.state_names)}
 
     def __init__(self, input_size, hidden_size, num_layers, *, bidirectional, dropout,
-                 batch_first, backend, dtype, seed):
+                 batch_first, backend, dtype, precision, seed):
         self.input_size = check_int(input_size, "input_size")
         self.hidden_size = check_int(hidden_size, "hidden_size")
         self.num_layers = check_int(num_layers, "num_layers")
@@ -48,6 +48,9 @@ class _Recurrent:
         self.dropout = check_dropout(dropout)
         self.batch_first = bool(batch_first)
         self.dtype = check_dtype(dtype)
+        # "bf16": every matrix product of the kernels on bfloat16 operands, summed in
+        # float32; the parameters, gradients and returned arrays stay float32.
+        self.precision = check_precision(precision, self.dtype)
         self._backend = _backends.get_backend(backend)
         self._stack = self._stack_config()
         _memory.refuse_unless_fits(
@@ -70,7 +73,7 @@ class _Recurrent:
     def _stack_config(self):
         return _stack.Stack(self._backend, self.kernel, num_layers=self.num_layers,
                             num_directions=self.num_directions, hidden_size=self.hidden_size,
-                            folds_biases=self._cell.folds_biases)
+                            folds_biases=self._cell.folds_biases, precision=self.precision)
 
     @property
     def backend(self):
@@ -251,6 +254,8 @@ class _Recurrent:
             options.append("bidirectional=True")
         if self.dropout:
             options.append(f"dropout={self.dropout}")
+        if self.precision != "fp32":
+            options.append(f"precision={self.precision!r}")
         return "".join(f", {option}" for option in options)
 
     def __repr__(self):
@@ -264,7 +269,7 @@ class RNN(_Recurrent, cell="rnn"):
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, nonlinearity="tanh",
                  bidirectional=False, dropout=0.0, batch_first=True, backend=None,
-                 dtype=np.float32, seed=None):
+                 dtype=np.float32, precision="fp32", seed=None):
         kernels = self._cell.kernels
         if nonlinearity not in kernels:
             raise ValueError(f"nonlinearity must be {' or '.join(map(repr, kernels))}, "
@@ -273,7 +278,7 @@ class RNN(_Recurrent, cell="rnn"):
         self.kernel = kernels[nonlinearity]
         super().__init__(input_size, hidden_size, num_layers, bidirectional=bidirectional,
                          dropout=dropout, batch_first=batch_first, backend=backend,
-                         dtype=dtype, seed=seed)
+                         dtype=dtype, precision=precision, seed=seed)
 
 
 class LSTM(_Recurrent, cell="lstm"):
@@ -286,10 +291,10 @@ class LSTM(_Recurrent, cell="lstm"):
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, forget_bias=1.0,
                  bidirectional=False, dropout=0.0, batch_first=True, backend=None,
-                 dtype=np.float32, seed=None):
+                 dtype=np.float32, precision="fp32", seed=None):
         super().__init__(input_size, hidden_size, num_layers, bidirectional=bidirectional,
                          dropout=dropout, batch_first=batch_first, backend=backend,
-                         dtype=dtype, seed=seed)
+                         dtype=dtype, precision=precision, seed=seed)
         self.forget_bias = float(forget_bias)
         H = self.hidden_size
         f = self._cell.gates.index("f")
@@ -303,10 +308,11 @@ class GRU(_Recurrent, cell="gru"):
     h_t = (1 - z) n + z h_{t-1}."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, bidirectional=False,
-                 dropout=0.0, batch_first=True, backend=None, dtype=np.float32, seed=None):
+                 dropout=0.0, batch_first=True, backend=None, dtype=np.float32,
+                 precision="fp32", seed=None):
         super().__init__(input_size, hidden_size, num_layers, bidirectional=bidirectional,
                          dropout=dropout, batch_first=batch_first, backend=backend,
-                         dtype=dtype, seed=seed)
+                         dtype=dtype, precision=precision, seed=seed)
 
 
 # The layer class of every cell in the table, by cell name.

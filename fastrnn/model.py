@@ -40,18 +40,19 @@ class SequenceClassifier:
 
     def __init__(self, input_size, hidden_size, num_classes, *, cell="lstm", num_layers=1,
                  bidirectional=False, dropout=0.0, forget_bias=1.0, backend=None, seed=None,
-                 recurrent_init="uniform"):
+                 recurrent_init="uniform", precision="fp32"):
         config = check_model_config({
             "input_size": input_size, "hidden_size": hidden_size, "num_classes": num_classes,
             "cell": cell, "num_layers": num_layers, "bidirectional": bidirectional,
-            "dropout": dropout, "forget_bias": forget_bias, "recurrent_init": recurrent_init})
+            "dropout": dropout, "forget_bias": forget_bias, "recurrent_init": recurrent_init,
+            "precision": precision})
         # forget_bias means something only to a cell whose layer takes it (the LSTM)
         options = {"forget_bias": config["forget_bias"]} \
             if "forget_bias" in CELLS[cell].layer_options else {}
         self.layer = LAYERS[cell](config["input_size"], config["hidden_size"],
                                  config["num_layers"], bidirectional=config["bidirectional"],
                                  dropout=config["dropout"], backend=backend, seed=seed,
-                                 **options)
+                                 precision=config["precision"], **options)
         self.cell = cell
         self.forget_bias = options.get("forget_bias", 0.0)
         self.num_classes = config["num_classes"]
@@ -107,6 +108,7 @@ class SequenceClassifier:
             "dropout": self.layer.dropout,
             "forget_bias": self.forget_bias,
             "recurrent_init": self.recurrent_init,
+            "precision": self.layer.precision,
         }
 
     def parameters(self):
