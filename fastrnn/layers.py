@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _backends, _stack
 from ._argtypes import check_dropout, check_int
+from ._dropout import dropout_mask
 from ._arrays import as_real_array, check_dtype, check_lengths, check_shape, load_parameters
 
 
@@ -55,7 +56,8 @@ class _Recurrent:
                         for key, shape in _stack.parameter_shapes(
                             self.gates, self.input_size, self.hidden_size, self.num_layers,
                             self.bidirectional).items()}
-        self._rng = rng   # dropout masks go on from the stream that drew the weights
+        # Dropout masks: a pure function of (seed, step, layer, row); see seed_dropout.
+        self.seed_dropout(int(rng.integers(2 ** 63)), step=0)
         self.grads = None
         self._tape = None
 
@@ -175,18 +177,34 @@ class _Recurrent:
         # The last forward's record goes first: its workspace is freed (and, on
         # the compiled backend, reused) instead of living beside the new one.
         self._tape = None
-        dropout_mask = self._dropout_mask if self.dropout else None
+        masks = self._next_dropout_masks(batch, T, B) if self.dropout and training else None
         y_tm, finals, self._tape = _stack.forward(self._stack, self._params, x_tm, states0,
-                                                  batch, training, dropout_mask)
+                                                  batch, training, masks)
         return self._time_major(y_tm), self._user_state(finals)
 
     __call__ = forward
 
-    def _dropout_mask(self, k, shape):
-        """The mask of layer k's input: torch's dropout, zero with probability p and what
-        is kept scaled by 1 / (1 - p)."""
-        keep = self._rng.random(shape, dtype=self.dtype) >= self.dropout
-        return keep.astype(self.dtype) / self.dtype.type(1.0 - self.dropout)
+    def seed_dropout(self, seed, step=0, first_row=0):
+        """Have the next training forward draw the dropout masks of training step `step`
+        of a run seeded `seed`, for rows first_row, first_row + 1, ... of that step's
+        whole batch; the forwards after it take steps step + 1, step + 2, ...
+
+        Masks are a pure function of (seed, step, layer, row), as training's data order
+        is of (seed, step): a resumed run draws the masks the uninterrupted one drew, and
+        ranks that each give the first row of their share draw between them those of
+        one process. A new layer starts at step 0 of a seed drawn from its `seed`.
+        """
+        self._dropout_seed = check_int(seed, "seed", low=0)
+        self._dropout_step = check_int(step, "step", low=0)
+        self._dropout_first_row = check_int(first_row, "first_row", low=0)
+
+    def _next_dropout_masks(self, batch, T, B):
+        """This training forward's masks as the stack driver asks for them, (layer k,
+        shape) -> mask in the batch's layout; the next forward takes the next step."""
+        seed, step, first_row = self._dropout_seed, self._dropout_step, self._dropout_first_row
+        self._dropout_step += 1
+        return lambda k, shape: batch.pack(dropout_mask(
+            self.dropout, self.dtype, seed, step, k, (T, B, shape[-1]), first_row))
 
     def step(self, x_t, state=None):
         """One time step for inputs that arrive one at a time: x_t (B, I) -> new state,
