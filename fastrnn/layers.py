@@ -24,6 +24,37 @@ def _state_labels(state_names, what):
                  for name in state_names)
 
 
+class _WeightsSeen:
+    """The weight matrices one training forward ran with, which its backward reads again
+    (the biases it does not read: their effect is in the activations it keeps).
+
+    NumPy arrays have no version counter, as torch's tensors do, so backward compares
+    the live matrices with this copy, bit for bit: certain where a checksum could miss a
+    change, and cheap next to a step (a copy and a compare of the weights, against
+    BPTT's record of every time step).
+    """
+
+    def __init__(self):
+        self._copies = {}
+
+    def keep(self, params):
+        for key, value in params.items():
+            if key.startswith("weight_"):
+                if key not in self._copies:
+                    self._copies[key] = np.empty_like(value)
+                np.copyto(self._copies[key], value)
+
+    def changed(self, params):
+        """The keys of the matrices that differ now from the copy, in state_dict order."""
+        return [key for key, copy in self._copies.items()
+                if not np.array_equal(_bits(params[key]), _bits(copy))]
+
+
+def _bits(array):
+    """A float array's bits as unsigned integers: NaN equals NaN, -0.0 differs from 0.0."""
+    return array.view(f"u{array.itemsize}")
+
+
 class _Recurrent:
     """What RNN, LSTM and GRU share: parameters, argument checks and the public API.
 
@@ -60,6 +91,7 @@ class _Recurrent:
         self.seed_dropout(int(rng.integers(2 ** 63)), step=0)
         self.grads = None
         self._tape = None
+        self._weights_seen = _WeightsSeen()
 
     def _stack_config(self):
         return _stack.Stack(self._backend, self.kernel, num_layers=self.num_layers,
@@ -103,7 +135,7 @@ class _Recurrent:
             self.num_directions * self.hidden_size
         view.num_layers, view.num_directions = len(layers), len(directions)
         view.bidirectional, view.dropout = len(directions) == 2, 0.0
-        view.grads, view._tape = None, None
+        view.grads, view._tape, view._weights_seen = None, None, _WeightsSeen()
         view._stack = view._stack_config()
         view._params = {new: self._params[old]
                         for new_k, k in enumerate(layers)
@@ -180,6 +212,8 @@ class _Recurrent:
         masks = self._next_dropout_masks(batch, T, B) if self.dropout and training else None
         y_tm, finals, self._tape = _stack.forward(self._stack, self._params, x_tm, states0,
                                                   batch, training, masks)
+        if training:
+            self._weights_seen.keep(self._params)
         return self._time_major(y_tm), self._user_state(finals)
 
     __call__ = forward
@@ -234,6 +268,14 @@ class _Recurrent:
         tape = self._tape
         if tape is None:
             raise ValueError("backward() needs a forward(x) with training=True first")
+        changed = self._weights_seen.changed(self._params)
+        if changed:
+            raise RuntimeError(
+                f"{', '.join(changed)} changed after the forward() that backward() "
+                f"differentiates (by load_state_dict, an optimizer step or another in-place "
+                f"write): that forward's record holds activations of the old weights, and "
+                f"gradients mixing them with the new ones would be wrong. Run forward() again "
+                f"with the weights as they are now, then backward() (torch raises here too)")
         dy_tm = None
         if dy is not None:
             dy = as_real_array(dy, self.dtype, "dy")
