@@ -3,7 +3,9 @@
 A layer holds its parameters (torch's names, shapes and init), checks what the user
 gives it once, on the way in, and hands the work to the stack driver (fastrnn._stack),
 which runs the layers and directions over the backends' kernels; it keeps the last
-training forward's tape for `backward`.
+training forward's tape for `backward`, with a copy of the weights that forward ran with
+(backward refuses weights changed since), and draws the forward's dropout masks
+(fastrnn._dropout).
 """
 
 import copy

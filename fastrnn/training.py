@@ -9,10 +9,9 @@ pure function of (seed, step, layer, row of the batch) too (fastrnn._dropout), s
 resumed run also draws the masks the uninterrupted one would have drawn.
 
 Under MPI (a `fastrnn.distributed.World` of N ranks) every rank draws the same
-batches and computes its N-th of the rows of each, masked by those rows' dropout
-masks; the gradients are averaged
-over the ranks before clipping and Adam, so every rank takes the step one
-process would take with the whole batch.
+batches and computes its N-th of the rows of each, with those rows' dropout masks;
+the gradients are averaged over the ranks before clipping and Adam, so every rank
+takes the step one process would take with the whole batch.
 """
 
 import math
