@@ -3,7 +3,9 @@
 A layer holds its parameters (torch's names, shapes and init), checks what the user
 gives it once, on the way in, and hands the work to the stack driver (fastrnn._stack),
 which runs the layers and directions over the backends' kernels; it keeps the last
-training forward's tape for `backward`.
+training forward's tape for `backward`, with a copy of the weights that forward ran with
+(backward refuses weights changed since), and draws the forward's dropout masks
+(fastrnn._dropout).
 """
 
 import copy
@@ -14,7 +16,39 @@ from . import _backends, _memory, _stack
 from ._argtypes import check_dropout, check_int
 from ._arrays import (as_real_array, check_dtype, check_lengths, check_precision, check_shape,
                       load_parameters, zeros)
+from ._dropout import dropout_mask
 from .cells import CELLS
+
+
+class _WeightsSeen:
+    """The weight matrices one training forward ran with, which its backward reads again
+    (the biases it does not read: their effect is in the activations it keeps).
+
+    NumPy arrays have no version counter, as torch's tensors do, so backward compares
+    the live matrices with this copy, bit for bit: certain where a checksum could miss a
+    change, and cheap next to a step (a copy and a compare of the weights, against
+    BPTT's record of every time step).
+    """
+
+    def __init__(self):
+        self._copies = {}
+
+    def keep(self, params):
+        for key, value in params.items():
+            if key.startswith("weight_"):
+                if key not in self._copies:
+                    self._copies[key] = np.empty_like(value)
+                np.copyto(self._copies[key], value)
+
+    def changed(self, params):
+        """The keys of the matrices that differ now from the copy, in state_dict order."""
+        return [key for key, copy in self._copies.items()
+                if not np.array_equal(_bits(params[key]), _bits(copy))]
+
+
+def _bits(array):
+    """A float array's bits as unsigned integers: NaN equals NaN, -0.0 differs from 0.0."""
+    return array.view(f"u{array.itemsize}")
 
 
 class _Recurrent:
@@ -66,9 +100,11 @@ class _Recurrent:
                         for key, shape in _stack.parameter_shapes(
                             self.gates, self.input_size, self.hidden_size, self.num_layers,
                             self.bidirectional).items()}
-        self._rng = rng   # dropout masks go on from the stream that drew the weights
+        # Dropout masks: a pure function of (seed, step, layer, row); see seed_dropout.
+        self.seed_dropout(int(rng.integers(2 ** 63)), step=0)
         self.grads = None
         self._tape = None
+        self._weights_seen = _WeightsSeen()
 
     def _stack_config(self):
         return _stack.Stack(self._backend, self.kernel, num_layers=self.num_layers,
@@ -112,7 +148,7 @@ class _Recurrent:
             self.num_directions * self.hidden_size
         view.num_layers, view.num_directions = len(layers), len(directions)
         view.bidirectional, view.dropout = len(directions) == 2, 0.0
-        view.grads, view._tape = None, None
+        view.grads, view._tape, view._weights_seen = None, None, _WeightsSeen()
         view._stack = view._stack_config()
         view._params = {new: self._params[old]
                         for new_k, k in enumerate(layers)
@@ -191,18 +227,36 @@ class _Recurrent:
         # The last forward's record goes first: its workspace is freed (and, on
         # the compiled backend, reused) instead of living beside the new one.
         self._tape = None
-        dropout_mask = self._dropout_mask if self.dropout else None
+        masks = self._next_dropout_masks(batch, T, B) if self.dropout and training else None
         y_tm, finals, self._tape = _stack.forward(self._stack, self._params, x_tm, states0,
-                                                  batch, training, dropout_mask)
+                                                  batch, training, masks)
+        if training:
+            self._weights_seen.keep(self._params)
         return self._time_major(y_tm), self._user_state(finals)
 
     __call__ = forward
 
-    def _dropout_mask(self, k, shape):
-        """The mask of layer k's input: torch's dropout, zero with probability p and what
-        is kept scaled by 1 / (1 - p)."""
-        keep = self._rng.random(shape, dtype=self.dtype) >= self.dropout
-        return keep.astype(self.dtype) / self.dtype.type(1.0 - self.dropout)
+    def seed_dropout(self, seed, step=0, first_row=0):
+        """Have the next training forward draw the dropout masks of training step `step`
+        of a run seeded `seed`, for rows first_row, first_row + 1, ... of that step's
+        whole batch; the forwards after it take steps step + 1, step + 2, ...
+
+        Masks are a pure function of (seed, step, layer, row), as training's data order
+        is of (seed, step): a resumed run draws the masks the uninterrupted one drew, and
+        ranks that each give the first row of their share draw between them those of
+        one process. A new layer starts at step 0 of a seed drawn from its `seed`.
+        """
+        self._dropout_seed = check_int(seed, "seed", low=0)
+        self._dropout_step = check_int(step, "step", low=0)
+        self._dropout_first_row = check_int(first_row, "first_row", low=0)
+
+    def _next_dropout_masks(self, batch, T, B):
+        """This training forward's masks as the stack driver asks for them, (layer k,
+        shape) -> mask in the batch's layout; the next forward takes the next step."""
+        seed, step, first_row = self._dropout_seed, self._dropout_step, self._dropout_first_row
+        self._dropout_step += 1
+        return lambda k, shape: batch.pack(dropout_mask(
+            self.dropout, self.dtype, seed, step, k, (T, B, shape[-1]), first_row))
 
     def step(self, x_t, state=None):
         """One time step for inputs that arrive one at a time: x_t (B, I) -> new state,
@@ -232,6 +286,14 @@ class _Recurrent:
         tape = self._tape
         if tape is None:
             raise ValueError("backward() needs a forward(x) with training=True first")
+        changed = self._weights_seen.changed(self._params)
+        if changed:
+            raise RuntimeError(
+                f"{', '.join(changed)} changed after the forward() that backward() "
+                f"differentiates (by load_state_dict, an optimizer step or another in-place "
+                f"write): that forward's record holds activations of the old weights, and "
+                f"gradients mixing them with the new ones would be wrong. Run forward() again "
+                f"with the weights as they are now, then backward() (torch raises here too)")
         dy_tm = None
         if dy is not None:
             dy = as_real_array(dy, self.dtype, "dy")

@@ -4,12 +4,14 @@ periodic checkpoints and diagnostics. The model computes; this file only orders.
 Data order is a pure function of (seed, step): epoch e is the permutation
 drawn from default_rng([seed, e]), and step s takes batch s mod (N // B) of
 epoch s // (N // B). A resumed run therefore needs only the step count to
-see exactly the batches the uninterrupted run would have seen.
+see exactly the batches the uninterrupted run would have seen. Dropout masks are a
+pure function of (seed, step, layer, row of the batch) too (fastrnn._dropout), so a
+resumed run also draws the masks the uninterrupted one would have drawn.
 
 Under MPI (a `fastrnn.distributed.World` of N ranks) every rank draws the same
-batches and computes its N-th of the rows of each; the gradients are averaged
-over the ranks before clipping and Adam, so every rank takes the step one
-process would take with the whole batch.
+batches and computes its N-th of the rows of each, with those rows' dropout masks;
+the gradients are averaged over the ranks before clipping and Adam, so every rank
+takes the step one process would take with the whole batch.
 """
 
 import math
@@ -228,6 +230,7 @@ def train(model, optimizer, x_train, y_train, config, *, start=StartingPoint(), 
     while step < steps:
         indices = order.indices(step)[rows]
         x, y = x_train[indices], y_train[indices]
+        model.layer.seed_dropout(config.seed, step, first_row=rows.start)
         optimizer.lr = scheduled_lr(config.lr_schedule, config.lr, step, steps)
         loss, grads = model.loss_and_grads(x, y)
         if not math.isfinite(loss):

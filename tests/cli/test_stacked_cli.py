@@ -1,5 +1,7 @@
 """`fastrnn train --layers N --bidirectional --dropout P`, and the bench cases that need them."""
 
+import numpy as np
+
 import fastrnn
 from fastrnn.checkpoint import read_checkpoint, save_checkpoint
 from helpers import read_json, run_cli as run
@@ -85,3 +87,29 @@ def test_bench_lists_the_lengths_cases_as_running_here(capsys):
     for cell in ("lstm", "gru", "rnn"):
         for mode in ("train", "inference"):
             assert listed[f"{cell}-{mode}-medium-lengths"].startswith("runs here")
+
+
+def test_a_resumed_run_with_dropout_ends_where_the_straight_run_does(tmp_path, tiny_data,
+                                                                     capsys):
+    # The issue's run: dropout masks are a pure function of (seed, step, layer, row), so
+    # 2 steps and a resume to 4 draw the masks 4 steps in one go draw.
+    common = ["train", "--data", tiny_data, "--cell", "gru", "--layers", 2, "--dropout", 0.3,
+              "--hidden", 8, "--batch-size", 20, "--train-limit", 200, "--test-limit", 40,
+              "--no-progress", "--log-every", 0]
+    code, _, err = run([*common, "--steps", 4, "--save", tmp_path / "straight.npz"], capsys)
+    assert code == 0, err
+    code, _, err = run([*common, "--steps", 2, "--save", tmp_path / "half.npz"], capsys)
+    assert code == 0, err
+    for name in ("resumed", "again"):
+        code, out, err = run(["train", "--data", tiny_data, "--resume", tmp_path / "half.npz",
+                              "--steps", 4, "--no-progress", "--log-every", 0,
+                              "--save", tmp_path / f"{name}.npz"], capsys)
+        assert code == 0, err
+        assert "resuming at step 2" in out
+    straight = fastrnn.load(tmp_path / "straight.npz").parameters()
+    half = fastrnn.load(tmp_path / "half.npz").parameters()
+    for name in ("resumed", "again"):
+        resumed = fastrnn.load(tmp_path / f"{name}.npz").parameters()
+        for key, value in straight.items():
+            np.testing.assert_array_equal(resumed[key], value, err_msg=f"{name}: {key}")
+    assert any(not np.array_equal(half[key], straight[key]) for key in straight)

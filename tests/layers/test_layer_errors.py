@@ -173,3 +173,82 @@ def test_float64_and_integer_inputs_are_converted(cell, backend):
     y_int, _ = layer.forward(np.zeros((2, 5, 3), np.int64))
     assert y32.dtype == np.float32 and y_int.dtype == np.float32
     np.testing.assert_array_equal(y32, y_int)
+
+
+# -- weights changed between forward and backward ------------------------------------
+
+
+def change_by_load_state_dict(layer, grads):
+    layer.load_state_dict(type(layer)(3, 4, 2, seed=9).state_dict())
+
+
+def change_by_an_adam_step(layer, grads):
+    fastrnn.optim.Adam(layer.parameters(), lr=0.01).step(grads)
+
+
+def change_by_an_in_place_write(layer, grads):
+    layer.parameters()["weight_ih_l1"][2, 1] += 1e-3   # one element, a little
+
+
+@pytest.mark.parametrize("change", [change_by_load_state_dict, change_by_an_adam_step,
+                                    change_by_an_in_place_write])
+def test_weights_changed_between_forward_and_backward_are_an_error_naming_the_fix(
+        backend, cell, change):
+    x = np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32)
+    layer = {"rnn": fastrnn.RNN, "lstm": fastrnn.LSTM, "gru": fastrnn.GRU}[cell](
+        3, 4, 2, backend=backend, seed=1)
+    layer.forward(x)
+    layer.backward(np.ones((2, 5, 4), np.float32))
+    layer.forward(x)
+    change(layer, dict(layer.grads))
+    with pytest.raises(RuntimeError, match=r"weight_ih_l1.* changed after the forward\(\) "
+                                           r".*Run forward\(\) again"):
+        layer.backward(np.ones((2, 5, 4), np.float32))
+    # The fix: a new forward records the new weights, and backward then gives the
+    # gradients a fresh layer holding them gives.
+    layer.forward(x)
+    dx, _ = layer.backward(np.ones((2, 5, 4), np.float32))
+    fresh = type(layer)(3, 4, 2, backend=backend)
+    fresh.load_state_dict(layer.state_dict())
+    fresh.forward(x)
+    fresh_dx, _ = fresh.backward(np.ones((2, 5, 4), np.float32))
+    np.testing.assert_array_equal(dx, fresh_dx)
+    for key, value in fresh.grads.items():
+        np.testing.assert_array_equal(layer.grads[key], value)
+
+
+def test_a_changed_bias_is_no_error_as_backward_does_not_read_the_biases(backend, cell):
+    # As in torch: backward reads the weight matrices, and the activations the
+    # forward kept already hold what the biases did.
+    x = np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32)
+    layer = {"rnn": fastrnn.RNN, "lstm": fastrnn.LSTM, "gru": fastrnn.GRU}[cell](
+        3, 4, backend=backend, seed=1)
+    layer.forward(x)
+    layer.backward(np.ones((2, 5, 4), np.float32))
+    expected = dict(layer.grads)
+    layer.forward(x)
+    layer.parameters()["bias_hh_l0"][...] += 1.0
+    layer.backward(np.ones((2, 5, 4), np.float32))
+    for key, value in expected.items():
+        np.testing.assert_array_equal(layer.grads[key], value)
+
+
+def test_a_training_loop_of_forward_backward_and_step_never_trips_the_check(backend, cell):
+    x = np.random.default_rng(0).standard_normal((4, 6, 3)).astype(np.float32)
+    y = np.array([0, 1, 2, 1])
+    model = fastrnn.SequenceClassifier(3, 5, 3, cell=cell, num_layers=2, dropout=0.2,
+                                       backend=backend, seed=0)
+    optimizer = fastrnn.optim.Adam(model.parameters(), lr=0.05)
+    losses = []
+    for _ in range(4):
+        loss, grads = model.loss_and_grads(x, y)   # forward and backward
+        optimizer.step(grads)                      # then the weights change
+        losses.append(loss)
+    layer = model.layer
+    for _ in range(2):   # and the layer alone, a backward after each forward
+        layer.forward(x)
+        layer.backward(np.ones((4, 6, 5), np.float32))
+        layer.backward(np.ones((4, 6, 5), np.float32))   # twice: the same weights
+        optimizer.step({**layer.grads, "fc.weight": np.zeros_like(model.fc_weight),
+                        "fc.bias": np.zeros_like(model.fc_bias)})
+    assert losses[-1] < losses[0]

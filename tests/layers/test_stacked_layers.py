@@ -217,6 +217,50 @@ def test_dropout_acts_in_training_only_and_the_same_seed_gives_the_same_masks(ba
         x)[0] != 0)
 
 
+@pytest.mark.parametrize("lengths", [None, [5, 1, 3, 5, 2, 4, 5]], ids=["full", "lengths"])
+def test_dropout_masks_depend_on_seed_step_layer_and_row_not_on_how_the_batch_is_split(
+        backend, lengths):
+    # What ranks rely on: rows 0-2 and rows 3-6, each given their first row, are masked as
+    # rows 0-6 of one forward are.
+    T, B, I, H = 5, 7, 3, 6
+    x, state, _, _ = stack_problem("gru", T, B, I, H, 3, True)
+    layer = make_stack("gru", I, H, 3, True, backend=backend, dropout=0.5, seed=1)
+    layer.seed_dropout(11, step=4)
+    whole, _ = layer.forward(x, state, lengths=lengths)
+    parts = []
+    for rows in (slice(0, 3), slice(3, B)):
+        layer.seed_dropout(11, step=4, first_row=rows.start)
+        parts.append(layer.forward(x[rows], state[:, rows],
+                                   lengths=None if lengths is None else lengths[rows])[0])
+    assert_close(np.concatenate(parts), whole, "output", np.float64, "y")
+    # The next forward takes the next step: step 5's masks, not step 4's again.
+    layer.seed_dropout(11, step=4)
+    layer.forward(x, state, lengths=lengths)
+    following, _ = layer.forward(x, state, lengths=lengths)
+    layer.seed_dropout(11, step=5)
+    np.testing.assert_array_equal(layer.forward(x, state, lengths=lengths)[0], following)
+    assert not np.array_equal(following, whole)
+    for other in ({"seed": 12, "step": 4}, {"seed": 11, "step": 3}):
+        layer.seed_dropout(**other)
+        assert not np.array_equal(layer.forward(x, state, lengths=lengths)[0], whole), other
+
+
+def test_dropout_masks_of_each_layer_and_of_each_row_differ():
+    from fastrnn._dropout import dropout_mask
+    masks = [dropout_mask(0.5, np.dtype(np.float32), 3, 0, k, (4, 6, 8)) for k in (1, 2)]
+    assert not np.array_equal(*masks)
+    rows = masks[0].transpose(1, 0, 2).reshape(6, -1)
+    assert len({row.tobytes() for row in rows}) == 6
+    assert set(np.unique(masks[0])) == {0.0, 2.0}
+
+
+@pytest.mark.parametrize("seed, step, first_row", [(-1, 0, 0), (0, 1.5, 0), (0, 0, True)])
+def test_seed_dropout_refuses_what_is_not_a_non_negative_integer(seed, step, first_row):
+    layer = make_stack("gru", 3, 4, 2, backend="numpy", dropout=0.5)
+    with pytest.raises(ValueError, match="must be an integer >= 0"):
+        layer.seed_dropout(seed, step, first_row)
+
+
 def test_dropout_backward_uses_the_forwards_masks_and_matches_finite_differences(backend):
     T, B, I, H = 4, 3, 2, 5
     x, state, dy, dstate = stack_problem("lstm", T, B, I, H, 3, True, seed=3)

@@ -133,6 +133,18 @@ def test_two_ranks_train_the_model_one_process_trains(runs):
     assert two["test_examples"] == one["test_examples"] == 60
 
 
+def test_two_ranks_with_dropout_train_the_model_one_process_trains(mpiexec, data, tmp_path):
+    # Each rank draws the masks of its own rows of the global batch.
+    stack = ["--cell", "gru", "--layers", 2, "--dropout", 0.3, "--no-progress"]
+    for name, ranks in (("one", None), ("two", 2)):
+        code, _, err, _ = train(mpiexec, ranks, tmp_path, name, *stack, data=data, steps=8)
+        assert code == 0, err
+    assert_same_model(tmp_path / "two.npz", tmp_path / "one.npz")
+    one, two = read_json(tmp_path / "one.json"), read_json(tmp_path / "two.json")
+    assert [entry["loss"] for entry in two["history"]] == \
+        pytest.approx([entry["loss"] for entry in one["history"]], rel=1e-5)
+
+
 def test_each_rank_computes_its_rows_of_the_batch_one_process_computes(mpiexec, data,
                                                                         tmp_path):
     code, out, err, _ = launch(mpiexec, 2, [PROBE, "labels", 3, "--data", data, "--steps", 3,
