@@ -232,12 +232,14 @@ def forward(stack, params, x_tm, states0, batch, training, dropout_mask=None):
 
     params: {state_dict key: array}; states0: a tuple of (L*D, B, H) arrays (h, or h and
     c); batch: PADDED or a Packed layout (see `batch_layout`); dropout_mask: None or a
-    callable (layer k, shape) -> mask or None, called for k >= 1 where training, whose
-    mask multiplies layer k's input (in the batch's layout).
+    callable (layer k, shape) -> mask or None, called for k >= 1, whose mask multiplies
+    layer k's input (in the batch's layout); the caller passes one only where dropout
+    applies (torch's modules drop out in train mode whether or not gradients are kept).
 
-    y_tm: (T, B, D*H), read-only (BPTT may read it), zero past each length; finals: like
-    states0, each sequence's states after its own last step; tape: what `backward`
-    needs, None unless training.
+    y_tm: (T, B, D*H), zero past each length; BPTT may read it, so whoever hands it out
+    keeps it from being changed (fastrnn's layers make it read-only, fastrnn.torch has
+    autograd check its version); finals: like states0, each sequence's states after its
+    own last step; tape: what `backward` needs, None unless training.
     """
     T, B = x_tm.shape[:2]
     inputs = batch.pack(x_tm)
@@ -252,8 +254,6 @@ def forward(stack, params, x_tm, states0, batch, training, dropout_mask=None):
         outputs, finals, layers = _forward_layers(stack, params, inputs, states0, batch,
                                                   training, dropout_mask)
     y_tm = batch.unpack(outputs)
-    # y may be kept for BPTT: hand it out read-only so it cannot be changed under us.
-    y_tm.flags.writeable = False
     return y_tm, finals, Tape(batch, T, B, layers) if training else None
 
 
@@ -265,7 +265,7 @@ def _forward_layers(stack, params, inputs, states0, batch, training, dropout_mas
     layers = []
     for k in range(L):
         mask = None
-        if k and training and dropout_mask is not None:
+        if k and dropout_mask is not None:
             mask = dropout_mask(k, inputs.shape)
             if mask is not None:
                 inputs = inputs * mask

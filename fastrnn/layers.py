@@ -175,9 +175,11 @@ class _Recurrent:
         # The last forward's record goes first: its workspace is freed (and, on
         # the compiled backend, reused) instead of living beside the new one.
         self._tape = None
-        dropout_mask = self._dropout_mask if self.dropout else None
+        dropout_mask = self._dropout_mask if self.dropout and training else None
         y_tm, finals, self._tape = _stack.forward(self._stack, self._params, x_tm, states0,
                                                   batch, training, dropout_mask)
+        # y may be kept for BPTT: hand it out read-only so it cannot be changed under us.
+        y_tm.flags.writeable = False
         return self._time_major(y_tm), self._user_state(finals)
 
     __call__ = forward
