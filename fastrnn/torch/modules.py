@@ -7,6 +7,8 @@ custom operator in `_ops`. The classes derive from RNNBase, not from nn.LSTM & c
 because torch.compile refuses to trace anything that is an nn.LSTM/GRU/RNN.
 """
 
+import warnings
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
@@ -58,6 +60,9 @@ class _Recurrent(nn.RNNBase):
                 x = input.transpose(0, 1)
             else:
                 x = input
+        if x.shape[-1] != self.input_size:
+            raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected "
+                               f"{self.input_size}, got {x.shape[-1]}")
         weights = [getattr(self, key) for key in self._flat_weights_names]
         compute_dtype, out_dtype = self._dtypes(x, weights)
         x = x.to(compute_dtype)
@@ -248,7 +253,9 @@ def _from_torch(module):
                    device="meta")   # no init drawn from torch's generator, no memory
     if cls is RNN:
         options["nonlinearity"] = module.nonlinearity
-    new = cls(module.input_size, module.hidden_size, **options)
+    with warnings.catch_warnings():   # torch's own warnings were given when it was made
+        warnings.simplefilter("ignore")
+        new = cls(module.input_size, module.hidden_size, **options)
     for key in module._flat_weights_names:
         setattr(new, key, getattr(module, key))
     return new.train(module.training)
