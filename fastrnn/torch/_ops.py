@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from .. import _backends, _stack
+from . import _threads
 
 Tensor = torch.Tensor
 
@@ -80,6 +81,7 @@ def _find(handle):
 @functools.lru_cache(maxsize=None)
 def _stack_of(backend_name, kernel, num_layers, bidirectional, hidden_size):
     backend = _backends.get_backend(backend_name)
+    _threads.share_torch_openmp()
     return _stack.Stack(backend, kernel, num_layers=num_layers,
                         num_directions=2 if bidirectional else 1, hidden_size=hidden_size,
                         sums_biases=kernel != "gru")
@@ -180,6 +182,7 @@ def _recurrent(x: Tensor, h0: Optional[Tensor], c0: Optional[Tensor], weights: l
                bidirectional: bool, bias: bool, dropout: float, keep_record: bool
                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(y, h_n, c_n, record handle); see `recurrent`."""
+    _threads.follow_torch()
     H = weights[1].shape[1]
     stack = _stack_of(None, kernel, num_layers, bidirectional, H)
     x_array = _array(x)
@@ -222,6 +225,7 @@ def _recurrent_backward(handle: Tensor, dy: Optional[Tensor], dh_n: Optional[Ten
     had no such input (h0, c0) or dx is not needed. x, h0, c0, the weights and y come
     only so that autograd keeps them intact for the record, which reads them."""
     record = _find(handle)
+    _threads.follow_torch()
     dstates = tuple(_zeros(record.state_shape, record.dtype) if d is None else _array(d)
                     for d in (dh_n, dc_n)[:record.num_states])
     dx, dstates0, grads = _stack.backward(record.stack, record.tape,
