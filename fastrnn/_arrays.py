@@ -4,6 +4,8 @@ Every public entry (the layers, the model, checkpoints) takes array-likes throug
 each returns an array the kernels can use or raises TypeError / ValueError naming the fix.
 """
 
+import functools
+
 import numpy as np
 
 DTYPES = (np.float32, np.float64)
@@ -14,6 +16,16 @@ def check_dtype(dtype):
     if np.dtype(dtype) not in [np.dtype(d) for d in DTYPES]:
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
     return np.dtype(dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def zeros(shape, dtype):
+    """A read-only array of zeros, one per (shape, dtype), for the states and gradients
+    a caller leaves out: no new allocation at every step. (np.zeros takes its pages from
+    calloc, so a large one costs address space, not memory.)"""
+    array = np.zeros(shape, dtype)
+    array.flags.writeable = False
+    return array
 
 
 def as_real_array(value, dtype, what):

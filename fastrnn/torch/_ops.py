@@ -38,7 +38,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .. import _backends, _stack
+from .. import _arrays, _backends, _stack
+from ..cells import KERNELS
 from . import _threads
 
 Tensor = torch.Tensor
@@ -47,7 +48,6 @@ Tensor = torch.Tensor
 # bf16 kernels land (branch bf16), then "bf16" here is the one change.
 AUTOCAST_PRECISION = "fp32"
 
-_GATES = {"rnn": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 _NO_RECORD = 0
 
 
@@ -84,21 +84,12 @@ def _stack_of(backend_name, kernel, num_layers, bidirectional, hidden_size):
     _threads.share_torch_openmp()
     return _stack.Stack(backend, kernel, num_layers=num_layers,
                         num_directions=2 if bidirectional else 1, hidden_size=hidden_size,
-                        sums_biases=kernel != "gru")
+                        folds_biases=KERNELS[kernel].folds_biases)
 
 
 def _array(tensor):
     """The numpy view of a CPU tensor's memory (no copy)."""
     return tensor.detach().numpy()
-
-
-@functools.lru_cache(maxsize=64)
-def _zeros(shape, dtype):
-    """Read-only zeros, shared by every call of that shape: the biases of a module with
-    bias=False, the states of a forward without hx."""
-    zeros = np.zeros(shape, dtype=dtype)
-    zeros.flags.writeable = False
-    return zeros
 
 
 def _parameters(weights, bias, num_layers, bidirectional):
@@ -113,7 +104,9 @@ def _parameters(weights, bias, num_layers, bidirectional):
         for d in range(1 + bidirectional):
             w_ih, w_hh, b_ih, b_hh = _stack.parameter_keys(k, d)
             params[w_ih], params[w_hh] = arrays.pop(0), arrays.pop(0)
-            params[b_ih] = params[b_hh] = _zeros(params[w_ih].shape[:1], params[w_ih].dtype)
+            # bias=False: the kernels add zeros
+            params[b_ih] = params[b_hh] = _arrays.zeros(params[w_ih].shape[:1],
+                                                         params[w_ih].dtype)
     return params
 
 
@@ -141,7 +134,7 @@ class _AlreadyPacked(_stack.Packed):
 def _states0(h0, c0, kernel, shape, dtype):
     if h0 is not None:
         return (_array(h0),) if c0 is None else (_array(h0), _array(c0))
-    return (_zeros(shape, dtype),) * (2 if kernel == "lstm" else 1)
+    return (_arrays.zeros(shape, dtype),) * len(KERNELS[kernel].states)
 
 
 def _dropout_masks(p, dtype):
@@ -151,10 +144,6 @@ def _dropout_masks(p, dtype):
         return None
     return lambda k, shape: _array(torch.empty(shape, dtype=dtype).bernoulli_(1 - p)
                                    .div_(1 - p))
-
-
-def _tensor(array):
-    return torch.from_numpy(array)
 
 
 def _nothing(dtype):
@@ -200,8 +189,8 @@ def _recurrent(x: Tensor, h0: Optional[Tensor], c0: Optional[Tensor], weights: l
                                      _dropout_masks(dropout, x.dtype))
     handle = _keep(_Record(stack, tape, states0)) if keep_record \
         else torch.tensor([_NO_RECORD])
-    c_n = _tensor(finals[1]) if len(finals) == 2 else _nothing(x.dtype)
-    return _tensor(y), _tensor(finals[0]), c_n, handle
+    c_n = torch.from_numpy(finals[1]) if len(finals) == 2 else _nothing(x.dtype)
+    return torch.from_numpy(y), torch.from_numpy(finals[0]), c_n, handle
 
 
 @_recurrent.register_fake
@@ -212,7 +201,7 @@ def _(x, h0, c0, weights, batch_sizes, kernel, num_layers, bidirectional, bias, 
     B = h0.shape[1] if h0 is not None else x.shape[1]
     y = x.new_empty(x.shape[:-1] + (D * H,))
     h_n = x.new_empty((num_layers * D, B, H))
-    c_n = x.new_empty((num_layers * D, B, H) if kernel == "lstm" else (0,))
+    c_n = x.new_empty((num_layers * D, B, H) if len(KERNELS[kernel].states) == 2 else (0,))
     return y, h_n, c_n, x.new_empty((1,), dtype=torch.int64)
 
 
@@ -226,16 +215,16 @@ def _recurrent_backward(handle: Tensor, dy: Optional[Tensor], dh_n: Optional[Ten
     only so that autograd keeps them intact for the record, which reads them."""
     record = _find(handle)
     _threads.follow_torch()
-    dstates = tuple(_zeros(record.state_shape, record.dtype) if d is None else _array(d)
+    dstates = tuple(_arrays.zeros(record.state_shape, record.dtype) if d is None else _array(d)
                     for d in (dh_n, dc_n)[:record.num_states])
     dx, dstates0, grads = _stack.backward(record.stack, record.tape,
                                           None if dy is None else _array(dy), dstates,
                                           need_dx)
     keys = [key for key in grads if bias or key.startswith("weight")]
-    return (_tensor(dx) if need_dx else _nothing(y.dtype),
-            _tensor(dstates0[0]) if h0 is not None else _nothing(y.dtype),
-            _tensor(dstates0[1]) if c0 is not None else _nothing(y.dtype),
-            [_tensor(grads[key]) for key in keys])
+    return (torch.from_numpy(dx) if need_dx else _nothing(y.dtype),
+            torch.from_numpy(dstates0[0]) if h0 is not None else _nothing(y.dtype),
+            torch.from_numpy(dstates0[1]) if c0 is not None else _nothing(y.dtype),
+            [torch.from_numpy(grads[key]) for key in keys])
 
 
 @_recurrent_backward.register_fake
@@ -293,4 +282,4 @@ def recurrent(kernel, x, states, weights, batch_sizes, num_layers, bidirectional
         or any(s.requires_grad for s in states or ()))
     y, h_n, c_n, _ = _recurrent(x, h0, c0, weights, batch_sizes, kernel, num_layers,
                                 bidirectional, bias, dropout, keep_record)
-    return y, ((h_n, c_n) if kernel == "lstm" else (h_n,))
+    return y, ((h_n, c_n) if len(KERNELS[kernel].states) == 2 else (h_n,))

@@ -13,15 +13,17 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
+from ..cells import CELLS
 from . import _ops
 
-# fastrnn's kernels of each torch mode.
-_KERNELS = {"RNN_TANH": "rnn", "RNN_RELU": "rnn_relu", "LSTM": "lstm", "GRU": "gru"}
+# fastrnn's cell of each of torch's modes, and its nonlinearity.
+_CELL_OF_MODE = {"RNN_TANH": ("rnn", "tanh"), "RNN_RELU": ("rnn", "relu"),
+                 "LSTM": ("lstm", "tanh"), "GRU": ("gru", "tanh")}
 _DTYPES = (torch.float32, torch.float64)
 
 # Under torch.autocast("cpu") torch's LSTM and RNN return the autocast dtype, its GRU
 # the input's dtype (measured with torch 2.13); these modules return the same.
-_AUTOCAST_RETURNS_INPUT_DTYPE = {"rnn": False, "rnn_relu": False, "lstm": False, "gru": True}
+_AUTOCAST_KEEPS_INPUT_DTYPE = {"GRU"}
 
 
 class _Recurrent(nn.RNNBase):
@@ -36,11 +38,12 @@ class _Recurrent(nn.RNNBase):
 
     @property
     def _kernel(self):
-        return _KERNELS[self.mode]
+        cell, nonlinearity = _CELL_OF_MODE[self.mode]
+        return CELLS[cell].kernels[nonlinearity]
 
     @property
     def _num_states(self):
-        return 2 if self.mode == "LSTM" else 1
+        return len(CELLS[_CELL_OF_MODE[self.mode][0]].states)
 
     def forward(self, input, hx=None):
         name = type(self).__name__
@@ -111,9 +114,9 @@ class _Recurrent(nn.RNNBase):
             # Until fastrnn has bf16 kernels the recurrence runs in the parameters'
             # dtype under autocast (docs/torch.md says so); _ops.AUTOCAST_PRECISION is
             # the one place that changes when they land.
-            autocast_dtype = torch.get_autocast_dtype("cpu")
-            returns_input = _AUTOCAST_RETURNS_INPUT_DTYPE[self._kernel]
-            return weight_dtype, (x.dtype if returns_input else autocast_dtype)
+            if self.mode in _AUTOCAST_KEEPS_INPUT_DTYPE:
+                return weight_dtype, x.dtype
+            return weight_dtype, torch.get_autocast_dtype("cpu")
         if x.dtype != weight_dtype:
             raise ValueError(f"RNN input dtype ({x.dtype}) does not match weight dtype "
                              f"({weight_dtype}). Convert input: input.to({weight_dtype}), "
