@@ -44,10 +44,6 @@ from . import _threads
 
 Tensor = torch.Tensor
 
-# The precision the kernels run in under torch.autocast("cpu"): "fp32" until fastrnn's
-# bf16 kernels land (branch bf16), then "bf16" here is the one change.
-AUTOCAST_PRECISION = "fp32"
-
 _NO_RECORD = 0
 
 

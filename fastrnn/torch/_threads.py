@@ -42,7 +42,8 @@ def _torch_openmp_entry_points():
     lib_dir = os.path.join(os.path.dirname(torch.__file__), "lib")
     for path in sorted(glob.glob(os.path.join(lib_dir, "libtorch_cpu.*"))):
         try:
-            library = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | os.RTLD_LAZY)
+            library = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0)
+                                  | getattr(os, "RTLD_LAZY", 0))
             functions = [getattr(library, name) for name in
                          ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")]
         except (OSError, AttributeError):

@@ -87,3 +87,13 @@ def test_a_state_dict_of_a_converted_model_loads_into_the_original_and_back():
     original = Tagger()
     converted.load_state_dict(original.state_dict())
     assert_close(converted(x).detach(), original(x).detach(), "output", np.float32)
+
+
+def test_a_converted_model_saved_whole_with_torch_save_loads_and_runs(tmp_path):
+    torch.manual_seed(0)
+    model = ft.convert(Tagger())
+    x = torch.randn(5, 2, 6)
+    torch.save(model, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    assert type(loaded.stages[0]) is ft.LSTM
+    assert torch.equal(loaded(x), model(x))
