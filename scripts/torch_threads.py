@@ -13,7 +13,9 @@ the machine's other load falls on each alike:
     shared team    fastrnn.torch, the kernels' jobs on torch's OpenMP team (the default)
 
 Prints, for each, the median over rounds of each round's median step time and the
-spread (min and max of the round medians).
+spread (min and max of the round medians), and the CPU time the process spent per step
+(every thread's, spinning included): on a machine busy with other work the wall times
+say little, the CPU time per step still shows threads burning cores while they wait.
 """
 
 import argparse
@@ -78,25 +80,29 @@ def main():
             "own pool": make_model(args.cell, "fastrnn"),
             "shared team": make_model(args.cell, "fastrnn")}
     medians = {(way, op): [] for way in ways for op in (False, True)}
+    cpu = {key: [] for key in medians}
     for _ in range(args.rounds):
         for way, (model, optimizer) in ways.items():
             use_team(way == "shared team")
             for op in (False, True):
                 training_step(model, optimizer, x, labels)   # warm
-                times = []
+                times, cpu_times = [], []
                 for _ in range(args.steps):
                     if op:
                         other_op()
-                    start = time.perf_counter()
+                    start, cpu_start = time.perf_counter(), time.process_time()
                     training_step(model, optimizer, x, labels)
                     times.append(time.perf_counter() - start)
+                    cpu_times.append(time.process_time() - cpu_start)
                 medians[way, op].append(np.median(times) * 1e3)
+                cpu[way, op].append(np.median(cpu_times) * 1e3)
     print(f"{args.cell}, T={T} B={B} I={I} H={H}, {args.threads} threads, "
           f"{args.rounds} rounds of {args.steps} steps: ms per training step, median of "
-          f"round medians [min, max]")
+          f"round medians [min, max]; CPU ms per step, likewise")
     for (way, op), values in medians.items():
         print(f"  {way:12s} {'+op' if op else '   '}  {np.median(values):7.2f}  "
-              f"[{min(values):.2f}, {max(values):.2f}]")
+              f"[{min(values):.2f}, {max(values):.2f}]    CPU {np.median(cpu[way, op]):7.2f}  "
+              f"[{min(cpu[way, op]):.2f}, {max(cpu[way, op]):.2f}]")
 
 
 if __name__ == "__main__":

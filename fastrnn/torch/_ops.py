@@ -77,10 +77,14 @@ def _find(handle):
 @functools.lru_cache(maxsize=None)
 def _stack_of(backend_name, kernel, num_layers, bidirectional, hidden_size):
     backend = _backends.get_backend(backend_name)
-    _threads.share_torch_openmp()
-    return _stack.Stack(backend, kernel, num_layers=num_layers,
-                        num_directions=2 if bidirectional else 1, hidden_size=hidden_size,
-                        folds_biases=KERNELS[kernel].folds_biases)
+    stack = _stack.Stack(backend, kernel, num_layers=num_layers,
+                         num_directions=2 if bidirectional else 1, hidden_size=hidden_size,
+                         folds_biases=KERNELS[kernel].folds_biases)
+    if _threads.share_torch_openmp():
+        # The two directions side by side would take a thread beside torch's team
+        # (see _threads): on the team they run one after the other.
+        stack.concurrent_calls = False
+    return stack
 
 
 def _array(tensor):

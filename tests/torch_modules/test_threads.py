@@ -47,7 +47,7 @@ def test_the_kernels_run_on_torch_s_openmp_team_without_threads_of_their_own():
         torch.set_num_threads(2)
         torch.randn(256, 256) @ torch.randn(256, 256)   # torch's team exists
         before = len(os.listdir("/proc/self/task"))
-        rnn = fastrnn.torch.LSTM(64, 256, batch_first=True)
+        rnn = fastrnn.torch.LSTM(64, 256, batch_first=True, bidirectional=True)
         y, _ = rnn(torch.randn(64, 20, 64))
         y.sum().backward()
         print(fastrnn.torch._threads.share_torch_openmp(), fastrnn.get_num_threads(),
