@@ -207,3 +207,17 @@ def test_flatten_parameters_is_accepted():
     _, module = twins("gru", 3, 4)
     assert module.flatten_parameters() is None
 
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gradients_torch_hands_over_as_broadcast_views_are_taken(variant):
+    reference, module = twins(variant, 3, 4, 2, bidirectional=True)
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    grads = []
+    for m in (module, reference):
+        x_m = x.clone().requires_grad_(True)
+        y, finals = m(x_m)
+        finals = finals if isinstance(finals, tuple) else (finals,)
+        (y.sum() + sum(f.sum() for f in finals)).backward()   # dy, dh_n: expanded ones
+        grads.append(x_m.grad)
+    assert_close(grads[0], grads[1], "grad", np.float64, "dx")

@@ -88,3 +88,30 @@ def test_the_operators_pass_torch_library_opcheck():
     torch.library.opcheck(torch.ops.fastrnn.recurrent.default, args,
                           test_utils=("test_schema", "test_autograd_registration",
                                       "test_faketensor"))
+
+
+def test_the_operator_and_its_eager_twin_give_the_same_bits():
+    from fastrnn.torch import _ops
+    torch.manual_seed(0)
+    module = ft.LSTM(3, 5, 2, bidirectional=True, dropout=0.5, dtype=torch.float64)
+    weights = [getattr(module, key) for key in module._flat_weights_names]
+    x = torch.randn(6, 4, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(4, 4, 5, dtype=torch.float64, requires_grad=True)
+    options = ("lstm", 2, True, True, 0.5, True)
+    results = []
+    for call in (lambda: _ops._recurrent(x, h0, None, weights, None, *options),
+                 lambda: _ops._Eager.apply(x, h0, None, None, options, *weights)):
+        torch.manual_seed(1)   # the same dropout masks
+        y, h_n, c_n, _ = call()
+        grads = torch.autograd.grad((y.sin().sum() + h_n.sum() + c_n.square().sum()),
+                                    [x, h0] + weights)
+        results.append([y, h_n, c_n, *grads])
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
+def test_a_fake_tensor_trace_goes_through_the_operator():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    module = ft.GRU(3, 5, 2, bidirectional=True)
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        y, h = module(mode.from_tensor(torch.randn(7, 4, 3)))
+    assert y.shape == (7, 4, 10) and h.shape == (4, 4, 5)
