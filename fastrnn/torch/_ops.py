@@ -93,9 +93,22 @@ def _array(tensor):
     return tensor.detach().numpy()
 
 
+def _contiguous_array(tensor):
+    """_array, copied only where the tensor is not C-contiguous (torch takes any strides,
+    the kernels read states and weights whole)."""
+    return np.ascontiguousarray(tensor.detach().numpy())
+
+
+def _input_array(x):
+    """_array of x, whose rows the kernels read contiguous: any other strides are fine
+    (the compiled backend reads a batch-first view as it is)."""
+    array = _array(x)
+    return array if array.strides[-1] == array.itemsize else np.ascontiguousarray(array)
+
+
 def _parameters(weights, bias, num_layers, bidirectional):
     """{state_dict key: array} of the module's flat weight list (torch's order)."""
-    arrays = [_array(w) for w in weights]
+    arrays = [_contiguous_array(w) for w in weights]
     if bias:
         keys = [key for k in range(num_layers) for d in range(1 + bidirectional)
                 for key in _stack.parameter_keys(k, d)]
@@ -135,7 +148,8 @@ class _AlreadyPacked(_stack.Packed):
 def _states0(h0, c0, kernel, shape, dtype):
     """The kernels' initial states (h, or h and c): zeros where none is given."""
     given = (h0, c0)[:len(KERNELS[kernel].states)]
-    return tuple(_arrays.zeros(shape, dtype) if s is None else _array(s) for s in given)
+    return tuple(_arrays.zeros(shape, dtype) if s is None else _contiguous_array(s)
+                 for s in given)
 
 
 def _dropout_masks(p, dtype):
@@ -173,7 +187,7 @@ def _forward(x: Tensor, h0: Optional[Tensor], c0: Optional[Tensor], weights: lis
     _threads.follow_torch()
     H = weights[1].shape[1]
     stack = _stack_of(None, kernel, num_layers, bidirectional, H)
-    x_array = _array(x)
+    x_array = _input_array(x)
     dtype = x_array.dtype
     params = _parameters(weights, bias, num_layers, bidirectional)
     if batch_sizes is None:
@@ -203,8 +217,7 @@ def _backward(handle: Tensor, dy: Optional[Tensor], dh_n: Optional[Tensor],
     _threads.follow_torch()
     # torch may hand a gradient over as a broadcast view (that of h_n.sum(), say)
     dstates = tuple(_arrays.zeros(record.state_shape, record.dtype) if d is None
-                    else np.ascontiguousarray(_array(d))
-                    for d in (dh_n, dc_n)[:record.num_states])
+                    else _contiguous_array(d) for d in (dh_n, dc_n)[:record.num_states])
     dx, dstates0, grads = _stack.backward(record.stack, record.tape,
                                           None if dy is None else _array(dy), dstates,
                                           need_dx)

@@ -221,3 +221,15 @@ def test_gradients_torch_hands_over_as_broadcast_views_are_taken(variant):
         (y.sum() + sum(f.sum() for f in finals)).backward()   # dy, dh_n: expanded ones
         grads.append(x_m.grad)
     assert_close(grads[0], grads[1], "grad", np.float64, "dx")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_inputs_and_states_of_any_strides_are_taken(variant):
+    reference, module = twins(variant, 4, 5, 2, bidirectional=True, batch_first=True)
+    x_wide = torch.randn(3, 6, 8, dtype=torch.float64)
+    h_wide = torch.randn(3, 4, 5, dtype=torch.float64).transpose(0, 1)   # (4, 3, 5) view
+    x = x_wide[:, :, ::2]                       # every other feature: a strided last axis
+    hx = (h_wide, h_wide * 0.5) if variant == "lstm" else h_wide
+    y, _ = module(x, hx)
+    y_ref, _ = reference(x, hx)
+    assert_close(y.detach(), y_ref.detach(), "output", np.float64, "y")
