@@ -8,6 +8,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -83,6 +84,20 @@ PYBIND11_MODULE(_core, m) {
   m.def("build_info", &build_info, "Facts about this build and the kernel path chosen.");
   m.def("release_cached_memory", &release_cached_memory,
         "Return the freed large buffers kept for reuse to the system; the bytes released.");
+  m.def("_use_openmp_runtime",
+        [](std::uintptr_t parallel, std::uintptr_t thread_num, std::uintptr_t num_threads) {
+          OpenMPRuntime openmp;
+          if (parallel != 0 && thread_num != 0 && num_threads != 0) {
+            openmp.parallel = reinterpret_cast<decltype(openmp.parallel)>(parallel);
+            openmp.thread_num = reinterpret_cast<decltype(openmp.thread_num)>(thread_num);
+            openmp.num_threads = reinterpret_cast<decltype(openmp.num_threads)>(num_threads);
+          }
+          use_openmp_runtime(openmp);
+        },
+        py::arg("parallel"), py::arg("thread_num"), py::arg("num_threads"),
+        "fastrnn.torch only: the addresses of a loaded OpenMP runtime's GOMP_parallel, "
+        "omp_get_thread_num and omp_get_num_threads, whose team then runs the kernels' "
+        "jobs (0, 0, 0: the pool's own threads again).");
   m.def("_set_isa", [](const std::string& name) { select_isa(name); }, py::arg("name"),
         "Tests only: switch the kernel path (generic, avx2, avx512, avx512_bf16) in this process.");
 }

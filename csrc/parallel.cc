@@ -72,14 +72,25 @@ class Pool {
 
   int threads() const { return threads_; }
 
+  void use_openmp(const OpenMPRuntime& openmp) {
+    std::lock_guard<std::mutex> job_lock(job_mutex_);
+    stop_workers();   // idle for good while the OpenMP team runs the jobs
+    openmp_ = openmp;
+  }
+
   void run(int nthreads, TaskFn fn, void* context) {
     std::lock_guard<std::mutex> job_lock(job_mutex_);
     if (nthreads > threads_) nthreads = threads_;
     if (nthreads < 1) nthreads = 1;
-    job_threads_ = nthreads;
+    job_threads_.store(nthreads, std::memory_order_relaxed);
     barrier_count_.store(0, std::memory_order_relaxed);
     if (nthreads == 1) {
       fn(context, 0, 1);
+      return;
+    }
+    if (openmp_.parallel != nullptr) {
+      OpenMPJob job{this, fn, context};
+      openmp_.parallel(&run_openmp_thread, &job, static_cast<unsigned>(nthreads), 0);
       return;
     }
     start_workers();
@@ -96,9 +107,10 @@ class Pool {
   }
 
   void barrier() {
-    if (job_threads_ == 1) return;
+    const int job_threads = job_threads_.load(std::memory_order_relaxed);
+    if (job_threads == 1) return;
     unsigned gen = barrier_generation_.load(std::memory_order_acquire);
-    if (barrier_count_.fetch_add(1, std::memory_order_acq_rel) == job_threads_ - 1) {
+    if (barrier_count_.fetch_add(1, std::memory_order_acq_rel) == job_threads - 1) {
       barrier_count_.store(0, std::memory_order_relaxed);
       barrier_generation_.fetch_add(1, std::memory_order_release);
       return;
@@ -143,6 +155,22 @@ class Pool {
     workers_.clear();
   }
 
+  struct OpenMPJob {
+    Pool* pool;
+    TaskFn fn;
+    void* context;
+  };
+
+  // One thread of the OpenMP team. The team can be smaller than asked (an OpenMP
+  // runtime may give a nested region one thread): the job then runs on the threads
+  // it has, and every one of them sets the count before it can reach a barrier.
+  static void run_openmp_thread(void* data) {
+    const OpenMPJob& job = *static_cast<OpenMPJob*>(data);
+    const int n = job.pool->openmp_.num_threads();
+    job.pool->job_threads_.store(n, std::memory_order_relaxed);
+    job.fn(job.context, job.pool->openmp_.thread_num(), n);
+  }
+
   void work(int tid, uint64_t seen) {
     for (;;) {
       auto idle_since = std::chrono::steady_clock::now();
@@ -157,8 +185,9 @@ class Pool {
       }
       seen = generation_.load(std::memory_order_acquire);
       if (stop_) return;
-      if (tid < job_threads_) {
-        fn_(context_, tid, job_threads_);
+      const int job_threads = job_threads_.load(std::memory_order_relaxed);
+      if (tid < job_threads) {
+        fn_(context_, tid, job_threads);
         remaining_.fetch_sub(1, std::memory_order_acq_rel);
       }
     }
@@ -166,7 +195,8 @@ class Pool {
 
   std::mutex job_mutex_;  // one job at a time, also guards scratch_ and resizing
   int threads_ = 1;
-  int job_threads_ = 1;
+  std::atomic<int> job_threads_{1};
+  OpenMPRuntime openmp_;
   TaskFn fn_ = nullptr;
   void* context_ = nullptr;
   std::vector<std::thread> workers_;
@@ -202,6 +232,7 @@ void parallel_barrier() {
 }
 
 void set_pool_threads(int n) { pool().set_threads(n < 1 ? 1 : n); }
+void use_openmp_runtime(const OpenMPRuntime& openmp) { pool().use_openmp(openmp); }
 int get_pool_threads() { return pool().threads(); }
 
 void reserve_scratch(int nthreads, int slot, size_t bytes) {

@@ -31,6 +31,19 @@ void parallel_barrier();
 void set_pool_threads(int n);
 int get_pool_threads();
 
+// An OpenMP runtime's entry points (libgomp's ABI, which LLVM's and Intel's runtimes
+// also export). Given them, jobs run on the calling thread's OpenMP team instead of
+// the pool's own workers: fastrnn.torch hands over torch's runtime, so that one team
+// of threads serves torch's operators and fastrnn's kernels, and neither leaves
+// threads spinning on the cores the other needs. All null: the pool's own workers.
+struct OpenMPRuntime {
+  void (*parallel)(void (*fn)(void*), void* data, unsigned num_threads,
+                   unsigned flags) = nullptr;   // GOMP_parallel
+  int (*thread_num)() = nullptr;                // omp_get_thread_num
+  int (*num_threads)() = nullptr;               // omp_get_num_threads
+};
+void use_openmp_runtime(const OpenMPRuntime& openmp);
+
 // Per-thread scratch memory, 64-byte aligned, kept between calls. Reserve
 // from the calling thread before a job of as many threads (it may throw
 // std::bad_alloc); inside the job, thread tid reads its pointer without

@@ -28,6 +28,7 @@ MAX_THREADS = 1024  # the compiled backend's pool refuses more
 _loaded = {}          # name -> module
 _load_errors = {}     # name -> why it could not be loaded
 _num_threads = None
+_threads_chosen = False   # by set_num_threads or $FASTRNN_NUM_THREADS
 _warned_fallback = False
 
 
@@ -161,10 +162,24 @@ def get_num_threads():
 
 def set_num_threads(n):
     """Set the threads every backend uses from now on (1 to MAX_THREADS)."""
-    global _num_threads
+    global _threads_chosen
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
         raise ValueError(f"number of threads must be an integer from 1 to {MAX_THREADS}, "
                          f"got {n!r}")
+    _threads_chosen = True
+    _use_threads(n)
+
+
+def follow_num_threads(n):
+    """Use n threads unless the user chose a count (set_num_threads, or
+    $FASTRNN_NUM_THREADS): fastrnn.torch follows torch.get_num_threads() this way."""
+    if n != get_num_threads() and not _threads_chosen \
+            and not os.environ.get("FASTRNN_NUM_THREADS"):
+        _use_threads(n)
+
+
+def _use_threads(n):
+    global _num_threads
     _num_threads = n
     for module in _loaded.values():
         module.set_num_threads(n)

@@ -245,12 +245,14 @@ def forward(stack, params, x_tm, states0, batch, training, dropout_mask=None):
 
     params: {state_dict key: array}; states0: a tuple of (L*D, B, H) arrays (h, or h and
     c); batch: PADDED or a Packed layout (see `batch_layout`); dropout_mask: None or a
-    callable (layer k, shape) -> mask or None, called for k >= 1 where training, whose
-    mask multiplies layer k's input (in the batch's layout).
+    callable (layer k, shape) -> mask or None, called for k >= 1, whose mask multiplies
+    layer k's input (in the batch's layout); the caller passes one only where dropout
+    applies (torch's modules drop out in train mode whether or not gradients are kept).
 
-    y_tm: (T, B, D*H), read-only (BPTT may read it), zero past each length; finals: like
-    states0, each sequence's states after its own last step; tape: what `backward`
-    needs, None unless training.
+    y_tm: (T, B, D*H), zero past each length; BPTT may read it, so whoever hands it out
+    keeps it from being changed (fastrnn's layers make it read-only, fastrnn.torch has
+    autograd check its version); finals: like states0, each sequence's states after its
+    own last step; tape: what `backward` needs, None unless training.
     """
     if batch is PADDED and stack.one_layer:
         return _forward_one_layer(stack, params, x_tm, states0, training)
@@ -259,8 +261,6 @@ def forward(stack, params, x_tm, states0, batch, training, dropout_mask=None):
     outputs, finals, layers = _forward_layers(stack, params, inputs, states0, batch,
                                               training, dropout_mask)
     y_tm = batch.unpack(outputs)
-    # y may be kept for BPTT: hand it out read-only so it cannot be changed under us.
-    y_tm.setflags(write=False)
     return y_tm, finals, Tape(batch, T, B, layers) if training else None
 
 
@@ -282,7 +282,7 @@ def _forward_layers(stack, params, inputs, states0, batch, training, dropout_mas
     layers = []
     for k in range(L):
         mask = None
-        if k and training and dropout_mask is not None:
+        if k and dropout_mask is not None:
             mask = dropout_mask(k, inputs.shape)
             if mask is not None:
                 inputs = inputs * mask
@@ -314,7 +314,6 @@ def _forward_one_layer(stack, params, x_tm, states0, training):
     weights = _kernel_weights(stack, params, 0, 0)
     s0 = [s[0] for s in states0]
     y, *more_finals, saved = _forward_kernel(stack, inputs, s0, weights, training, PADDED)
-    y.setflags(write=False)   # as forward's y
     finals = (y[-1:].copy(), *[final[None] for final in more_finals])
     if not training:
         return y, finals, None

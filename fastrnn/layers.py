@@ -232,6 +232,8 @@ class _Recurrent:
                                                   batch, training, masks)
         if training:
             self._weights_seen.keep(self._params)
+        # y may be kept for BPTT: hand it out read-only so it cannot be changed under us.
+        y_tm.flags.writeable = False
         return self._time_major(y_tm), self._user_state(finals)
 
     __call__ = forward

@@ -127,3 +127,32 @@ def test_importing_the_command_line_leaves_the_bench_harness_out():
 def test_a_command_other_than_bench_leaves_the_bench_harness_out():
     loaded = modules_loaded_by("import fastrnn.cli\nfastrnn.cli.main(['info', '--json'])")
     assert "fastrnn.bench" not in loaded
+
+
+def test_fastrnn_and_its_layers_run_without_importing_torch():
+    """torch is an optional dependency: only fastrnn.torch (and the bench) import it."""
+    probe = ("import sys, numpy as np, fastrnn\n"
+             "layer = fastrnn.GRU(3, 4, 2, bidirectional=True)\n"
+             "layer.forward(np.ones((2, 5, 3), np.float32))\n"
+             "layer.backward(np.ones((2, 5, 8), np.float32))\n"
+             "import fastrnn.cli\n"
+             "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          cwd=OUTSIDE_REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False"]
+
+
+def test_only_fastrnn_torch_and_the_bench_import_torch():
+    importers = set()
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) \
+                else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level \
+                else []
+            if any(name == "torch" or name.startswith("torch.") for name in names):
+                importers.add(module_name(path))
+    assert importers, "no module imports torch: the search finds nothing"
+    assert all(name.startswith(("fastrnn.torch", "fastrnn.bench")) for name in importers), \
+        importers

@@ -158,7 +158,7 @@ def format_report(report):
         lines.append(f"skipped {rival} on {', '.join(cases)}: {reason}")
     for r in report["results"]:
         if r["speedup_vs_padded"] is not None:
-            how = " (pack_padded_sequence)" if r["rival"] == "torch" else ""
+            how = " (pack_padded_sequence)" if r["rival"] in ("torch", "fastrnn.torch") else ""
             lines.append(f"{r['case']}: {r['rival']}{how} {r['speedup_vs_padded']:.2f}x as fast "
                          f"as on the same batch padded to T")
     lines.append("")

@@ -1,13 +1,14 @@
 """The rivals: for each, a function that does one call of a case.
 
 Rivals are fastrnn's backends (cpp, numba, the numpy reference) and the peers,
-torch (torch.nn's module of the cell; pack_padded_sequence for a lengths case) and
-ONNX Runtime (its operator of the cell, see onnx_graphs.py). Every rival
+torch (torch.nn's module of the cell; pack_padded_sequence for a lengths case),
+fastrnn.torch (the same torch model with fastrnn.torch's module in place of torch.nn's)
+and ONNX Runtime (its operator of the cell, see onnx_graphs.py). Every rival
 of a case starts from the same weights, fastrnn's init for the seed, and reads
 the same batch, so all of them compute the same thing. A training step is
 fastrnn.SequenceClassifier + fastrnn.optim.Adam (the compiled head and Adam
 on the cpp rival only: the others run as they would without the extension),
-and for torch the same modules with torch.optim.Adam.
+and for torch and fastrnn.torch the same modules with torch.optim.Adam.
 """
 
 import sys
@@ -21,7 +22,9 @@ from .. import _backends
 from ..cells import CELLS
 from .cases import NUM_CLASSES, layer_keywords, make_batch, require_runnable
 
-PEERS = ("torch", "onnxruntime")
+PEERS = ("torch", "fastrnn.torch", "onnxruntime")
+# The peers that are a torch model, with the module that holds their recurrent classes.
+TORCH_MODELS = {"torch": "torch.nn", "fastrnn.torch": "fastrnn.torch"}
 LEARNING_RATE = 1e-3
 
 
@@ -42,7 +45,8 @@ def rival_names():
 
 def peer_unavailable_reason(peer):
     """None when `peer` imports here, else why not."""
-    modules = {"torch": ("torch",), "onnxruntime": ("onnx", "onnxruntime")}[peer]
+    modules = {"torch": ("torch",), "fastrnn.torch": ("torch", "fastrnn.torch"),
+               "onnxruntime": ("onnx", "onnxruntime")}[peer]
     for module in modules:
         try:
             __import__(module)
@@ -94,8 +98,9 @@ def make_runner(rival, case, threads, seed=0):
                   f"{_backends.unavailable_backends().get(rival)}")
     if reason is not None:
         raise Unavailable(reason)
-    if rival == "torch":
-        return torch_runner(case, threads, starting_weights(case, seed), seed)
+    if rival in TORCH_MODELS:
+        return torch_runner(case, threads, starting_weights(case, seed), seed,
+                            modules=TORCH_MODELS[rival])
     if rival == "onnxruntime":
         from .onnx_graphs import onnxruntime_runner
         return onnxruntime_runner(case, threads, starting_weights(case, seed), seed)
@@ -211,12 +216,15 @@ def fastrnn_runner(backend, case, threads, seed):
 # -------------------------------------------------------------------- torch
 
 
-def torch_runner(case, threads, weights, seed=0):
-    """torch's call of `case`, its modules holding `weights` (keyed like torch's state_dict).
+def torch_runner(case, threads, weights, seed=0, modules="torch.nn"):
+    """torch's call of `case`, its modules holding `weights` (keyed like torch's state_dict);
+    `modules` is where the recurrent module's class comes from: torch.nn, or fastrnn.torch.
 
     With lengths the batch goes through pack_padded_sequence (enforce_sorted=False),
     and inference unpacks y to T steps, as torch users do.
     """
+    import importlib
+
     import torch
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -224,7 +232,7 @@ def torch_runner(case, threads, weights, seed=0):
     torch.manual_seed(seed)
     T, B, I, H = case.shape
     D = case.directions
-    module_class = getattr(torch.nn, CELLS[case.cell].torch_module)
+    module_class = getattr(importlib.import_module(modules), CELLS[case.cell].torch_module)
     batch_first = case.mode == "train"
     rnn = module_class(I, H, num_layers=case.layout.num_layers,
                        bidirectional=case.layout.bidirectional, batch_first=batch_first)

@@ -48,7 +48,8 @@ def test_forward_runner_gives_finite_outputs(rival, case):
     assert np.all(np.isfinite(y)) and np.abs(y).max() < 1.0 + 1e-6  # h = tanh(.), o*tanh(c), ...
 
 
-@pytest.mark.parametrize("rival", BACKENDS + ["torch"])   # ONNX Runtime's operators do not train
+# ONNX Runtime's operators do not train
+@pytest.mark.parametrize("rival", BACKENDS + ["torch", "fastrnn.torch"])
 @pytest.mark.parametrize("case", [c for c in TINY_CASES if c.mode == "train"],
                          ids=lambda case: case.name)
 def test_train_step_runner_lowers_the_loss(rival, case):
