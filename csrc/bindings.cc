@@ -13,6 +13,7 @@
 
 #include "checks.h"
 #include "dispatch.h"
+#include "gemm_int8.h"
 #include "memory.h"
 #include "parallel.h"
 
@@ -38,6 +39,7 @@ py::dict build_info() {
   d["compiler"] = "unknown";
 #endif
   d["kernel_path"] = kernels().isa;
+  d["int8_products"] = int8_kernels().path;
   d["isa_supported"] = supported_isas();
   d["isa_compiled"] = compiled_isas();
   d["cpu_features"] = cpu_features();
@@ -75,6 +77,7 @@ PYBIND11_MODULE(_core, m) {
   m.attr("name") = "cpp";
   register_recurrent(m);
   register_training(m);
+  register_frozen(m);
   m.def("set_num_threads", &set_num_threads, py::arg("n"),
         "Threads the kernels use (1 to 1024).");
   m.def("get_num_threads", &get_pool_threads);
@@ -82,5 +85,5 @@ PYBIND11_MODULE(_core, m) {
   m.def("release_cached_memory", &release_cached_memory,
         "Return the freed large buffers kept for reuse to the system; the bytes released.");
   m.def("_set_isa", [](const std::string& name) { select_isa(name); }, py::arg("name"),
-        "Tests only: switch the kernel path (generic, avx2, avx512) in this process.");
+        "Tests only: switch the kernel path (generic, avx2, avx512, avx512vnni) in this process.");
 }

@@ -88,5 +88,6 @@ decltype(auto) with_real_type(const py::dtype& dt, F&& f) {
 // The registration of each area of the module.
 void register_recurrent(py::module_& m);
 void register_training(py::module_& m);
+void register_frozen(py::module_& m);
 
 }  // namespace fastrnn
