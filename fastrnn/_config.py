@@ -4,8 +4,9 @@ The constructor, a checkpoint being read and a `fastrnn train --resume` all
 take a configuration from outside; each checks it with `check_model_config`.
 """
 
-from ._argtypes import check_int, check_number
-from .layers import CELLS, check_dropout, parameter_shapes as layer_parameter_shapes
+from ._argtypes import check_dropout, check_int, check_number
+from ._stack import parameter_shapes as layer_parameter_shapes
+from .layers import CELLS
 
 RECURRENT_INITS = ("uniform", "orthogonal", "identity")
 

@@ -6,10 +6,10 @@ import os
 import sys
 import traceback
 
-from ._argtypes import (_flag_type, check_int, check_number, finite_float, non_negative_int,
-                        positive_float, positive_int)
+from ._argtypes import (_flag_type, check_dropout, check_int, check_number, finite_float,
+                        non_negative_int, positive_float, positive_int)
 from ._config import RECURRENT_INITS, check_bidirectional, check_cell, check_recurrent_init
-from .layers import CELLS, check_dropout
+from .layers import CELLS
 from .optim import SCHEDULES
 
 dropout_probability = _flag_type(float, check_dropout, "a number in [0, 1)")

@@ -9,7 +9,8 @@ import numpy as np
 from . import _backends
 from ._config import check_model_config
 from .checkpoint import read_checkpoint, save_checkpoint
-from .layers import CELLS, as_real_array, check_lengths, load_parameters
+from ._arrays import as_real_array, check_lengths, load_parameters
+from .layers import CELLS
 
 # predict/evaluate run the test set in chunks of this many sequences, so
 # memory stays bounded (an LSTM forward keeps T*B*4H activations).

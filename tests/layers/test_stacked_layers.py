@@ -298,7 +298,7 @@ def test_a_state_of_the_wrong_layout_names_the_expected_one(backend, variant):
 @pytest.mark.skipif("cpp" not in BACKENDS, reason="the compiled backend is not built here")
 def test_two_threads_run_the_directions_side_by_side_with_the_bits_of_one_thread(
         keep_thread_settings, monkeypatch):
-    from fastrnn import layers
+    from fastrnn import _stack
     rng = np.random.default_rng(4)
     x = rng.standard_normal((7, 9, 5)).astype(np.float32)
     lengths = np.array([9, 1, 4, 9, 2, 7, 3])
@@ -312,7 +312,7 @@ def test_two_threads_run_the_directions_side_by_side_with_the_bits_of_one_thread
 
     fastrnn.set_num_threads(1)
     one_thread = run()
-    worker = layers._direction_worker()
+    worker = _stack._direction_worker()
     submitted = []
     monkeypatch.setattr(worker, "submit",
                         lambda fn, **kw: submitted.append(fn) or type(worker).submit(worker, fn, **kw))
