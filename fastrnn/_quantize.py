@@ -93,9 +93,9 @@ def quantize_rows(a):
 
 
 def dequantized_product(q_a, s_a, q_w, s_w):
-    """f32(q_a q_w^T) * (s_a[b] s_w[j]): one product's term of the gate sums, its
-    integer sum exact (int64 here)."""
-    acc = q_a.astype(np.int64) @ q_w.astype(np.int64).T
+    """f32(q_a q_w^T) * (s_a[b] s_w[j]): one product's term of the gate sums. Its
+    integer sums are exact in float64 (below K * 127^2 < 2^53), which lets BLAS do them."""
+    acc = q_a.astype(np.float64) @ q_w.astype(np.float64).T
     return acc.astype(np.float32) * (s_a[:, None] * s_w[None, :])
 
 
@@ -106,8 +106,8 @@ class QuantizedWeights:
     def __init__(self, w_ih, w_hh, b_ih, b_hh):
         self.q_ih, self.s_ih = quantize_weights(w_ih)
         self.q_hh, self.s_hh = quantize_weights(w_hh)
-        self.b_ih = np.asarray(b_ih, dtype=np.float32)
-        self.b_hh = np.asarray(b_hh, dtype=np.float32)
+        self.b_ih = np.array(b_ih, dtype=np.float32)   # copies: later changes stay out
+        self.b_hh = np.array(b_hh, dtype=np.float32)
 
     def input_sums(self, x):
         """x (B, I) -> x W_ih^T as the int8 kernels compute it (no bias)."""
@@ -168,13 +168,21 @@ STEPS = {"lstm": lstm_step, "gru": gru_step, "rnn": rnn_step,
          "rnn_relu": lambda weights, x_t, h: rnn_step(weights, x_t, h, relu)}
 
 
-def forward(cell, weights, x, states):
-    """x (T, B, I) through one int8 layer direction from `states` (a tuple of (B, H)):
-    (y (T, B, H), final states)."""
+def forward(cell, weights, x, states, batch_sizes=None):
+    """x through one int8 layer direction from `states` (a tuple of (B, H)), laid out as
+    the kernels take it: (T, B, I), or packed (N, I) with batch_sizes (step t runs the
+    first batch_sizes[t] sequences). Returns (y like x with H features, the states
+    after each sequence's own last step)."""
     step = STEPS[cell]
-    states = tuple(np.asarray(s, dtype=np.float32) for s in states)
-    y = np.empty(x.shape[:2] + (states[0].shape[1],), dtype=np.float32)
-    for t in range(x.shape[0]):
-        states = step(weights, np.asarray(x[t], dtype=np.float32), *states)
-        y[t] = states[0]
-    return y, states
+    states = [np.array(s, dtype=np.float32) for s in states]
+    B, H = states[0].shape
+    rows = np.asarray(x, dtype=np.float32).reshape(-1, x.shape[-1])
+    y = np.empty((rows.shape[0], H), dtype=np.float32)
+    start = 0
+    for n in ([B] * x.shape[0] if batch_sizes is None else batch_sizes.tolist()):
+        new = step(weights, rows[start:start + n], *(s[:n] for s in states))
+        for state, value in zip(states, new):
+            state[:n] = value
+        y[start:start + n] = new[0]
+        start += n
+    return y.reshape(x.shape[:-1] + (H,)), tuple(states)

@@ -72,6 +72,13 @@ class Stack:
         self.reads_x_views = getattr(backend, "reads_x_views", False)
         self.concurrent_calls = getattr(backend, "concurrent_single_thread_calls", False)
 
+    def kernel_weights(self, params, k, direction):
+        """The weight arguments of the forward kernel for layer k in one direction (a
+        frozen stack's kernels take its prepared weights instead: fastrnn.frozen)."""
+        w_ih, w_hh, b_ih, b_hh = [params[key] for key in parameter_keys(k, direction)]
+        # b_ih + b_hh, summed once per call, where the cell's kernels take one bias
+        return (w_ih, w_hh, b_ih + b_hh) if self.sums_biases else (w_ih, w_hh, b_ih, b_hh)
+
 
 # -- how a batch is laid out inside ---------------------------------------------------
 
@@ -166,12 +173,6 @@ class Tape:
 
 
 # -- the kernel calls: each in one place --------------------------------------------
-
-
-def _kernel_weights(stack, params, k, direction):
-    w_ih, w_hh, b_ih, b_hh = [params[key] for key in parameter_keys(k, direction)]
-    # b_ih + b_hh, summed once per call, where the cell's kernels take one bias
-    return (w_ih, w_hh, b_ih + b_hh) if stack.sums_biases else (w_ih, w_hh, b_ih, b_hh)
 
 
 def _forward_kernel(stack, x, s0, weights, training, batch, **threads):
@@ -273,7 +274,7 @@ def _forward_layers(stack, params, inputs, states0, batch, training, dropout_mas
         xs = [inputs if d == 0 else np.ascontiguousarray(inputs[batch.reverse])
               for d in range(D)]
         s0s = [[batch.sort(s[k * D + d]) for s in states0] for d in range(D)]
-        weights = [_kernel_weights(stack, params, k, d) for d in range(D)]
+        weights = [stack.kernel_weights(params, k, d) for d in range(D)]
         results = _run_directions(stack, [
             functools.partial(_forward_kernel, stack, xs[d], s0s[d], weights[d], training,
                               batch) for d in range(D)])
@@ -293,7 +294,7 @@ def _forward_one_layer(stack, params, inputs, states0, training):
     """_forward_layers for one layer in one direction over full-length sequences: the
     same kernel call and record without the stack's bookkeeping, which cost a
     batch-1 RNN forward (T=28, H=128) 3.4 of its 40 µs."""
-    weights = _kernel_weights(stack, params, 0, 0)
+    weights = stack.kernel_weights(params, 0, 0)
     s0 = [s[0] for s in states0]
     y, *more_finals, saved = _forward_kernel(stack, inputs, s0, weights, training, PADDED)
     finals = (y[-1][None].copy(), *(final[None] for final in more_finals))
