@@ -42,13 +42,15 @@ class _Float:
 
     def __init__(self, backend, kernel, w_ih, w_hh, b_ih, b_hh, sums_biases):
         self._kernel = getattr(backend, f"{kernel}_forward")
+        # threads= is the compiled backend's alone
+        self._takes_threads = getattr(backend, "concurrent_single_thread_calls", False)
         self._weights = (w_ih.copy(), w_hh.copy(),
                          *((b_ih + b_hh,) if sums_biases else (b_ih.copy(), b_hh.copy())))
         self.nbytes = sum(w.nbytes for w in self._weights)
 
     def forward(self, x, *states, batch_sizes=None, threads=None):
         options = {} if batch_sizes is None else {"batch_sizes": batch_sizes}
-        if threads is not None:
+        if threads is not None and self._takes_threads:
             options["threads"] = threads
         return self._kernel(x, *states, *self._weights, False, **options)
 

@@ -15,6 +15,7 @@ QUANTIZE = [None, "int8"]
 
 def frozen_problem(variant, T=6, B=3, I=5, H=9, num_layers=1, bidirectional=False,
                    backend=None, seed=0):
+    """A float32 layer and its x (B, T, I) and a nonzero state."""
     layer = make_stack(variant, I, H, num_layers, bidirectional, backend=backend,
                        dtype=np.float32, seed=seed)
     x, state, _, _ = stack_problem(variant, T, B, I, H, num_layers, bidirectional,
@@ -55,12 +56,13 @@ def test_later_changes_to_the_layer_do_not_reach_the_frozen_copy(quantize):
     assert not np.array_equal(layer.forward(x, state, training=False)[0], after[0])
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("quantize", QUANTIZE)
 @pytest.mark.parametrize("variant", CELL_VARIANTS)
 @pytest.mark.parametrize("B, num_layers", [(1, 1), (3, 2)])
 def test_a_stream_of_t_steps_gives_forwards_outputs_and_final_state_bit_for_bit(
-        quantize, variant, B, num_layers):
-    layer, x, state = frozen_problem(variant, T=7, B=B, num_layers=num_layers)
+        backend, quantize, variant, B, num_layers):
+    layer, x, state = frozen_problem(variant, T=7, B=B, num_layers=num_layers, backend=backend)
     frozen = layer.freeze(quantize)
     y, final = frozen.forward(x, state)
     stream = frozen.stream(B)
