@@ -39,6 +39,9 @@ py::dict build_info() {
   d["compiler"] = "unknown";
 #endif
   d["kernel_path"] = kernels().isa;
+  // precision "bf16": vdpbf16ps, or the portable products of the same operands
+  d["bf16_path"] = kernels().bf16_products;
+  // int8 models (fastrnn.frozen): vpdpbusd, vpmaddubsw or portable
   d["int8_products"] = int8_kernels().path;
   d["isa_supported"] = supported_isas();
   d["isa_compiled"] = compiled_isas();
@@ -85,5 +88,6 @@ PYBIND11_MODULE(_core, m) {
   m.def("release_cached_memory", &release_cached_memory,
         "Return the freed large buffers kept for reuse to the system; the bytes released.");
   m.def("_set_isa", [](const std::string& name) { select_isa(name); }, py::arg("name"),
-        "Tests only: switch the kernel path (generic, avx2, avx512, avx512vnni) in this process.");
+        "Tests only: switch the kernel path (generic, avx2, avx512, avx512_vnni, avx512_bf16) "
+        "in this process.");
 }

@@ -21,6 +21,11 @@
 
 namespace fastrnn {
 
+// The operands of a recurrent kernel's matrix products: as the arrays are, or
+// rounded to bfloat16 and summed in float32 (float32 arrays only; see
+// fastrnn/_reference.py).
+enum class Precision { fp32, bf16 };
+
 // Arguments of a forward kernel.
 // b is the bias: b_ih + b_hh (G*H,) for the RNN and LSTM; the GRU, whose n
 // gate keeps its two biases apart, takes b_ih in b and b_hh in b_hh.
@@ -55,6 +60,7 @@ struct ForwardArgs {
   Real* saved;
   Real* x_saved;
   int threads;
+  Precision precision = Precision::fp32;
 };
 
 // Arguments of a backward kernel. dy may be null (no loss on y), dx is null
@@ -85,6 +91,7 @@ struct BackwardArgs {
   Real* db_ih;
   Real* db_hh;
   int threads;
+  Precision precision = Precision::fp32;
 };
 
 // What the binding and the kernels both know of each cell: its gates, the
@@ -150,6 +157,7 @@ struct HeadArgs {
 // picks the table.
 struct KernelTable {
   const char* isa;
+  const char* bf16_products;  // what precision "bf16" runs on: "avx512_bf16" or "portable"
 #define FASTRNN_TABLE_ENTRY(name, Args) \
   void (*name##_f32)(const Args<float>&); \
   void (*name##_f64)(const Args<double>&);

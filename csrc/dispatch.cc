@@ -22,7 +22,8 @@ FASTRNN_DECLARE_TABLES(generic)
 #if defined(FASTRNN_X86_KERNELS)
 FASTRNN_DECLARE_TABLES(avx2)
 FASTRNN_DECLARE_TABLES(avx512)
-FASTRNN_DECLARE_TABLES(avx512vnni)
+FASTRNN_DECLARE_TABLES(avx512_vnni)
+FASTRNN_DECLARE_TABLES(avx512_bf16)
 #endif
 #undef FASTRNN_DECLARE_TABLES
 
@@ -31,7 +32,7 @@ namespace {
 struct CpuInfo {
   bool avx = false, avx2 = false, fma = false, f16c = false;
   bool avx512f = false, avx512dq = false, avx512bw = false, avx512vl = false;
-  bool avx512vnni = false, avxvnni = false;
+  bool avx512_vnni = false, avx_vnni = false, avx512_bf16 = false;
   bool os_avx = false, os_avx512 = false;  // the OS saves the wider registers (XCR0)
 };
 
@@ -58,14 +59,18 @@ CpuInfo detect() {
     info.os_avx512 = (xcr0 & 0xe6) == 0xe6;       // plus opmask and both ZMM halves
   }
   if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+    const unsigned last_subleaf = a;
     info.avx2 = (b >> 5) & 1;
     info.avx512f = (b >> 16) & 1;
     info.avx512dq = (b >> 17) & 1;
     info.avx512bw = (b >> 30) & 1;
     info.avx512vl = (b >> 31) & 1;
-    info.avx512vnni = (c >> 11) & 1;
+    info.avx512_vnni = (c >> 11) & 1;
+    if (last_subleaf >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d)) {
+      info.avx_vnni = (a >> 4) & 1;
+      info.avx512_bf16 = (a >> 5) & 1;
+    }
   }
-  if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) info.avxvnni = (a >> 4) & 1;
 #endif
   return info;
 }
@@ -82,7 +87,8 @@ bool can_run(const std::string& isa) {
   if (isa == "avx512")
     return c.os_avx && c.os_avx512 && c.avx2 && c.fma && c.avx512f && c.avx512dq &&
            c.avx512bw && c.avx512vl;
-  if (isa == "avx512vnni") return can_run("avx512") && c.avx512vnni;
+  if (isa == "avx512_vnni") return can_run("avx512") && c.avx512_vnni;
+  if (isa == "avx512_bf16") return can_run("avx512_vnni") && c.avx512_bf16;
   return false;
 }
 
@@ -96,7 +102,8 @@ Tables tables_for(const std::string& isa) {
 #if defined(FASTRNN_X86_KERNELS)
   if (isa == "avx2") return {avx2::kernel_table(), avx2::int8_kernel_table()};
   if (isa == "avx512") return {avx512::kernel_table(), avx512::int8_kernel_table()};
-  if (isa == "avx512vnni") return {avx512vnni::kernel_table(), avx512vnni::int8_kernel_table()};
+  if (isa == "avx512_vnni") return {avx512_vnni::kernel_table(), avx512_vnni::int8_kernel_table()};
+  if (isa == "avx512_bf16") return {avx512_bf16::kernel_table(), avx512_bf16::int8_kernel_table()};
 #endif
   return {nullptr, nullptr};
 }
@@ -113,7 +120,7 @@ std::string joined(const std::vector<std::string>& names) {
 
 std::vector<std::string> compiled_isas() {
 #if defined(FASTRNN_X86_KERNELS)
-  return {"generic", "avx2", "avx512", "avx512vnni"};
+  return {"generic", "avx2", "avx512", "avx512_vnni", "avx512_bf16"};
 #else
   return {"generic"};
 #endif
@@ -133,8 +140,8 @@ std::vector<std::string> cpu_features() {
       {"avx", c.avx && c.os_avx},  {"avx2", c.avx2 && c.os_avx}, {"fma", c.fma && c.os_avx},
       {"f16c", c.f16c},            {"avx512f", c.avx512f && c.os_avx512},
       {"avx512dq", c.avx512dq && c.os_avx512}, {"avx512bw", c.avx512bw && c.os_avx512},
-      {"avx512vl", c.avx512vl && c.os_avx512},
-      {"avx512vnni", c.avx512vnni && c.os_avx512}, {"avxvnni", c.avxvnni && c.os_avx}};
+      {"avx512vl", c.avx512vl && c.os_avx512}, {"avx512_vnni", c.avx512_vnni && c.os_avx512},
+      {"avx_vnni", c.avx_vnni && c.os_avx}, {"avx512_bf16", c.avx512_bf16 && c.os_avx512}};
   for (const auto& f : flags)
     if (f.second) out.push_back(f.first);
   return out;

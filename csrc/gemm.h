@@ -30,7 +30,24 @@ struct Tile {
 #endif
 };
 
-// A tile reads its A operand in one of three layouts:
+// What a tile multiplies: elements E of A and of the B panels, each holding
+// kPerElement consecutive k, their products summed into Real. Native operands
+// are one Real per k (acc += a * b); bfloat16 pairs specialize this in bf16.h.
+template <class Real, class E>
+struct Products;
+
+template <class Real>
+struct Products<Real, Real> {
+  using V = typename Simd<Real>::V;
+  using BV = V;  // a B panel's vector, as loaded
+  static constexpr size_t kPerElement = 1;
+  static V broadcast_a(const Real* a) { return broadcast<V>(*a); }
+  static BV load_b(const Real* b) { return vload<V>(b); }
+  static void madd(V& acc, V a, BV b) { acc += a * b; }
+};
+
+// A tile reads its A operand in one of three layouts (element (m, k): the
+// element holding k, which for bfloat16 pairs is k / 2):
 //   Packed  element (m, k) at a[k*lda + m], lda = MR: the panels that gemm()
 //           and BPTT's pack_step_inputs build;
 //   Rows    element (m, k) at a[m*lda + k], read in place: x_t and h_{t-1}
@@ -40,34 +57,36 @@ struct Tile {
 //           keeps da (recurrence.h), read in place.
 enum class ALayout { Packed, Rows, Panels };
 
-// acc += A (M rows over K) times P B panels (K x NR each).
-template <class Real, int M, int P, ALayout Layout, class V>
-__attribute__((always_inline)) inline void accumulate(V (&acc)[M][P][2], size_t K, const Real* a,
-                                                      size_t lda, const Real* b,
+// acc += A (M rows over K elements) times P B panels (K x NR elements each).
+template <class Real, int M, int P, ALayout Layout, class V, class E>
+__attribute__((always_inline)) inline void accumulate(V (&acc)[M][P][2], size_t K, const E* a,
+                                                      size_t lda, const E* b,
                                                       size_t panel_stride) {
-  constexpr size_t L = Tile<Real>::L, NR = Tile<Real>::NR, MR = Tile<Real>::MR;
+  using Op = Products<Real, E>;
+  constexpr size_t L = Tile<Real>::L, NR = Tile<Real>::NR;
   if constexpr (Layout == ALayout::Panels) {  // NR-wide row-major slabs, lda apart
-    for (size_t s = 0; s < K; s += NR) {
-      const Real* slab = a + (s / NR) * lda;
+    constexpr size_t S = NR / Op::kPerElement;  // elements in a slab's row
+    for (size_t s = 0; s < K; s += S) {
+      const E* slab = a + (s / S) * lda;
       // Slabs lie far apart, beyond the hardware prefetcher's reach: ask for
       // the next slab's rows one slab ahead.
-      if (s + NR < K)
-        for (int m = 0; m < M; ++m) __builtin_prefetch(slab + lda + m * NR);
-      accumulate<Real, M, P, ALayout::Rows>(acc, NR, slab, NR, b + s * NR, panel_stride);
+      if (s + S < K)
+        for (int m = 0; m < M; ++m) __builtin_prefetch(slab + lda + m * S);
+      accumulate<Real, M, P, ALayout::Rows>(acc, S, slab, S, b + s * NR, panel_stride);
     }
     return;
   }
   for (size_t k = 0; k < K; ++k) {
-    V b0[P], b1[P];
+    typename Op::BV b0[P], b1[P];
     for (int p = 0; p < P; ++p) {
-      b0[p] = vload<V>(b + p * panel_stride + k * NR);
-      b1[p] = vload<V>(b + p * panel_stride + k * NR + L);
+      b0[p] = Op::load_b(b + p * panel_stride + k * NR);
+      b1[p] = Op::load_b(b + p * panel_stride + k * NR + L);
     }
     for (int m = 0; m < M; ++m) {
-      const V am = broadcast<V>(Layout == ALayout::Rows ? a[m * lda + k] : a[k * lda + m]);
+      const auto am = Op::broadcast_a(Layout == ALayout::Rows ? a + m * lda + k : a + k * lda + m);
       for (int p = 0; p < P; ++p) {
-        acc[m][p][0] += am * b0[p];
-        acc[m][p][1] += am * b1[p];
+        Op::madd(acc[m][p][0], am, b0[p]);
+        Op::madd(acc[m][p][1], am, b1[p]);
       }
     }
   }
@@ -80,9 +99,9 @@ __attribute__((always_inline)) inline void accumulate(V (&acc)[M][P][2], size_t 
 // [W_ih | W_hh]^T without copying x_t next to h_{t-1}.
 // Never inlined: inside a large caller the compiler runs out of registers and
 // spills accumulators, which chains every FMA through memory.
-template <class Real, int M, int P, ALayout Layout>
-__attribute__((noinline)) void micro_kernel(size_t K1, const Real* a1, size_t lda1, size_t K2,
-                                            const Real* a2, size_t lda2, const Real* b,
+template <class Real, int M, int P, ALayout Layout, class E>
+__attribute__((noinline)) void micro_kernel(size_t K1, const E* a1, size_t lda1, size_t K2,
+                                            const E* a2, size_t lda2, const E* b,
                                             size_t panel_stride, Real* tile, size_t ldt,
                                             bool add) {
   using V = typename Simd<Real>::V;
@@ -102,14 +121,14 @@ __attribute__((noinline)) void micro_kernel(size_t K1, const Real* a1, size_t ld
     }
 }
 
-// The A operand of a tile: up to two segments along K.
-template <class Real>
+// The A operand of a tile: up to two segments along K, in elements E.
+template <class E>
 struct TileA {
   size_t K1;
-  const Real* a1;
+  const E* a1;
   size_t lda1;
   size_t K2;
-  const Real* a2;
+  const E* a2;
   size_t lda2;
 };
 
@@ -123,8 +142,8 @@ struct TileOut {
   bool add;
 };
 
-template <class Real, int M, int PG, ALayout Layout>
-inline void tile_rows(size_t P, const TileA<Real>& a, const Real* b, size_t panel_stride,
+template <class Real, int M, int PG, ALayout Layout, class E>
+inline void tile_rows(size_t P, const TileA<E>& a, const E* b, size_t panel_stride,
                       const TileOut<Real>& out) {
   constexpr size_t NR = Tile<Real>::NR;
   size_t p = 0;
@@ -141,10 +160,9 @@ inline void tile_rows(size_t P, const TileA<Real>& a, const Real* b, size_t pane
 // out (m x P*NR) (+)= A (m <= MR rows) times P packed B panels. Inlined
 // into its caller: as a call of its own it cost a batch-1 RNN forward 12% of
 // its time (T=100, H=128), more than the microkernels it dispatches to.
-template <class Real, ALayout Layout>
-__attribute__((always_inline)) inline void compute_tile(size_t m, size_t P,
-                                                        const TileA<Real>& a, const Real* b,
-                                                        size_t panel_stride,
+template <class Real, ALayout Layout, class E>
+__attribute__((always_inline)) inline void compute_tile(size_t m, size_t P, const TileA<E>& a,
+                                                        const E* b, size_t panel_stride,
                                                         const TileOut<Real>& out) {
   constexpr size_t MR = Tile<Real>::MR;
   switch (m) {
@@ -172,13 +190,13 @@ inline void packed_tile(size_t m, size_t K, const Real* a, const Real* b,
 }
 
 // tile (m x NR) (+)= m rows of A in Q slabs of NR columns (slab_stride
-// apart) times one packed B panel of K = Q*NR.
-template <class Real>
-inline void panels_tile(size_t m, size_t Q, const Real* a, size_t slab_stride, const Real* b,
+// elements apart) times one packed B panel of K = Q*NR.
+template <class Real, class E>
+inline void panels_tile(size_t m, size_t Q, const E* a, size_t slab_stride, const E* b,
                         const TileOut<Real>& out) {
-  constexpr size_t NR = Tile<Real>::NR;
-  compute_tile<Real, ALayout::Panels>(m, 1, TileA<Real>{Q * NR, a, slab_stride, 0, nullptr, 0},
-                                      b, 0, out);
+  constexpr size_t S = Tile<Real>::NR / Products<Real, E>::kPerElement;  // elements a slab row
+  compute_tile<Real, ALayout::Panels>(m, 1, TileA<E>{Q * S, a, slab_stride, 0, nullptr, 0}, b,
+                                      0, out);
 }
 
 // Packs m <= MR rows of A over K (element (r, k) at a[r*rs + k*cs]) into

@@ -1,4 +1,5 @@
 // The function table of the ISA copy this file is compiled into.
+#include "bf16.h"
 #include "kernels.h"
 
 #define FASTRNN_STR2(x) #x
@@ -9,7 +10,7 @@ namespace FASTRNN_ISA_NS {
 
 const KernelTable* kernel_table() {
 #define FASTRNN_TABLE_FILL(name, Args) &name<float>, &name<double>,
-  static const KernelTable table = {FASTRNN_STR(FASTRNN_ISA_NS),
+  static const KernelTable table = {FASTRNN_STR(FASTRNN_ISA_NS), kBf16Products,
                                     FASTRNN_KERNELS(FASTRNN_TABLE_FILL)};
 #undef FASTRNN_TABLE_FILL
   return &table;

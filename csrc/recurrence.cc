@@ -7,9 +7,9 @@ namespace fastrnn {
 namespace FASTRNN_ISA_NS {
 
 template <class Real>
-void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t slabs, size_t G,
-                          size_t E, const Real* dw_transposed, const Real* db_hh_padded,
-                          const Real* db_ih_padded) {
+void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, const Bf16Pair* da_rounded,
+                          size_t slabs, size_t G, size_t E, const Real* dw_transposed,
+                          const Real* db_hh_padded, const Real* db_ih_padded) {
   constexpr size_t NR = Tile<Real>::NR;
   const size_t rows = total_rows(p), I = p.I, H = p.H, HB = ceil_div(H, NR), Q = G * HB;
 
@@ -34,29 +34,33 @@ void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t sl
   };
   run_parallel(static_cast<int>(min_size(size_t(p.threads), Q)), finish);
 
-  if (p.dx != nullptr && I > 0) {  // (with I = 0, dx is empty)
-    // dx = da_ih W_ih over the W_ih side's groups [0, G) of da, whose gates
-    // run G - E .. G - 1, then 0 .. G - E - 1: W_ih's rows padded in that order.
-    Buffer<Real> w_pad(Q * NR * I);
-    for (size_t q = 0; q < Q; ++q) {
-      const auto [position, u0, units] = unit_block<Real>(q, H);
-      const size_t gate = position < E ? G - E + position : position - E;
-      std::memcpy(w_pad.data() + q * NR * I, p.w_ih + (gate * H + u0) * I,
-                  units * I * sizeof(Real));
-      std::memset(w_pad.data() + (q * NR + units) * I, 0, (NR - units) * I * sizeof(Real));
+  if (p.dx == nullptr || I == 0) return;  // (with I = 0, dx is empty)
+  // dx = da_ih W_ih over the W_ih side's groups [0, G) of da, whose gates
+  // run G - E .. G - 1, then 0 .. G - E - 1: W_ih's rows padded in that order.
+  if constexpr (std::is_same_v<Real, float>) {
+    if (da_rounded != nullptr) {
+      input_grad_bf16(rows, I, G, H, E, da_rounded, slabs / 2, p.w_ih, p.dx, p.threads);
+      return;
     }
-    Gemm<Real> inputs_grad{rows, I, Q * NR, da, 0, 0, w_pad.data(), I, 1, p.dx, I};
-    inputs_grad.a_slabs = slabs;
-    gemm(inputs_grad, p.threads);
   }
+  Buffer<Real> w_pad(Q * NR * I);
+  for (size_t q = 0; q < Q; ++q) {
+    const auto [position, u0, units] = unit_block<Real>(q, H);
+    const size_t gate = input_side_gate(position, G, E);
+    std::memcpy(w_pad.data() + q * NR * I, p.w_ih + (gate * H + u0) * I, units * I * sizeof(Real));
+    std::memset(w_pad.data() + (q * NR + units) * I, 0, (NR - units) * I * sizeof(Real));
+  }
+  Gemm<Real> inputs_grad{rows, I, Q * NR, da, 0, 0, w_pad.data(), I, 1, p.dx, I};
+  inputs_grad.a_slabs = slabs;
+  gemm(inputs_grad, p.threads);
 }
 
-template void bptt_parameter_grads<float>(const BackwardArgs<float>&, const float*, size_t,
-                                          size_t, size_t, const float*, const float*,
-                                          const float*);
-template void bptt_parameter_grads<double>(const BackwardArgs<double>&, const double*, size_t,
-                                           size_t, size_t, const double*, const double*,
-                                           const double*);
+template void bptt_parameter_grads<float>(const BackwardArgs<float>&, const float*,
+                                          const Bf16Pair*, size_t, size_t, size_t, const float*,
+                                          const float*, const float*);
+template void bptt_parameter_grads<double>(const BackwardArgs<double>&, const double*,
+                                           const Bf16Pair*, size_t, size_t, size_t, const double*,
+                                           const double*, const double*);
 
 }  // namespace FASTRNN_ISA_NS
 }  // namespace fastrnn

@@ -44,9 +44,11 @@
 #pragma once
 
 #include "gemm.h"
+#include "operands.h"
 #include "parallel.h"
 
 #include <iterator>
+#include <type_traits>
 
 namespace fastrnn {
 namespace FASTRNN_ISA_NS {
@@ -211,13 +213,6 @@ struct CellBase {
 
 // ------------------------------------------------------------ driver helpers
 
-inline size_t panel_depth(Reads reads, size_t I, size_t H) {
-  return reads == Reads::x_and_h ? I + H : reads == Reads::x ? I : H;
-}
-
-// First column of a panel's inputs in [x_t | h_{t-1}].
-inline size_t panel_first_column(Reads reads, size_t I) { return reads == Reads::h ? I : 0; }
-
 // Threads worth waking for one time step of the recurrence: a barrier costs
 // about a microsecond, so each thread should get a few microseconds of work
 // (5e4 flops is about one). Batch 1 at H=128 already gains from a second
@@ -266,50 +261,6 @@ inline void save_inputs(const ForwardArgs<Real>& p, int tid, int n) {
   }
 }
 
-// Unit panel q of a G-gate side covers units [first, first + count) of gate
-// `gate`; count is below NR only in a gate's last block.
-struct UnitBlock {
-  size_t gate, first, count;
-};
-
-template <class Real>
-inline UnitBlock unit_block(size_t q, size_t H) {
-  constexpr size_t NR = Tile<Real>::NR;
-  const size_t HB = ceil_div(H, NR), first = (q % HB) * NR;
-  return UnitBlock{q / HB, first, min_size(NR, H - first)};
-}
-
-// The B panel of da W for output columns [j0, j0 + n) of W (G*H x ldw): row
-// (q, c) of the padded unit order holds W[gate*H + u, j0 .. j0+n) for unit
-// u = (q % HB)*NR + c of gate q / HB, and zeros past H.
-template <class Real>
-inline void pack_panel_weights(size_t G, size_t H, const Real* w, size_t ldw, size_t j0,
-                               size_t n, Real* out) {
-  constexpr size_t NR = Tile<Real>::NR;
-  for (size_t q = 0; q < G * ceil_div(H, NR); ++q) {
-    const auto [gate, u0, units] = unit_block<Real>(q, H);
-    Real* slab = out + q * NR * NR;
-    pack_b_panel(n, units, w + (gate * H + u0) * ldw + j0, ldw, 1, slab);
-    std::memset(slab + units * NR, 0, (NR - units) * NR * sizeof(Real));
-  }
-}
-
-// Packs [x_t | h_{t-1}]^T (I + H rows over K = B) for step_weight_grads:
-// x_t's rows in ceil(I/MR) panels, then h_{t-1}'s in ceil(H/MR), each MR*B.
-template <class Real>
-inline size_t step_inputs_size(size_t B, size_t I, size_t H) {
-  constexpr size_t MR = Tile<Real>::MR;
-  return (ceil_div(I, MR) + ceil_div(H, MR)) * MR * B;
-}
-
-template <class Real>
-inline void pack_step_inputs(size_t B, size_t I, size_t H, const Real* x_t, const Real* h_prev,
-                             Real* out) {
-  constexpr size_t MR = Tile<Real>::MR;
-  pack_a_block(I, B, x_t, 1, I, out);
-  pack_a_block(H, B, h_prev, 1, H, out + ceil_div(I, MR) * MR * B);
-}
-
 // sum over rows of n unit panels of B rows each (slab_stride apart) into
 // db[0, n*NR), or added to it.
 template <class Real>
@@ -334,41 +285,48 @@ inline void sum_unit_panels(size_t B, const Real* panels, size_t slab_stride, si
 //   dw[I + k, c] (+)= sum_b h_{t-1}[b, k] da_hh[b, c],  k < H
 //   db_hh[c]     (+)= sum_b da_hh[b, c], and db_ih likewise when not null
 // with `add` false at the first step, which overwrites. `inputs` comes from
-// pack_step_inputs. Every sum runs over the steps from T down, then the rows
-// in order: no thread count changes it.
-template <class Real>
-inline void step_weight_grads(size_t B, size_t I, size_t H, const Real* inputs,
+// Ops::pack_step_inputs; `scratch` holds Ops::grad_panels_size(B, n). Every
+// sum runs over the steps from T down, then the rows in order: no thread
+// count changes it.
+template <class Ops, class Real>
+inline void step_weight_grads(size_t B, size_t I, size_t H, const typename Ops::Packed* inputs,
                               const Real* x_panels, const Real* h_panels, size_t slab_stride,
                               size_t n, Real* dw, size_t ldw, Real* db_ih, Real* db_hh,
-                              bool add) {
+                              bool add, typename Ops::Packed* scratch) {
+  using Packed = typename Ops::Packed;
   constexpr size_t MR = Tile<Real>::MR;
   if (n == 0) return;
-  const Real* h_inputs = inputs + ceil_div(I, MR) * MR * B;
+  const size_t K = Ops::rows(B);
+  const Packed* h_inputs = inputs + ceil_div(I, MR) * MR * K;
+  const GradPanels<Packed> panels =
+      Ops::weight_grad_panels(B, x_panels, h_panels, slab_stride, n, scratch);
   // C rows [row, row + m) from one MR-row panel of packed inputs.
-  auto rows = [&](size_t row, size_t m, const Real* a, const Real* panels) {
-    compute_tile<Real, ALayout::Packed>(m, n, TileA<Real>{B, a, MR, 0, nullptr, 0}, panels,
-                                        slab_stride, TileOut<Real>{dw + row * ldw, ldw, add});
+  auto rows = [&](size_t row, size_t m, const Packed* a, const Packed* b) {
+    compute_tile<Real, ALayout::Packed>(m, n, TileA<Packed>{K, a, MR, 0, nullptr, 0}, b,
+                                        panels.stride, TileOut<Real>{dw + row * ldw, ldw, add});
   };
-  for (size_t r = 0; r < I; r += MR) rows(r, min_size(MR, I - r), inputs + r * B, x_panels);
-  for (size_t r = 0; r < H; r += MR) rows(I + r, min_size(MR, H - r), h_inputs + r * B, h_panels);
+  for (size_t r = 0; r < I; r += MR) rows(r, min_size(MR, I - r), inputs + r * K, panels.x);
+  for (size_t r = 0; r < H; r += MR) rows(I + r, min_size(MR, H - r), h_inputs + r * K, panels.h);
   sum_unit_panels(B, h_panels, slab_stride, n, db_hh, add);
   if (db_ih != nullptr) sum_unit_panels(B, x_panels, slab_stride, n, db_ih, add);
 }
 
 // The last product of BPTT, dh0 (+)= da_1 W_hh, for hidden blocks [hb0, hb1):
-// da_1 from the unit panels (Q slabs, slabs apart), w the blocks' packed
-// panels from pack_panel_weights, Q*NR*NR elements each. `add` keeps what a
-// cell already carried into dh0 (the GRU's z * dh).
-template <class Real>
-inline void initial_state_grad(size_t B, size_t H, size_t Q, const Real* da, size_t slabs,
-                               const Real* w, size_t hb0, size_t hb1, Real* dh0, bool add) {
+// da_1 from the unit panels (Q slabs, slabs elements apart), w the blocks'
+// packed panels from Ops::pack_unit_weights, `block` elements each. `add`
+// keeps what a cell already carried into dh0 (the GRU's z * dh).
+template <class Real, class Packed>
+inline void initial_state_grad(size_t B, size_t H, size_t Q, const Packed* da, size_t slabs,
+                               const Packed* w, size_t block, size_t hb0, size_t hb1, Real* dh0,
+                               bool add) {
   constexpr size_t MR = Tile<Real>::MR, NR = Tile<Real>::NR;
+  constexpr size_t kPer = Products<Real, Packed>::kPerElement;
   alignas(64) Real tile[MR * NR];
   for (size_t hb = hb0; hb < hb1; ++hb) {
     const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
     for (size_t r0 = 0; r0 < B; r0 += MR) {
       const size_t m = min_size(MR, B - r0);
-      panels_tile(m, Q, da + r0 * NR, slabs, w + (hb - hb0) * Q * NR * NR,
+      panels_tile(m, Q, da + r0 * NR / kPer, slabs, w + (hb - hb0) * block,
                   TileOut<Real>{tile, NR, false});
       for (size_t r = 0; r < m; ++r) {
         Real* out = dh0 + (r0 + r) * H + u0;
@@ -383,10 +341,12 @@ inline void initial_state_grad(size_t B, size_t H, size_t Q, const Real* da, siz
 // the padded unit order; db_ih_padded null where both sides share their
 // groups), and dx = da W_ih when p.dx is wanted, from the W_ih side's G
 // groups of da (slabs apart, every step kept). E as in the file header.
+// With da_rounded (da's bfloat16 mirror, precision "bf16"), dx's product
+// takes bfloat16 operands.
 template <class Real>
-void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t slabs, size_t G,
-                          size_t E, const Real* dw_transposed, const Real* db_hh_padded,
-                          const Real* db_ih_padded);
+void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, const Bf16Pair* da_rounded,
+                          size_t slabs, size_t G, size_t E, const Real* dw_transposed,
+                          const Real* db_hh_padded, const Real* db_ih_padded);
 
 // ------------------------------------------------------------------ driver
 
@@ -411,45 +371,53 @@ void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t sl
 //     same either way.
 
 // x (T, B, I) -> y (T, B, H) and the cell's state; when training also the
-// cell's saved workspace and p.x_saved.
-template <class Cell>
+// cell's saved workspace and p.x_saved. Ops: the products' operand type
+// (operands.h).
+template <class Cell, class Ops>
 void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
   using Real = typename Cell::Real;
+  using Packed = typename Ops::Packed;
   constexpr size_t MR = Tile<Real>::MR, NR = Tile<Real>::NR;
   constexpr size_t P = std::size(Cell::kPanels);
   const size_t T = p.T, B = p.B, I = p.I, H = p.H, K = I + H;
 
-  size_t block_depth = 0;  // the packed weights of one block: every panel's K rows of NR
-  for (const GatePanel& panel : Cell::kPanels) block_depth += panel_depth(panel.reads, I, H);
+  // The packed weights of one block: every panel's rows over its x_t and its
+  // h_{t-1} part, of NR each.
+  auto depth = [&](Reads reads) {
+    return (reads != Reads::h ? Ops::rows(I) : 0) + (reads != Reads::x ? Ops::rows(H) : 0);
+  };
+  size_t block_depth = 0;
+  for (const GatePanel& panel : Cell::kPanels) block_depth += depth(panel.reads);
   Buffer<Real> folded_biases(Cell::kFoldsBiases ? P * H : 0);
   const Real* biases = Cell::panel_biases(p, folded_biases.data());
   Cell::forward_begin(p);
 
   const size_t hidden_blocks = ceil_div(H, NR);
   const int nt = step_threads(p.threads, B, K, Cell::G * H, hidden_blocks);
-  reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * block_depth * NR * sizeof(Real));
+  reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * block_depth * NR * sizeof(Packed));
   // The step's gate sums for every row of one hidden block, (B, P*NR).
   reserve_scratch(nt, kSlotTiles, ceil_div(B, MR) * MR * P * NR * sizeof(Real));
+  reserve_scratch(nt, kSlotPackA, Ops::step_scratch(B, I, H));
 
   auto task = [&](int tid, int n) {
     save_inputs(p, tid, n);
     size_t hb0, hb1;
     split_range(hidden_blocks, tid, n, hb0, hb1);
-    Real* w = static_cast<Real*>(scratch(tid, kSlotRecurrent));
+    Packed* w = static_cast<Packed*>(scratch(tid, kSlotRecurrent));
     Real* tiles = static_cast<Real*>(scratch(tid, kSlotTiles));
-    const Real* panel_weights[P];  // of the block being computed
+    const Packed* panel_weights[P];  // of the block being computed
     for (size_t hb = hb0; hb < hb1; ++hb) {  // B (k, j) = [w_ih | w_hh][gate*H + j, k]
       const size_t nu = min_size(NR, H - hb * NR);
-      Real* panel = w + (hb - hb0) * block_depth * NR;
+      Packed* panel = w + (hb - hb0) * block_depth * NR;
       for (const GatePanel& gp : Cell::kPanels) {
         const size_t row = gp.gate * H + hb * NR;
         if (gp.reads != Reads::h) {
-          pack_b_panel(nu, I, p.w_ih + row * I, 1, I, panel);
-          panel += I * NR;
+          Ops::pack_weights(nu, I, p.w_ih + row * I, I, panel);
+          panel += Ops::rows(I) * NR;
         }
         if (gp.reads != Reads::x) {
-          pack_b_panel(nu, H, p.w_hh + row * H, 1, H, panel);
-          panel += H * NR;
+          Ops::pack_weights(nu, H, p.w_hh + row * H, H, panel);
+          panel += Ops::rows(H) * NR;
         }
       }
     }
@@ -459,14 +427,9 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
       const size_t prev0 = t == 0 ? 0 : step_offset(p, t - 1);
       const Real* x_t = p.offsets != nullptr ? p.x + row0 * I : p.x + t * p.x_step;
       const Real* h_prev = t == 0 ? p.h0 : p.y + prev0 * H;
-      // Rows r0.. of [x_t | h_{t-1}], columns [k0, k1): a part of x_t, then of h_{t-1}.
-      auto step_inputs = [&](size_t r0, size_t k0, size_t k1) {
-        const size_t x_end = min_size(k1, I), h_begin = k0 > I ? k0 : I;
-        const bool in_x = x_end > k0, in_h = k1 > h_begin;
-        return TileA<Real>{in_x ? x_end - k0 : 0, in_x ? x_t + r0 * p.x_row + k0 : x_t, p.x_row,
-                           in_h ? k1 - h_begin : 0,
-                           in_h ? h_prev + r0 * H + (h_begin - I) : h_prev, H};
-      };
+      // [x_t | h_{t-1}] as this operand type's tiles read it.
+      const auto step_inputs = Ops::step_inputs(Bt, I, H, x_t, p.x_row, h_prev, H,
+                                                scratch(tid, kSlotPackA));
       for (size_t hb = hb0; hb < hb1; ++hb) {
         const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
         const Real* bias[P];
@@ -477,10 +440,10 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
             bias[pp] = edge_bias[pp];
           }
         }
-        const Real* panel = w + (hb - hb0) * block_depth * NR;
+        const Packed* panel = w + (hb - hb0) * block_depth * NR;
         for (size_t pp = 0; pp < P; ++pp) {
           panel_weights[pp] = panel;
-          panel += panel_depth(Cell::kPanels[pp].reads, I, H) * NR;
+          panel += depth(Cell::kPanels[pp].reads) * NR;
         }
         // The cell on rows [r0, r0 + m) once their gate sums are complete, with
         // the IO type chosen once for the block rather than at every row. (Not
@@ -518,11 +481,10 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
             const Reads reads = Cell::kPanels[pp].reads;
             size_t count = 1;
             while (pp + count < P && Cell::kPanels[pp + count].reads == reads) ++count;
-            const size_t first = panel_first_column(reads, I), depth = panel_depth(reads, I, H);
-            compute_tile<Real, ALayout::Rows>(m, count, step_inputs(r0, first, first + depth),
-                                              panel_weights[pp], depth * NR,
-                                              TileOut<Real>{tiles + (r0 * P + pp) * NR, P * NR,
-                                                            false});
+            compute_tile<Real, ALayout::Rows>(
+                m, count, step_inputs.rows(r0, reads != Reads::h, reads != Reads::x),
+                panel_weights[pp], depth(reads) * NR,
+                TileOut<Real>{tiles + (r0 * P + pp) * NR, P * NR, false});
             pp += count;
           }
           // (One row is not worth a call: batch 1 measured 3% slower.)
@@ -544,10 +506,11 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
 //   [dW_ih | dW_hh] += [da_ih^T x_t | da_hh^T h_{t-1}],  db += sums of da_t over rows
 // while da_t is in its cache, and after the loop dh0 (+)= da_1 W_hh and, when
 // wanted, dx = da_ih W_ih in one GEMM.
-template <class Cell>
+template <class Cell, class Ops>
 void recurrence_backward(const BackwardArgs<typename Cell::Real>& p) {
   using Real = typename Cell::Real;
-  constexpr size_t MR = Tile<Real>::MR, NR = Tile<Real>::NR;
+  using Packed = typename Ops::Packed;
+  constexpr size_t MR = Tile<Real>::MR, NR = Tile<Real>::NR, kPer = Ops::kPer;
   constexpr size_t G = Cell::G, E = Cell::kInputOnlyGates;
   const size_t T = p.T, B = p.B, I = p.I, H = p.H;
 
@@ -559,21 +522,30 @@ void recurrence_backward(const BackwardArgs<typename Cell::Real>& p) {
   Buffer<Real> da_panels((G + E) * hidden_blocks * slabs);
   Real* da = da_panels.data();
   Real* da_hh = da + E * hidden_blocks * slabs;  // the W_hh side's groups
+  // da as the products read it (itself, or a rounded mirror of it); in its
+  // elements, the slabs are slabs / kPer apart.
+  Buffer<Packed> da_mirror(Ops::da_size((G + E) * hidden_blocks * slabs));
+  const Packed* da_read = Ops::da_operand(da, da_mirror.data());
+  const Packed* da_hh_read = da_read + E * hidden_blocks * slabs / kPer;
   // [dW_ih | dW_hh]^T and db in the padded unit order, summed step by step.
   Buffer<Real> dw_transposed((I + H) * Q * NR), db_hh_padded(Q * NR), db_ih_padded(E ? Q * NR : 0);
   Cell::backward_begin(p);
   const int nt = step_threads(p.threads, B, G * H, H, hidden_blocks);
-  reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * Q * NR * NR * sizeof(Real));
-  reserve_scratch(nt, kSlotPackA, step_inputs_size<Real>(B, I, H) * sizeof(Real));
+  const size_t w_block = Ops::rows(Q * NR) * NR;  // a hidden block's packed W_hh
+  const size_t blocks_per_thread = ceil_div(hidden_blocks, nt);
+  reserve_scratch(nt, kSlotRecurrent, blocks_per_thread * w_block * sizeof(Packed));
+  reserve_scratch(nt, kSlotPackA, Ops::step_inputs_size(B, I, H) * sizeof(Packed));
+  reserve_scratch(nt, kSlotPackB, Ops::grad_panels_size(B, blocks_per_thread) * sizeof(Packed));
 
   auto task = [&](int tid, int n) {
     size_t hb0, hb1;
     split_range(hidden_blocks, tid, n, hb0, hb1);
-    Real* w = static_cast<Real*>(scratch(tid, kSlotRecurrent));
-    Real* inputs = static_cast<Real*>(scratch(tid, kSlotPackA));
+    Packed* w = static_cast<Packed*>(scratch(tid, kSlotRecurrent));
+    Packed* inputs = static_cast<Packed*>(scratch(tid, kSlotPackA));
+    Packed* grad_panels = static_cast<Packed*>(scratch(tid, kSlotPackB));
     for (size_t hb = hb0; hb < hb1; ++hb)  // B (k, u) = w_hh[k, u], k in unit-panel order
-      pack_panel_weights(G, H, p.w_hh, H, hb * NR, min_size(NR, H - hb * NR),
-                         w + (hb - hb0) * Q * NR * NR);
+      Ops::pack_unit_weights(G, H, p.w_hh, H, hb * NR, min_size(NR, H - hb * NR),
+                             w + (hb - hb0) * w_block);
     alignas(64) Real tile[MR * NR];
     for (size_t t = T; t-- > 0;) {
       const size_t Bt = step_batch(p, t), row0 = step_offset(p, t);
@@ -588,8 +560,8 @@ void recurrence_backward(const BackwardArgs<typename Cell::Real>& p) {
           const size_t m = min_size(MR, Bt - r0);
           const size_t from_next = carried > r0 ? min_size(m, carried - r0) : 0;
           if (from_next > 0)
-            panels_tile(from_next, Q, da_hh + (step_rows(t + 1) + r0) * NR, slabs,
-                        w + (hb - hb0) * Q * NR * NR, TileOut<Real>{tile, NR, false});
+            panels_tile(from_next, Q, da_hh_read + (step_rows(t + 1) + r0) * NR / kPer,
+                        slabs / kPer, w + (hb - hb0) * w_block, TileOut<Real>{tile, NR, false});
           for (size_t r = from_next; r < m; ++r)
             StagedRow<Real>::stage(tile + r * NR, p.dhT + (r0 + r) * H + u0, nu);
           for (size_t r = 0; r < m; ++r) {
@@ -603,9 +575,15 @@ void recurrence_backward(const BackwardArgs<typename Cell::Real>& p) {
           }
         }
       }
-      // This thread's units of da_t are complete: their share of the weight
-      // gradients now, while they are in cache.
-      pack_step_inputs(Bt, I, H, p.x_saved + row0 * I, h_prev, inputs);
+      // This thread's units of da_t are complete: rounded for the products that
+      // read them (another operand type than the native one), and their share
+      // of the weight gradients now, while they are in cache.
+      for (size_t group = 0; group < G + E; ++group)
+        for (size_t hb = hb0; hb < hb1; ++hb) {
+          const size_t at = (group * hidden_blocks + hb) * slabs + step_rows(t) * NR;
+          Ops::round_da(Bt * NR, da + at, da_mirror.data() + at / kPer);
+        }
+      Ops::pack_step_inputs(Bt, I, H, p.x_saved + row0 * I, h_prev, inputs);
       const size_t panel0 = step_rows(t) * NR;
       for (size_t gate = 0; gate < G; ++gate) {
         // The W_ih side reads gate g from group E + g, or, for its last E
@@ -613,31 +591,42 @@ void recurrence_backward(const BackwardArgs<typename Cell::Real>& p) {
         const size_t ih_group = gate + E < G ? E + gate : gate + E - G;
         const size_t q0 = gate * hidden_blocks + hb0;
         const bool shared = ih_group == E + gate;
-        step_weight_grads(Bt, I, H, inputs, da + (ih_group * hidden_blocks + hb0) * slabs + panel0,
-                          da_hh + q0 * slabs + panel0, slabs, hb1 - hb0,
-                          dw_transposed.data() + q0 * NR, Q * NR,
-                          shared ? nullptr : db_ih_padded.data() + q0 * NR,
-                          db_hh_padded.data() + q0 * NR, t + 1 < T);
+        step_weight_grads<Ops>(Bt, I, H, inputs,
+                               da + (ih_group * hidden_blocks + hb0) * slabs + panel0,
+                               da_hh + q0 * slabs + panel0, slabs, hb1 - hb0,
+                               dw_transposed.data() + q0 * NR, Q * NR,
+                               shared ? nullptr : db_ih_padded.data() + q0 * NR,
+                               db_hh_padded.data() + q0 * NR, t + 1 < T, grad_panels);
       }
       parallel_barrier();
     }
-    initial_state_grad(B, H, Q, da_hh, slabs, w, hb0, hb1, p.dh0, Cell::kCarriesDh);
+    initial_state_grad(B, H, Q, da_hh_read, slabs / kPer, w, w_block, hb0, hb1, p.dh0,
+                       Cell::kCarriesDh);
   };
   run_parallel(nt, task);
 
-  bptt_parameter_grads(p, da, slabs, G, E, dw_transposed.data(), db_hh_padded.data(),
-                       E ? db_ih_padded.data() : nullptr);
+  const Bf16Pair* da_rounded = nullptr;
+  if constexpr (std::is_same_v<Packed, Bf16Pair>) da_rounded = da_mirror.data();
+  bptt_parameter_grads(p, da, da_rounded, slabs, G, E, dw_transposed.data(),
+                       db_hh_padded.data(), E ? db_ih_padded.data() : nullptr);
 }
 
-// Defines name_forward and name_backward of a cell for both precisions.
+// Defines name_forward and name_backward of a cell for both dtypes; float32's
+// run on bfloat16 operands when p.precision asks.
 #define FASTRNN_DEFINE_CELL_KERNELS(name, CellTemplate)                                   \
   template <class Real>                                                                   \
   void name##_forward(const ForwardArgs<Real>& p) {                                       \
-    recurrence_forward<CellTemplate<Real>>(p);                                            \
+    if constexpr (std::is_same_v<Real, float>)                                            \
+      if (p.precision == Precision::bf16)                                                 \
+        return recurrence_forward<CellTemplate<float>, Bf16Operands>(p);                  \
+    recurrence_forward<CellTemplate<Real>, NativeOperands<Real>>(p);                      \
   }                                                                                       \
   template <class Real>                                                                   \
   void name##_backward(const BackwardArgs<Real>& p) {                                     \
-    recurrence_backward<CellTemplate<Real>>(p);                                           \
+    if constexpr (std::is_same_v<Real, float>)                                            \
+      if (p.precision == Precision::bf16)                                                 \
+        return recurrence_backward<CellTemplate<float>, Bf16Operands>(p);                 \
+    recurrence_backward<CellTemplate<Real>, NativeOperands<Real>>(p);                     \
   }                                                                                       \
   template void name##_forward<float>(const ForwardArgs<float>&);                         \
   template void name##_forward<double>(const ForwardArgs<double>&);                       \

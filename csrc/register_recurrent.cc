@@ -78,6 +78,7 @@ struct Call {
   py::dtype dt;
   Sizes s;
   int threads = get_pool_threads();
+  Precision precision = Precision::fp32;
   py::array x, h0, w_ih, w_hh, b, y, dhT;
   py::object c0 = py::none(), b_hh = py::none(), dy = py::none(), dcT = py::none();
 
@@ -117,6 +118,18 @@ struct Call {
                             std::to_string(n));
     threads = int(n);
   }
+  // precision="fp32" or "bf16"; bf16 only for float32 arrays.
+  void set_precision(py::handle obj, const std::string& fn) {
+    const std::string name = py::isinstance<py::str>(obj) ? obj.cast<std::string>() : "";
+    if (name != "fp32" && name != "bf16")
+      throw py::value_error(fn + ": precision must be 'fp32' or 'bf16', got " +
+                            std::string(py::repr(obj)));
+    if (name == "bf16" && !dt.equal(py::dtype::of<float>()))
+      throw py::type_error(fn + ": precision='bf16' takes float32 arrays (its products round "
+                           "float32 operands to bfloat16), got " + std::string(py::str(dt)) +
+                           "; convert the arrays to float32 or use precision='fp32'");
+    precision = name == "bf16" ? Precision::bf16 : Precision::fp32;
+  }
 };
 
 // The data of an optional array argument, null where it is None.
@@ -143,7 +156,7 @@ py::tuple forward(const Call& c, bool training) {
                          ptr<Real>(c.w_ih), ptr<Real>(c.w_hh), ptr<Real>(c.b), maybe<Real>(c.b_hh),
                          s.offsets_or_null(), out_ptr<Real>(y), out_ptr_if<Real>(cell.cell_state, cT),
                          ws ? ws->saved<Real>() : nullptr, ws ? ws->x_saved<Real>() : nullptr,
-                         c.threads};
+                         c.threads, c.precision};
   const KernelTable& k = kernels();
   run_kernel(table_entry<Real>(k.*c.cell.forward_f32, k.*c.cell.forward_f64), args);
   if (cell.cell_state) return py::make_tuple(y, cT, saved);
@@ -152,9 +165,11 @@ py::tuple forward(const Call& c, bool training) {
 
 py::tuple forward_entry(const CellEntry& cell, py::object x, py::object h0, py::object c0,
                         py::object w_ih, py::object w_hh, py::object b, py::object b_hh,
-                        bool training, py::object batch_sizes, py::object threads) {
+                        bool training, py::object batch_sizes, py::object threads,
+                        py::object precision) {
   Call c(cell, x, h0, batch_sizes);
   c.set_threads(threads);
+  c.set_precision(precision, std::string(cell.traits.name) + "_forward");
   if (cell.traits.cell_state) c.c0 = c.state(c0, "c0");
   c.weights(w_ih, w_hh);
   c.b = c.bias(b, cell.traits.separate_biases ? "b_ih" : "b");
@@ -207,7 +222,7 @@ py::tuple backward(const Call& c, const Workspace& ws, bool need_dx) {
                           need_dx ? out_ptr<Real>(dx_arr) : nullptr, out_ptr<Real>(dh0),
                           out_ptr_if<Real>(cell.cell_state, dc0), out_ptr<Real>(dw_ih),
                           out_ptr<Real>(dw_hh), out_ptr_if<Real>(cell.separate_biases, db_ih),
-                          out_ptr<Real>(db_hh), c.threads};
+                          out_ptr<Real>(db_hh), c.threads, c.precision};
   const KernelTable& k = kernels();
   run_kernel(table_entry<Real>(k.*c.cell.backward_f32, k.*c.cell.backward_f64), args);
   if (cell.cell_state) return py::make_tuple(dx, dh0, dc0, dw_ih, dw_hh, db_hh);
@@ -218,9 +233,10 @@ py::tuple backward(const Call& c, const Workspace& ws, bool need_dx) {
 py::tuple backward_entry(const CellEntry& cell, py::object saved, py::object x, py::object h0,
                          py::object c0, py::object w_ih, py::object w_hh, py::object y,
                          py::object dy, py::object dhT, py::object dcT, bool need_dx,
-                         py::object batch_sizes, py::object threads) {
+                         py::object batch_sizes, py::object threads, py::object precision) {
   Call c(cell, x, h0, batch_sizes);
   c.set_threads(threads);
+  c.set_precision(precision, std::string(cell.traits.name) + "_backward");
   const Workspace& ws = checked_workspace(c, saved);
   if (cell.traits.cell_state) c.c0 = c.state(c0, "c0");
   c.weights(w_ih, w_hh);
@@ -236,24 +252,26 @@ void register_rnn(py::module_& m, const CellEntry& cell, const std::string& name
                   const std::string& nonlinearity) {
   m.def((name + "_forward").c_str(),
         [&cell](py::object x, py::object h0, py::object w_ih, py::object w_hh, py::object b,
-                bool training, py::object batch_sizes, py::object threads) {
+                bool training, py::object batch_sizes, py::object threads, py::object precision) {
           return forward_entry(cell, x, h0, py::none(), w_ih, w_hh, b, py::none(), training,
-                               batch_sizes, threads);
+                               batch_sizes, threads, precision);
         },
         py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b"),
         py::arg("training") = true, py::kw_only(), py::arg("batch_sizes") = py::none(), py::arg("threads") = py::none(),
+        py::arg("precision") = "fp32",
         ("(y, saved) of the " + nonlinearity +
          " RNN for x (T, B, I), h0 (B, H), w_ih (H, I), w_hh (H, H), b (H,).").c_str());
   m.def((name + "_backward").c_str(),
         [&cell](py::object saved, py::object x, py::object h0, py::object w_ih, py::object w_hh,
                 py::object y, py::object dy, py::object dhT, bool need_dx,
-                py::object batch_sizes, py::object threads) {
+                py::object batch_sizes, py::object threads, py::object precision) {
           return backward_entry(cell, saved, x, h0, py::none(), w_ih, w_hh, y, dy, dhT,
-                                py::none(), need_dx, batch_sizes, threads);
+                                py::none(), need_dx, batch_sizes, threads, precision);
         },
         py::arg("saved"), py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"),
         py::arg("y"), py::arg("dy").none(true), py::arg("dhT"), py::arg("need_dx") = true,
         py::kw_only(), py::arg("batch_sizes") = py::none(), py::arg("threads") = py::none(),
+        py::arg("precision") = "fp32",
         "(dx, dh0, dw_ih, dw_hh, db); dy may be None, dx is None unless need_dx.");
 }
 
@@ -281,45 +299,52 @@ void register_recurrent(py::module_& m) {
   register_rnn(m, kRnnRelu, "rnn_relu", "ReLU");
   m.def("lstm_forward",
         [](py::object x, py::object h0, py::object c0, py::object w_ih, py::object w_hh,
-           py::object b, bool training, py::object batch_sizes, py::object threads) {
+           py::object b, bool training, py::object batch_sizes, py::object threads,
+           py::object precision) {
           return forward_entry(kLstm, x, h0, c0, w_ih, w_hh, b, py::none(), training,
-                               batch_sizes, threads);
+                               batch_sizes, threads, precision);
         },
         py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"), py::arg("w_hh"),
         py::arg("b"), py::arg("training") = true, py::kw_only(),
         py::arg("batch_sizes") = py::none(), py::arg("threads") = py::none(),
+        py::arg("precision") = "fp32",
         "(y, cT, saved) for x (T, B, I), h0, c0 (B, H), w_ih (4H, I), w_hh (4H, H), b (4H,).");
   m.def("lstm_backward",
         [](py::object saved, py::object x, py::object h0, py::object c0, py::object w_ih,
            py::object w_hh, py::object y, py::object dy, py::object dhT, py::object dcT,
-           bool need_dx, py::object batch_sizes, py::object threads) {
+           bool need_dx, py::object batch_sizes, py::object threads, py::object precision) {
           return backward_entry(kLstm, saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx,
-                                batch_sizes, threads);
+                                batch_sizes, threads, precision);
         },
         py::arg("saved"), py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"),
         py::arg("w_hh"), py::arg("y"), py::arg("dy").none(true), py::arg("dhT"),
         py::arg("dcT"), py::arg("need_dx") = true, py::kw_only(),
         py::arg("batch_sizes") = py::none(), py::arg("threads") = py::none(),
+        py::arg("precision") = "fp32",
         "(dx, dh0, dc0, dw_ih, dw_hh, db); dy may be None, dx is None unless need_dx.");
   m.def("gru_forward",
         [](py::object x, py::object h0, py::object w_ih, py::object w_hh, py::object b_ih,
-           py::object b_hh, bool training, py::object batch_sizes, py::object threads) {
+           py::object b_hh, bool training, py::object batch_sizes, py::object threads,
+           py::object precision) {
           return forward_entry(kGru, x, h0, py::none(), w_ih, w_hh, b_ih, b_hh, training,
-                               batch_sizes, threads);
+                               batch_sizes, threads, precision);
         },
         py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"),
         py::arg("b_hh"), py::arg("training") = true, py::kw_only(),
         py::arg("batch_sizes") = py::none(), py::arg("threads") = py::none(),
+        py::arg("precision") = "fp32",
         "(y, saved) for x (T, B, I), h0 (B, H), w_ih (3H, I), w_hh (3H, H), b_ih, b_hh (3H,).");
   m.def("gru_backward",
         [](py::object saved, py::object x, py::object h0, py::object w_ih, py::object w_hh,
-           py::object y, py::object dy, py::object dhT, bool need_dx, py::object batch_sizes, py::object threads) {
+           py::object y, py::object dy, py::object dhT, bool need_dx, py::object batch_sizes,
+           py::object threads, py::object precision) {
           return backward_entry(kGru, saved, x, h0, py::none(), w_ih, w_hh, y, dy, dhT,
-                                py::none(), need_dx, batch_sizes, threads);
+                                py::none(), need_dx, batch_sizes, threads, precision);
         },
         py::arg("saved"), py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"),
         py::arg("y"), py::arg("dy").none(true), py::arg("dhT"), py::arg("need_dx") = true,
         py::kw_only(), py::arg("batch_sizes") = py::none(), py::arg("threads") = py::none(),
+        py::arg("precision") = "fp32",
         "(dx, dh0, dw_ih, dw_hh, db_ih, db_hh); dy may be None, dx is None unless need_dx.");
 }
 

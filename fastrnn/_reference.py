@@ -13,16 +13,19 @@ GRU takes b_ih and b_hh apart: its reset gate multiplies b_hn.
 
 Kernel contract, shared by every backend (same names, same argument order):
 
-    rnn_forward(x, h0, w_ih, w_hh, b, training, *, batch_sizes=None) -> (y, saved)
-    rnn_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx, *, batch_sizes=None)
-        -> (dx, dh0, dw_ih, dw_hh, db)
+    rnn_forward(x, h0, w_ih, w_hh, b, training, *, batch_sizes=None, precision="fp32")
+        -> (y, saved)
+    rnn_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx, *, batch_sizes=None,
+                 precision="fp32") -> (dx, dh0, dw_ih, dw_hh, db)
     rnn_relu_forward, rnn_relu_backward: the same as rnn_*, with relu for tanh
-    lstm_forward(x, h0, c0, w_ih, w_hh, b, training, *, batch_sizes=None) -> (y, cT, saved)
+    lstm_forward(x, h0, c0, w_ih, w_hh, b, training, *, batch_sizes=None, precision="fp32")
+        -> (y, cT, saved)
     lstm_backward(saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx, *,
-                  batch_sizes=None) -> (dx, dh0, dc0, dw_ih, dw_hh, db)
-    gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training, *, batch_sizes=None) -> (y, saved)
-    gru_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx, *, batch_sizes=None)
-        -> (dx, dh0, dw_ih, dw_hh, db_ih, db_hh)
+                  batch_sizes=None, precision="fp32") -> (dx, dh0, dc0, dw_ih, dw_hh, db)
+    gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training, *, batch_sizes=None,
+                precision="fp32") -> (y, saved)
+    gru_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx, *, batch_sizes=None,
+                 precision="fp32") -> (dx, dh0, dw_ih, dw_hh, db_ih, db_hh)
 
 dy may be None (no loss on y); dx is None when need_dx is False. db is the
 gradient of both b_ih and b_hh; the GRU's db_ih and db_hh differ in the n
@@ -73,6 +76,23 @@ Bad batch_sizes, or a packed x that is not (N, I), raise TypeError or
 ValueError naming the fix (checked_offsets below does it for the Python
 backends), and a backward refuses a saved from a forward with other
 batch_sizes (this backend, whose saved holds only arrays, by their shapes).
+
+Precision. precision="fp32" (the default): every product in the dtype of
+the arrays. precision="bf16" (float32 arrays only; float64 is a TypeError):
+every matrix product, namely the input projection x_t W_ih^T, the recurrent
+product h_{t-1} W_hh^T, and in BPTT da W_hh, da^T x, da^T h_{t-1} and
+da W_ih, takes both operands rounded to bfloat16 and sums their products in
+float32. Everything else stays float32 and unrounded: the biases, the
+elementwise cell math, the saved workspace, db (a sum of da, not a
+product) and every returned array. The rounding (round_to_bf16) is the one
+AVX512_BF16's conversion does: to nearest, ties to even; NaN stays NaN
+(quiet, its sign kept); +-Inf stays; a finite value that rounds past the
+largest bfloat16 (about 3.39e38) becomes +-Inf; float32 subnormals (|v| <
+2^-126) become a zero of their sign, since the hardware's dot product would
+read them as zero anyway. Backends may sum the products in any order, and
+the AVX512_BF16 path flushes a partial sum below 2^-126 to zero. A backward
+may run at another precision than its forward: the workspace is float32
+either way.
 """
 
 import numpy as np
@@ -80,6 +100,8 @@ import numpy as np
 from . import _blas
 
 name = "numpy"
+
+PRECISIONS = ("fp32", "bf16")
 
 
 def _sigmoid(a):
@@ -91,6 +113,44 @@ def _sigmoid(a):
 def _relu(a):
     # np.maximum keeps NaN (NaN in, NaN out), as torch's relu does.
     return np.maximum(a, 0)
+
+
+# ------------------------------------------------------------- precision
+
+
+def round_to_bf16(a):
+    """float32 values rounded to the nearest bfloat16, as float32 (the low 16 bits
+    zero): ties to even, NaN quiet, subnormals to zero (the module docstring)."""
+    a = np.asarray(a, dtype=np.float32)
+    bits = a.reshape(-1).view(np.uint32)   # 1-D: uint32 wraps without a scalar's warning
+    nan = (bits & 0x7FFFFFFF) > 0x7F800000
+    subnormal = (bits & 0x7F800000) == 0
+    # Adding 0x7FFF plus the lowest kept bit carries into the kept bits exactly
+    # when the dropped half is above a tie, or a tie with an odd last kept bit;
+    # past the largest finite value the carry reaches the exponent: Inf.
+    nearest = bits + (np.uint32(0x7FFF) + ((bits >> 16) & 1))
+    rounded = np.where(nan, bits | 0x00400000, np.where(subnormal, bits & 0x80000000, nearest))
+    return (rounded & 0xFFFF0000).astype(np.uint32).view(np.float32).reshape(a.shape)
+
+
+def checked_precision(fn, precision, dtype):
+    """True for precision "bf16", False for "fp32"; ValueError for another name,
+    TypeError for bf16 with arrays that are not float32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"{fn}: precision must be 'fp32' or 'bf16', got {precision!r}")
+    if precision == "bf16" and np.dtype(dtype) != np.float32:
+        raise TypeError(f"{fn}: precision='bf16' takes float32 arrays (its products round "
+                        f"float32 operands to bfloat16), got {np.dtype(dtype)}; convert the "
+                        "arrays to float32 or use precision='fp32'")
+    return precision == "bf16"
+
+
+def _matmul(a, b, bf16):
+    """a @ b, every matrix product of the kernels: with bf16 both operands are
+    rounded to bfloat16 first and the products summed in float32."""
+    if bf16:
+        return round_to_bf16(a) @ round_to_bf16(b)
+    return a @ b
 
 
 # --------------------------------------------------- arguments, steps, rows
@@ -190,9 +250,9 @@ def _check_saved(fn, x, saved, widths):
             raise ValueError(f"{fn}: saved comes from a forward of other sizes or batch_sizes")
 
 
-def _weight_grads(da, x, h_prev):
+def _weight_grads(da, x, h_prev, bf16):
     """dW_ih, dW_hh, db from the pre-activation gradients da (N, G*H) of every row."""
-    return da.T @ x, da.T @ h_prev, da.sum(axis=0)
+    return _matmul(da.T, x, bf16), _matmul(da.T, h_prev, bf16), da.sum(axis=0)
 
 
 # -------------------------------------------------- RNN (tanh or relu)
@@ -200,23 +260,26 @@ def _weight_grads(da, x, h_prev):
 #   h_t = tanh(a_t)  (rnn_*),  or  h_t = relu(a_t) = max(a_t, 0)  (rnn_relu_*)
 
 
-def _elman_forward(fn, activation, x, h0, w_ih, w_hh, b, batch_sizes):
+def _elman_forward(fn, activation, x, h0, w_ih, w_hh, b, batch_sizes, precision):
     offsets = checked_offsets(fn, 1, x, h0, w_ih, w_hh, batch_sizes, b=b)
-    xw = _as_rows(x) @ w_ih.T + b
+    bf16 = checked_precision(fn, precision, x.dtype)
+    xw = _matmul(_as_rows(x), w_ih.T, bf16) + b
     y = np.empty(xw.shape, dtype=x.dtype)
     h = h0.astype(x.dtype)   # row k: sequence k's latest state
     for rows, n_t in _steps(offsets):
-        h[:n_t] = activation(xw[rows] + h[:n_t] @ w_hh.T)
+        h[:n_t] = activation(xw[rows] + _matmul(h[:n_t], w_hh.T, bf16))
         y[rows] = h[:n_t]
     return _like(y, x), None
 
 
-def rnn_forward(x, h0, w_ih, w_hh, b, training=True, *, batch_sizes=None):
-    return _elman_forward("rnn_forward", np.tanh, x, h0, w_ih, w_hh, b, batch_sizes)
+def rnn_forward(x, h0, w_ih, w_hh, b, training=True, *, batch_sizes=None, precision="fp32"):
+    return _elman_forward("rnn_forward", np.tanh, x, h0, w_ih, w_hh, b, batch_sizes, precision)
 
 
-def rnn_relu_forward(x, h0, w_ih, w_hh, b, training=True, *, batch_sizes=None):
-    return _elman_forward("rnn_relu_forward", _relu, x, h0, w_ih, w_hh, b, batch_sizes)
+def rnn_relu_forward(x, h0, w_ih, w_hh, b, training=True, *, batch_sizes=None,
+                     precision="fp32"):
+    return _elman_forward("rnn_relu_forward", _relu, x, h0, w_ih, w_hh, b, batch_sizes,
+                          precision)
 
 
 def _tanh_backward(dh, h):
@@ -229,7 +292,7 @@ def _relu_backward(dh, h):
 
 
 def _elman_backward(fn, activation_backward, x, h0, w_ih, w_hh, y, dy, dhT, need_dx,
-                    batch_sizes):
+                    batch_sizes, precision):
     # BPTT, for t = T..1, over the sequences still running at t:
     #   dh_t   = dy_t + dh_t(from t+1)                      (1)
     #   da_t   = dh_t * (1 - h_t^2)      (tanh)             (2)
@@ -239,6 +302,7 @@ def _elman_backward(fn, activation_backward, x, h0, w_ih, w_hh, y, dy, dhT, need
     #   dW_ih = sum_t da_t^T x_t,  dW_hh = sum_t da_t^T h_{t-1},
     #   db = sum_t da_t,  dx_t = da_t W_ih
     offsets = checked_offsets(fn, 1, x, h0, w_ih, w_hh, batch_sizes, y=y, dy=dy, dhT=dhT)
+    bf16 = checked_precision(fn, precision, y.dtype)
     y_rows = _as_rows(y)
     dy_rows = None if dy is None else _as_rows(dy)
     da = np.empty_like(y_rows)
@@ -247,20 +311,23 @@ def _elman_backward(fn, activation_backward, x, h0, w_ih, w_hh, y, dy, dhT, need
         if dy_rows is not None:
             dh[:n_t] += dy_rows[rows]                               # (1)
         da[rows] = activation_backward(dh[:n_t], y_rows[rows])      # (2)
-        dh[:n_t] = da[rows] @ w_hh                                  # (3)
-    dw_ih, dw_hh, db = _weight_grads(da, _as_rows(x), _previous_states(h0, y_rows, offsets))
-    dx = _like(da @ w_ih, x) if need_dx else None
+        dh[:n_t] = _matmul(da[rows], w_hh, bf16)                    # (3)
+    dw_ih, dw_hh, db = _weight_grads(da, _as_rows(x), _previous_states(h0, y_rows, offsets),
+                                     bf16)
+    dx = _like(_matmul(da, w_ih, bf16), x) if need_dx else None
     return dx, dh, dw_ih, dw_hh, db
 
 
-def rnn_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_sizes=None):
+def rnn_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_sizes=None,
+                 precision="fp32"):
     return _elman_backward("rnn_backward", _tanh_backward, x, h0, w_ih, w_hh, y, dy, dhT,
-                           need_dx, batch_sizes)
+                           need_dx, batch_sizes, precision)
 
 
-def rnn_relu_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_sizes=None):
+def rnn_relu_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_sizes=None,
+                      precision="fp32"):
     return _elman_backward("rnn_relu_backward", _relu_backward, x, h0, w_ih, w_hh, y, dy, dhT,
-                           need_dx, batch_sizes)
+                           need_dx, batch_sizes, precision)
 
 
 # ---------------------------------------------------------------------- LSTM
@@ -271,10 +338,12 @@ def rnn_relu_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, bat
 # saved = (c, gates): every c_t (T, B, H) and the activated gates (T, B, 4H).
 
 
-def lstm_forward(x, h0, c0, w_ih, w_hh, b, training=True, *, batch_sizes=None):
+def lstm_forward(x, h0, c0, w_ih, w_hh, b, training=True, *, batch_sizes=None,
+                 precision="fp32"):
     offsets = checked_offsets("lstm_forward", 4, x, h0, w_ih, w_hh, batch_sizes, b=b, c0=c0)
+    bf16 = checked_precision("lstm_forward", precision, x.dtype)
     H = h0.shape[1]
-    xw = _as_rows(x) @ w_ih.T + b
+    xw = _matmul(_as_rows(x), w_ih.T, bf16) + b
     N = len(xw)
     y = np.empty((N, H), dtype=x.dtype)
     c_all = np.empty((N, H), dtype=x.dtype) if training else None
@@ -282,7 +351,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, training=True, *, batch_sizes=None):
     # Row k: sequence k's latest states, so c ends as each one's own last c_t.
     h, c = h0.astype(x.dtype), c0.astype(x.dtype)
     for rows, n_t in _steps(offsets):
-        a = xw[rows] + h[:n_t] @ w_hh.T
+        a = xw[rows] + _matmul(h[:n_t], w_hh.T, bf16)
         i = _sigmoid(a[:, :H])
         f = _sigmoid(a[:, H:2 * H])
         g = np.tanh(a[:, 2 * H:3 * H])
@@ -298,7 +367,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, training=True, *, batch_sizes=None):
 
 
 def lstm_backward(saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx=True, *,
-                  batch_sizes=None):
+                  batch_sizes=None, precision="fp32"):
     # BPTT, for t = T..1, over the sequences still running at t, with dh, dc
     # carried from step t+1:
     #   dh_t  = dy_t + dh                                   (1)
@@ -314,6 +383,7 @@ def lstm_backward(saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx=True, *
         raise ValueError("lstm_backward needs the state saved by a training forward")
     offsets = checked_offsets("lstm_backward", 4, x, h0, w_ih, w_hh, batch_sizes, c0=c0, y=y,
                               dy=dy, dhT=dhT, dcT=dcT)
+    bf16 = checked_precision("lstm_backward", precision, y.dtype)
     H = h0.shape[1]
     _check_saved("lstm_backward", x, saved, (H, 4 * H))
     c_all, gates = (_as_rows(s) for s in saved)
@@ -338,9 +408,10 @@ def lstm_backward(saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx=True, *
         da[rows, 2 * H:3 * H] = dc[:n_t] * i * (1.0 - g * g)        # (4), (7)
         da[rows, 3 * H:] = do * o * (1.0 - o)                       # (7)
         dc[:n_t] *= f                                               # (6)
-        dh[:n_t] = da[rows] @ w_hh                                  # (8)
-    dw_ih, dw_hh, db = _weight_grads(da, _as_rows(x), _previous_states(h0, y_rows, offsets))
-    dx = _like(da @ w_ih, x) if need_dx else None
+        dh[:n_t] = _matmul(da[rows], w_hh, bf16)                    # (8)
+    dw_ih, dw_hh, db = _weight_grads(da, _as_rows(x), _previous_states(h0, y_rows, offsets),
+                                     bf16)
+    dx = _like(_matmul(da, w_ih, bf16), x) if need_dx else None
     return dx, dh, dc, dw_ih, dw_hh, db
 
 
@@ -355,18 +426,20 @@ def lstm_backward(saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx=True, *
 # saved = (gates, hn): the activated gates r, z, n (T, B, 3H) and hn (T, B, H).
 
 
-def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training=True, *, batch_sizes=None):
+def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training=True, *, batch_sizes=None,
+                precision="fp32"):
     offsets = checked_offsets("gru_forward", 3, x, h0, w_ih, w_hh, batch_sizes, b_ih=b_ih,
                               b_hh=b_hh)
+    bf16 = checked_precision("gru_forward", precision, x.dtype)
     H = h0.shape[1]
-    gx = _as_rows(x) @ w_ih.T + b_ih
+    gx = _matmul(_as_rows(x), w_ih.T, bf16) + b_ih
     N = len(gx)
     y = np.empty((N, H), dtype=x.dtype)
     gates = np.empty((N, 3 * H), dtype=x.dtype) if training else None
     hn_all = np.empty((N, H), dtype=x.dtype) if training else None
     h = h0.astype(x.dtype)   # row k: sequence k's latest state
     for rows, n_t in _steps(offsets):
-        gh = h[:n_t] @ w_hh.T + b_hh
+        gh = _matmul(h[:n_t], w_hh.T, bf16) + b_hh
         r = _sigmoid(gx[rows, :H] + gh[:, :H])
         z = _sigmoid(gx[rows, H:2 * H] + gh[:, H:2 * H])
         hn = gh[:, 2 * H:]
@@ -380,7 +453,8 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training=True, *, batch_sizes=Non
     return _like(y, x), saved
 
 
-def gru_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_sizes=None):
+def gru_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_sizes=None,
+                 precision="fp32"):
     # BPTT, for t = T..1, over the sequences still running at t, with dh
     # carried from step t+1:
     #   dh_t  = dy_t + dh                                   (1)
@@ -399,6 +473,7 @@ def gru_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_si
         raise ValueError("gru_backward needs the state saved by a training forward")
     offsets = checked_offsets("gru_backward", 3, x, h0, w_ih, w_hh, batch_sizes, y=y, dy=dy,
                               dhT=dhT)
+    bf16 = checked_precision("gru_backward", precision, y.dtype)
     H = h0.shape[1]
     _check_saved("gru_backward", x, saved, (3 * H, H))
     gates, hn_all = (_as_rows(s) for s in saved)
@@ -419,11 +494,11 @@ def gru_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_si
         da_r = da_n * hn_all[rows] * r * (1.0 - r)                  # (6), (7)
         da_in[rows] = np.concatenate([da_r, da_z, da_n], axis=1)
         da_rec[rows] = np.concatenate([da_r, da_z, da_n * r], axis=1)  # (5)
-        dh[:n_t] = dh[:n_t] * z + da_rec[rows] @ w_hh               # (8), (9)
+        dh[:n_t] = dh[:n_t] * z + _matmul(da_rec[rows], w_hh, bf16)  # (8), (9)
     x_rows = _as_rows(x)
-    dw_ih = da_in.T @ x_rows                                        # (10)
-    dw_hh = da_rec.T @ h_prev                                       # (11)
-    dx = _like(da_in @ w_ih, x) if need_dx else None                # (10)
+    dw_ih = _matmul(da_in.T, x_rows, bf16)                          # (10)
+    dw_hh = _matmul(da_rec.T, h_prev, bf16)                         # (11)
+    dx = _like(_matmul(da_in, w_ih, bf16), x) if need_dx else None  # (10)
     return dx, dh, dw_ih, dw_hh, da_in.sum(axis=0), da_rec.sum(axis=0)
 
 

@@ -242,29 +242,32 @@ GRAD_NAMES = {"rnn": ["dx", "dh0", "dw_ih", "dw_hh", "db"],
               "gru": ["dx", "dh0", "dw_ih", "dw_hh", "db_ih", "db_hh"]}
 
 
-def kernel_forward(kernels, cell, a, training=True):
-    """One forward of `kernels` (a backend module) on the arguments `a`: (outputs, saved)."""
-    if cell == "rnn":
-        y, saved = kernels.rnn_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b"], training)
+def kernel_forward(kernels, cell, a, training=True, **options):
+    """One forward of `kernels` (a backend module) on the arguments `a`: (outputs, saved).
+    options: the kernels' keywords (precision=, threads=)."""
+    if cell in ("rnn", "rnn_relu"):
+        forward = getattr(kernels, f"{cell}_forward")
+        y, saved = forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b"], training, **options)
         return [y], saved
     if cell == "gru":
         y, saved = kernels.gru_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b_ih"],
-                                       a["b_hh"], training)
+                                       a["b_hh"], training, **options)
         return [y], saved
     y, cT, saved = kernels.lstm_forward(a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b"],
-                                        training)
+                                        training, **options)
     return [y, cT], saved
 
 
-def kernel_backward(kernels, cell, saved, a, outputs, *, with_dy=True, need_dx=True):
+def kernel_backward(kernels, cell, saved, a, outputs, *, with_dy=True, need_dx=True,
+                    **options):
     """The gradients of one backward through a forward's `saved` and `outputs`."""
     dy = a["dy"] if with_dy else None
-    if cell in ("rnn", "gru"):
-        backward = kernels.rnn_backward if cell == "rnn" else kernels.gru_backward
+    if cell != "lstm":
+        backward = getattr(kernels, f"{cell}_backward")
         return list(backward(saved, a["x"], a["h0"], a["w_ih"], a["w_hh"], outputs[0], dy,
-                             a["dhT"], need_dx))
+                             a["dhT"], need_dx, **options))
     return list(kernels.lstm_backward(saved, a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"],
-                                      outputs[0], dy, a["dhT"], a["dcT"], need_dx))
+                                      outputs[0], dy, a["dhT"], a["dcT"], need_dx, **options))
 
 
 def run_kernels(kernels, cell, a, *, with_dy=True, need_dx=True):
