@@ -310,25 +310,32 @@ void tile_rows(size_t P, const Int8Rows& a, const uint8_t* panels, size_t panel_
   for (; p < P; ++p) micro_kernel<M, 1>(a, panels + p * panel_stride, panel_stride, out + p * NR, ldt);
 }
 
-// Row r of the activations at a.a1 + r*lda1 (and a.a2, a.s1, a.s2 likewise):
-// tile_rows takes them from the first row of its tile.
+// m rows of a, in tiles of at most MR rows (callers may pass the float32
+// tile's MR, more than AVX2's int8 tile takes).
 void tile(size_t m, size_t P, const Int8Rows& a, const uint8_t* panels, size_t panel_stride,
           float* out, size_t ldt) {
-  switch (m) {
-    case 1: tile_rows<1, 4>(P, a, panels, panel_stride, out, ldt); break;
-    case 2: tile_rows<2, 2>(P, a, panels, panel_stride, out, ldt); break;
-    case 3: tile_rows<3, 1>(P, a, panels, panel_stride, out, ldt); break;
-    case 4: tile_rows<4, 1>(P, a, panels, panel_stride, out, ldt); break;
-    default:
-      if constexpr (MR == 8) {
-        switch (m) {
-          case 5: tile_rows<5, 1>(P, a, panels, panel_stride, out, ldt); break;
-          case 6: tile_rows<6, 1>(P, a, panels, panel_stride, out, ldt); break;
-          case 7: tile_rows<7, 1>(P, a, panels, panel_stride, out, ldt); break;
-          default: tile_rows<8, 1>(P, a, panels, panel_stride, out, ldt); break;
+  for (size_t r0 = 0; r0 < m; r0 += MR) {
+    const Int8Rows rows{a.K1, a.K1 ? a.a1 + r0 * a.lda1 : nullptr, a.lda1,
+                        a.K1 ? a.s1 + r0 : nullptr,
+                        a.K2, a.K2 ? a.a2 + r0 * a.lda2 : nullptr, a.lda2,
+                        a.K2 ? a.s2 + r0 : nullptr};
+    float* o = out + r0 * ldt;
+    switch (min_size(MR, m - r0)) {
+      case 1: tile_rows<1, 4>(P, rows, panels, panel_stride, o, ldt); break;
+      case 2: tile_rows<2, 2>(P, rows, panels, panel_stride, o, ldt); break;
+      case 3: tile_rows<3, 1>(P, rows, panels, panel_stride, o, ldt); break;
+      case 4: tile_rows<4, 1>(P, rows, panels, panel_stride, o, ldt); break;
+      default:
+        if constexpr (MR == 8) {
+          switch (m - r0) {
+            case 5: tile_rows<5, 1>(P, rows, panels, panel_stride, o, ldt); break;
+            case 6: tile_rows<6, 1>(P, rows, panels, panel_stride, o, ldt); break;
+            case 7: tile_rows<7, 1>(P, rows, panels, panel_stride, o, ldt); break;
+            default: tile_rows<8, 1>(P, rows, panels, panel_stride, o, ldt); break;
+          }
         }
-      }
-      break;
+        break;
+    }
   }
 }
 

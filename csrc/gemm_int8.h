@@ -85,4 +85,11 @@ inline size_t int8_row_bytes(size_t K) { return (K + 3) / 4 * 4; }
 // The table of the ISA path in use (dispatch.cc).
 const Int8Kernels& int8_kernels();
 
+#ifdef FASTRNN_ISA_NS
+namespace FASTRNN_ISA_NS {
+// This ISA copy's table (gemm_int8.cc), which its driver calls directly.
+const Int8Kernels* int8_kernel_table();
+}  // namespace FASTRNN_ISA_NS
+#endif
+
 }  // namespace fastrnn

@@ -4,7 +4,7 @@ The kernel contract (argument meaning, shapes, the saved workspace) is written
 once, at the top of fastrnn/_reference.py; every backend follows it.
 """
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -81,3 +81,37 @@ def _int8_products(q_x: Optional[NDArray[np.int8]], s_x: Optional[NDArray[np.flo
                    s_h: Optional[NDArray[np.float32]] = None,
                    q_hh: Optional[NDArray[np.int8]] = None,
                    s_hh: Optional[NDArray[np.float32]] = None) -> NDArray[np.float32]: ...
+
+# Frozen models (fastrnn/frozen.py).
+class PackedWeights:
+    """One layer direction's weights prepared once for a frozen model (opaque)."""
+
+    @property
+    def cell(self) -> str: ...
+    @property
+    def precision(self) -> str: ...
+    @property
+    def kernel_path(self) -> str: ...
+    @property
+    def nbytes(self) -> int: ...
+
+def pack_weights(cell: str, w_ih: NDArray, w_hh: NDArray, b_ih: Array, b_hh: Array,
+                 precision: str = "fp32", s_ih: Optional[NDArray[np.float32]] = None,
+                 s_hh: Optional[NDArray[np.float32]] = None) -> PackedWeights: ...
+def frozen_forward(weights: PackedWeights, x: Array, h0: Array, c0: Optional[Array] = None, *,
+                   batch_sizes: Optional[NDArray[np.int64]] = None,
+                   threads: Optional[int] = None) -> tuple: ...
+
+class Stream:
+    """B sequences stepped one frame at a time through a stack of PackedWeights."""
+
+    def __init__(self, layers: List[PackedWeights], batch_size: int,
+                 head_weight: Optional[Array] = None, head_bias: Optional[Array] = None
+                 ) -> None: ...
+    def step(self, x_t: Array, out: Optional[Array] = None) -> Array: ...
+    def state(self) -> Tuple[Array, Optional[Array]]: ...
+    def set_state(self, h: Optional[Array], c: Optional[Array] = None) -> None: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...

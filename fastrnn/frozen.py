@@ -2,16 +2,24 @@
 advance them one frame at a time.
 
 `layer.freeze(quantize)` and `SequenceClassifier.freeze(quantize)` copy the weights out
-of the model and prepare them for the kernels (`quantize`: None keeps float, "int8"
-quantizes as fastrnn/_quantize.py says); nothing the model does later reaches the
-snapshot. A frozen layer runs the same stack driver as the layer (fastrnn._stack) with
-kernels that take the prepared weights of one layer direction (`_Prepared`).
+of the model and prepare them for the kernels (`quantize`: None keeps the layer's float
+type, "bf16" rounds the products' operands to bfloat16, "int8" quantizes as
+fastrnn/_quantize.py says); nothing the model does later reaches the snapshot. A frozen
+layer runs the same stack driver as the layer (fastrnn._stack) with kernels that take
+the prepared weights of one layer direction.
+
+On the compiled backend the weights of each layer direction are packed once into the
+kernels' panels (fastrnn._core.PackedWeights), so no call packs them again: a frozen
+float model gives the layer's outputs bit for bit, from the same kernels. Elsewhere a
+frozen float model keeps copies of the arrays for the backend's kernels, and bf16 and
+int8 run the NumPy reference's arithmetic.
 
 A stream (`frozen.stream(batch_size)`, unidirectional models only) keeps the state of
-every layer between calls: `step(x_t)` advances them all by one frame. It holds its own
-references to the prepared weights, so it keeps working after the frozen model is gone,
-and its state is its own: several streams of one frozen model may run at once, from
-several threads.
+every layer between calls: `step(x_t)` advances them all by one frame, on the compiled
+backend in one call into C++ that allocates nothing but its result and releases the GIL.
+It holds its own references to the prepared weights, so it keeps working after the
+frozen model is gone, and its state is its own: several streams of one frozen model may
+run at once, one per thread.
 """
 
 import copy
@@ -19,10 +27,10 @@ import numbers
 
 import numpy as np
 
-from . import _quantize, _stack
+from . import _backends, _quantize, _stack
 from ._arrays import check_lengths
 
-QUANTIZE = (None, "int8")
+QUANTIZE = (None, "bf16", "int8")
 
 
 def check_quantize(quantize):
@@ -36,11 +44,32 @@ def check_quantize(quantize):
 # -- the prepared weights of one layer direction ------------------------------------
 
 
-class _Float:
-    """Float weights as the layer's kernels take them, copied (and b_ih + b_hh summed)
-    once: the frozen model gives the layer's inference outputs bit for bit."""
+class _Packed:
+    """Weights packed once by the compiled backend for its kernels (PackedWeights)."""
 
-    def __init__(self, backend, kernel, w_ih, w_hh, b_ih, b_hh, sums_biases):
+    def __init__(self, core, kernel, w_ih, w_hh, b_ih, b_hh, quantize):
+        if quantize == "int8":
+            q = _quantize.QuantizedWeights(w_ih, w_hh, b_ih, b_hh)
+            self.packed = core.pack_weights(kernel, q.q_ih, q.q_hh, q.b_ih, q.b_hh, "int8",
+                                            q.s_ih, q.s_hh)
+        else:
+            self.packed = core.pack_weights(kernel, w_ih, w_hh, b_ih, b_hh, quantize or "fp32")
+        self._forward = core.frozen_forward
+        self.nbytes = self.packed.nbytes
+
+    def forward(self, x, *states, batch_sizes=None, threads=None):
+        return self._forward(self.packed, x, *states, batch_sizes=batch_sizes, threads=threads)
+
+
+class _Float:
+    """Float weights as a backend's kernels take them, copied (and b_ih + b_hh summed)
+    once; bf16 on the NumPy reference."""
+
+    def __init__(self, backend, kernel, w_ih, w_hh, b_ih, b_hh, sums_biases, quantize=None):
+        if quantize == "bf16":   # the reference alone has precision= besides the compiled one
+            backend, self._options = _backends.get_backend("numpy"), {"precision": "bf16"}
+        else:
+            self._options = {}
         self._kernel = getattr(backend, f"{kernel}_forward")
         # threads= is the compiled backend's alone
         self._takes_threads = getattr(backend, "concurrent_single_thread_calls", False)
@@ -49,7 +78,9 @@ class _Float:
         self.nbytes = sum(w.nbytes for w in self._weights)
 
     def forward(self, x, *states, batch_sizes=None, threads=None):
-        options = {} if batch_sizes is None else {"batch_sizes": batch_sizes}
+        options = dict(self._options)
+        if batch_sizes is not None:
+            options["batch_sizes"] = batch_sizes
         if threads is not None and self._takes_threads:
             options["threads"] = threads
         return self._kernel(x, *states, *self._weights, False, **options)
@@ -82,15 +113,16 @@ class _FrozenStack(_stack.Stack):
 
     __slots__ = ()
 
-    def __init__(self, layer, reads_x_views):
+    def __init__(self, layer, compiled):
         self.forward_kernel = _prepared_forward
         self.backward_kernel = None
         self.num_layers = layer.num_layers
         self.num_directions = layer.num_directions
         self.hidden_size = layer.hidden_size
         self.sums_biases = layer.sums_biases
-        self.reads_x_views = reads_x_views
-        self.concurrent_calls = False
+        # The compiled forward reads x through its strides and runs one-thread calls
+        # side by side, as the layer's kernels do.
+        self.reads_x_views = self.concurrent_calls = compiled
 
     def kernel_weights(self, params, k, direction):
         return (params[k, direction],)
@@ -118,16 +150,21 @@ class FrozenLayer:
         self._shell = copy.copy(layer)
         self._shell._params, self._shell.grads, self._shell._tape = None, None, None
         backend = layer._backend
+        self._core = backend if backend.name == "cpp" else None
         params = layer.parameters()
         self._prepared = {}
         for k in range(self.num_layers):
             for d in range(self.num_directions):
                 weights = [params[key] for key in _stack.parameter_keys(k, d)]
-                self._prepared[k, d] = (
-                    _Float(backend, layer.kernel, *weights, layer.sums_biases)
-                    if quantize is None else _Int8(layer.kernel, *weights))
-        self._stack = _FrozenStack(layer, quantize is None
-                                   and getattr(backend, "reads_x_views", False))
+                if self._core is not None:
+                    prepared = _Packed(self._core, layer.kernel, *weights, quantize)
+                elif quantize == "int8":
+                    prepared = _Int8(layer.kernel, *weights)
+                else:
+                    prepared = _Float(backend, layer.kernel, *weights, layer.sums_biases,
+                                      quantize)
+                self._prepared[k, d] = prepared
+        self._stack = _FrozenStack(layer, self._core is not None)
 
     @property
     def nbytes(self):
@@ -205,8 +242,9 @@ class Stream:
     """B sequences advanced one frame at a time through a unidirectional frozen layer.
 
     `step(x_t)` takes the frame (B, I) and returns the last layer's h_t (B, H) (with a
-    classifier's head: its logits). `state` is the state after the last step, laid out
-    as forward's state_T; `reset(state=None)` starts again from zeros or `state`.
+    classifier's head: its logits), a new array, or written into `out` if given.
+    `state` is the state after the last step, laid out as forward's state_T;
+    `reset(state=None)` starts again from zeros or `state`.
     """
 
     def __init__(self, frozen, batch_size=1, head=None):
@@ -221,35 +259,37 @@ class Stream:
         self.input_size, self.hidden_size = frozen.input_size, frozen.hidden_size
         self.dtype = frozen.dtype
         self._shell = frozen._shell
-        self._layers = [frozen._prepared[k, 0] for k in range(frozen.num_layers)]
-        self._head = head
-        self._states = None
+        layers = [frozen._prepared[k, 0] for k in range(frozen.num_layers)]
+        if frozen._core is not None:
+            self._stepper = frozen._core.Stream([layer.packed for layer in layers],
+                                                self.batch_size, *(head or ()))
+        else:
+            self._stepper = _PythonStepper(layers, self.batch_size, head, self._check_frame)
+        # A step goes straight to the stepper: no Python in between.
+        self.step = self._stepper.step
         self.reset()
+
+    def step(self, x_t, out=None):
+        """Advance every layer one frame: x_t (B, I) -> h_t (B, H) of the last layer, or
+        a classifier's logits (B, num_classes); into `out` when given. (Each stream's
+        step is its stepper's, set in __init__; this is its documentation.)"""
+        return self._stepper.step(x_t, out)
 
     def reset(self, state=None):
         """Start again from `state` (forward's state_T layout; None: zeros)."""
-        self._states = tuple(np.array(s) for s in
-                             self._shell._states(state, self.batch_size, "state"))
+        states = self._shell._states(state, self.batch_size, "state")
+        self._stepper.set_state(*states)
 
     @property
     def state(self):
         """A copy of the state after the last step, as forward's state_T."""
-        return self._shell._user_state(tuple(s.copy() for s in self._states))
+        h, c = self._stepper.state()
+        return h if c is None else (h, c)
 
-    def step(self, x_t):
-        """Advance every layer one frame: x_t (B, I) -> h_t (B, H) of the last layer, or
-        a classifier's logits (B, num_classes)."""
-        inputs = self._check_frame(x_t)[None]
-        for k, prepared in enumerate(self._layers):
-            y, *more, _ = prepared.forward(inputs, *(s[k] for s in self._states), threads=1)
-            for state, value in zip(self._states, (y[0], *more)):
-                state[k] = value
-            inputs = y
-        h_t = inputs[0].copy()
-        if self._head is None:
-            return h_t
-        weight, bias = self._head
-        return h_t @ weight.T + bias
+    @property
+    def nbytes(self):
+        """Bytes of the stream's own state (the weights are the frozen model's)."""
+        return self._stepper.nbytes
 
     def _check_frame(self, x_t):
         if not isinstance(x_t, np.ndarray):
@@ -262,6 +302,42 @@ class Stream:
             raise ValueError(f"x_t must have shape (B, I) = {expected} for this stream of "
                              f"batch_size={self.batch_size}, got {x_t.shape}")
         return np.ascontiguousarray(x_t)
+
+
+class _PythonStepper:
+    """A stream's steps on the backends without compiled streams: each layer's kernel on
+    one time step, the states kept here (the compiled one is fastrnn._core.Stream)."""
+
+    def __init__(self, layers, batch_size, head, check_frame):
+        self._layers, self._head, self._check_frame = layers, head, check_frame
+        self._states = None
+
+    def set_state(self, h, c=None):
+        self._states = tuple(np.array(s) for s in ((h,) if c is None else (h, c)))
+
+    def state(self):
+        h, *c = (s.copy() for s in self._states)
+        return h, (c[0] if c else None)
+
+    @property
+    def nbytes(self):
+        return sum(s.nbytes for s in self._states)
+
+    def step(self, x_t, out=None):
+        inputs = self._check_frame(x_t)[None]
+        for k, prepared in enumerate(self._layers):
+            y, *more, _ = prepared.forward(inputs, *(s[k] for s in self._states), threads=1)
+            for state, value in zip(self._states, (y[0], *more)):
+                state[k] = value
+            inputs = y
+        result = inputs[0].copy()
+        if self._head is not None:
+            weight, bias = self._head
+            result = result @ weight.T + bias
+        if out is None:
+            return result
+        out[...] = result
+        return out
 
 
 def freeze_layer(layer, quantize=None):

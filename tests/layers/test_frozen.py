@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 import fastrnn
-from helpers import BACKENDS, CELL_VARIANTS, flat_state, make_stack, stack_problem
+from helpers import (BACKENDS, CELL_VARIANTS, assert_close, flat_state, make_stack,
+                     stack_problem)
 
-QUANTIZE = [None, "int8"]
+QUANTIZE = [None, "bf16", "int8"]
 
 
 def frozen_problem(variant, T=6, B=3, I=5, H=9, num_layers=1, bidirectional=False,
@@ -67,10 +68,19 @@ def test_a_stream_of_t_steps_gives_forwards_outputs_and_final_state_bit_for_bit(
     y, final = frozen.forward(x, state)
     stream = frozen.stream(B)
     stream.reset(state)
+    # The compiled kernels compute a step alike whatever T; the other float backends
+    # project every step's input in one BLAS product, whose rounding may depend on T.
+    exact = backend == "cpp" or quantize == "int8"
     for t in range(x.shape[1]):
         h_t = stream.step(np.ascontiguousarray(x[:, t]))
-        assert np.array_equal(h_t, y[:, t]), t
-    assert same_bits(stream.state, final)
+        if exact:
+            assert np.array_equal(h_t, y[:, t]), t
+        else:
+            assert_close(h_t, y[:, t], "output", np.float32, f"h_{t}")
+    if exact:
+        assert same_bits(stream.state, final)
+    for got, want in zip(flat_state(stream.state), flat_state(final)):
+        assert_close(got, want, "output", np.float32, "state_T")
 
 
 @pytest.mark.parametrize("quantize", QUANTIZE)
@@ -169,7 +179,9 @@ def test_a_frozen_classifier_gives_the_models_logits_and_predictions(quantize, c
     stream = frozen.stream(7)
     for t in range(5):
         out = stream.step(np.ascontiguousarray(x[:, t]))
-    assert np.array_equal(out, frozen.logits(x))
+    # the recurrent part bit for bit; the head sums in its own order (NumPy's BLAS here)
+    assert same_bits(stream.state, frozen.layer.forward(x)[1])
+    assert_close(out, frozen.logits(x), "output", np.float32, "logits")
 
 
 def test_frozen_int8_weights_take_a_quarter_of_the_float_bytes_plus_scales():
@@ -211,7 +223,7 @@ def test_stream_of_a_bidirectional_model_is_refused():
 @pytest.mark.parametrize("quantize", ["int4", "INT8", "fp16", 8, True])
 def test_an_unknown_quantize_is_refused(quantize):
     layer, _, _ = frozen_problem("rnn")
-    with pytest.raises(ValueError, match="quantize must be one of None, 'int8'"):
+    with pytest.raises(ValueError, match="quantize must be one of None, 'bf16', 'int8', got"):
         layer.freeze(quantize)
 
 

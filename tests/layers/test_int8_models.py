@@ -44,6 +44,19 @@ def test_every_int8_step_is_the_reference_int8_arithmetic(variant):
         assert np.abs(h_t - want).max() <= CELL_TOLERANCE
 
 
+@pytest.mark.parametrize("variant", ["lstm", "gru"])
+def test_every_int8_step_is_the_reference_arithmetic_on_every_kernel_path(isa, variant):
+    layer, x = int8_problem(variant, B=5, I=30, H=37)
+    frozen = layer.freeze("int8")   # packed for this path
+    assert frozen._prepared[0, 0].packed.kernel_path == isa
+    weights = quantized_weights(layer)
+    step = _quantize.STEPS[KERNELS[variant]]
+    for before, frame, h_t in stepped(frozen.stream(5), x):
+        assert np.abs(h_t - step(weights, frame, *before)[0]).max() <= CELL_TOLERANCE
+    y, _ = frozen.forward(x)
+    assert np.array_equal(h_t, y[:, -1])
+
+
 def product_error_bound(a, q_w, s_w):
     """max over rounding of |a W^T - dq(q_a) dq(q_w)^T| per element (B, N): each code is
     within half a step of its value."""
