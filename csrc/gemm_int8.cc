@@ -9,6 +9,7 @@
 #include "gemm.h"
 
 #include <cmath>
+#include <cstddef>
 
 namespace fastrnn {
 namespace FASTRNN_ISA_NS {
@@ -265,15 +266,18 @@ __attribute__((always_inline)) inline void dequantize(const int32_t* sums, const
                                                       size_t panel_stride, int seg,
                                                       const float* row_scales, float* out,
                                                       size_t ldt, bool add) {
-  for (int p = 0; p < P; ++p) {
-    Int8Columns columns;
-    std::memcpy(&columns, panels + p * panel_stride, sizeof columns);
+  for (int p = 0; p < P; ++p) {  // the panel's head, read in place (vload copies)
+    const uint8_t* head = panels + p * panel_stride;
+    const uint8_t* scales = head + offsetof(Int8Columns, scale) + seg * NR * sizeof(float);
+    const uint8_t* corrections =
+        head + offsetof(Int8Columns, correction) + seg * NR * sizeof(int32_t);
     for (int m = 0; m < M; ++m) {
       const V row_scale = broadcast<V>(row_scales[m]);
       float* o = out + m * ldt + p * NR;
       for (size_t j = 0; j < NR; j += L) {
-        const VI acc = vload<VI>(sums + (m * P + p) * NR + j) - vload<VI>(columns.correction[seg] + j);
-        V term = __builtin_convertvector(acc, V) * (vload<V>(columns.scale[seg] + j) * row_scale);
+        const VI acc = vload<VI>(sums + (m * P + p) * NR + j) -
+                       vload<VI>(corrections + j * sizeof(int32_t));
+        V term = __builtin_convertvector(acc, V) * (vload<V>(scales + j * sizeof(float)) * row_scale);
         if (add) term = vload<V>(o + j) + term;
         vstore(o + j, term);
       }

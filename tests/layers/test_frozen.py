@@ -231,3 +231,35 @@ def test_int8_of_a_float64_layer_is_refused():
     layer = fastrnn.GRU(3, 4, dtype=np.float64)
     with pytest.raises(ValueError, match="float32 layer, this one is float64"):
         layer.freeze("int8")
+
+
+@pytest.mark.parametrize("variant", CELL_VARIANTS)
+def test_a_bf16_frozen_layer_runs_the_bf16_kernels_bit_for_bit(variant):
+    core = pytest.importorskip("fastrnn._core")
+    layer, x, state = frozen_problem(variant, T=5, B=4, I=7, H=33)
+    p = layer.parameters()
+    w_ih, w_hh, b_ih, b_hh = (p[key] for key in ("weight_ih_l0", "weight_hh_l0",
+                                                 "bias_ih_l0", "bias_hh_l0"))
+    biases = (b_ih, b_hh) if variant == "gru" else (b_ih + b_hh,)
+    x_tm = np.ascontiguousarray(x.transpose(1, 0, 2))
+    states = [s[0] for s in flat_state(state)]
+    want = getattr(core, f"{layer.kernel}_forward")(x_tm, *states, w_ih, w_hh, *biases, False,
+                                                    precision="bf16")
+    y, final = layer.freeze("bf16").forward(x, state)
+    assert np.array_equal(y, want[0].transpose(1, 0, 2))
+    if variant == "lstm":
+        assert np.array_equal(final[1][0], want[1])
+
+
+def test_a_float64_layer_freezes_to_float64_and_streams():
+    layer = fastrnn.LSTM(5, 9, num_layers=2, dtype=np.float64, seed=1)
+    x = np.random.default_rng(2).standard_normal((3, 6, 5))
+    frozen = layer.freeze()
+    y, final = frozen.forward(x)
+    want_y, want_final = layer.forward(x, training=False)
+    assert y.dtype == np.float64 and np.array_equal(y, want_y) and same_bits(final, want_final)
+    stream = frozen.stream(3)
+    steps = [stream.step(np.ascontiguousarray(x[:, t])) for t in range(6)]
+    assert np.array_equal(np.stack(steps, 1), y[:, :, :])
+    with pytest.raises(TypeError, match="dtype float32, the stream takes float64"):
+        stream.step(x[:, 0].astype(np.float32))
