@@ -5,6 +5,11 @@
 // a step multiplies, and the elementwise forward and backward step on one row
 // of a block of units (the cell's "postgemm").
 //
+// The products' operand type (operands.h: fp32, or bfloat16 pairs for
+// precision "bf16") is the driver's second template argument: it says how the
+// weights, [x_t | h_{t-1}] and da are packed for the tiles; the time loop,
+// the cells and the threading are the same for every type.
+//
 // Threads split the hidden units into blocks of NR (the register tile's
 // width). Each thread packs its blocks' weights once per call (or reads those
 // a frozen model prepared once: pack_frozen_weights) and keeps them

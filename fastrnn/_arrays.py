@@ -4,6 +4,8 @@ Every public entry (the layers, the model, checkpoints) takes array-likes throug
 each returns an array the kernels can use or raises TypeError / ValueError naming the fix.
 """
 
+import functools
+
 import numpy as np
 
 DTYPES = (np.float32, np.float64)
@@ -14,6 +16,27 @@ def check_dtype(dtype):
     if np.dtype(dtype) not in [np.dtype(d) for d in DTYPES]:
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
     return np.dtype(dtype)
+
+
+def check_precision(precision, dtype=np.float32):
+    """`precision` if it is "fp32" or "bf16" and `dtype` can run it, else ValueError."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    if precision == "bf16" and np.dtype(dtype) != np.float32:
+        raise ValueError(f"precision='bf16' needs dtype float32 (its matrix products round "
+                         f"float32 operands to bfloat16), got {np.dtype(dtype).name}; use "
+                         "dtype=numpy.float32 or precision='fp32'")
+    return precision
+
+
+@functools.lru_cache(maxsize=16)
+def zeros(shape, dtype):
+    """A read-only array of zeros, one per (shape, dtype), for the states and gradients
+    a caller leaves out: no new allocation at every step. (np.zeros takes its pages from
+    calloc, so a large one costs address space, not memory.)"""
+    array = np.zeros(shape, dtype)
+    array.flags.writeable = False
+    return array
 
 
 def as_real_array(value, dtype, what):
@@ -55,18 +78,26 @@ def check_lengths(lengths, T, B):
     return array.astype(np.int64)
 
 
+def check_keys(mapping, params, what):
+    """TypeError unless `mapping` is a mapping; ValueError naming the missing and the
+    unexpected keys unless it has exactly the keys of `params`."""
+    if not hasattr(mapping, "keys"):
+        raise TypeError(f"{what} must be a mapping keyed like the parameters, "
+                        f"got {type(mapping).__name__}")
+    if mapping.keys() != params.keys():   # (two dicts' keys compare as sets, at once)
+        missing = sorted(set(params) - set(mapping))
+        unexpected = sorted(set(mapping) - set(params))
+        if missing or unexpected:
+            raise ValueError(f"{what} keys do not match the parameters: missing {missing}, "
+                             f"unexpected {unexpected}")
+
+
 def load_parameters(params, state_dict):
     """Copy `state_dict` into the live arrays `params` (same keys and shapes), in place.
 
     Every entry is checked before any is changed, so a bad one leaves all as they were.
     """
-    if not hasattr(state_dict, "keys"):
-        raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
-    missing = sorted(set(params) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(params))
-    if missing or unexpected:
-        raise ValueError(f"state_dict keys do not match: missing {missing}, "
-                         f"unexpected {unexpected}")
+    check_keys(state_dict, params, "state_dict")
     converted = {}
     for key, target in params.items():
         value = as_real_array(state_dict[key], target.dtype, f"state_dict[{key!r}]")

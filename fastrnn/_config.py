@@ -5,22 +5,19 @@ take a configuration from outside; each checks it with `check_model_config`.
 """
 
 from ._argtypes import check_dropout, check_int, check_number
+from ._arrays import check_precision
 from ._stack import parameter_shapes as layer_parameter_shapes
-from .layers import CELLS
+from .cells import CELLS, check_cell
 
 RECURRENT_INITS = ("uniform", "orthogonal", "identity")
 
 # The keys of SequenceClassifier.config(): its constructor's shape and option arguments.
 CONFIG_KEYS = ("input_size", "hidden_size", "num_classes", "cell", "num_layers",
-               "bidirectional", "dropout", "forget_bias", "recurrent_init")
+               "bidirectional", "dropout", "forget_bias", "recurrent_init", "precision")
 # What 0.1 had not: its checkpoints' configs lack these keys and mean these values.
 ADDED_IN_0_2 = {"num_layers": 1, "bidirectional": False, "dropout": 0.0}
-
-
-def check_cell(cell):
-    if cell not in CELLS:
-        raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
-    return cell
+# What 0.2 had not, likewise.
+ADDED_IN_0_3 = {"precision": "fp32"}
 
 
 def check_recurrent_init(recurrent_init):
@@ -37,13 +34,13 @@ def check_bidirectional(bidirectional):
 
 
 def check_model_config(config):
-    """`config` (a dict with CONFIG_KEYS; a 0.1 config without ADDED_IN_0_2's keys means
-    their values) complete, with its numbers as int and float.
+    """`config` (a dict with CONFIG_KEYS; an older config without ADDED_IN_0_2's or
+    ADDED_IN_0_3's keys means their values) complete, with its numbers as int and float.
 
     Raises ValueError naming the first entry that no SequenceClassifier could have.
     """
     if isinstance(config, dict):
-        config = {**ADDED_IN_0_2, **config}
+        config = {**ADDED_IN_0_2, **ADDED_IN_0_3, **config}
     if not isinstance(config, dict) or set(config) != set(CONFIG_KEYS):
         raise ValueError(f"a model config has exactly the keys {sorted(CONFIG_KEYS)}, "
                          f"got {config!r}")
@@ -61,12 +58,13 @@ def check_model_config(config):
         "dropout": dropout,
         "forget_bias": check_number(config["forget_bias"], "forget_bias"),
         "recurrent_init": check_recurrent_init(config["recurrent_init"]),
+        "precision": check_precision(config["precision"]),
     }
 
 
 def parameter_shapes(config):
     """{key: shape} of every parameter of a checked config's SequenceClassifier."""
-    shapes = layer_parameter_shapes(CELLS[config["cell"]].gates, config["input_size"],
+    shapes = layer_parameter_shapes(CELLS[config["cell"]].G, config["input_size"],
                                     config["hidden_size"], config["num_layers"],
                                     config["bidirectional"])
     D = 2 if config["bidirectional"] else 1

@@ -25,39 +25,39 @@ class Workspace:
 
 def rnn_forward(x: Array, h0: Array, w_ih: Array, w_hh: Array, b: Array,
                 training: bool = True, *, batch_sizes: Optional[NDArray[np.int64]] = None,
-                threads: Optional[int] = None
+                threads: Optional[int] = None, precision: str = "fp32"
                 ) -> Tuple[Array, Optional[Workspace]]: ...
 def rnn_backward(saved: Workspace, x: Array, h0: Array, w_ih: Array, w_hh: Array, y: Array,
                  dy: Optional[Array], dhT: Array, need_dx: bool = True, *,
                  batch_sizes: Optional[NDArray[np.int64]] = None,
-                threads: Optional[int] = None
+                threads: Optional[int] = None, precision: str = "fp32"
                  ) -> Tuple[Optional[Array], Array, Array, Array, Array]: ...
 def rnn_relu_forward(x: Array, h0: Array, w_ih: Array, w_hh: Array, b: Array,
                 training: bool = True, *, batch_sizes: Optional[NDArray[np.int64]] = None,
-                threads: Optional[int] = None
+                threads: Optional[int] = None, precision: str = "fp32"
                 ) -> Tuple[Array, Optional[Workspace]]: ...
 def rnn_relu_backward(saved: Workspace, x: Array, h0: Array, w_ih: Array, w_hh: Array, y: Array,
                  dy: Optional[Array], dhT: Array, need_dx: bool = True, *,
                  batch_sizes: Optional[NDArray[np.int64]] = None,
-                threads: Optional[int] = None
+                threads: Optional[int] = None, precision: str = "fp32"
                  ) -> Tuple[Optional[Array], Array, Array, Array, Array]: ...
 def lstm_forward(x: Array, h0: Array, c0: Array, w_ih: Array, w_hh: Array, b: Array,
                  training: bool = True, *, batch_sizes: Optional[NDArray[np.int64]] = None,
-                threads: Optional[int] = None
+                threads: Optional[int] = None, precision: str = "fp32"
                  ) -> Tuple[Array, Array, Optional[Workspace]]: ...
 def lstm_backward(saved: Workspace, x: Array, h0: Array, c0: Array, w_ih: Array, w_hh: Array,
                   y: Array, dy: Optional[Array], dhT: Array, dcT: Array, need_dx: bool = True, *,
                  batch_sizes: Optional[NDArray[np.int64]] = None,
-                threads: Optional[int] = None
+                threads: Optional[int] = None, precision: str = "fp32"
                   ) -> Tuple[Optional[Array], Array, Array, Array, Array, Array]: ...
 def gru_forward(x: Array, h0: Array, w_ih: Array, w_hh: Array, b_ih: Array, b_hh: Array,
                 training: bool = True, *, batch_sizes: Optional[NDArray[np.int64]] = None,
-                threads: Optional[int] = None
+                threads: Optional[int] = None, precision: str = "fp32"
                 ) -> Tuple[Array, Optional[Workspace]]: ...
 def gru_backward(saved: Workspace, x: Array, h0: Array, w_ih: Array, w_hh: Array, y: Array,
                  dy: Optional[Array], dhT: Array, need_dx: bool = True, *,
                  batch_sizes: Optional[NDArray[np.int64]] = None,
-                threads: Optional[int] = None
+                threads: Optional[int] = None, precision: str = "fp32"
                  ) -> Tuple[Optional[Array], Array, Array, Array, Array, Array]: ...
 
 def adam_update(param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array, beta1: float,

@@ -12,7 +12,7 @@ except metadata.PackageNotFoundError:  # running from a source tree
 
 def _cpu_flags():
     """x86 feature flags the kernels care about, from /proc/cpuinfo (Linux)."""
-    wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl")
+    wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16")
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -38,4 +38,6 @@ def info():
     if "cpp" in backends:
         core = _backends.get_backend("cpp")
         result.update(core.build_info())
+    else:  # precision "bf16" on Numba or NumPy: float32 products of the rounded operands
+        result["bf16_path"] = "portable"
     return result

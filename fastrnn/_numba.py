@@ -41,7 +41,7 @@ import scipy.linalg.cython_blas  # noqa: F401
 from numba import njit
 
 from . import _blas
-from ._reference import checked_offsets
+from ._reference import checked_offsets, checked_precision
 
 name = "numba"
 
@@ -107,6 +107,29 @@ def _sigmoid(a):
 
 
 @_jit
+def _bf16_bits(b):
+    """The float32 bits b rounded to bfloat16 (_reference.round_to_bf16), low half zero."""
+    if (b & 0x7FFFFFFF) > 0x7F800000:      # NaN, kept quiet
+        return (b | 0x00400000) & 0xFFFF0000
+    if (b & 0x7F800000) == 0:               # subnormal: a zero of its sign
+        return b & 0x80000000
+    return (b + 0x7FFF + ((b >> 16) & 1)) & 0xFFFF0000
+
+
+@_jit
+def _operand(a, bf16):
+    """A matrix product's operand: a itself, or with bf16 a copy rounded to bfloat16."""
+    if not bf16:
+        return a
+    out = np.empty(a.shape, dtype=a.dtype)
+    src = np.ascontiguousarray(a).reshape(-1).view(np.uint32)
+    dst = out.reshape(-1).view(np.uint32)
+    for i in range(src.size):
+        dst[i] = _bf16_bits(src[i])
+    return out
+
+
+@_jit
 def _dot_bt(a, b, out):
     """out = a @ b.T for C-ordered a (M, K), b (N, K); b.T is a free F-ordered view."""
     np.dot(a, b.T, out)
@@ -146,15 +169,16 @@ def _previous(s0, s, starts, t, n_t):
 
 
 @_jit
-def _rnn_forward(x, h0, w_ih, w_hh, b, offsets, relu, y):
+def _rnn_forward(x, h0, w_ih, w_hh, b, offsets, relu, y, bf16):
     # x (N, I), h0 (B, H), w_ih (H, I), w_hh (H, H), b (H,), offsets (T + 1,);
-    # y (N, H) filled.
+    # y (N, H) filled. bf16: every product on operands rounded to bfloat16.
     B, H = h0.shape
-    _dot_bt(x, w_ih, y)                          # every step's x_t W_ih^T at once
+    _dot_bt(_operand(x, bf16), _operand(w_ih, bf16), y)   # every step's x_t W_ih^T at once
+    w_hh = _operand(w_hh, bf16)
     recurrent = np.empty((B, H), dtype=y.dtype)
     for t in range(_num_steps(offsets)):
         row0, n_t = offsets[t], _step_batch(offsets, t)
-        _dot_bt(_previous(h0, y, offsets, t, n_t), w_hh, recurrent[:n_t])
+        _dot_bt(_operand(_previous(h0, y, offsets, t, n_t), bf16), w_hh, recurrent[:n_t])
         for k in range(n_t):
             yk, rk = y[row0 + k], recurrent[k]
             if relu:
@@ -166,7 +190,7 @@ def _rnn_forward(x, h0, w_ih, w_hh, b, offsets, relu, y):
 
 
 @_jit
-def _rnn_backward(x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx, offsets, relu):
+def _rnn_backward(x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx, offsets, relu, bf16):
     # BPTT, for t = T..1, over the sequences still running at t:
     #   dh_t   = dy_t + dh_t(from t+1)                      (1)
     #   da_t   = dh_t * (1 - h_t^2)      (tanh)             (2)
@@ -174,6 +198,7 @@ def _rnn_backward(x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx, offsets, relu)
     #   dh_{t-1} (from t) = da_t W_hh                       (3)
     H = h0.shape[1]
     da = np.empty((x.shape[0], H), dtype=y.dtype)
+    w_hh = _operand(w_hh, bf16)
     dh = dhT.copy()        # row k: dhT[k] until BPTT reaches sequence k's last step
     for t in range(_num_steps(offsets) - 1, -1, -1):
         row0, n_t = offsets[t], _step_batch(offsets, t)
@@ -189,16 +214,19 @@ def _rnn_backward(x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx, offsets, relu)
             else:
                 for j in range(H):
                     dak[j] = dhk[j] * (_ONE - yk[j] * yk[j])
-        np.dot(da[row0:row0 + n_t], w_hh, dh[:n_t])                 # (3)
-    dw_ih, dw_hh, db = _weight_grads(da, x, h0, y, offsets)
-    dx = _input_grad(da, w_ih, need_dx)
+        np.dot(_operand(da[row0:row0 + n_t], bf16), w_hh, dh[:n_t])  # (3)
+    dw_ih, dw_hh, db = _weight_grads(da, x, h0, y, offsets, bf16)
+    dx = _input_grad(da, w_ih, need_dx, bf16)
     return dx, dh, dw_ih, dw_hh, db
 
 
 @_jit
-def _weight_grads(da, x, h0, y, offsets):
-    """dW_ih = sum_t da_t^T x_t, dW_hh = sum_t da_t^T h_{t-1}, db = sum_t da_t."""
-    return (_input_weight_grad(da, x), _recurrent_weight_grad(da, h0, y, offsets),
+def _weight_grads(da, x, h0, y, offsets, bf16):
+    """dW_ih = sum_t da_t^T x_t, dW_hh = sum_t da_t^T h_{t-1}, db = sum_t da_t
+    (db unrounded: a sum, not a product)."""
+    da_operand = _operand(da, bf16)
+    return (_input_weight_grad(da_operand, _operand(x, bf16)),
+            _recurrent_weight_grad(da_operand, _operand(h0, bf16), _operand(y, bf16), offsets),
             _bias_grad(da))
 
 
@@ -248,11 +276,11 @@ def _bias_grad(da):
 
 
 @_jit
-def _input_grad(da, w_ih, need_dx):
+def _input_grad(da, w_ih, need_dx, bf16):
     """dx_t = da_t W_ih of every row in one GEMM, or an empty array when not wanted."""
     if not need_dx:
         return np.empty((0, 0), dtype=da.dtype)
-    return np.dot(da, w_ih)
+    return np.dot(_operand(da, bf16), _operand(w_ih, bf16))
 
 
 # ---------------------------------------------------------------------- LSTM
@@ -264,7 +292,8 @@ def _input_grad(da, w_ih, need_dx):
 
 
 @_jit
-def _lstm_forward(x, h0, c0, w_ih, w_hh, b, offsets, y, cT, gates, c, c_at, tanh_c, tanh_at):
+def _lstm_forward(x, h0, c0, w_ih, w_hh, b, offsets, y, cT, gates, c, c_at, tanh_c, tanh_at,
+                  bf16):
     # x (N, I), h0 c0 (B, H), w_ih (4H, I), w_hh (4H, H), b (4H,), offsets (T + 1,);
     # fills y (N, H), cT (B, H) with each sequence's c after its own last step,
     # gates (N, 4H) with the activated gates, and step t's c_t and tanh(c_t)
@@ -272,7 +301,8 @@ def _lstm_forward(x, h0, c0, w_ih, w_hh, b, offsets, y, cT, gates, c, c_at, tanh
     # keeps every step (both are the offsets); inference passes two slots of
     # B rows for c, used in turn, and one for tanh(c_t).
     B, H = h0.shape
-    _dot_bt(x, w_ih, gates)
+    _dot_bt(_operand(x, bf16), _operand(w_ih, bf16), gates)
+    w_hh = _operand(w_hh, bf16)
     recurrent = np.empty((B, 4 * H), dtype=y.dtype)
     # Gates as (.., 4, H): every index below is provably non-negative, so no
     # wraparound selects get in the vectorizer's way.
@@ -281,7 +311,7 @@ def _lstm_forward(x, h0, c0, w_ih, w_hh, b, offsets, y, cT, gates, c, c_at, tanh
     b4 = b.reshape(4, H)
     for t in range(_num_steps(offsets)):
         row0, n_t = offsets[t], _step_batch(offsets, t)
-        _dot_bt(_previous(h0, y, offsets, t, n_t), w_hh, recurrent[:n_t])
+        _dot_bt(_operand(_previous(h0, y, offsets, t, n_t), bf16), w_hh, recurrent[:n_t])
         c_prev = _previous(c0, c, c_at, t, n_t)
         ct, tct = c[c_at[t]:c_at[t] + n_t], tanh_c[tanh_at[t]:tanh_at[t] + n_t]
         # Short loops over few arrays each: with more pointers than this in one
@@ -311,7 +341,7 @@ def _lstm_forward(x, h0, c0, w_ih, w_hh, b, offsets, y, cT, gates, c, c_at, tanh
 
 @_jit
 def _lstm_backward(c, tanh_c, gates, x, h0, c0, w_ih, w_hh, y, dy, has_dy, dhT, dcT,
-                   need_dx, offsets):
+                   need_dx, offsets, bf16):
     # BPTT, for t = T..1, over the sequences still running at t, with dh, dc
     # carried from step t+1:
     #   dh_t  = dy_t + dh                                   (1)
@@ -325,6 +355,7 @@ def _lstm_backward(c, tanh_c, gates, x, h0, c0, w_ih, w_hh, y, dy, has_dy, dhT, 
     N = x.shape[0]
     H = h0.shape[1]
     da = np.empty((N, 4 * H), dtype=y.dtype)
+    w_hh = _operand(w_hh, bf16)
     # Row k: dhT[k] and dcT[k] until BPTT reaches sequence k's last step.
     dh = dhT.copy()
     dc = dcT.copy()
@@ -355,9 +386,9 @@ def _lstm_backward(c, tanh_c, gates, x, h0, c0, w_ih, w_hh, y, dy, has_dy, dhT, 
                 df[j] = dck[j] * cp[j] * f[j] * (_ONE - f[j])
             for j in range(H):                                      # (6)
                 dck[j] *= f[j]
-        np.dot(da[row0:row0 + n_t], w_hh, dh[:n_t])                 # (8)
-    dw_ih, dw_hh, db = _weight_grads(da, x, h0, y, offsets)
-    dx = _input_grad(da, w_ih, need_dx)
+        np.dot(_operand(da[row0:row0 + n_t], bf16), w_hh, dh[:n_t])  # (8)
+    dw_ih, dw_hh, db = _weight_grads(da, x, h0, y, offsets, bf16)
+    dx = _input_grad(da, w_ih, need_dx, bf16)
     return dx, dh, dc, dw_ih, dw_hh, db
 
 
@@ -371,13 +402,14 @@ def _lstm_backward(c, tanh_c, gates, x, h0, c0, w_ih, w_hh, y, dy, has_dy, dhT, 
 
 
 @_jit
-def _gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, offsets, y, gates, hn, hn_at):
+def _gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, offsets, y, gates, hn, hn_at, bf16):
     # x (N, I), h0 (B, H), w_ih (3H, I), w_hh (3H, H), b_ih b_hh (3H,), offsets
     # (T + 1,); fills y (N, H), gates (N, 3H) with the activated gates and
     # step t's hn_t into the rows of hn from hn_at[t] on: training keeps every
     # step (hn_at is the offsets), inference one slot of B rows.
     B, H = h0.shape
-    _dot_bt(x, w_ih, gates)
+    _dot_bt(_operand(x, bf16), _operand(w_ih, bf16), gates)
+    w_hh = _operand(w_hh, bf16)
     recurrent = np.empty((B, 3 * H), dtype=y.dtype)
     # r and z add both biases, summed once here; b_hn stays apart, inside r * hn.
     b3 = b_ih.reshape(3, H).copy()
@@ -389,7 +421,7 @@ def _gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, offsets, y, gates, hn, hn_at):
     for t in range(_num_steps(offsets)):
         row0, n_t = offsets[t], _step_batch(offsets, t)
         h_prev = _previous(h0, y, offsets, t, n_t)
-        _dot_bt(h_prev, w_hh, recurrent[:n_t])
+        _dot_bt(_operand(h_prev, bf16), w_hh, recurrent[:n_t])
         hnt = hn[hn_at[t]:hn_at[t] + n_t]
         for seq in range(n_t):
             row = row0 + seq
@@ -409,7 +441,7 @@ def _gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, offsets, y, gates, hn, hn_at):
 
 
 @_jit
-def _gru_backward(gates, hn, x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx, offsets):
+def _gru_backward(gates, hn, x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx, offsets, bf16):
     # BPTT, for t = T..1, over the sequences still running at t, with dh
     # carried from step t+1:
     #   dh_t  = dy_t + dh                                   (1)
@@ -432,6 +464,7 @@ def _gru_backward(gates, hn, x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx, off
     da_rec = np.empty((N, 3 * H), dtype=y.dtype)
     dh = dhT.copy()        # row k: dhT[k] until BPTT reaches sequence k's last step
     dh_recurrent = np.empty((B, H), dtype=y.dtype)
+    w_hh = _operand(w_hh, bf16)
     s3 = gates.reshape(N, 3, H)
     di3 = da_in.reshape(N, 3, H)
     dr3 = da_rec.reshape(N, 3, H)
@@ -459,12 +492,13 @@ def _gru_backward(gates, hn, x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx, off
             da_rec[row, :2 * H] = da_in[row, :2 * H]
             for j in range(H):                                      # (8)
                 dhs[j] *= z[j]
-        np.dot(da_rec[row0:row0 + n_t], w_hh, dh_recurrent[:n_t])   # (9)
+        np.dot(_operand(da_rec[row0:row0 + n_t], bf16), w_hh, dh_recurrent[:n_t])  # (9)
         dh[:n_t] += dh_recurrent[:n_t]
-    dw_ih = _input_weight_grad(da_in, x)                            # (10)
-    dw_hh = _recurrent_weight_grad(da_rec, h0, y, offsets)          # (11)
-    db_ih, db_hh = _bias_grad(da_in), _bias_grad(da_rec)            # (10), (11)
-    dx = _input_grad(da_in, w_ih, need_dx)                          # (10)
+    dw_ih = _input_weight_grad(_operand(da_in, bf16), _operand(x, bf16))      # (10)
+    dw_hh = _recurrent_weight_grad(_operand(da_rec, bf16), _operand(h0, bf16),
+                                   _operand(y, bf16), offsets)                 # (11)
+    db_ih, db_hh = _bias_grad(da_in), _bias_grad(da_rec)                      # (10), (11)
+    dx = _input_grad(da_in, w_ih, need_dx, bf16)                              # (10)
     return dx, dh, dw_ih, dw_hh, db_ih, db_hh
 
 
@@ -543,50 +577,59 @@ def _dy_flag(dy, y):
     return _rows(dy, y.dtype), True
 
 
-def _elman_forward(cell, relu, x, h0, w_ih, w_hh, b, training, batch_sizes):
+def _elman_forward(cell, relu, x, h0, w_ih, w_hh, b, training, batch_sizes, precision):
     offsets = checked_offsets(f"{cell}_forward", 1, x, h0, w_ih, w_hh, batch_sizes, b=b)
     dt = _kernel_dtype(x)
+    bf16 = checked_precision(f"{cell}_forward", precision, dt)
     x_rows = _rows(x, dt)
     y = np.empty((x_rows.shape[0], np.shape(h0)[1]), dtype=dt)
     _rnn_forward(x_rows, _c_array(h0, dt), _c_array(w_ih, dt), _c_array(w_hh, dt),
-                 _c_array(b, dt), offsets, relu, y)
+                 _c_array(b, dt), offsets, relu, y, bf16)
     saved = Workspace(cell, dt, _sizes(offsets, x, h0), batch_sizes, ()) if training else None
     return _per_step(y, x), saved
 
 
-def _elman_backward(cell, relu, saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx, batch_sizes):
+def _elman_backward(cell, relu, saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx, batch_sizes,
+                    precision):
     fn = f"{cell}_backward"
     offsets = checked_offsets(fn, 1, x, h0, w_ih, w_hh, batch_sizes, y=y, dy=dy, dhT=dhT)
     dt = _kernel_dtype(y)
+    bf16 = checked_precision(fn, precision, dt)
     _saved_arrays(fn, cell, saved, dt, _sizes(offsets, x, h0), batch_sizes)
     dy, has_dy = _dy_flag(dy, y)
     dx, dh0, dw_ih, dw_hh, db = _rnn_backward(
         _rows(x, dt), _c_array(h0, dt), _c_array(w_ih, dt), _c_array(w_hh, dt),
-        _rows(y, dt), dy, has_dy, _c_array(dhT, dt), bool(need_dx), offsets, relu)
+        _rows(y, dt), dy, has_dy, _c_array(dhT, dt), bool(need_dx), offsets, relu, bf16)
     return (_per_step(dx, x) if need_dx else None), dh0, dw_ih, dw_hh, db
 
 
-def rnn_forward(x, h0, w_ih, w_hh, b, training=True, *, batch_sizes=None):
-    return _elman_forward("rnn", False, x, h0, w_ih, w_hh, b, training, batch_sizes)
+def rnn_forward(x, h0, w_ih, w_hh, b, training=True, *, batch_sizes=None, precision="fp32"):
+    return _elman_forward("rnn", False, x, h0, w_ih, w_hh, b, training, batch_sizes, precision)
 
 
-def rnn_relu_forward(x, h0, w_ih, w_hh, b, training=True, *, batch_sizes=None):
-    return _elman_forward("rnn_relu", True, x, h0, w_ih, w_hh, b, training, batch_sizes)
+def rnn_relu_forward(x, h0, w_ih, w_hh, b, training=True, *, batch_sizes=None,
+                     precision="fp32"):
+    return _elman_forward("rnn_relu", True, x, h0, w_ih, w_hh, b, training, batch_sizes,
+                          precision)
 
 
-def rnn_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_sizes=None):
+def rnn_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_sizes=None,
+                 precision="fp32"):
     return _elman_backward("rnn", False, saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx,
-                           batch_sizes)
+                           batch_sizes, precision)
 
 
-def rnn_relu_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_sizes=None):
+def rnn_relu_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_sizes=None,
+                      precision="fp32"):
     return _elman_backward("rnn_relu", True, saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx,
-                           batch_sizes)
+                           batch_sizes, precision)
 
 
-def lstm_forward(x, h0, c0, w_ih, w_hh, b, training=True, *, batch_sizes=None):
+def lstm_forward(x, h0, c0, w_ih, w_hh, b, training=True, *, batch_sizes=None,
+                 precision="fp32"):
     offsets = checked_offsets("lstm_forward", 4, x, h0, w_ih, w_hh, batch_sizes, b=b, c0=c0)
     dt = _kernel_dtype(x)
+    bf16 = checked_precision("lstm_forward", precision, dt)
     x_rows = _rows(x, dt)
     N, (B, H) = x_rows.shape[0], np.shape(h0)
     y = np.empty((N, H), dtype=dt)
@@ -600,31 +643,34 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, training=True, *, batch_sizes=None):
         c_at, tanh_at = B * (np.arange(len(offsets)) % 2), np.zeros_like(offsets)
     _lstm_forward(x_rows, _c_array(h0, dt), _c_array(c0, dt), _c_array(w_ih, dt),
                   _c_array(w_hh, dt), _c_array(b, dt), offsets, y, cT, gates,
-                  c, c_at, tanh_c, tanh_at)
+                  c, c_at, tanh_c, tanh_at, bf16)
     saved = (Workspace("lstm", dt, _sizes(offsets, x, h0), batch_sizes, (c, tanh_c, gates))
              if training else None)
     return _per_step(y, x), cT, saved
 
 
 def lstm_backward(saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx=True, *,
-                  batch_sizes=None):
+                  batch_sizes=None, precision="fp32"):
     offsets = checked_offsets("lstm_backward", 4, x, h0, w_ih, w_hh, batch_sizes, c0=c0, y=y,
                               dy=dy, dhT=dhT, dcT=dcT)
     dt = _kernel_dtype(y)
+    bf16 = checked_precision("lstm_backward", precision, dt)
     c, tanh_c, gates = _saved_arrays("lstm_backward", "lstm", saved, dt,
                                      _sizes(offsets, x, h0), batch_sizes)
     dy, has_dy = _dy_flag(dy, y)
     dx, dh0, dc0, dw_ih, dw_hh, db = _lstm_backward(
         c, tanh_c, gates, _rows(x, dt), _c_array(h0, dt), _c_array(c0, dt),
         _c_array(w_ih, dt), _c_array(w_hh, dt), _rows(y, dt), dy, has_dy,
-        _c_array(dhT, dt), _c_array(dcT, dt), bool(need_dx), offsets)
+        _c_array(dhT, dt), _c_array(dcT, dt), bool(need_dx), offsets, bf16)
     return (_per_step(dx, x) if need_dx else None), dh0, dc0, dw_ih, dw_hh, db
 
 
-def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training=True, *, batch_sizes=None):
+def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training=True, *, batch_sizes=None,
+                precision="fp32"):
     offsets = checked_offsets("gru_forward", 3, x, h0, w_ih, w_hh, batch_sizes, b_ih=b_ih,
                               b_hh=b_hh)
     dt = _kernel_dtype(x)
+    bf16 = checked_precision("gru_forward", precision, dt)
     x_rows = _rows(x, dt)
     N, (B, H) = x_rows.shape[0], np.shape(h0)
     y = np.empty((N, H), dtype=dt)
@@ -634,22 +680,24 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training=True, *, batch_sizes=Non
     else:  # one slot of B rows, reused every step
         hn, hn_at = np.empty((B, H), dtype=dt), np.zeros_like(offsets)
     _gru_forward(x_rows, _c_array(h0, dt), _c_array(w_ih, dt), _c_array(w_hh, dt),
-                 _c_array(b_ih, dt), _c_array(b_hh, dt), offsets, y, gates, hn, hn_at)
+                 _c_array(b_ih, dt), _c_array(b_hh, dt), offsets, y, gates, hn, hn_at, bf16)
     saved = (Workspace("gru", dt, _sizes(offsets, x, h0), batch_sizes, (gates, hn))
              if training else None)
     return _per_step(y, x), saved
 
 
-def gru_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_sizes=None):
+def gru_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_sizes=None,
+                 precision="fp32"):
     offsets = checked_offsets("gru_backward", 3, x, h0, w_ih, w_hh, batch_sizes, y=y, dy=dy,
                               dhT=dhT)
     dt = _kernel_dtype(y)
+    bf16 = checked_precision("gru_backward", precision, dt)
     gates, hn = _saved_arrays("gru_backward", "gru", saved, dt, _sizes(offsets, x, h0),
                               batch_sizes)
     dy, has_dy = _dy_flag(dy, y)
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _gru_backward(
         gates, hn, _rows(x, dt), _c_array(h0, dt), _c_array(w_ih, dt), _c_array(w_hh, dt),
-        _rows(y, dt), dy, has_dy, _c_array(dhT, dt), bool(need_dx), offsets)
+        _rows(y, dt), dy, has_dy, _c_array(dhT, dt), bool(need_dx), offsets, bf16)
     return (_per_step(dx, x) if need_dx else None), dh0, dw_ih, dw_hh, db_ih, db_hh
 
 

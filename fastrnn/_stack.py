@@ -23,9 +23,9 @@ import numpy as np
 from . import _backends
 
 
-@functools.lru_cache(maxsize=None)   # the names are built once, not at every call
 def parameter_keys(k, direction):
-    """The state_dict keys of layer k's weights and biases in one direction."""
+    """The state_dict keys of layer k's weights and biases in one direction (a Stack
+    holds its own: `Stack.keys`)."""
     suffix = "_reverse" if direction else ""
     return tuple(f"{name}_l{k}{suffix}" for name in ("weight_ih", "weight_hh", "bias_ih",
                                                     "bias_hh"))
@@ -50,13 +50,14 @@ def parameter_shapes(gates, input_size, hidden_size, num_layers=1, bidirectional
 
 class Stack:
     """A stack's configuration as the driver needs it: the cell's kernels on one backend,
-    L, D and H, and whether the kernels take b_ih + b_hh as one bias. Holds no arrays."""
+    L, D and H, and whether the cell's biases fold into b_ih + b_hh. Holds no arrays."""
 
     __slots__ = ("forward_kernel", "backward_kernel", "num_layers", "num_directions",
-                 "hidden_size", "sums_biases", "reads_x_views", "concurrent_calls")
+                 "hidden_size", "folds_biases", "reads_x_views", "concurrent_calls",
+                 "one_layer", "keys", "kernel_options")
 
     def __init__(self, backend, kernel, *, num_layers, num_directions, hidden_size,
-                 sums_biases):
+                 folds_biases, precision="fp32"):
         for stage in ("forward", "backward"):
             if not hasattr(backend, f"{kernel}_{stage}"):
                 raise ValueError(f"the {backend.name} backend has no {kernel}_{stage} "
@@ -67,17 +68,25 @@ class Stack:
         self.num_layers = num_layers
         self.num_directions = num_directions
         self.hidden_size = hidden_size
-        self.sums_biases = sums_biases
+        self.folds_biases = folds_biases
+        # Every kernel call's precision= ("fp32": the kernels' default, left out).
+        self.kernel_options = {} if precision == "fp32" else {"precision": precision}
         # The compiled backend reads x through strides and copies what BPTT needs.
         self.reads_x_views = getattr(backend, "reads_x_views", False)
         self.concurrent_calls = getattr(backend, "concurrent_single_thread_calls", False)
+        # One layer in one direction: over full-length sequences, forward and backward
+        # run it without the stack's bookkeeping.
+        self.one_layer = num_layers == 1 and num_directions == 1
+        # keys[k][direction]: the parameter_keys of layer k's direction
+        self.keys = tuple(tuple(parameter_keys(k, d) for d in range(num_directions))
+                          for k in range(num_layers))
 
     def kernel_weights(self, params, k, direction):
         """The weight arguments of the forward kernel for layer k in one direction (a
         frozen stack's kernels take its prepared weights instead: fastrnn.frozen)."""
-        w_ih, w_hh, b_ih, b_hh = [params[key] for key in parameter_keys(k, direction)]
-        # b_ih + b_hh, summed once per call, where the cell's kernels take one bias
-        return (w_ih, w_hh, b_ih + b_hh) if self.sums_biases else (w_ih, w_hh, b_ih, b_hh)
+        w_ih, w_hh, b_ih, b_hh = [params[key] for key in self.keys[k][direction]]
+        # b_ih + b_hh, summed once per call, where the cell's biases fold (its kernels take one)
+        return (w_ih, w_hh, b_ih + b_hh) if self.folds_biases else (w_ih, w_hh, b_ih, b_hh)
 
 
 # -- how a batch is laid out inside ---------------------------------------------------
@@ -171,6 +180,10 @@ class Tape:
     def __init__(self, batch, T, B, layers):
         self.batch, self.T, self.B, self.layers = batch, T, B, layers
 
+    def workspace(self, k, direction):
+        """The kernel's workspace of layer k in one direction."""
+        return self.layers[k][1][direction][-1]
+
 
 # -- the kernel calls: each in one place --------------------------------------------
 
@@ -178,7 +191,7 @@ class Tape:
 def _forward_kernel(stack, x, s0, weights, training, batch, **threads):
     """The cell's forward kernel on one direction of one layer: (y, [c_T,] workspace)."""
     return stack.forward_kernel(x, *s0, *weights, training, **batch.kernel_options,
-                                **threads)
+                                **stack.kernel_options, **threads)
 
 
 def _backward_kernel(stack, record, dy, ds, need_dx, batch, **threads):
@@ -186,7 +199,7 @@ def _backward_kernel(stack, record, dy, ds, need_dx, batch, **threads):
     (dx, dstate0s..., dW_ih, dW_hh, db_ih [, db_hh])."""
     x, s0, weights, y, saved = record
     return stack.backward_kernel(saved, x, *s0, *weights[:2], y, dy, *ds, need_dx,
-                                 **batch.kernel_options, **threads)
+                                 **batch.kernel_options, **stack.kernel_options, **threads)
 
 
 def _split_grads(results, n_states):
@@ -208,9 +221,9 @@ def _run_directions(stack, calls):
     """The results of a layer's kernel calls, one per direction, in order. Where the
     backend runs one-thread calls side by side and two threads are set, the two
     directions run at the same time, a thread each: no barrier at every time step
-    (measured: a bidirectional RNN, GRU and LSTM layer's step at the origin's shape
-    1.10x, 1.18x and 1.04x as fast as the directions one after the other on two
-    threads, 1.05x at the medium shape, 1.5x at batch 1). Kernels give the same bits
+    (measured: a bidirectional layer's step at the origin's shape 1.04x to 1.18x as
+    fast, by cell, as the directions one after the other on two threads, 1.05x at the
+    medium shape, 1.5x at batch 1). Kernels give the same bits
     for any thread count, so the results are those of the sequential run."""
     if len(calls) == 1 or not (stack.concurrent_calls and _backends.get_num_threads() == 2):
         return [call() for call in calls]
@@ -220,12 +233,6 @@ def _run_directions(stack, calls):
 
 
 # -- forward and backward -------------------------------------------------------------
-
-
-def _is_one_layer(stack, batch):
-    """One layer in one direction over full-length sequences, which forward and
-    backward run without the stack's bookkeeping."""
-    return stack.num_layers == 1 and stack.num_directions == 1 and batch is PADDED
 
 
 def forward(stack, params, x_tm, states0, batch, training, dropout_mask=None):
@@ -240,22 +247,26 @@ def forward(stack, params, x_tm, states0, batch, training, dropout_mask=None):
     states0, each sequence's states after its own last step; tape: what `backward`
     needs, None unless training.
     """
+    if batch is PADDED and stack.one_layer:
+        return _forward_one_layer(stack, params, x_tm, states0, training)
     T, B = x_tm.shape[:2]
-    inputs = batch.pack(x_tm)
-    if not stack.reads_x_views and (not inputs.flags.c_contiguous
-                                    or training and np.may_share_memory(inputs, x_tm)):
-        # These backends read contiguous arrays, and BPTT reads x again: as this
-        # forward saw it, not as the caller may leave it.
-        inputs = np.array(inputs)
-    if _is_one_layer(stack, batch):
-        outputs, finals, layers = _forward_one_layer(stack, params, inputs, states0, training)
-    else:
-        outputs, finals, layers = _forward_layers(stack, params, inputs, states0, batch,
-                                                  training, dropout_mask)
+    inputs = _kernel_input(stack, batch.pack(x_tm), x_tm, training)
+    outputs, finals, layers = _forward_layers(stack, params, inputs, states0, batch,
+                                              training, dropout_mask)
     y_tm = batch.unpack(outputs)
     # y may be kept for BPTT: hand it out read-only so it cannot be changed under us.
-    y_tm.flags.writeable = False
+    y_tm.setflags(write=False)
     return y_tm, finals, Tape(batch, T, B, layers) if training else None
+
+
+def _kernel_input(stack, inputs, x_tm, training):
+    """Layer 0's input as the backend takes it: the compiled backend reads views and
+    copies what BPTT needs; the others read contiguous arrays and keep x for BPTT, which
+    must see it as this forward did, not as the caller may leave it."""
+    if not stack.reads_x_views and (not inputs.flags.c_contiguous
+                                    or training and np.may_share_memory(inputs, x_tm)):
+        return np.array(inputs)
+    return inputs
 
 
 def _forward_layers(stack, params, inputs, states0, batch, training, dropout_mask):
@@ -290,16 +301,20 @@ def _forward_layers(stack, params, inputs, states0, batch, training, dropout_mas
     return inputs, finals, layers
 
 
-def _forward_one_layer(stack, params, inputs, states0, training):
-    """_forward_layers for one layer in one direction over full-length sequences: the
-    same kernel call and record without the stack's bookkeeping, which cost a
-    batch-1 RNN forward (T=28, H=128) 3.4 of its 40 µs."""
+def _forward_one_layer(stack, params, x_tm, states0, training):
+    """forward of one layer in one direction over full-length sequences: the same kernel
+    call and tape as _forward_layers makes, without the stack's bookkeeping (which cost
+    a batch-1 RNN forward (T=28, H=128) 3.4 of its 40 µs)."""
+    inputs = x_tm if stack.reads_x_views else _kernel_input(stack, x_tm, x_tm, training)
     weights = stack.kernel_weights(params, 0, 0)
     s0 = [s[0] for s in states0]
     y, *more_finals, saved = _forward_kernel(stack, inputs, s0, weights, training, PADDED)
-    finals = (y[-1][None].copy(), *(final[None] for final in more_finals))
-    layers = [(None, [(inputs, s0, weights, y, saved)])] if training else None
-    return y, finals, layers
+    y.setflags(write=False)   # as forward's y
+    finals = (y[-1:].copy(), *[final[None] for final in more_finals])
+    if not training:
+        return y, finals, None
+    T, B = x_tm.shape[:2]
+    return y, finals, Tape(PADDED, T, B, [(None, [(inputs, s0, weights, y, saved)])])
 
 
 def _join_directions(stack, outputs, batch):
@@ -333,7 +348,7 @@ def backward(stack, tape, dy_tm, dstates, need_input_grad):
     """
     batch = tape.batch
     grad = None if dy_tm is None else np.ascontiguousarray(batch.pack(dy_tm))
-    if _is_one_layer(stack, batch):
+    if batch is PADDED and stack.one_layer:
         (_, (record,)), = tape.layers   # (no dropout mask, one direction's record)
         return _backward_one_layer(stack, record, grad, dstates, need_input_grad)
     L, D = stack.num_layers, stack.num_directions
@@ -366,7 +381,7 @@ def backward(stack, tape, dy_tm, dstates, need_input_grad):
             grad_inputs = grad_inputs * mask
         grad = grad_inputs
     named = {key: value for k in range(L) for d in range(D)
-             for key, value in zip(parameter_keys(k, d), grads[k, d])}
+             for key, value in zip(stack.keys[k][d], grads[k, d])}
     return (batch.unpack(grad) if need_input_grad else None), dstates0, named
 
 
@@ -375,5 +390,5 @@ def _backward_one_layer(stack, record, dy, dstates, need_input_grad):
     _forward_one_layer is to _forward_layers."""
     dx, *rest = _backward_kernel(stack, record, dy, [s[0] for s in dstates],
                                  need_input_grad, PADDED)
-    ds0, weight_grads = _split_grads(rest, len(record[1]))
-    return dx, tuple(d[None] for d in ds0), dict(zip(parameter_keys(0, 0), weight_grads))
+    ds0, weight_grads = _split_grads(rest, len(dstates))
+    return dx, tuple([d[None] for d in ds0]), dict(zip(stack.keys[0][0], weight_grads))

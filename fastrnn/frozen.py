@@ -11,8 +11,8 @@ the prepared weights of one layer direction.
 On the compiled backend the weights of each layer direction are packed once into the
 kernels' panels (fastrnn._core.PackedWeights), so no call packs them again: a frozen
 float model gives the layer's outputs bit for bit, from the same kernels. Elsewhere a
-frozen float model keeps copies of the arrays for the backend's kernels, and bf16 and
-int8 run the NumPy reference's arithmetic.
+frozen float or bf16 model keeps copies of the arrays for the backend's kernels, and
+int8 runs the NumPy reference's arithmetic.
 
 A stream (`frozen.stream(batch_size)`, unidirectional models only) keeps the state of
 every layer between calls: `step(x_t)` advances them all by one frame, on the compiled
@@ -27,7 +27,7 @@ import numbers
 
 import numpy as np
 
-from . import _backends, _quantize, _stack
+from . import _quantize, _stack
 from ._arrays import check_lengths
 
 QUANTIZE = (None, "bf16", "int8")
@@ -63,18 +63,15 @@ class _Packed:
 
 class _Float:
     """Float weights as a backend's kernels take them, copied (and b_ih + b_hh summed)
-    once; bf16 on the NumPy reference."""
+    once; with quantize="bf16" the kernels' precision="bf16"."""
 
-    def __init__(self, backend, kernel, w_ih, w_hh, b_ih, b_hh, sums_biases, quantize=None):
-        if quantize == "bf16":   # the reference alone has precision= besides the compiled one
-            backend, self._options = _backends.get_backend("numpy"), {"precision": "bf16"}
-        else:
-            self._options = {}
+    def __init__(self, backend, kernel, w_ih, w_hh, b_ih, b_hh, folds_biases, quantize=None):
+        self._options = {"precision": "bf16"} if quantize == "bf16" else {}
         self._kernel = getattr(backend, f"{kernel}_forward")
         # threads= is the compiled backend's alone
         self._takes_threads = getattr(backend, "concurrent_single_thread_calls", False)
         self._weights = (w_ih.copy(), w_hh.copy(),
-                         *((b_ih + b_hh,) if sums_biases else (b_ih.copy(), b_hh.copy())))
+                         *((b_ih + b_hh,) if folds_biases else (b_ih.copy(), b_hh.copy())))
         self.nbytes = sum(w.nbytes for w in self._weights)
 
     def forward(self, x, *states, batch_sizes=None, threads=None):
@@ -119,7 +116,10 @@ class _FrozenStack(_stack.Stack):
         self.num_layers = layer.num_layers
         self.num_directions = layer.num_directions
         self.hidden_size = layer.hidden_size
-        self.sums_biases = layer.sums_biases
+        self.folds_biases = layer._cell.folds_biases
+        self.one_layer = layer._stack.one_layer
+        self.keys = layer._stack.keys
+        self.kernel_options = {}   # the prepared weights know their precision
         # The compiled forward reads x through its strides and runs one-thread calls
         # side by side, as the layer's kernels do.
         self.reads_x_views = self.concurrent_calls = compiled
@@ -136,6 +136,8 @@ class FrozenLayer:
 
     def __init__(self, layer, quantize=None):
         quantize = check_quantize(quantize)
+        if quantize is None and layer.precision == "bf16":
+            quantize = "bf16"   # None keeps the layer's precision
         if quantize is not None and layer.dtype != np.float32:
             raise ValueError(f"quantize={quantize!r} takes a float32 layer, this one is "
                              f"{layer.dtype.name}")
@@ -161,11 +163,10 @@ class FrozenLayer:
                 elif quantize == "int8":
                     prepared = _Int8(layer.kernel, *weights)
                 else:
-                    prepared = _Float(backend, layer.kernel, *weights, layer.sums_biases,
-                                      quantize)
+                    prepared = _Float(backend, layer.kernel, *weights,
+                                      layer._cell.folds_biases, quantize)
                 self._prepared[k, d] = prepared
         self._stack = _FrozenStack(layer, self._core is not None)
-        self._zeros = {}
 
     @property
     def nbytes(self):
@@ -178,7 +179,7 @@ class FrozenLayer:
         shell = self._shell
         x_tm = shell._check_input(x)
         T, B = x_tm.shape[:2]
-        states0 = self._zero_states(B) if state is None else shell._states(state, B, "state")
+        states0 = shell._states(state, B, "state")
         if lengths is None and len(self._prepared) == 1:
             # One layer, one direction, full sequences: the kernel alone. The stack
             # driver's bookkeeping cost a batch-1 call (T=28, H=128) 7 of its 32 µs.
@@ -191,15 +192,6 @@ class FrozenLayer:
                                          False)
         return shell._time_major(y_tm), shell._user_state(finals)
 
-    def _zero_states(self, B):
-        """The initial states of B sequences, zero: read-only arrays, made once per B."""
-        zeros = self._zeros.get(B)
-        if zeros is None:
-            zeros = self._shell._states(None, B, "state")
-            for array in zeros:
-                array.flags.writeable = False
-            self._zeros[B] = zeros
-        return zeros
 
     __call__ = forward
 

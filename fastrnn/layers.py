@@ -7,37 +7,39 @@ training forward's tape for `backward`.
 """
 
 import copy
-import functools
 
 import numpy as np
 
 from . import _backends, _stack, frozen
 from ._argtypes import check_dropout, check_int
-from ._arrays import as_real_array, check_dtype, check_lengths, check_shape, load_parameters
-
-
-@functools.lru_cache(maxsize=None)
-def _state_labels(state_names, what):
-    """How errors name each state array: h0, c0 or dstate (dh_T), dstate (dc_T)."""
-    return tuple(f"{name}0" if what == "state" else f"dstate (d{name}_T)"
-                 for name in state_names)
+from ._arrays import (as_real_array, check_dtype, check_lengths, check_precision, check_shape,
+                      load_parameters, zeros)
+from .cells import CELLS
 
 
 class _Recurrent:
     """What RNN, LSTM and GRU share: parameters, argument checks and the public API.
 
-    A subclass names its kernels (`kernel`), its gates, how many states it carries
-    (1, or 2 for the LSTM's h and c) and whether its kernels take b_ih + b_hh as one bias.
+    A subclass names its cell (`class LSTM(_Recurrent, cell="lstm")`); what the layer
+    needs of it comes from the table of cells: its name, gate count G, state names, its
+    kernel (of the default nonlinearity) and whether its biases fold.
     """
 
-    gates = 1
-    cell = None
-    kernel = None
-    state_names = ("h",)
-    sums_biases = True
+    def __init_subclass__(cls, *, cell=None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cell is None:
+            return   # a subclass of a layer: its cell
+        cls._cell = CELLS[cell]
+        cls.cell = cls._cell.name
+        cls.gates = cls._cell.G
+        cls.state_names = cls._cell.states
+        cls.kernel = cls._cell.kernel
+        # How errors name each state array: h0, c0 or dstate (dh_T), dstate (dc_T).
+        cls._state_labels = {"state": tuple(f"{name}0" for name in cls.state_names),
+                             "dstate": tuple(f"dstate (d{name}_T)" for name in cls.state_names)}
 
     def __init__(self, input_size, hidden_size, num_layers, *, bidirectional, dropout,
-                 batch_first, backend, dtype, seed):
+                 batch_first, backend, dtype, precision, seed):
         self.input_size = check_int(input_size, "input_size")
         self.hidden_size = check_int(hidden_size, "hidden_size")
         self.num_layers = check_int(num_layers, "num_layers")
@@ -46,6 +48,9 @@ class _Recurrent:
         self.dropout = check_dropout(dropout)
         self.batch_first = bool(batch_first)
         self.dtype = check_dtype(dtype)
+        # "bf16": every matrix product of the kernels on bfloat16 operands, summed in
+        # float32; the parameters, gradients and returned arrays stay float32.
+        self.precision = check_precision(precision, self.dtype)
         self._backend = _backends.get_backend(backend)
         self._stack = self._stack_config()
         # torch's init: every parameter U(-1/sqrt(H), 1/sqrt(H)), in state_dict order.
@@ -62,7 +67,7 @@ class _Recurrent:
     def _stack_config(self):
         return _stack.Stack(self._backend, self.kernel, num_layers=self.num_layers,
                             num_directions=self.num_directions, hidden_size=self.hidden_size,
-                            sums_biases=self.sums_biases)
+                            folds_biases=self._cell.folds_biases, precision=self.precision)
 
     @property
     def backend(self):
@@ -129,35 +134,40 @@ class _Recurrent:
                              f"sequence, got shape {x.shape}")
         return self._time_major(x)
 
-    def _state_array(self, value, batch, what):
-        """A state or its gradient as (L*D, B, H); (B, H) is taken where L*D = 1."""
-        shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
+    def _state_array(self, value, shape, what):
+        """A state or its gradient as `shape` (L*D, B, H); (B, H) is taken where L*D = 1;
+        None is zeros (read-only, shared)."""
         if value is None:
-            return np.zeros(shape, dtype=self.dtype)
+            return zeros(shape, self.dtype)
         value = as_real_array(value, self.dtype, what)
+        if value.shape == shape:
+            return value
         if shape[0] == 1 and value.shape == shape[1:]:
             return value[None]
-        if value.shape != shape:
-            single = f", or (B, H) = {shape[1:]}" if shape[0] == 1 else ""
-            raise ValueError(f"{what} must have shape (num_layers * num_directions, B, H) = "
-                             f"{shape}{single}, as torch lays it out; got {value.shape}")
-        return value
+        single = f", or (B, H) = {shape[1:]}" if shape[0] == 1 else ""
+        raise ValueError(f"{what} must have shape (num_layers * num_directions, B, H) = "
+                         f"{shape}{single}, as torch lays it out; got {value.shape}")
 
-    def _states(self, value, batch, what):
-        """The tuple of state arrays (h, or h and c) from a `what` ("state" or "dstate")
-        as the user gives it."""
-        names = _state_labels(self.state_names, what)
-        if len(names) == 1:
-            return (self._state_array(value, batch, names[0]),)
+    def _states(self, value, B, what):
+        """The tuple of state arrays (h, or h and c), each (L*D, B, H), from a `what`
+        ("state" or "dstate") as the user gives it."""
+        shape = (self.num_layers * self.num_directions, B, self.hidden_size)
+        labels = self._state_labels[what]
         if value is None:
-            value = (None, None)
-        if not isinstance(value, (tuple, list)) or len(value) != 2:
-            raise TypeError(f"{what} for an LSTM must be a pair (h, c) or None, "
+            return (zeros(shape, self.dtype),) * len(labels)
+        if len(labels) == 1:
+            return (self._state_array(value, shape, labels[0]),)
+        if not isinstance(value, (tuple, list)) or len(value) != len(labels):
+            several = "pair" if len(labels) == 2 else "tuple"
+            raise TypeError(f"{what} for an {type(self).__name__} must be a {several} "
+                            f"({', '.join(self.state_names)}) or None, "
                             f"got {type(value).__name__}")
-        return tuple(self._state_array(v, batch, name) for v, name in zip(value, names))
+        return tuple([self._state_array(v, shape, label) for v, label in zip(value, labels)])
 
-    def _user_state(self, states):
-        return states[0] if len(states) == 1 else tuple(states)
+    @staticmethod
+    def _user_state(states):
+        """A tuple of states as the user sees it: h alone, or (h, c)."""
+        return states[0] if len(states) == 1 else states
 
     # -- forward and backward ------------------------------------------------
 
@@ -169,8 +179,8 @@ class _Recurrent:
         """
         x_tm = self._check_input(x)
         T, B = x_tm.shape[:2]
-        batch = _stack.batch_layout(None if lengths is None else check_lengths(lengths, T, B),
-                                    T)
+        batch = _stack.PADDED if lengths is None else \
+            _stack.batch_layout(check_lengths(lengths, T, B), T)
         states0 = self._states(state, B, "state")
         # The last forward's record goes first: its workspace is freed (and, on
         # the compiled backend, reused) instead of living beside the new one.
@@ -244,6 +254,8 @@ class _Recurrent:
             options.append("bidirectional=True")
         if self.dropout:
             options.append(f"dropout={self.dropout}")
+        if self.precision != "fp32":
+            options.append(f"precision={self.precision!r}")
         return "".join(f", {option}" for option in options)
 
     def __repr__(self):
@@ -252,64 +264,51 @@ class _Recurrent:
                 f"backend={self.backend!r}, dtype={self.dtype.name})")
 
 
-class RNN(_Recurrent):
+class RNN(_Recurrent, cell="rnn"):
     """Elman RNN: h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), act tanh or relu."""
-
-    gates = 1
-    cell = "rnn"
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, nonlinearity="tanh",
                  bidirectional=False, dropout=0.0, batch_first=True, backend=None,
-                 dtype=np.float32, seed=None):
-        if nonlinearity not in NONLINEARITIES:
-            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+                 dtype=np.float32, precision="fp32", seed=None):
+        kernels = self._cell.kernels
+        if nonlinearity not in kernels:
+            raise ValueError(f"nonlinearity must be {' or '.join(map(repr, kernels))}, "
+                             f"got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
-        self.kernel = NONLINEARITIES[nonlinearity]
+        self.kernel = kernels[nonlinearity]
         super().__init__(input_size, hidden_size, num_layers, bidirectional=bidirectional,
                          dropout=dropout, batch_first=batch_first, backend=backend,
-                         dtype=dtype, seed=seed)
+                         dtype=dtype, precision=precision, seed=seed)
 
 
-# The RNN's kernels by nonlinearity.
-NONLINEARITIES = {"tanh": "rnn", "relu": "rnn_relu"}
-
-
-class LSTM(_Recurrent):
+class LSTM(_Recurrent, cell="lstm"):
     """LSTM with gate order i, f, g, o: c_t = f c_{t-1} + i g, h_t = o tanh(c_t)."""
-
-    gates = 4
-    cell = kernel = "lstm"
-    state_names = ("h", "c")
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, forget_bias=1.0,
                  bidirectional=False, dropout=0.0, batch_first=True, backend=None,
-                 dtype=np.float32, seed=None):
+                 dtype=np.float32, precision="fp32", seed=None):
         super().__init__(input_size, hidden_size, num_layers, bidirectional=bidirectional,
                          dropout=dropout, batch_first=batch_first, backend=backend,
-                         dtype=dtype, seed=seed)
+                         dtype=dtype, precision=precision, seed=seed)
         self.forget_bias = float(forget_bias)
         H = self.hidden_size
+        f = self._cell.gates.index("f")
         for key, value in self._params.items():
             if key.startswith("bias_ih"):
-                value[H:2 * H] += self.dtype.type(self.forget_bias)
+                value[f * H:(f + 1) * H] += self.dtype.type(self.forget_bias)
 
 
-class GRU(_Recurrent):
+class GRU(_Recurrent, cell="gru"):
     """GRU with gate order r, z, n: n = tanh(x W_in^T + b_in + r (h W_hn^T + b_hn)),
     h_t = (1 - z) n + z h_{t-1}."""
 
-    gates = 3
-    cell = kernel = "gru"
-    # Both biases apart: the reset gate scales b_hn with the rest of h W_hn^T.
-    sums_biases = False
-
     def __init__(self, input_size, hidden_size, num_layers=1, *, bidirectional=False,
-                 dropout=0.0, batch_first=True, backend=None, dtype=np.float32, seed=None):
+                 dropout=0.0, batch_first=True, backend=None, dtype=np.float32,
+                 precision="fp32", seed=None):
         super().__init__(input_size, hidden_size, num_layers, bidirectional=bidirectional,
                          dropout=dropout, batch_first=batch_first, backend=backend,
-                         dtype=dtype, seed=seed)
+                         dtype=dtype, precision=precision, seed=seed)
 
 
-# The cells by name: every list of cell names (the model, checkpoints, the command line)
-# is this one.
-CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+# The layer class of every cell in the table, by cell name.
+LAYERS = {name: globals()[cell.layer] for name, cell in CELLS.items()}

@@ -6,10 +6,11 @@ import pytest
 
 import fastrnn
 from fastrnn import _backends
+from fastrnn.cells import CELLS
 from helpers import FAST_BACKENDS
 
 
-@pytest.fixture(params=["rnn", "lstm", "gru"])
+@pytest.fixture(params=list(CELLS))
 def cell(request):
     return request.param
 
@@ -42,7 +43,14 @@ def _use_isa(isa):
     return before
 
 
-@pytest.fixture(params=_ISAS or ["none"])
+# The avx512_bf16 copy's float32 kernels are avx512's, compiled again with one more
+# flag (the layer and training tests run them: it is this CPU's default where it has
+# AVX512_BF16); the float32 kernel tests run the paths whose code differs, the bf16 ones
+# (bf16_kernels) every path.
+_FP32_ISAS = [isa for isa in _ISAS if isa != "avx512_bf16"]
+
+
+@pytest.fixture(params=_FP32_ISAS or ["none"])
 def isa(request):
     """Runs the test once on every kernel path of the compiled backend."""
     if _compiled is None:
@@ -53,16 +61,30 @@ def isa(request):
 
 
 # Every fast backend, the compiled one once per kernel path: "numba", "cpp-avx2", ...
-_KERNEL_PATHS = [f"cpp-{isa}" for isa in _ISAS if "cpp" in FAST_BACKENDS] + \
-    [name for name in FAST_BACKENDS if name != "cpp"]
+def _kernel_paths(isas):
+    return [f"cpp-{isa}" for isa in isas if "cpp" in FAST_BACKENDS] + \
+        [name for name in FAST_BACKENDS if name != "cpp"]
+
+
+_KERNEL_PATHS = _kernel_paths(_FP32_ISAS)
 
 
 @pytest.fixture(params=_KERNEL_PATHS or ["none"])
 def fast_kernels(request):
     """The kernel module of one fast backend, on one kernel path of the compiled backend."""
-    if not _KERNEL_PATHS:
+    yield from _on_kernel_path(request.param)
+
+
+@pytest.fixture(params=_kernel_paths(_ISAS) or ["none"])
+def bf16_kernels(request):
+    """fast_kernels over every kernel path, avx512_bf16's vdpbf16ps products included."""
+    yield from _on_kernel_path(request.param)
+
+
+def _on_kernel_path(param):
+    if param == "none":
         pytest.skip("no fast backend loads here")
-    backend, _, isa = request.param.partition("-")
+    backend, _, isa = param.partition("-")
     if not isa:
         yield _backends.get_backend(backend)
         return

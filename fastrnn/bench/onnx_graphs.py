@@ -1,20 +1,16 @@
-"""ONNX Runtime as a rival: one RNN, LSTM or GRU operator holding fastrnn's weights, or
-for an int8 case com.microsoft DynamicQuantizeLSTM holding the int8 codes and scales of
+"""ONNX Runtime as a rival: one operator of the cell holding fastrnn's weights, or for an
+int8 case com.microsoft DynamicQuantizeLSTM holding the int8 codes and scales of
 fastrnn's frozen int8 model (fastrnn.onnx writes the same node into exported graphs).
 
 ONNX keeps the two biases apart, B = [Wb, Rb], and orders the gates its own
-way: the LSTM's i, o, f, c where torch and fastrnn have i, f, g, o; the GRU's
-z, r, h where they have r, z, n. The GRU runs with linear_before_reset=1,
-torch's form: r multiplies (h W_hn^T + b_hn), the recurrent sum and its bias.
+way; the table of cells (fastrnn.cells) gives each cell's operator, gate order
+and the attributes that make it compute torch's form of the cell.
 """
 
 import numpy as np
 
+from ..cells import CELLS
 from .cases import make_batch
-
-OPERATORS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
-# ONNX's gate blocks, in fastrnn's (torch's) numbering
-ONNX_GATE_ORDER = {"rnn": [0], "lstm": [0, 3, 1, 2], "gru": [1, 0, 2]}
 
 
 def onnx_model(cell, state_dict, quantize=None):
@@ -27,12 +23,13 @@ def onnx_model(cell, state_dict, quantize=None):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    operator, states = CELLS[cell].onnx, CELLS[cell].states
     weight_ih = np.asarray(state_dict["weight_ih_l0"], dtype=np.float32)
     weight_hh = np.asarray(state_dict["weight_hh_l0"], dtype=np.float32)
     H, I = weight_hh.shape[1], weight_ih.shape[1]
 
     def onnx_order(array):
-        return np.concatenate([array[k * H:(k + 1) * H] for k in ONNX_GATE_ORDER[cell]])
+        return np.concatenate([array[k * H:(k + 1) * H] for k in operator.gate_order])
 
     bias = np.concatenate([onnx_order(np.asarray(state_dict["bias_ih_l0"], np.float32)),
                            onnx_order(np.asarray(state_dict["bias_hh_l0"], np.float32))])
@@ -53,21 +50,20 @@ def onnx_model(cell, state_dict, quantize=None):
     def tensor(name, dims):
         return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
 
-    states = ["initial_h", "initial_c"] if cell == "lstm" else ["initial_h"]
-    finals = ["Y_h", "Y_c"] if cell == "lstm" else ["Y_h"]
-    attributes = {"linear_before_reset": 1} if cell == "gru" else {}
+    initial = [f"initial_{state}" for state in states]
+    finals = [f"Y_{state}" for state in states]
     if quantize == "int8":
         node = helper.make_node("DynamicQuantizeLSTM",
                                 # sequence_lens and P absent
-                                ["X", "W", "R", "B", "", *states, "", "W_scale",
+                                ["X", "W", "R", "B", "", *initial, "", "W_scale",
                                  "W_zero_point", "R_scale", "R_zero_point"],
                                 ["Y"] + finals, hidden_size=H, domain="com.microsoft")
     else:
-        node = helper.make_node(OPERATORS[cell], ["X", "W", "R", "B", ""] + states,
-                                ["Y"] + finals, hidden_size=H, **attributes)
+        node = helper.make_node(operator.name, ["X", "W", "R", "B", ""] + initial,
+                                ["Y"] + finals, hidden_size=H, **operator.attributes)
     graph = helper.make_graph(
         [node], f"fastrnn_bench_{cell}",
-        [tensor("X", ["T", "B", I])] + [tensor(name, [1, "B", H]) for name in states],
+        [tensor("X", ["T", "B", I])] + [tensor(name, [1, "B", H]) for name in initial],
         [tensor("Y", ["T", 1, "B", H])] + [tensor(name, [1, "B", H]) for name in finals],
         initializer=initializers)
     # Opset 14 / IR 7: old enough for any ONNX Runtime this code meets.
@@ -100,22 +96,22 @@ def onnxruntime_runner(case, threads, weights, seed=0):
     session = onnx_session(onnx_model(case.cell, weights, case.layout.quantize), threads)
     x, _, _ = make_batch(case, seed, batch_first=False)
     zeros = np.zeros((1, B, H), dtype=np.float32)
-    states = ["initial_h", "initial_c"] if case.cell == "lstm" else ["initial_h"]
-    feeds = {"X": x, **{name: zeros for name in states}}
+    states = CELLS[case.cell].states
+    feeds = {"X": x, **{f"initial_{state}": zeros for state in states}}
     if case.mode != "stream":
         def forward():
             return session.run(["Y"], feeds)[0][:, 0]
         return forward
 
     frames = [np.ascontiguousarray(x[t:t + 1]) for t in range(T)]
-    finals = ["Y_h", "Y_c"] if case.cell == "lstm" else ["Y_h"]
+    finals = [f"Y_{state}" for state in states]
     position = [0]
 
     def step():
         t = position[0]
         feeds["X"] = frames[t]
         new_states = session.run(finals, feeds)
-        feeds.update(zip(states, new_states))
+        feeds.update((f"initial_{state}", value) for state, value in zip(states, new_states))
         position[0] = (t + 1) % T
         return new_states[0][0]
     return step

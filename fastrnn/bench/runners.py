@@ -1,9 +1,9 @@
 """The rivals: for each, a function that does one call of a case.
 
 Rivals are fastrnn's backends (cpp, numba, the numpy reference) and the peers,
-torch (torch.nn.RNN / LSTM / GRU; pack_padded_sequence for a lengths case) and
-ONNX Runtime (its RNN / LSTM / GRU operators, and DynamicQuantizeLSTM for an int8
-case, see onnx_graphs.py). A frozen or stream case runs fastrnn's frozen model
+torch (torch.nn's module of the cell; pack_padded_sequence for a lengths case) and
+ONNX Runtime (its operator of the cell, and DynamicQuantizeLSTM for an int8 case,
+see onnx_graphs.py). A frozen or stream case runs fastrnn's frozen model
 (layer.freeze(quantize)); torch and ONNX Runtime run their own forward of the
 same weights, a stream one frame per call with the state fed back in. Every rival
 of a case starts from the same weights, fastrnn's init for the seed, and reads
@@ -21,8 +21,8 @@ import fastrnn
 from fastrnn import optim
 
 from .. import _backends
-from .cases import (FROZEN_MODES, LAYER_CLASSES, NUM_CLASSES, layer_keywords, make_batch,
-                    require_runnable)
+from ..cells import CELLS
+from .cases import FROZEN_MODES, NUM_CLASSES, layer_keywords, make_batch, require_runnable
 
 PEERS = ("torch", "onnxruntime")
 LEARNING_RATE = 1e-3
@@ -78,7 +78,7 @@ def not_applicable(rival, case):
             return f"fastrnn's {quantize} kernels are compiled ones (the cpp backend)"
         return None
     if case.mode == "train":
-        return "ONNX Runtime's RNN/LSTM/GRU operators do inference only"
+        return "ONNX Runtime's recurrent operators do inference only"
     if quantize == "int8" and case.cell != "lstm":
         return "ONNX Runtime's int8 recurrent operator (DynamicQuantizeLSTM) is the LSTM's only"
     if quantize == "bf16":
@@ -168,7 +168,7 @@ def _classifier(case, backend, seed):
 
 
 def _layer(case, backend, seed):
-    layer_class = getattr(fastrnn, LAYER_CLASSES[case.cell])   # looked up: fastrnn.GRU may be new
+    layer_class = getattr(fastrnn, CELLS[case.cell].layer)
     return layer_class(case.shape.I, case.shape.H, batch_first=False, backend=backend,
                        seed=seed, **layer_keywords(case))
 
@@ -254,7 +254,7 @@ def torch_runner(case, threads, weights, seed=0):
     torch.manual_seed(seed)
     T, B, I, H = case.shape
     D = case.directions
-    module_class = getattr(torch.nn, LAYER_CLASSES[case.cell])
+    module_class = getattr(torch.nn, CELLS[case.cell].torch_module)
     batch_first = case.mode == "train"
     rnn = module_class(I, H, num_layers=case.layout.num_layers,
                        bidirectional=case.layout.bidirectional, batch_first=batch_first)
@@ -299,7 +299,7 @@ def torch_runner(case, threads, weights, seed=0):
     def train_step():
         adam.zero_grad()
         _, state = run_rnn()
-        h_n = state[0] if case.cell == "lstm" else state
+        h_n = state[0] if isinstance(state, tuple) else state   # h first, then the LSTM's c
         # the last layer's final state, forward direction first: fastrnn's head input
         final = torch.cat(list(h_n[-D:]), dim=1)
         loss = torch.nn.functional.cross_entropy(head(final), labels)

@@ -8,7 +8,8 @@ import pytest
 
 import fastrnn
 from fastrnn import _quantize
-from fastrnn.onnx import GATE_ORDER, to_onnx
+from fastrnn.cells import CELLS
+from fastrnn.onnx import to_onnx
 from helpers import run_cli
 
 onnx = pytest.importorskip("onnx")
@@ -52,7 +53,7 @@ def test_the_int8_graph_holds_the_frozen_models_codes_and_scales():
                                          params["bias_ih_l0"], params["bias_hh_l0"])
     tensors = {t.name: numpy_helper.to_array(t) for t in to_onnx(model, quantize="int8")
                .graph.initializer}
-    order = np.concatenate([np.arange(g * H, (g + 1) * H) for g in GATE_ORDER["lstm"]])
+    order = np.concatenate([np.arange(g * H, (g + 1) * H) for g in CELLS["lstm"].onnx.gate_order])
     assert tensors["layer0.W"].dtype == np.int8 and tensors["layer0.W"].shape == (1, I, 4 * H)
     assert np.array_equal(tensors["layer0.W"][0], weights.q_ih[order].T)
     assert np.array_equal(tensors["layer0.R"][0], weights.q_hh[order].T)
