@@ -284,7 +284,8 @@ class Stream {
   }
 
   // (h (L, B, H), c (L, B, H) or None): copies of the state after the last step.
-  py::tuple state() const {
+  py::tuple state() {
+    Busy busy(busy_);
     const std::vector<py::ssize_t> shape{py::ssize_t(L_), py::ssize_t(B_), py::ssize_t(H_)};
     py::array h(dt_, shape);
     std::memcpy(h.mutable_data(), h_[current_].data(), L_ * B_ * H_ * item_);

@@ -263,3 +263,32 @@ def test_a_float64_layer_freezes_to_float64_and_streams():
     assert np.array_equal(np.stack(steps, 1), y[:, :, :])
     with pytest.raises(TypeError, match="dtype float32, the stream takes float64"):
         stream.step(x[:, 0].astype(np.float32))
+
+
+def test_one_stream_stepped_from_two_threads_at_once_refuses_rather_than_mix_states():
+    pytest.importorskip("fastrnn._core")
+    layer = fastrnn.LSTM(64, 256, backend="cpp", seed=0)
+    stream = layer.freeze().stream(64)
+    frame = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    outcomes = []
+
+    def hammer():
+        for _ in range(30):
+            try:
+                stream.step(frame)
+                outcomes.append("stepped")
+            except RuntimeError as exc:
+                assert "stepping in another thread" in str(exc)
+                outcomes.append("refused")
+
+    threads = [threading.Thread(target=hammer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(outcomes) == 60 and "stepped" in outcomes
+    # whatever interleaving happened, the stream is whole: from a reset it is forward's
+    stream.reset()
+    steps = [stream.step(frame) for _ in range(3)]
+    y, _ = layer.freeze().forward(np.repeat(frame[:, None], 3, axis=1))
+    assert np.array_equal(np.stack(steps, 1), y)
