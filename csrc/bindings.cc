@@ -14,6 +14,7 @@
 
 #include "checks.h"
 #include "dispatch.h"
+#include "gemm_int8.h"
 #include "memory.h"
 #include "parallel.h"
 
@@ -41,6 +42,8 @@ py::dict build_info() {
   d["kernel_path"] = kernels().isa;
   // precision "bf16": vdpbf16ps, or the portable products of the same operands
   d["bf16_path"] = kernels().bf16_products;
+  // int8 models (fastrnn.frozen): vpdpbusd, vpmaddubsw or portable
+  d["int8_products"] = int8_kernels().path;
   d["isa_supported"] = supported_isas();
   d["isa_compiled"] = compiled_isas();
   d["cpu_features"] = cpu_features();
@@ -78,6 +81,7 @@ PYBIND11_MODULE(_core, m) {
   m.attr("name") = "cpp";
   register_recurrent(m);
   register_training(m);
+  register_frozen(m);
   m.def("set_num_threads", &set_num_threads, py::arg("n"),
         "Threads the kernels use (1 to 1024).");
   m.def("get_num_threads", &get_pool_threads);
@@ -99,5 +103,6 @@ PYBIND11_MODULE(_core, m) {
         "omp_get_thread_num and omp_get_num_threads, whose team then runs the kernels' "
         "jobs (0, 0, 0: the pool's own threads again).");
   m.def("_set_isa", [](const std::string& name) { select_isa(name); }, py::arg("name"),
-        "Tests only: switch the kernel path (generic, avx2, avx512, avx512_bf16) in this process.");
+        "Tests only: switch the kernel path (generic, avx2, avx512, avx512_vnni, avx512_bf16) "
+        "in this process.");
 }

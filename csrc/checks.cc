@@ -153,6 +153,17 @@ py::array checked_x(const py::handle& obj, const py::handle& batch_sizes, const 
   return x;
 }
 
+int checked_threads(const py::handle& obj, int pool) {
+  if (obj.is_none()) return pool;
+  if (py::isinstance<py::bool_>(obj) || !py::isinstance<py::int_>(obj))
+    throw py::type_error("threads must be an int or None");
+  const long long n = obj.cast<long long>();
+  if (n < 1 || n > pool)
+    throw py::value_error("threads must be between 1 and the pool's " + std::to_string(pool) +
+                          " (fastrnn.set_num_threads), got " + std::to_string(n));
+  return int(n);
+}
+
 py::array new_array(const py::dtype& dt, std::vector<py::ssize_t> shape) {
   size_t bytes = size_t(dt.itemsize());
   for (py::ssize_t d : shape) bytes = checked_mul(bytes, size_t(d));

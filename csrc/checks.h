@@ -55,6 +55,10 @@ struct Sizes {
 py::array checked_x(const py::handle& obj, const py::handle& batch_sizes, const py::handle& h0,
                     size_t G, size_t saved_per_unit, py::dtype& dt, Sizes& sizes);
 
+// threads= of a kernel call: None keeps `pool` (the pool's count); else an int
+// from 1 to the pool's, or TypeError / ValueError.
+int checked_threads(const py::handle& obj, int pool);
+
 // A C-contiguous output array. Its memory comes from aligned_malloc, so the
 // large ones (y, dx) are reused from call to call like the kernels' buffers.
 py::array new_array(const py::dtype& dt, std::vector<py::ssize_t> shape);
@@ -88,5 +92,6 @@ decltype(auto) with_real_type(const py::dtype& dt, F&& f) {
 // The registration of each area of the module.
 void register_recurrent(py::module_& m);
 void register_training(py::module_& m);
+void register_frozen(py::module_& m);
 
 }  // namespace fastrnn

@@ -23,8 +23,9 @@ namespace fastrnn {
 
 // The operands of a recurrent kernel's matrix products: as the arrays are, or
 // rounded to bfloat16 and summed in float32 (float32 arrays only; see
-// fastrnn/_reference.py).
-enum class Precision { fp32, bf16 };
+// fastrnn/_reference.py), or int8 codes with int32 sums (frozen float32
+// models' forward only, from weights packed once; see fastrnn/_quantize.py).
+enum class Precision { fp32, bf16, int8 };
 
 // Arguments of a forward kernel.
 // b is the bias: b_ih + b_hh (G*H,) for the RNN and LSTM; the GRU, whose n
@@ -61,6 +62,36 @@ struct ForwardArgs {
   Real* x_saved;
   int threads;
   Precision precision = Precision::fp32;
+  // A frozen model's weights, prepared once (PackArgs): when not null the
+  // forward reads its panels here and its biases from panel_biases, and
+  // w_ih, w_hh, b and b_hh go unread.
+  const void* packed = nullptr;
+  const Real* panel_biases = nullptr;
+};
+
+// A frozen model's weights prepared once for its forwards: the panels of every
+// block of units, as a forward would pack them per call, and the bias row of
+// every gate panel (P*H). Weights are w_ih, w_hh for precision fp32 and bf16,
+// and for int8 their codes q_ih (G*H, I), q_hh (G*H, H) with a scale per row,
+// s_ih and s_hh (G*H,). b and b_hh as in ForwardArgs. With packed and
+// panel_biases null, only the sizes are written: packed_bytes and the number
+// of panel biases.
+template <class Real>
+struct PackArgs {
+  size_t I, H;
+  Precision precision;
+  const Real* w_ih;
+  const Real* w_hh;
+  const int8_t* q_ih;
+  const int8_t* q_hh;
+  const float* s_ih;
+  const float* s_hh;
+  const Real* b;
+  const Real* b_hh;
+  void* packed;
+  Real* panel_biases;
+  size_t* packed_bytes;
+  size_t* bias_count;
 };
 
 // Arguments of a backward kernel. dy may be null (no loss on y), dx is null
@@ -150,6 +181,10 @@ struct HeadArgs {
   X(lstm_backward, BackwardArgs)  \
   X(gru_forward, ForwardArgs)     \
   X(gru_backward, BackwardArgs)   \
+  X(rnn_pack, PackArgs)           \
+  X(rnn_relu_pack, PackArgs)      \
+  X(lstm_pack, PackArgs)          \
+  X(gru_pack, PackArgs)           \
   X(adam_update, AdamArgs)        \
   X(classifier_head, HeadArgs)
 

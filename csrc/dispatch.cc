@@ -1,5 +1,7 @@
 #include "dispatch.h"
 
+#include "gemm_int8.h"
+
 #include <cstdlib>
 #include <stdexcept>
 
@@ -10,27 +12,27 @@
 
 namespace fastrnn {
 
-namespace generic {
-const KernelTable* kernel_table();
-}
+// Each ISA copy's tables: the float kernels and the int8 products.
+#define FASTRNN_DECLARE_TABLES(isa)          \
+  namespace isa {                            \
+  const KernelTable* kernel_table();         \
+  const Int8Kernels* int8_kernel_table();    \
+  }
+FASTRNN_DECLARE_TABLES(generic)
 #if defined(FASTRNN_X86_KERNELS)
-namespace avx2 {
-const KernelTable* kernel_table();
-}
-namespace avx512 {
-const KernelTable* kernel_table();
-}
-namespace avx512_bf16 {
-const KernelTable* kernel_table();
-}
+FASTRNN_DECLARE_TABLES(avx2)
+FASTRNN_DECLARE_TABLES(avx512)
+FASTRNN_DECLARE_TABLES(avx512_vnni)
+FASTRNN_DECLARE_TABLES(avx512_bf16)
 #endif
+#undef FASTRNN_DECLARE_TABLES
 
 namespace {
 
 struct CpuInfo {
   bool avx = false, avx2 = false, fma = false, f16c = false;
   bool avx512f = false, avx512dq = false, avx512bw = false, avx512vl = false;
-  bool avx512_bf16 = false;
+  bool avx512_vnni = false, avx_vnni = false, avx512_bf16 = false;
   bool os_avx = false, os_avx512 = false;  // the OS saves the wider registers (XCR0)
 };
 
@@ -63,8 +65,11 @@ CpuInfo detect() {
     info.avx512dq = (b >> 17) & 1;
     info.avx512bw = (b >> 30) & 1;
     info.avx512vl = (b >> 31) & 1;
-    if (last_subleaf >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d))
+    info.avx512_vnni = (c >> 11) & 1;
+    if (last_subleaf >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d)) {
+      info.avx_vnni = (a >> 4) & 1;
       info.avx512_bf16 = (a >> 5) & 1;
+    }
   }
 #endif
   return info;
@@ -82,21 +87,28 @@ bool can_run(const std::string& isa) {
   if (isa == "avx512")
     return c.os_avx && c.os_avx512 && c.avx2 && c.fma && c.avx512f && c.avx512dq &&
            c.avx512bw && c.avx512vl;
-  if (isa == "avx512_bf16") return can_run("avx512") && c.avx512_bf16;
+  if (isa == "avx512_vnni") return can_run("avx512") && c.avx512_vnni;
+  if (isa == "avx512_bf16") return can_run("avx512_vnni") && c.avx512_bf16;
   return false;
 }
 
-const KernelTable* table_for(const std::string& isa) {
-  if (isa == "generic") return generic::kernel_table();
+struct Tables {
+  const KernelTable* kernels;
+  const Int8Kernels* int8;
+};
+
+Tables tables_for(const std::string& isa) {
+  if (isa == "generic") return {generic::kernel_table(), generic::int8_kernel_table()};
 #if defined(FASTRNN_X86_KERNELS)
-  if (isa == "avx2") return avx2::kernel_table();
-  if (isa == "avx512") return avx512::kernel_table();
-  if (isa == "avx512_bf16") return avx512_bf16::kernel_table();
+  if (isa == "avx2") return {avx2::kernel_table(), avx2::int8_kernel_table()};
+  if (isa == "avx512") return {avx512::kernel_table(), avx512::int8_kernel_table()};
+  if (isa == "avx512_vnni") return {avx512_vnni::kernel_table(), avx512_vnni::int8_kernel_table()};
+  if (isa == "avx512_bf16") return {avx512_bf16::kernel_table(), avx512_bf16::int8_kernel_table()};
 #endif
-  return nullptr;
+  return {nullptr, nullptr};
 }
 
-const KernelTable* current = nullptr;
+Tables current{nullptr, nullptr};
 
 std::string joined(const std::vector<std::string>& names) {
   std::string s;
@@ -108,7 +120,7 @@ std::string joined(const std::vector<std::string>& names) {
 
 std::vector<std::string> compiled_isas() {
 #if defined(FASTRNN_X86_KERNELS)
-  return {"generic", "avx2", "avx512", "avx512_bf16"};
+  return {"generic", "avx2", "avx512", "avx512_vnni", "avx512_bf16"};
 #else
   return {"generic"};
 #endif
@@ -128,7 +140,8 @@ std::vector<std::string> cpu_features() {
       {"avx", c.avx && c.os_avx},  {"avx2", c.avx2 && c.os_avx}, {"fma", c.fma && c.os_avx},
       {"f16c", c.f16c},            {"avx512f", c.avx512f && c.os_avx512},
       {"avx512dq", c.avx512dq && c.os_avx512}, {"avx512bw", c.avx512bw && c.os_avx512},
-      {"avx512vl", c.avx512vl && c.os_avx512}, {"avx512_bf16", c.avx512_bf16 && c.os_avx512}};
+      {"avx512vl", c.avx512vl && c.os_avx512}, {"avx512_vnni", c.avx512_vnni && c.os_avx512},
+      {"avx_vnni", c.avx_vnni && c.os_avx}, {"avx512_bf16", c.avx512_bf16 && c.os_avx512}};
   for (const auto& f : flags)
     if (f.second) out.push_back(f.first);
   return out;
@@ -145,7 +158,7 @@ void select_isa(const std::string& name) {
   if (!can_run(name))
     throw std::invalid_argument("FASTRNN_ISA='" + name + "' asks for more than this CPU has; "
                                 "it supports " + joined(supported_isas()));
-  current = table_for(name);
+  current = tables_for(name);
 }
 
 void select_isa_from_environment() {
@@ -158,8 +171,13 @@ void select_isa_from_environment() {
 }
 
 const KernelTable& kernels() {
-  if (current == nullptr) select_isa_from_environment();
-  return *current;
+  if (current.kernels == nullptr) select_isa_from_environment();
+  return *current.kernels;
+}
+
+const Int8Kernels& int8_kernels() {
+  if (current.int8 == nullptr) select_isa_from_environment();
+  return *current.int8;
 }
 
 }  // namespace fastrnn

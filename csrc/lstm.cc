@@ -32,8 +32,9 @@ struct LstmCell : CellBase<Real> {
   template <class Args>
   static auto c_all(const Args& p) { return CellBase<Real>::saved_group(p, 4); }
 
+  // (A stream's step updates its c in place: c0 is cT.)
   static void forward_begin(const ForwardArgs<Real>& p) {
-    if (p.saved == nullptr) std::memcpy(p.cT, p.c0, p.B * p.H * sizeof(Real));
+    if (p.saved == nullptr && p.cT != p.c0) std::memcpy(p.cT, p.c0, p.B * p.H * sizeof(Real));
   }
   // Training keeps every c_t: cT is each row's at its last step.
   static void forward_end(const ForwardArgs<Real>& p) {

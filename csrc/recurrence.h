@@ -11,7 +11,8 @@
 // the cells and the threading are the same for every type.
 //
 // Threads split the hidden units into blocks of NR (the register tile's
-// width). Each thread packs its blocks' weights once per call and keeps them
+// width). Each thread packs its blocks' weights once per call (or reads those
+// a frozen model prepared once: pack_frozen_weights) and keeps them
 // cache-resident for every step; x_t and h_{t-1} (forward) and da_{t+1}
 // (backward) are read where they lie. A thread applies its cell to its units
 // while the step's tile is cache-hot, so a unit's state never leaves its
@@ -50,6 +51,7 @@
 
 #include "gemm.h"
 #include "operands.h"
+#include "operands_int8.h"
 #include "parallel.h"
 
 #include <iterator>
@@ -375,9 +377,63 @@ void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, const Bf1
 //     loaded once per row panel. The LSTM's and GRU's forwards measured the
 //     same either way.
 
+// The weights of one block of units, packed: every gate panel of the cell in
+// kPanels order, each over its x_t part (K1 = I) and its h_{t-1} part (K2 =
+// H). Its size, in elements of Ops::Packed, is block_elements.
+template <class Cell, class Ops>
+size_t panel_elements(Reads reads, size_t I, size_t H) {
+  return PanelProducts<Ops>::template elements<typename Cell::Real>(reads != Reads::h ? I : 0,
+                                                                    reads != Reads::x ? H : 0);
+}
+
+template <class Cell, class Ops>
+size_t block_elements(size_t I, size_t H) {
+  size_t n = 0;
+  for (const GatePanel& panel : Cell::kPanels) n += panel_elements<Cell, Ops>(panel.reads, I, H);
+  return n;
+}
+
+template <class Cell, class Ops>
+void pack_block(const WeightRows<typename Cell::Real>& w, size_t I, size_t H, size_t hb,
+                typename Ops::Packed* out) {
+  constexpr size_t NR = Tile<typename Cell::Real>::NR;
+  const size_t nu = min_size(NR, H - hb * NR);
+  for (const GatePanel& gp : Cell::kPanels) {  // B (k, j) = [w_ih | w_hh][gate*H + j, k]
+    PanelProducts<Ops>::pack(nu, gp.reads != Reads::h ? I : 0, gp.reads != Reads::x ? H : 0, w,
+                             gp.gate * H + hb * NR, out);
+    out += panel_elements<Cell, Ops>(gp.reads, I, H);
+  }
+}
+
+// A frozen model's weights, packed once for every block (ForwardArgs::packed,
+// block hb at hb * block_elements), and its bias row per gate panel.
+template <class Cell, class Ops>
+void pack_frozen_weights(const PackArgs<typename Cell::Real>& a) {
+  using Real = typename Cell::Real;
+  constexpr size_t NR = Tile<Real>::NR, P = std::size(Cell::kPanels);
+  const size_t block = block_elements<Cell, Ops>(a.I, a.H), hidden_blocks = ceil_div(a.H, NR);
+  *a.packed_bytes = hidden_blocks * block * sizeof(typename Ops::Packed);
+  *a.bias_count = P * a.H;
+  if (a.packed != nullptr) {
+    const WeightRows<Real> w{a.w_ih, a.w_hh, a.q_ih, a.q_hh, a.s_ih, a.s_hh};
+    auto* out = static_cast<typename Ops::Packed*>(a.packed);
+    for (size_t hb = 0; hb < hidden_blocks; ++hb)
+      pack_block<Cell, Ops>(w, a.I, a.H, hb, out + hb * block);
+  }
+  if (a.panel_biases != nullptr) {
+    ForwardArgs<Real> f{};
+    f.H = a.H;
+    f.b = a.b;
+    f.b_hh = a.b_hh;
+    const Real* biases = Cell::panel_biases(f, a.panel_biases);
+    if (biases != a.panel_biases) std::memcpy(a.panel_biases, biases, P * a.H * sizeof(Real));
+  }
+}
+
 // x (T, B, I) -> y (T, B, H) and the cell's state; when training also the
 // cell's saved workspace and p.x_saved. Ops: the products' operand type
-// (operands.h).
+// (operands.h, operands_int8.h). The weights are packed per call, or read
+// as a frozen model prepared them (p.packed).
 template <class Cell, class Ops>
 void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
   using Real = typename Cell::Real;
@@ -386,20 +442,17 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
   constexpr size_t P = std::size(Cell::kPanels);
   const size_t T = p.T, B = p.B, I = p.I, H = p.H, K = I + H;
 
-  // The packed weights of one block: every panel's rows over its x_t and its
-  // h_{t-1} part, of NR each.
-  auto depth = [&](Reads reads) {
-    return (reads != Reads::h ? Ops::rows(I) : 0) + (reads != Reads::x ? Ops::rows(H) : 0);
-  };
-  size_t block_depth = 0;
-  for (const GatePanel& panel : Cell::kPanels) block_depth += depth(panel.reads);
-  Buffer<Real> folded_biases(Cell::kFoldsBiases ? P * H : 0);
-  const Real* biases = Cell::panel_biases(p, folded_biases.data());
+  const size_t block = block_elements<Cell, Ops>(I, H);
+  const Packed* prepared = static_cast<const Packed*>(p.packed);
+  Buffer<Real> folded_biases(Cell::kFoldsBiases && p.panel_biases == nullptr ? P * H : 0);
+  const Real* biases =
+      p.panel_biases != nullptr ? p.panel_biases : Cell::panel_biases(p, folded_biases.data());
   Cell::forward_begin(p);
 
   const size_t hidden_blocks = ceil_div(H, NR);
   const int nt = step_threads(p.threads, B, K, Cell::G * H, hidden_blocks);
-  reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * block_depth * NR * sizeof(Packed));
+  if (prepared == nullptr)
+    reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * block * sizeof(Packed));
   // The step's gate sums for every row of one hidden block, (B, P*NR).
   reserve_scratch(nt, kSlotTiles, ceil_div(B, MR) * MR * P * NR * sizeof(Real));
   reserve_scratch(nt, kSlotPackA, Ops::step_scratch(B, I, H));
@@ -408,23 +461,15 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
     save_inputs(p, tid, n);
     size_t hb0, hb1;
     split_range(hidden_blocks, tid, n, hb0, hb1);
-    Packed* w = static_cast<Packed*>(scratch(tid, kSlotRecurrent));
     Real* tiles = static_cast<Real*>(scratch(tid, kSlotTiles));
     const Packed* panel_weights[P];  // of the block being computed
-    for (size_t hb = hb0; hb < hb1; ++hb) {  // B (k, j) = [w_ih | w_hh][gate*H + j, k]
-      const size_t nu = min_size(NR, H - hb * NR);
-      Packed* panel = w + (hb - hb0) * block_depth * NR;
-      for (const GatePanel& gp : Cell::kPanels) {
-        const size_t row = gp.gate * H + hb * NR;
-        if (gp.reads != Reads::h) {
-          Ops::pack_weights(nu, I, p.w_ih + row * I, I, panel);
-          panel += Ops::rows(I) * NR;
-        }
-        if (gp.reads != Reads::x) {
-          Ops::pack_weights(nu, H, p.w_hh + row * H, H, panel);
-          panel += Ops::rows(H) * NR;
-        }
-      }
+    // This thread's blocks, hb0.. at w: packed once per call into its cache, or prepared.
+    const Packed* w = prepared != nullptr ? prepared + hb0 * block : nullptr;
+    if (w == nullptr) {
+      Packed* own = static_cast<Packed*>(scratch(tid, kSlotRecurrent));
+      for (size_t hb = hb0; hb < hb1; ++hb)
+        pack_block<Cell, Ops>(WeightRows<Real>{p.w_ih, p.w_hh}, I, H, hb, own + (hb - hb0) * block);
+      w = own;
     }
     alignas(64) Real edge_bias[P][NR];
     for (size_t t = 0; t < T; ++t) {
@@ -445,10 +490,10 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
             bias[pp] = edge_bias[pp];
           }
         }
-        const Packed* panel = w + (hb - hb0) * block_depth * NR;
+        const Packed* panel = w + (hb - hb0) * block;
         for (size_t pp = 0; pp < P; ++pp) {
           panel_weights[pp] = panel;
-          panel += depth(Cell::kPanels[pp].reads) * NR;
+          panel += panel_elements<Cell, Ops>(Cell::kPanels[pp].reads, I, H);
         }
         // The cell on rows [r0, r0 + m) once their gate sums are complete, with
         // the IO type chosen once for the block rather than at every row. (Not
@@ -486,9 +531,9 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
             const Reads reads = Cell::kPanels[pp].reads;
             size_t count = 1;
             while (pp + count < P && Cell::kPanels[pp + count].reads == reads) ++count;
-            compute_tile<Real, ALayout::Rows>(
+            PanelProducts<Ops>::tile(
                 m, count, step_inputs.rows(r0, reads != Reads::h, reads != Reads::x),
-                panel_weights[pp], depth(reads) * NR,
+                panel_weights[pp], panel_elements<Cell, Ops>(reads, I, H),
                 TileOut<Real>{tiles + (r0 * P + pp) * NR, P * NR, false});
             pp += count;
           }
@@ -621,10 +666,23 @@ void recurrence_backward(const BackwardArgs<typename Cell::Real>& p) {
 #define FASTRNN_DEFINE_CELL_KERNELS(name, CellTemplate)                                   \
   template <class Real>                                                                   \
   void name##_forward(const ForwardArgs<Real>& p) {                                       \
-    if constexpr (std::is_same_v<Real, float>)                                            \
+    if constexpr (std::is_same_v<Real, float>) {                                          \
       if (p.precision == Precision::bf16)                                                 \
         return recurrence_forward<CellTemplate<float>, Bf16Operands>(p);                  \
+      if (p.precision == Precision::int8)                                                 \
+        return recurrence_forward<CellTemplate<float>, Int8Operands>(p);                  \
+    }                                                                                     \
     recurrence_forward<CellTemplate<Real>, NativeOperands<Real>>(p);                      \
+  }                                                                                       \
+  template <class Real>                                                                   \
+  void name##_pack(const PackArgs<Real>& a) {                                             \
+    if constexpr (std::is_same_v<Real, float>) {                                          \
+      if (a.precision == Precision::bf16)                                                 \
+        return pack_frozen_weights<CellTemplate<float>, Bf16Operands>(a);                 \
+      if (a.precision == Precision::int8)                                                 \
+        return pack_frozen_weights<CellTemplate<float>, Int8Operands>(a);                 \
+    }                                                                                     \
+    pack_frozen_weights<CellTemplate<Real>, NativeOperands<Real>>(a);                     \
   }                                                                                       \
   template <class Real>                                                                   \
   void name##_backward(const BackwardArgs<Real>& p) {                                     \
@@ -636,7 +694,9 @@ void recurrence_backward(const BackwardArgs<typename Cell::Real>& p) {
   template void name##_forward<float>(const ForwardArgs<float>&);                         \
   template void name##_forward<double>(const ForwardArgs<double>&);                       \
   template void name##_backward<float>(const BackwardArgs<float>&);                       \
-  template void name##_backward<double>(const BackwardArgs<double>&);
+  template void name##_backward<double>(const BackwardArgs<double>&);                     \
+  template void name##_pack<float>(const PackArgs<float>&);                               \
+  template void name##_pack<double>(const PackArgs<double>&);
 
 }  // namespace FASTRNN_ISA_NS
 }  // namespace fastrnn

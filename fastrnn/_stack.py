@@ -87,6 +87,13 @@ class Stack:
         self.keys = tuple(tuple(parameter_keys(k, d) for d in range(num_directions))
                           for k in range(num_layers))
 
+    def kernel_weights(self, params, k, direction):
+        """The weight arguments of the forward kernel for layer k in one direction (a
+        frozen stack's kernels take its prepared weights instead: fastrnn.frozen)."""
+        w_ih, w_hh, b_ih, b_hh = [params[key] for key in self.keys[k][direction]]
+        # b_ih + b_hh, summed once per call, where the cell's biases fold (its kernels take one)
+        return (w_ih, w_hh, b_ih + b_hh) if self.folds_biases else (w_ih, w_hh, b_ih, b_hh)
+
 
 # -- how a batch is laid out inside ---------------------------------------------------
 
@@ -187,12 +194,6 @@ class Tape:
 # -- the kernel calls: each in one place --------------------------------------------
 
 
-def _kernel_weights(stack, params, k, direction):
-    w_ih, w_hh, b_ih, b_hh = [params[key] for key in stack.keys[k][direction]]
-    # b_ih + b_hh, summed once per call, where the cell's biases fold (its kernels take one)
-    return (w_ih, w_hh, b_ih + b_hh) if stack.folds_biases else (w_ih, w_hh, b_ih, b_hh)
-
-
 def _forward_kernel(stack, x, s0, weights, training, batch, **threads):
     """The cell's forward kernel on one direction of one layer: (y, [c_T,] workspace)."""
     return stack.forward_kernel(x, *s0, *weights, training, **batch.kernel_options,
@@ -290,7 +291,7 @@ def _forward_layers(stack, params, inputs, states0, batch, training, dropout_mas
         xs = [inputs if d == 0 else np.ascontiguousarray(inputs[batch.reverse])
               for d in range(D)]
         s0s = [[batch.sort(s[k * D + d]) for s in states0] for d in range(D)]
-        weights = [_kernel_weights(stack, params, k, d) for d in range(D)]
+        weights = [stack.kernel_weights(params, k, d) for d in range(D)]
         results = _run_directions(stack, [
             functools.partial(_forward_kernel, stack, xs[d], s0s[d], weights[d], training,
                               batch) for d in range(D)])
@@ -311,7 +312,7 @@ def _forward_one_layer(stack, params, x_tm, states0, training):
     call and tape as _forward_layers makes, without the stack's bookkeeping (which cost
     a batch-1 RNN forward (T=28, H=128) 3.4 of its 40 µs)."""
     inputs = x_tm if stack.reads_x_views else _kernel_input(stack, x_tm, x_tm, training)
-    weights = _kernel_weights(stack, params, 0, 0)
+    weights = stack.kernel_weights(params, 0, 0)
     s0 = [s[0] for s in states0]
     y, *more_finals, saved = _forward_kernel(stack, inputs, s0, weights, training, PADDED)
     finals = (y[-1:].copy(), *[final[None] for final in more_finals])

@@ -422,10 +422,11 @@ def _cmd_export(args):
     from .onnx import OPSET, export_onnx
     # Exporting reads the parameters and runs no kernel: the reference backend always loads.
     model = load(args.checkpoint, backend="numpy")
-    export_onnx(model, args.output, lengths_input=args.lengths)
+    export_onnx(model, args.output, lengths_input=args.lengths, quantize=args.quantize)
     inputs = "x (B, T, I) float32" + (", lengths (B,) int64" if args.lengths else "")
+    weights = ", int8 weights (com.microsoft DynamicQuantizeLSTM)" if args.quantize else ""
     print(f"wrote {args.output}: {model.cell.upper()} classifier H={model.hidden_size} as ONNX "
-          f"opset {OPSET}; inputs {inputs}; output logits (B, {model.num_classes})")
+          f"opset {OPSET}{weights}; inputs {inputs}; output logits (B, {model.num_classes})")
     return 0
 
 
@@ -540,6 +541,9 @@ def build_parser():
     p.add_argument("output", metavar="OUT.onnx", help="the graph to write (atomically)")
     p.add_argument("--lengths", action="store_true",
                    help="a second input `lengths` (B,) int64 for variable-length batches")
+    p.add_argument("--quantize", choices=["int8"], default=None,
+                   help="int8 weights, as model.freeze('int8') has them: LSTM layers as ONNX "
+                        "Runtime's com.microsoft DynamicQuantizeLSTM (LSTM only)")
     p.set_defaults(run=_cmd_export)
 
     p = commands.add_parser(

@@ -12,7 +12,7 @@ import copy
 
 import numpy as np
 
-from . import _backends, _memory, _stack
+from . import _backends, _memory, _stack, frozen
 from ._argtypes import check_dropout, check_int
 from ._arrays import (as_real_array, check_dtype, check_lengths, check_precision, check_shape,
                       load_parameters, zeros)
@@ -278,6 +278,12 @@ class _Recurrent:
         _, finals, _ = _stack.forward(self._stack, self._params, x_t[None], states0,
                                       _stack.PADDED, False)
         return self._user_state(finals)
+
+    def freeze(self, quantize=None):
+        """An inference snapshot (fastrnn.frozen.FrozenLayer) with its weights prepared once:
+        `quantize` None keeps them float, "int8" quantizes them with a scale per output
+        row. Later changes to this layer do not reach it."""
+        return frozen.FrozenLayer(self, quantize)
 
     def backward(self, dy=None, dstate=None, *, need_input_grad=True):
         """BPTT through the last forward: (dx, dstate0); sets `self.grads`.

@@ -6,7 +6,7 @@ cpp backend, else here.
 
 import numpy as np
 
-from . import _backends
+from . import _backends, frozen
 from ._config import check_model_config
 from .checkpoint import read_checkpoint, save_checkpoint
 from ._arrays import as_real_array, check_lengths, load_parameters
@@ -250,6 +250,11 @@ class SequenceClassifier:
             correct += int((np.argmax(log_probs, axis=1) == labels).sum())
             start += chunk[0].shape[0]
         return total_loss / y.size, correct / y.size
+
+    def freeze(self, quantize=None):
+        """An inference snapshot (fastrnn.frozen.FrozenClassifier): `logits`, `predict`,
+        `evaluate` and `stream`, with the weights prepared once (see the layers' freeze)."""
+        return frozen.FrozenClassifier(self, quantize)
 
     # -- checkpoints -------------------------------------------------------------
 

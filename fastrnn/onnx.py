@@ -21,6 +21,14 @@ reads as its sequence_lens. The last layer's state is then each sequence's state
 own last step (the reverse direction's after x[b, 0]), as torch gives with packed sequences.
 
 Dropout acts in training only, so the graph has none. The graph computes in float32.
+
+int8 (`quantize="int8"`, LSTM only): each LSTM node becomes ONNX Runtime's
+com.microsoft DynamicQuantizeLSTM, whose W (D, I, 4H) and R (D, H, 4H) are the int8 codes
+of `model.freeze("int8")` (fastrnn/_quantize.py: symmetric, one scale per output row, which
+is the operator's per-channel scale W_scale (D, 4H), zero points 0) and whose biases stay
+float32. ONNX Runtime quantizes the activations its own way (uint8 with a zero point, one
+scale per tensor), so its logits are near fastrnn's int8 logits, not equal to them. ONNX
+Runtime has no such operator for the GRU or the RNN: exporting those to int8 is an error.
 """
 
 import os
@@ -29,6 +37,7 @@ import numpy as np
 
 from ._files import write_atomically
 from ._info import __version__
+from ._quantize import QuantizedWeights
 from .cells import CELLS
 
 OPSET = 17
@@ -41,6 +50,8 @@ MAX_PARAMETER_BYTES = 2**31 - 2**24
 # ONNX's names of a cell's nonlinearities, where the cell has more than one (the RNN).
 ACTIVATIONS = {"tanh": "Tanh", "relu": "Relu"}
 DIRECTION_SUFFIXES = ("", "_reverse")
+# ONNX Runtime's int8 recurrent operator, and the version of its domain the graph imports.
+INT8_OPERATOR, INT8_DOMAIN = "DynamicQuantizeLSTM", ("com.microsoft", 1)
 
 
 def _import_onnx():
@@ -112,15 +123,28 @@ def _onnx_gates(array, cell, H):
 # -- the graph ----------------------------------------------------------------------------------
 
 
-def classifier_graph(params, cell, *, nonlinearity="tanh", lengths_input=False):
+def check_export_quantize(quantize, cell):
+    """`quantize` if the graph can hold it for `cell`, else ValueError naming the fix."""
+    if quantize not in (None, "int8"):
+        raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+    if quantize == "int8" and CELLS[cell].onnx.name != "LSTM":
+        raise ValueError(f"cannot export a {cell.upper()} to int8: ONNX Runtime's int8 "
+                         f"recurrent operator ({INT8_OPERATOR}) is for the LSTM only; export "
+                         f"this model without --quantize (float32)")
+    return quantize
+
+
+def classifier_graph(params, cell, *, nonlinearity="tanh", lengths_input=False, quantize=None):
     """The onnx.ModelProto of a classifier given by its parameters in torch's layout.
 
     `params` maps the recurrent keys (weight_ih_l{k}[_reverse], ...; the layer count and
     directions are read from them) and fc.weight (C, D*H), fc.bias (C,) to arrays;
-    `nonlinearity` ("tanh" or "relu") applies to the RNN cell only.
+    `nonlinearity` ("tanh" or "relu") applies to the RNN cell only; `quantize="int8"`
+    writes LSTM layers as DynamicQuantizeLSTM (see the module docstring).
     """
     onnx, helper, numpy_helper = _import_onnx()
     L, D, I, H, C = _layout(params, cell)
+    check_export_quantize(quantize, cell)
     operator = CELLS[cell].onnx
     has_activations = len(CELLS[cell].kernels) > 1
     if has_activations and nonlinearity not in ACTIVATIONS:
@@ -159,13 +183,31 @@ def classifier_graph(params, cell, *, nonlinearity="tanh", lengths_input=False):
         last = k == L - 1
         # The last layer's Y (every step) is not needed: only its final state feeds the head.
         outputs = ["" if last else f"layer{k}.Y", f"layer{k}.Y_h"]
-        node(operator.name,
-             [sequence, constant(f"layer{k}.W", stacked("weight_ih")),
-              constant(f"layer{k}.R", stacked("weight_hh")),
-              constant(f"layer{k}.B", np.concatenate([stacked("bias_ih"), stacked("bias_hh")],
-                                                     axis=1)),
-              *lengths],
-             outputs, **attributes)
+        biases = constant(f"layer{k}.B", np.concatenate([stacked("bias_ih"), stacked("bias_hh")],
+                                                        axis=1))
+        if quantize == "int8":
+            weights = [QuantizedWeights(*(_float32(params, f"{name}_l{k}{suffix}") for name in
+                                          ("weight_ih", "weight_hh", "bias_ih", "bias_hh")))
+                       for suffix in DIRECTION_SUFFIXES[:D]]
+
+            def int8_inputs(name, codes, scales):   # W or R (D, K, 4H) and its scales
+                return [constant(f"layer{k}.{name}", np.stack(
+                            [_onnx_gates(getattr(w, codes), cell, H).T for w in weights])),
+                        constant(f"layer{k}.{name}_scale", np.stack(
+                            [_onnx_gates(getattr(w, scales), cell, H) for w in weights])),
+                        constant(f"layer{k}.{name}_zero_point", np.zeros((D, 4 * H), np.int8))]
+
+            W, W_scale, W_zero = int8_inputs("W", "q_ih", "s_ih")
+            R, R_scale, R_zero = int8_inputs("R", "q_hh", "s_hh")
+            # inputs 4-7: sequence_lens, initial_h, initial_c, P ("" where absent)
+            node(INT8_OPERATOR, [sequence, W, R, biases, *(lengths or [""]), "", "", "",
+                                 W_scale, W_zero, R_scale, R_zero],
+                 outputs, domain=INT8_DOMAIN[0], **attributes)
+        else:
+            node(operator.name, [sequence, constant(f"layer{k}.W", stacked("weight_ih")),
+                                 constant(f"layer{k}.R", stacked("weight_hh")), biases,
+                                 *lengths],
+                 outputs, **attributes)
         if not last:   # (T, D, B, H) -> (T, B, D*H), the forward direction's H first
             node("Transpose", [outputs[0]], [f"layer{k}.Y_batch_major"], perm=[0, 2, 1, 3])
             sequence = node("Reshape", [f"layer{k}.Y_batch_major", "shape_T_B_DH"],
@@ -185,12 +227,17 @@ def classifier_graph(params, cell, *, nonlinearity="tanh", lengths_input=False):
         nodes, "fastrnn_sequence_classifier", inputs,
         [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["B", C])],
         initializer=initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              ir_version=IR_VERSION, producer_name="fastrnn",
-                              producer_version=__version__,
+    opsets = [helper.make_opsetid("", OPSET)]
+    if quantize == "int8":
+        opsets.append(helper.make_opsetid(*INT8_DOMAIN))
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=IR_VERSION,
+                              producer_name="fastrnn", producer_version=__version__,
                               doc_string=f"fastrnn SequenceClassifier: {cell}, {L} layer(s), "
-                                         f"{direction}, H={H}")
-    onnx.checker.check_model(model, full_check=True)
+                                         f"{direction}, H={H}"
+                                         f"{', int8 weights' if quantize else ''}")
+    # The checker knows the standard operators only: shape inference stops at ONNX
+    # Runtime's own (the int8 graph's tests run it in ONNX Runtime instead).
+    onnx.checker.check_model(model, full_check=quantize is None)
     return model
 
 
@@ -207,16 +254,18 @@ def _model_options(model):
     return config.get("cell"), nonlinearity, config
 
 
-def to_onnx(model, *, lengths_input=False):
+def to_onnx(model, *, lengths_input=False, quantize=None):
     """The onnx.ModelProto of a fastrnn.SequenceClassifier (see the module docstring)."""
     cell, nonlinearity, config = _model_options(model)
+    check_export_quantize(quantize, cell)
     params = model.parameters()
     L, D = _layout(params, cell)[:2]
     expected = (config.get("num_layers", 1), 2 if config.get("bidirectional", False) else 1)
     if (L, D) != expected:
         raise ValueError(f"cannot export: the model's config says {expected[0]} layer(s) and "
                          f"{expected[1]} direction(s), its parameters hold {L} and {D}")
-    return classifier_graph(params, cell, nonlinearity=nonlinearity, lengths_input=lengths_input)
+    return classifier_graph(params, cell, nonlinearity=nonlinearity, lengths_input=lengths_input,
+                            quantize=quantize)
 
 
 def _write_bytes(file, data):
@@ -224,16 +273,17 @@ def _write_bytes(file, data):
     file.write(data)
 
 
-def export_onnx(model, path, *, lengths_input=False):
+def export_onnx(model, path, *, lengths_input=False, quantize=None):
     """Write `model` (a fastrnn.SequenceClassifier) to `path` as an ONNX graph, atomically.
 
     The graph's input is x (B, T, I) float32, batch-first, B and T dynamic, and it takes
     full-length batches: every sequence has all T steps. `lengths_input=True` adds a second
     input `lengths` (B,) int64 for variable-length batches. The output is the logits
-    (B, num_classes). Opset OPSET; standard operators only (the cell's own, and Gemm). A
-    failure at any point leaves `path` as it was.
+    (B, num_classes). Opset OPSET; standard operators only (the cell's own, and Gemm), but
+    for `quantize="int8"`: LSTM layers as ONNX Runtime's DynamicQuantizeLSTM with int8
+    weights. A failure at any point leaves `path` as it was.
     """
-    data = to_onnx(model, lengths_input=lengths_input).SerializeToString()
+    data = to_onnx(model, lengths_input=lengths_input, quantize=quantize).SerializeToString()
     try:
         write_atomically(path, lambda file: _write_bytes(file, data))
     except OSError as exc:

@@ -2,16 +2,23 @@
 
 A case is a cell, a mode, a shape and a variant, named `cell-mode-shape[-variant]`:
 `lstm-train-origin`, `rnn-inference-medium`, `rnn-latency-batch1`,
-`lstm-train-medium-2layer-bidir`, `lstm-train-medium-lengths`.
+`lstm-train-medium-2layer-bidir`, `lstm-train-medium-lengths`, `lstm-stream-batch1-int8`,
+`gru-frozen-origin`.
 
     modes     inference  forward over the whole sequence, nothing kept for BPTT
               train      forward, Linear head + cross-entropy on the final state,
                          BPTT, Adam
               latency    inference of one sequence (B=1, T=28, I=28, H=128)
+              frozen     inference through a frozen model (layer.freeze), at the
+                         shape asked for and at batch 1 (B=1, T=28, I=28, H=128)
+              stream     one frame (B=1, I=28, H=128) through a frozen model's
+                         stream, its state carried from the call before
     variants  plain         one layer, every sequence T steps long
               2layer-bidir  two stacked bidirectional layers
               lengths       one layer, lengths uniform in [T/4, T]; timed beside
                             the same batch padded (the plain case), its twin
+              bf16, int8    (frozen and stream) the model frozen with that
+                            quantize=; plain is float32
 
 A case runs only where the installed fastrnn has what it needs (the cell's layer, layers
 that take num_layers / bidirectional / lengths): `missing_features` says what
@@ -25,7 +32,8 @@ every step, direction and layer; BPTT does about twice the forward's products
 (the gradients with respect to x_t and h_{t-1}, and those with respect to the
 weights), so a training step counts 3x forward. With lengths only the steps
 inside each sequence count. The head, the loss, Adam and the elementwise work
-are left out, so the GFLOP/s are a slight underestimate.
+are left out, so the GFLOP/s are a slight underestimate. A stream call is one
+time step.
 """
 
 import difflib
@@ -44,15 +52,25 @@ SHAPES = {
 }
 LATENCY_SHAPE = Shape(T=28, B=1, I=28, H=128)
 CELLS = tuple(CELL_TABLE)
-MODES = ("inference", "train", "latency")
+MODES = ("inference", "train", "latency", "frozen", "stream")
+# Modes of frozen models, whose variants are the quantize kinds (plain: float32).
+FROZEN_MODES = ("frozen", "stream")
 NUM_CLASSES = 10
 
-Variant = namedtuple("Variant", "num_layers bidirectional lengths")
+Variant = namedtuple("Variant", "num_layers bidirectional lengths quantize",
+                     defaults=(None,))
 VARIANTS = {
     "plain": Variant(num_layers=1, bidirectional=False, lengths=False),
     "2layer-bidir": Variant(num_layers=2, bidirectional=True, lengths=False),
     "lengths": Variant(num_layers=1, bidirectional=False, lengths=True),
+    "bf16": Variant(num_layers=1, bidirectional=False, lengths=False, quantize="bf16"),
+    "int8": Variant(num_layers=1, bidirectional=False, lengths=False, quantize="int8"),
 }
+
+
+def variant_applies(mode, variant):
+    """Frozen modes take the quantize variants, the others the layer variants."""
+    return variant == "plain" or (VARIANTS[variant].quantize is not None) == (mode in FROZEN_MODES)
 
 FLOP_COUNTING = (
     "FLOPs count only the matrix products: 2*B*(I_k+H)*G*H per time step, direction "
@@ -86,19 +104,26 @@ class Case(namedtuple("Case", "cell mode shape_name shape variant")):
 
 
 def make_cases(shapes=("origin",), cells=CELLS, modes=MODES, variants=("plain",)):
-    """Every case of the given shapes, cells, modes and variants, in that nesting.
+    """Every case of the given shapes, cells, modes and variants, in that nesting, where the
+    variant applies to the mode (`variant_applies`).
 
-    Latency has one shape (batch1) and only the plain variant.
+    Latency and stream have one shape (batch1); frozen has batch1 and the shapes asked
+    for; latency has only the plain variant.
     """
     cases = []
     for cell in cells:
         for mode in modes:
+            mode_variants = [v for v in variants if variant_applies(mode, v)]
             if mode == "latency":
-                if "plain" in variants:
-                    cases.append(Case(cell, mode, "batch1", LATENCY_SHAPE, "plain"))
-                continue
-            cases += [Case(cell, mode, shape_name, SHAPES[shape_name], variant)
-                      for shape_name in shapes for variant in variants]
+                mode_variants = [v for v in mode_variants if v == "plain"]
+            if mode in ("latency", "stream"):
+                mode_shapes = {"batch1": LATENCY_SHAPE}
+            elif mode == "frozen":
+                mode_shapes = {"batch1": LATENCY_SHAPE, **{name: SHAPES[name] for name in shapes}}
+            else:
+                mode_shapes = {name: SHAPES[name] for name in shapes}
+            cases += [Case(cell, mode, shape_name, shape, variant)
+                      for shape_name, shape in mode_shapes.items() for variant in mode_variants]
     return cases
 
 
@@ -179,6 +204,8 @@ def case_flops(case):
     D = case.directions
     per_step = sum(D * 2 * ((I if k == 0 else D * H) + H) * CELL_TABLE[case.cell].G * H
                    for k in range(case.layout.num_layers))
+    if case.mode == "stream":   # a call is one frame
+        steps = B
     forward = steps * per_step
     return 3 * forward if case.mode == "train" else forward
 
@@ -206,6 +233,8 @@ def _probe(cell, mode, variant):
     import fastrnn
 
     case = Case(cell, mode, "tiny", SHAPES["tiny"], variant)
+    if mode in FROZEN_MODES:
+        return _probe_frozen(cell, case.layout.quantize)
     keywords = layer_keywords(case)
     layer_name = f"fastrnn.{CELL_TABLE[cell].layer}"
     x, labels, lengths = np.zeros((2, 2, 1), np.float32), np.array([0, 1]), np.array([1, 2])
@@ -230,9 +259,28 @@ def _probe(cell, mode, variant):
     return None
 
 
+def _probe_frozen(cell, quantize):
+    """What fastrnn lacks to freeze a `cell` layer to `quantize` and stream it; or None."""
+    import numpy as np
+
+    import fastrnn
+
+    layer_class = getattr(fastrnn, CELL_TABLE[cell].layer, None)
+    what = f"fastrnn.{CELL_TABLE[cell].layer}.freeze(quantize={quantize!r}).stream()"
+    if layer_class is None:
+        return f"fastrnn.{CELL_TABLE[cell].layer}"
+    try:
+        layer_class(1, 1, backend="numpy").freeze(quantize).stream().step(
+            np.zeros((1, 1), np.float32))
+    except (TypeError, ValueError, AttributeError, NotImplementedError) as exc:
+        return f"{what} ({type(exc).__name__}: {exc})"
+    return None
+
+
 def missing_features(case):
     """What the installed fastrnn lacks to run `case` (None when it has everything)."""
-    return _probe(case.cell, "train" if case.mode == "train" else "inference", case.variant)
+    mode = case.mode if case.mode in FROZEN_MODES + ("train",) else "inference"
+    return _probe(case.cell, "frozen" if mode in FROZEN_MODES else mode, case.variant)
 
 
 def require_runnable(cases):

@@ -110,7 +110,9 @@ def _seconds(value):
         return f"{value:.2f} s"
     if value >= 1e-3:
         return f"{value * 1e3:.2f} ms"
-    return f"{value * 1e6:.0f} us"
+    if value >= 1e-5:
+        return f"{value * 1e6:.0f} us"
+    return f"{value * 1e6:.2f} us"   # a stream's frame: a few microseconds
 
 
 def _ratio(value):

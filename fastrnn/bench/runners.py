@@ -3,7 +3,10 @@
 Rivals are fastrnn's backends (cpp, numba, the numpy reference) and the peers,
 torch (torch.nn's module of the cell; pack_padded_sequence for a lengths case),
 fastrnn.torch (the same torch model with fastrnn.torch's module in place of torch.nn's)
-and ONNX Runtime (its operator of the cell, see onnx_graphs.py). Every rival
+and ONNX Runtime (its operator of the cell, and DynamicQuantizeLSTM for an int8 case,
+see onnx_graphs.py). A frozen or stream case runs fastrnn's frozen model
+(layer.freeze(quantize)); torch and ONNX Runtime run their own forward of the
+same weights, a stream one frame per call with the state fed back in. Every rival
 of a case starts from the same weights, fastrnn's init for the seed, and reads
 the same batch, so all of them compute the same thing. A training step is
 fastrnn.SequenceClassifier + fastrnn.optim.Adam (the compiled head and Adam
@@ -20,7 +23,7 @@ from fastrnn import optim
 
 from .. import _backends
 from ..cells import CELLS
-from .cases import NUM_CLASSES, layer_keywords, make_batch, require_runnable
+from .cases import FROZEN_MODES, NUM_CLASSES, layer_keywords, make_batch, require_runnable
 
 PEERS = ("torch", "fastrnn.torch", "onnxruntime")
 # The peers that are a torch model, with the module that holds their recurrent classes.
@@ -71,11 +74,20 @@ def require_rivals(rivals):
 
 def not_applicable(rival, case):
     """Why `rival` cannot run `case` anywhere (None when it can)."""
+    quantize = case.layout.quantize
+    if rival == "torch":
+        return f"torch's rival here computes in float32, not {quantize}" if quantize else None
     if rival != "onnxruntime":
+        if quantize and rival != "cpp":
+            return f"fastrnn's {quantize} kernels are compiled ones (the cpp backend)"
         return None
     if case.mode == "train":
         return "ONNX Runtime's recurrent operators do inference only"
-    if case.variant != "plain":
+    if quantize == "int8" and case.cell != "lstm":
+        return "ONNX Runtime's int8 recurrent operator (DynamicQuantizeLSTM) is the LSTM's only"
+    if quantize == "bf16":
+        return "ONNX Runtime's CPU recurrent operators have no bf16 form"
+    if case.layout.num_layers != 1 or case.layout.bidirectional or case.layout.lengths:
         return "the bench gives ONNX Runtime graphs of one forward layer over full sequences"
     return None
 
@@ -83,8 +95,8 @@ def not_applicable(rival, case):
 def make_runner(rival, case, threads, seed=0):
     """A no-argument function doing one call of `case` on `rival`.
 
-    It returns the output y (T, B, D*H) for inference and latency, the loss
-    (a float) for a training step. Raises Unavailable when the rival cannot
+    It returns the output y (T, B, D*H) for inference, latency and frozen, h_t (B, H)
+    for a stream, the loss (a float) for a training step. Raises Unavailable when the rival cannot
     run the case here, ValueError when fastrnn itself cannot.
     """
     if rival not in known_rivals():
@@ -206,11 +218,29 @@ def fastrnn_runner(backend, case, threads, seed):
     layer = _layer(case, backend, seed)
     x, _, lengths = make_batch(case, seed, batch_first=False)
     lengths_keyword = _lengths_keyword(lengths)
+    if case.mode in FROZEN_MODES:
+        return _frozen_runner(case, layer.freeze(case.layout.quantize), x)
 
     def forward():
         y, _ = layer.forward(x, training=False, **lengths_keyword)
         return y
     return forward
+
+
+def _frozen_runner(case, frozen, x):
+    """A frozen model's forward of x (T, B, I), or for a stream case its step of one frame,
+    going round x's T frames with the state carried."""
+    if case.mode == "frozen":
+        return lambda: frozen.forward(x)[0]
+    stream = frozen.stream(case.shape.B)
+    frames = [np.ascontiguousarray(frame) for frame in x]
+    position = [0]
+
+    def step():
+        t = position[0]
+        position[0] = (t + 1) % len(frames)
+        return stream.step(frames[t])
+    return step
 
 
 # -------------------------------------------------------------------- torch
@@ -248,6 +278,17 @@ def torch_runner(case, threads, weights, seed=0, modules="torch.nn"):
             return rnn(x)
         return rnn(pack_padded_sequence(x, lengths, batch_first=batch_first,
                                         enforce_sorted=False))
+
+    if case.mode == "stream":   # one frame per call, the state fed back in
+        frames, carried = [x[t:t + 1] for t in range(T)], [None, 0]
+
+        def step():
+            with torch.inference_mode():
+                t = carried[1]
+                y, carried[0] = rnn(frames[t], carried[0])
+                carried[1] = (t + 1) % T
+            return y[0].numpy()
+        return step
 
     if case.mode != "train":
         def forward():

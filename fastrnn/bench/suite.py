@@ -10,7 +10,7 @@ min, median, mean and rounds are exactly the calls timed in the rival's own
 process, and its tables, JSON and comparisons work on them as on any other.
 """
 
-from .cases import CELLS, MODES, case_flops, make_cases, missing_features, timing_groups
+from .cases import CELLS, FROZEN_MODES, MODES, case_flops, make_cases, missing_features, timing_groups
 from .isolated import Servers
 from .runners import PEERS, not_applicable, peer_unavailable_reason
 
@@ -24,6 +24,7 @@ def suite_cases(tiny=False):
     cases = make_cases(["tiny"] if tiny else SHAPES, CELLS, MODES)
     cases += make_cases(["tiny" if tiny else VARIANT_SHAPE], CELLS, ["inference", "train"],
                         ["2layer-bidir", "lengths"])
+    cases += make_cases(["tiny" if tiny else "origin"], CELLS, FROZEN_MODES, ["bf16", "int8"])
     return [case for case in cases if missing_features(case) is None]
 
 

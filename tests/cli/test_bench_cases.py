@@ -193,3 +193,36 @@ def test_other_commands_still_refuse_unknown_flags(capsys):
         cli.main(["info", "--bogus"])
     assert exit_info.value.code == 2
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_frozen_and_stream_cases_take_the_quantize_variants_and_batch_one():
+    chosen = cases.make_cases(["origin"], ["lstm"], ["inference", "frozen", "stream"],
+                              ["plain", "int8", "lengths"])
+    assert [case.name for case in chosen] == [
+        "lstm-inference-origin", "lstm-inference-origin-lengths",
+        "lstm-frozen-batch1", "lstm-frozen-batch1-int8", "lstm-frozen-origin",
+        "lstm-frozen-origin-int8", "lstm-stream-batch1", "lstm-stream-batch1-int8"]
+    stream = cases.CATALOGUE["gru-stream-batch1"]
+    assert cases.case_flops(stream) == 2 * (28 + 128) * 3 * 128   # one frame
+    assert cases.CATALOGUE["lstm-frozen-origin-int8"].layout.quantize == "int8"
+
+
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_every_rival_of_a_stream_case_steps_the_same_frames_with_the_state_carried(quantize):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    case = cases.CATALOGUE["lstm-stream-batch1" + ("-int8" if quantize else "")]
+    rivals = ["cpp", "onnxruntime"] + ([] if quantize else ["torch", "numpy"])
+    steps = {rival: runners.make_runner(rival, case, 1) for rival in rivals}
+    T = case.shape.T
+    outputs = {rival: np.stack([step() for _ in range(T + 2)]) for rival, step in steps.items()}
+    layer = fastrnn.LSTM(28, 128, batch_first=False, seed=0).freeze(quantize)
+    x, _, _ = cases.make_batch(case, batch_first=False)
+    y, _ = layer.forward(x)
+    assert np.array_equal(outputs["cpp"][:T], y)
+    # the state goes on past the last frame: the first frames again, from h_T
+    assert not np.allclose(outputs["cpp"][T], outputs["cpp"][0])
+    # ONNX Runtime's int8 quantizes its activations its own way
+    tolerance = 0.03 if quantize else 1e-5
+    for rival, out in outputs.items():
+        assert np.abs(out - outputs["cpp"]).max() <= tolerance, rival

@@ -198,8 +198,9 @@ def test_bench_suites_run_once_on_tiny_sizes(tmp_path, mode):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = done.stdout.strip().splitlines()[-1]
     counts = {word: int(n) for n, word in re.findall(r"(\d+) (\w+)", summary)}
-    # inference, train step and latency of each cell, and any variant that runs here
+    # inference, train step, frozen model and stream of each cell, and any variant that
+    # runs here; latency, stream and frozen also at batch 1
     expected = sum(1 for case in TINY_CASES if case.mode != "latency") + sum(
-        1 for name in CATALOGUE if name.endswith("latency-batch1")
-        and missing_features(CATALOGUE[name]) is None)
+        1 for case in CATALOGUE.values() if case.shape_name == "batch1"
+        and missing_features(case) is None)
     assert counts == {"passed": expected, "deselected": counts.get("deselected")}, summary
