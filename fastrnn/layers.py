@@ -86,13 +86,14 @@ class _Recurrent:
         # float32; the parameters, gradients and returned arrays stay float32.
         self.precision = check_precision(precision, self.dtype)
         self._backend = _backends.get_backend(backend)
-        self._stack = self._stack_config()
         _memory.refuse_unless_fits(
             {"parameters": self.dtype.itemsize * _stack.parameter_count(
                 self.gates, self.input_size, self.hidden_size, self.num_layers,
                 self.bidirectional)},
             f"{type(self).__name__}({self.input_size}, {self.hidden_size}"
             f"{self._options_repr()})", "choose fewer layers or a smaller hidden_size")
+        # (after the size check: a Stack names every layer's parameters)
+        self._stack = self._stack_config()
         # torch's init: every parameter U(-1/sqrt(H), 1/sqrt(H)), in state_dict order.
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.hidden_size)

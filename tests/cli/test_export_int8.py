@@ -23,7 +23,7 @@ def logits_of(graph, x, lengths=None):
     source = os.fspath(graph) if isinstance(graph, (str, os.PathLike)) \
         else graph.SerializeToString()
     session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
-    feeds = {"x": x} if lengths is None else {"x": x, "lengths": lengths.astype(np.int32)}
+    feeds = {"x": x} if lengths is None else {"x": x, "lengths": lengths.astype(np.int64)}
     return session.run(None, feeds)[0]
 
 
