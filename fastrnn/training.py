@@ -236,7 +236,7 @@ def train(model, optimizer, x_train, y_train, config, *, start=StartingPoint(), 
         if not math.isfinite(loss):
             # Its gradients would put NaN into every weight for good, and the next
             # checkpoint would hold nothing worth keeping.
-            kept = (f"; the checkpoint of step {saved_step}, {checkpoint_path}, is kept"
+            kept = (f"; the checkpoint of step {saved_step}, {config.checkpoint_path}, is kept"
                     if saved_step is not None else "")
             raise TrainingDiverged(f"training diverged at step {step + 1}: the loss is "
                                    f"{loss}; stopped before that step's update{kept}; try a "

@@ -9,7 +9,7 @@ import pytest
 import fastrnn
 from fastrnn.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from fastrnn.optim import Adam
-from fastrnn.training import TrainingDiverged, train
+from fastrnn.training import TrainingConfig, TrainingDiverged, train
 from helpers import run_cli as run
 
 TINY = ["--hidden", 8, "--batch-size", 50, "--no-progress", "--log-every", 2]
@@ -77,7 +77,7 @@ def test_training_stops_at_the_first_non_finite_loss_before_its_update_keeping_t
     def trained(steps):
         model = fastrnn.SequenceClassifier(3, 4, 2, seed=1)
         optimizer = Adam(model.parameters(), lr=0.01)
-        train(model, optimizer, x_train, y_train, steps=steps, **options)
+        train(model, optimizer, x_train, y_train, TrainingConfig(steps=steps, **options))
         return model
 
     three_steps = trained(3)
@@ -98,8 +98,8 @@ def test_training_stops_at_the_first_non_finite_loss_before_its_update_keeping_t
     with pytest.raises(TrainingDiverged, match=rf"training diverged at step 4: the loss is "
                                                rf"nan; .* the checkpoint of step 2, "
                                                rf"{path}, is kept"):
-        train(model, optimizer, x_train, y_train, steps=6, checkpoint_path=path,
-              checkpoint_every=2, train_state={}, **options)
+        train(model, optimizer, x_train, y_train,
+              TrainingConfig(steps=6, checkpoint_path=path, checkpoint_every=2, **options))
     for key, value in three_steps.parameters().items():
         np.testing.assert_array_equal(model.parameters()[key], value, err_msg=key)
     assert read_checkpoint(path).train_state["step"] == 2

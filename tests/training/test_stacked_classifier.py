@@ -155,7 +155,8 @@ def test_a_checkpoint_of_fastrnn_0_1_still_loads(tmp_path):
               **{f"param/{k}": v for k, v in model.parameters().items()}}
     np.savez(tmp_path / "old.npz", **arrays)
     loaded = fastrnn.load(tmp_path / "old.npz", backend="numpy")
-    assert loaded.config() == dict(config, num_layers=1, bidirectional=False, dropout=0.0)
+    assert loaded.config() == dict(config, num_layers=1, bidirectional=False, dropout=0.0,
+                                   precision="fp32")
     x, _ = batch(4, 3)
     np.testing.assert_array_equal(loaded.logits(x), model.logits(x))
 
