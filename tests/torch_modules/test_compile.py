@@ -115,3 +115,17 @@ def test_a_fake_tensor_trace_goes_through_the_operator():
     with FakeTensorMode(allow_non_fake_inputs=True) as mode:
         y, h = module(mode.from_tensor(torch.randn(7, 4, 3)))
     assert y.shape == (7, 4, 10) and h.shape == (4, 4, 5)
+
+
+def test_a_model_compiled_with_dynamic_shapes_takes_other_batches_and_lengths():
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    module = ft.LSTM(5, 7, 2, bidirectional=True, batch_first=True)
+    compiled = torch.compile(module, fullgraph=True, dynamic=True)
+    for B, T in [(3, 4), (5, 9), (2, 1)]:
+        x = torch.randn(B, T, 5, requires_grad=True)
+        y, (h, c) = compiled(x)
+        grad, = torch.autograd.grad(y.square().sum() + h.sum(), x)
+        y_eager, (h_eager, _) = module(x)
+        grad_eager, = torch.autograd.grad(y_eager.square().sum() + h_eager.sum(), x)
+        assert torch.equal(y, y_eager) and torch.equal(grad, grad_eager)

@@ -66,3 +66,13 @@ def test_wrong_shapes_raise_what_torch_raises(name):
 def test_an_lstm_hx_that_is_not_a_pair_is_refused():
     with pytest.raises(TypeError, match=r"tuple \(h_0, c_0\)"):
         ft.LSTM(3, 4)(torch.randn(5, 2, 3), torch.zeros(1, 2, 4))
+
+
+def test_a_packed_sequence_with_impossible_batch_sizes_is_refused():
+    from torch.nn.utils.rnn import PackedSequence
+    module = ft.GRU(3, 4)
+    # growing, an empty step, 4 rows of data for batch sizes that sum to 5
+    for batch_sizes, rows in (([1, 2], 3), ([2, 0], 2), ([3, 2], 4)):
+        packed = PackedSequence(torch.randn(rows, 3), torch.tensor(batch_sizes))
+        with pytest.raises(ValueError, match="batch_sizes must be positive, non-increasing"):
+            module(packed)
