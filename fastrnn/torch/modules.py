@@ -111,10 +111,10 @@ class _Recurrent(nn.RNNBase):
                             f"{weight_dtype}, or torch.autocast('cpu', "
                             f"dtype=torch.bfloat16) around a float32 module")
         if torch.is_autocast_enabled("cpu"):
-            # fastrnn has no bf16 kernels yet: under autocast the recurrence runs in the
-            # parameters' dtype and its results are cast to torch's (docs/torch.md says
-            # so). This branch is the one place that asks for precision="bf16" when
-            # they come.
+            # The custom operators do not carry precision="bf16" yet: under autocast the
+            # recurrence runs in the parameters' dtype and its results are cast to
+            # torch's (docs/torch.md says so). This branch is the one place that will
+            # ask for it.
             if self.mode in _AUTOCAST_KEEPS_INPUT_DTYPE:
                 return weight_dtype, x.dtype
             return weight_dtype, torch.get_autocast_dtype("cpu")
