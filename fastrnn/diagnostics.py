@@ -57,8 +57,9 @@ def _gru_update_and_candidate(layer, x):
     H = layer.hidden_size
     x_tm = np.ascontiguousarray(x.transpose(1, 0, 2))
     h0 = np.zeros((x.shape[0], H), dtype=layer.dtype)
-    _, (gates, _) = _reference.gru_forward(x_tm, h0, layer.weight_ih, layer.weight_hh,
-                                           layer.bias_ih, layer.bias_hh, True)
+    _, saved = _reference.gru_forward(x_tm, h0, layer.weight_ih, layer.weight_hh,
+                                      layer.bias_ih, layer.bias_hh, True)
+    gates, _ = saved.arrays
     return gates[:, :, H:2 * H], gates[:, :, 2 * H:]
 
 

@@ -211,15 +211,14 @@ _PADDED = _Padded()
 class _Recurrent:
     """What RNN, LSTM and GRU share: the one driver over layers, directions and lengths.
 
-    A subclass names its kernels (`kernel`), its gates, how many states it carries
-    (1, or 2 for the LSTM's h and c) and whether its kernels take b_ih + b_hh as one bias.
+    A subclass names its kernels (`kernel`), its gates and how many states it carries
+    (1, or 2 for the LSTM's h and c).
     """
 
     gates = 1
     cell = None
     kernel = None
     state_names = ("h",)
-    sums_biases = True
 
     def __init__(self, input_size, hidden_size, num_layers, *, bidirectional, dropout,
                  batch_first, backend, dtype, seed):
@@ -278,10 +277,7 @@ class _Recurrent:
     bias_hh = property(lambda self: self._params["bias_hh_l0"])
 
     def _kernel_weights(self, k, direction):
-        params = self._params
-        w_ih, w_hh, b_ih, b_hh = [params[key] for key in _keys(k, direction)]
-        # b_ih + b_hh, summed once per call, where the cell's kernels take one bias
-        return (w_ih, w_hh, b_ih + b_hh) if self.sums_biases else (w_ih, w_hh, b_ih, b_hh)
+        return [self._params[key] for key in _keys(k, direction)]
 
     def sublayer(self, layers, direction=None):
         """Layers `layers` (a range) of this stack as a layer of their own that shares this
@@ -540,7 +536,7 @@ class _Recurrent:
                 i = k * D + direction
                 dy_d = None if grad is None else self._direction_part(grad, direction, batch)
                 ds = [batch.sort(s[i]) for s in dstates]
-                calls.append(functools.partial(self._backward_kernel, saved, x, *s0, *weights[:2],
+                calls.append(functools.partial(self._backward_kernel, saved, *s0, *weights[:2],
                                                y, dy_d, *ds, need_dx, **batch.kernel_options))
             for direction, (dx, *rest) in enumerate(self._run_directions(calls)):
                 i = k * D + direction
@@ -565,7 +561,7 @@ class _Recurrent:
         """backward's (dx time-major, dstates0) for one layer in one direction over
         full-length sequences, as _run_one_layer is to _run_stack; sets `self.grads`."""
         x, s0, weights, y, saved = record
-        dx, *rest = self._backward_kernel(saved, x, *s0, *weights[:2], y, dy,
+        dx, *rest = self._backward_kernel(saved, *s0, *weights[:2], y, dy,
                                           *(s[0] for s in dstates), need_input_grad)
         ds0, weight_grads = self._split_grads(rest, len(s0))
         self.grads = dict(zip(_keys(0, 0), weight_grads))
@@ -574,10 +570,7 @@ class _Recurrent:
     @staticmethod
     def _split_grads(results, n_states):
         """A backward kernel's results after dx: (dstate0s, [dW_ih, dW_hh, db_ih, db_hh])."""
-        ds0, weight_grads = results[:n_states], list(results[n_states:])
-        if len(weight_grads) == 3:   # one bias b_ih + b_hh: one gradient for both
-            weight_grads.append(weight_grads[2].copy())
-        return ds0, weight_grads
+        return results[:n_states], list(results[n_states:])
 
     def _user_grads(self, dx):
         """dx in the layer's layout (None stays None)."""
@@ -647,8 +640,6 @@ class GRU(_Recurrent):
 
     gates = 3
     cell = kernel = "gru"
-    # Both biases apart: the reset gate scales b_hn with the rest of h W_hn^T.
-    sums_biases = False
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, bidirectional=False,
                  dropout=0.0, batch_first=True, backend=None, dtype=np.float32, seed=None):
