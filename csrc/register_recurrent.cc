@@ -92,9 +92,6 @@ void register_cell(py::module_& m, size_t i) {
 
 void register_recurrent(py::module_& m) {
   register_workspace(m);
-  // x may be any (T, B, I) view whose last axis is contiguous (checks.h), and
-  // a training forward keeps its own copy of x for the backward.
-  m.attr("reads_x_views") = true;
   // Calls with threads=1 from different Python threads run at the same time
   // (a one-thread job runs inline, outside the pool; see parallel.h).
   m.attr("concurrent_single_thread_calls") = true;

@@ -18,7 +18,6 @@ BatchSizes = Optional[NDArray[np.int64]]
 name: str
 cells: Tuple[str, ...]
 max_threads: int
-reads_x_views: bool
 concurrent_single_thread_calls: bool
 
 class Workspace:

@@ -51,10 +51,9 @@ forward ran its steps):
 Where a backend differs:
 - The compiled backend (fastrnn._core) keeps these in one opaque allocation,
   a Workspace, with the cell, dtype, sizes, batch_sizes and direction of the
-  call, and refuses a foreign one. Its module sets `reads_x_views = True`: it
-  takes x as any (T, B, I) view whose last axis is contiguous (a transposed
-  batch-first array, for one) and reads it through its strides, copying it
-  once, into the workspace.
+  call, and refuses a foreign one. It takes x (and out=, y, dy) as any view
+  whose last axis is contiguous (a transposed batch-first array, for one)
+  and reads it through its strides, copying x once, into the workspace.
 - The Numba backend keeps its arrays as (N, .) rows in a Workspace of its
   own (this one's, subclassed), and also every tanh(c_t) of the LSTM, which
   its forward computes for h_t anyway and its backward then reads instead of

@@ -4,6 +4,7 @@ Imported as a module (`from helpers import ...`; pyproject's pytest `pythonpath`
 puts tests/ on the path). Fixtures live in conftest.py.
 """
 
+import collections
 import gzip
 import json
 import os
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 import fastrnn
+from fastrnn.cells import CELLS, KERNELS
 
 # Every backend comparison uses this table. "output": max absolute error of
 # y and the final state; "grad": max error relative to the largest magnitude
@@ -83,9 +85,9 @@ def assert_close(actual, expected, kind, dtype, what=""):
 # -- layers -----------------------------------------------------------------------
 
 def make_layer(cell, I, H, *, backend, dtype=np.float32, batch_first=True, seed=0):
-    """One layer of `cell` ("rnn", "lstm" or "gru"), one direction."""
-    layer_class = {"rnn": fastrnn.RNN, "lstm": fastrnn.LSTM, "gru": fastrnn.GRU}[cell]
-    return layer_class(I, H, backend=backend, dtype=dtype, batch_first=batch_first, seed=seed)
+    """One layer of `cell` (a name in the table of cells), one direction."""
+    return getattr(fastrnn, CELLS[cell].layer)(I, H, backend=backend, dtype=dtype,
+                                               batch_first=batch_first, seed=seed)
 
 
 def make_problem(cell, T, B, I, H, *, dtype=np.float32, batch_first=True, seed=0, scale=1.0):
@@ -97,7 +99,7 @@ def make_problem(cell, T, B, I, H, *, dtype=np.float32, batch_first=True, seed=0
     state = rng.uniform(-0.5, 0.5, (1, B, H)).astype(dtype)
     dy = rng.standard_normal(shape[:2] + (H,)).astype(dtype)
     dstate = rng.standard_normal((1, B, H)).astype(dtype)
-    if cell == "lstm":
+    if len(CELLS[cell].states) == 2:   # the LSTM's c, drawn after h
         state = (state, rng.uniform(-1, 1, (1, B, H)).astype(dtype))
         dstate = (dstate, rng.standard_normal((1, B, H)).astype(dtype))
     return x, state, dy, dstate
@@ -109,16 +111,20 @@ def flat_state(state):
 
 # -- stacks of layers against torch ---------------------------------------------------
 
-# Every cell a layer has, the ReLU RNN as a cell of its own: (layer class, options).
-CELL_VARIANTS = {"rnn": ("RNN", {}), "relu": ("RNN", {"nonlinearity": "relu"}),
-                 "lstm": ("LSTM", {}), "gru": ("GRU", {})}
+# Every cell a layer has, each nonlinearity but the default as a cell of its own ("relu":
+# the ReLU RNN): (layer class name, layer options, the cell's entry in the table).
+CellVariant = collections.namedtuple("CellVariant", "layer options cell")
+CELL_VARIANTS = {name if nonlinearity == "tanh" else nonlinearity:
+                 CellVariant(cell.layer, {} if nonlinearity == "tanh"
+                             else {"nonlinearity": nonlinearity}, cell)
+                 for name, cell in CELLS.items() for nonlinearity in cell.kernels}
 
 
 def make_stack(variant, I, H, num_layers=1, bidirectional=False, *, backend,
                dtype=np.float64, batch_first=True, dropout=0.0, seed=0):
     """fastrnn's layer of a CELL_VARIANTS entry."""
-    name, options = CELL_VARIANTS[variant]
-    return getattr(fastrnn, name)(I, H, num_layers, bidirectional=bidirectional,
+    layer, options, _ = CELL_VARIANTS[variant]
+    return getattr(fastrnn, layer)(I, H, num_layers, bidirectional=bidirectional,
                                   dropout=dropout, batch_first=batch_first, backend=backend,
                                   dtype=dtype, seed=seed, **options)
 
@@ -128,8 +134,8 @@ def torch_stack(variant, I, H, num_layers=1, bidirectional=False, *, dtype=np.fl
     """torch's module of a CELL_VARIANTS entry, with torch's own init from `seed`."""
     import torch
     torch.manual_seed(seed)
-    name, options = CELL_VARIANTS[variant]
-    module = getattr(torch.nn, name)(I, H, num_layers, bidirectional=bidirectional,
+    _, options, cell = CELL_VARIANTS[variant]
+    module = getattr(torch.nn, cell.torch_module)(I, H, num_layers, bidirectional=bidirectional,
                                      batch_first=batch_first, **options)
     return module.to(torch.float64 if dtype == np.float64 else torch.float32)
 
@@ -143,7 +149,7 @@ def stack_problem(variant, T, B, I, H, num_layers=1, bidirectional=False, *,
     states = [rng.uniform(-0.5, 0.5, (LD, B, H)).astype(dtype) for _ in range(2)]
     dy = rng.standard_normal(x.shape[:2] + (D * H,)).astype(dtype)
     dstates = [rng.standard_normal((LD, B, H)).astype(dtype) for _ in range(2)]
-    if variant == "lstm":
+    if len(CELL_VARIANTS[variant].cell.states) == 2:   # the LSTM's (h, c)
         return x, tuple(states), dy, tuple(dstates)
     return x, states[0], dy, dstates[0]
 
@@ -199,7 +205,7 @@ def assert_same_results(got, want, dtype):
 
 # -- the raw kernels ----------------------------------------------------------------
 
-GATES = {"rnn": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+GATES = {kernel: cell.G for kernel, cell in KERNELS.items()}
 KERNEL_CELLS = list(GATES)
 
 
@@ -325,7 +331,7 @@ def torch_loss_and_grads(rnn, fc, x, y):
 def torch_classifier(model):
     """torch's recurrent layer and Linear with a SequenceClassifier's weights copied in."""
     import torch
-    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[model.cell]
+    cls = getattr(torch.nn, CELLS[model.cell].torch_module)
     rnn = cls(model.input_size, model.hidden_size, batch_first=True)
     fc = torch.nn.Linear(model.hidden_size, model.num_classes)
     with torch.no_grad():
