@@ -35,8 +35,8 @@ enum class Bf16Pair : uint32_t {};
 
 struct Bf16 {
   typedef uint32_t VU __attribute__((vector_size(kVecBytes)));
-  static constexpr size_t L = Simd<float>::L;
-  typedef uint16_t VH __attribute__((vector_size(kVecBytes / 2)));  // L halves
+  static constexpr size_t kLanes = Simd<float>::kLanes;
+  typedef uint16_t VH __attribute__((vector_size(kVecBytes / 2)));  // kLanes halves
 
   // float32 bits -> the bfloat16 rounding in the high half, low half zero.
   static inline VU round(VU b) {
@@ -69,9 +69,9 @@ struct Bf16 {
 // dst[0, n) = the bfloat16 of src[0, n), and dst[n] = 0 when n is odd (the
 // high half of the last pair): a k-contiguous row as the tiles read it.
 inline void round_row(size_t n, const float* src, uint16_t* dst) {
-  constexpr size_t L = Bf16::L;
+  constexpr size_t kLanes = Bf16::kLanes;
   size_t k = 0;
-  for (; k + L <= n; k += L) {
+  for (; k + kLanes <= n; k += kLanes) {
     const Bf16::VH h = __builtin_convertvector(Bf16::round(vload<Bf16::VU>(src + k)) >> 16,
                                                Bf16::VH);
     vstore(dst + k, h);
@@ -141,9 +141,9 @@ inline void pack_weight_pairs(size_t n, size_t K, const float* w, size_t ldw, Bf
 
 // out[j] = the pair (even[j], odd[j]) for j < n; odd null reads zeros.
 inline void pair_rows(size_t n, const float* even, const float* odd, Bf16Pair* out) {
-  constexpr size_t L = Bf16::L;
+  constexpr size_t kLanes = Bf16::kLanes;
   size_t j = 0;
-  for (; j + L <= n; j += L)
+  for (; j + kLanes <= n; j += kLanes)
     vstore(out + j, Bf16::pairs(vload<Bf16::VU>(even + j),
                                 odd ? vload<Bf16::VU>(odd + j) : Bf16::VU{}));
   for (; j < n; ++j) out[j] = Bf16::pair(even[j], odd ? odd[j] : 0.0f);

@@ -83,20 +83,20 @@ void pack_panel(const Int8PanelSource& src, uint8_t* out) {
 typedef uint32_t VU __attribute__((vector_size(kVecBytes)));
 typedef int32_t VI __attribute__((vector_size(kVecBytes)));
 using V = Simd<float>::V;
-constexpr size_t L = Simd<float>::L;
-typedef uint8_t VB __attribute__((vector_size(L)));
+constexpr size_t kLanes = Simd<float>::kLanes;
+typedef uint8_t VB __attribute__((vector_size(kLanes)));
 
 // The bits of max_k |row[k]|. As integers, magnitudes order like the floats
 // they encode, and NaN lies above infinity: a NaN anywhere is found.
 uint32_t largest_magnitude_bits(const float* row, size_t K) {
   VU largest{};
   size_t k = 0;
-  for (; k + L <= K; k += L) {
+  for (; k + kLanes <= K; k += kLanes) {
     const VU bits = vload<VU>(row + k) & 0x7fffffffu;
     largest = bits > largest ? bits : largest;
   }
   uint32_t out = 0;
-  for (size_t l = 0; l < L; ++l) out = largest[l] > out ? largest[l] : out;
+  for (size_t l = 0; l < kLanes; ++l) out = largest[l] > out ? largest[l] : out;
   for (; k < K; ++k) {
     uint32_t bits;
     std::memcpy(&bits, row + k, sizeof bits);
@@ -127,7 +127,7 @@ inline VI clamp_code(VI q) {
 
 void encode_row(const float* row, size_t K, float inverse, uint8_t* out) {
   size_t k = 0;
-  for (; k + L <= K; k += L) {
+  for (; k + kLanes <= K; k += kLanes) {
     const V r = round_to_integer(vload<V>(row + k) * inverse);
     const VI q = clamp_code(__builtin_convertvector(r, VI)) + kInt8Offset;
     const VB bytes = __builtin_convertvector(q, VB);
@@ -274,7 +274,7 @@ __attribute__((always_inline)) inline void dequantize(const int32_t* sums, const
     for (int m = 0; m < M; ++m) {
       const V row_scale = broadcast<V>(row_scales[m]);
       float* o = out + m * ldt + p * NR;
-      for (size_t j = 0; j < NR; j += L) {
+      for (size_t j = 0; j < NR; j += kLanes) {
         const VI acc = vload<VI>(sums + (m * P + p) * NR + j) -
                        vload<VI>(corrections + j * sizeof(int32_t));
         V term = __builtin_convertvector(acc, V) * (vload<V>(scales + j * sizeof(float)) * row_scale);

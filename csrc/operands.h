@@ -111,11 +111,12 @@ struct NativeOperands {
     constexpr size_t MR = Tile<Real>::MR;
     return (ceil_div(I, MR) + ceil_div(H, MR)) * MR * B;
   }
+  // h_prev's rows lie h_row apart (y's row stride, or H for h0).
   static void pack_step_inputs(size_t B, size_t I, size_t H, const Real* x_t, const Real* h_prev,
-                               Real* out) {
+                               size_t h_row, Real* out) {
     constexpr size_t MR = Tile<Real>::MR;
     pack_a_block(I, B, x_t, 1, I, out);
-    pack_a_block(H, B, h_prev, 1, H, out + ceil_div(I, MR) * MR * B);
+    pack_a_block(H, B, h_prev, 1, h_row, out + ceil_div(I, MR) * MR * B);
   }
   // da's unit panels (B rows each) are B panels as they lie.
   static size_t grad_panels_size(size_t, size_t) { return 0; }
@@ -196,17 +197,19 @@ struct Bf16Operands {
     return (ceil_div(I, MR) + ceil_div(H, MR)) * MR * pair_count(B);
   }
   static void pack_step_inputs(size_t B, size_t I, size_t H, const float* x_t,
-                               const float* h_prev, Bf16Pair* out) {
-    pack_transposed_pairs(B, I, x_t, out);
-    pack_transposed_pairs(B, H, h_prev, out + ceil_div(I, MR) * MR * pair_count(B));
+                               const float* h_prev, size_t h_row, Bf16Pair* out) {
+    pack_transposed_pairs(B, I, x_t, I, out);
+    pack_transposed_pairs(B, H, h_prev, h_row, out + ceil_div(I, MR) * MR * pair_count(B));
   }
-  // Rows (b, b + 1) of m columns of a (B, m) array paired, dealt into MR-row panels.
-  static void pack_transposed_pairs(size_t B, size_t m, const float* a, Bf16Pair* out) {
+  // Rows (b, b + 1) of m columns of a (B, m) array, rows lda apart, paired and
+  // dealt into MR-row panels.
+  static void pack_transposed_pairs(size_t B, size_t m, const float* a, size_t lda,
+                                    Bf16Pair* out) {
     const size_t BP = pair_count(B);
     Bf16Pair row[1024];
     for (size_t bp = 0; bp < BP; ++bp) {
-      const float* even = a + 2 * bp * m;
-      const float* odd = 2 * bp + 1 < B ? even + m : nullptr;
+      const float* even = a + 2 * bp * lda;
+      const float* odd = 2 * bp + 1 < B ? even + lda : nullptr;
       for (size_t i0 = 0; i0 < m; i0 += 1024 / MR * MR) {  // a row in stack-sized pieces
         const size_t n = min_size(m - i0, 1024 / MR * MR);
         pair_rows(n, even + i0, odd ? odd + i0 : nullptr, row);

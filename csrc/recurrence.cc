@@ -34,12 +34,15 @@ void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, const Bf1
   };
   run_parallel(static_cast<int>(min_size(size_t(p.threads), Q)), finish);
 
-  if (p.dx == nullptr || I == 0) return;  // (with I = 0, dx is empty)
+  if (p.dx.data == nullptr || I == 0) return;  // (with I = 0, dx is empty)
+  // dx's rows from the first in memory: step T - 1's of a reverse run. da
+  // kept them in that order (da_rows_of_step).
+  Real* dx = p.dx.step < 0 ? p.dx.data + ptrdiff_t(p.T - 1) * p.dx.step : p.dx.data;
   // dx = da_ih W_ih over the W_ih side's groups [0, G) of da, whose gates
   // run G - E .. G - 1, then 0 .. G - E - 1: W_ih's rows padded in that order.
   if constexpr (std::is_same_v<Real, float>) {
     if (da_rounded != nullptr) {
-      input_grad_bf16(rows, I, G, H, E, da_rounded, slabs / 2, p.w_ih, p.dx, p.threads);
+      input_grad_bf16(rows, I, G, H, E, da_rounded, slabs / 2, p.w_ih, dx, p.threads);
       return;
     }
   }
@@ -50,7 +53,7 @@ void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, const Bf1
     std::memcpy(w_pad.data() + q * NR * I, p.w_ih + (gate * H + u0) * I, units * I * sizeof(Real));
     std::memset(w_pad.data() + (q * NR + units) * I, 0, (NR - units) * I * sizeof(Real));
   }
-  Gemm<Real> inputs_grad{rows, I, Q * NR, da, 0, 0, w_pad.data(), I, 1, p.dx, I};
+  Gemm<Real> inputs_grad{rows, I, Q * NR, da, 0, 0, w_pad.data(), I, 1, dx, I};
   inputs_grad.a_slabs = slabs;
   gemm(inputs_grad, p.threads);
 }

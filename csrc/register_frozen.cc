@@ -53,32 +53,14 @@ class Bytes {
 template <class Args>
 using Kernel = void (*)(const Args&);
 
-// A cell's entries in the kernel table, for float32 and float64.
-struct FrozenCell {
-  const char* name;
-  const CellTraits& traits;
-  Kernel<ForwardArgs<float>> KernelTable::*forward_f32;
-  Kernel<ForwardArgs<double>> KernelTable::*forward_f64;
-  Kernel<PackArgs<float>> KernelTable::*pack_f32;
-  Kernel<PackArgs<double>> KernelTable::*pack_f64;
-};
-
-const FrozenCell kFrozenCells[] = {
-    {"rnn", kRnnTraits, &KernelTable::rnn_forward_f32, &KernelTable::rnn_forward_f64,
-     &KernelTable::rnn_pack_f32, &KernelTable::rnn_pack_f64},
-    {"rnn_relu", kRnnReluTraits, &KernelTable::rnn_relu_forward_f32,
-     &KernelTable::rnn_relu_forward_f64, &KernelTable::rnn_relu_pack_f32,
-     &KernelTable::rnn_relu_pack_f64},
-    {"lstm", kLstmTraits, &KernelTable::lstm_forward_f32, &KernelTable::lstm_forward_f64,
-     &KernelTable::lstm_pack_f32, &KernelTable::lstm_pack_f64},
-    {"gru", kGruTraits, &KernelTable::gru_forward_f32, &KernelTable::gru_forward_f64,
-     &KernelTable::gru_pack_f32, &KernelTable::gru_pack_f64},
-};
-
-const FrozenCell& frozen_cell(const std::string& name) {
-  for (const FrozenCell& cell : kFrozenCells)
-    if (name == cell.name) return cell;
-  throw py::value_error("unknown cell '" + name + "'; choose rnn, rnn_relu, lstm or gru");
+// The index in cells.h's list (and the kernel table) of the cell `name`.
+size_t frozen_cell(const std::string& name) {
+  std::string names;
+  for (size_t i = 0; i < kCellCount; ++i) {
+    if (name == kCells[i].name) return i;
+    names += (i ? ", " : "") + std::string(kCells[i].name);
+  }
+  throw py::value_error("unknown cell '" + name + "'; choose " + names);
 }
 
 Precision precision_named(const std::string& name) {
@@ -96,13 +78,15 @@ const char* precision_name(Precision p) {
 
 class PackedWeights {
  public:
-  PackedWeights(const FrozenCell& cell, py::dtype dt, Precision precision, size_t I, size_t H,
+  PackedWeights(size_t cell, py::dtype dt, Precision precision, size_t I, size_t H,
                 const KernelTable& table, size_t packed_bytes, size_t bias_count)
-      : cell(cell), dt(std::move(dt)), precision(precision), I(I), H(H), table(table),
+      : cell(cell), traits(kCells[cell]), dt(std::move(dt)), precision(precision), I(I), H(H),
+        table(table),
         packed(packed_bytes), biases(bias_count * this->dt.itemsize()),
         packed_bytes(packed_bytes), bias_bytes(bias_count * this->dt.itemsize()) {}
 
-  const FrozenCell& cell;
+  const size_t cell;  // in cells.h's list
+  const CellTraits& traits;
   const py::dtype dt;
   const Precision precision;
   const size_t I, H;
@@ -112,7 +96,7 @@ class PackedWeights {
 
   template <class Real>
   Kernel<ForwardArgs<Real>> forward() const {
-    return table_entry<Real>(table.*cell.forward_f32, table.*cell.forward_f64);
+    return table_entry<Real>(table.cells_f32[cell].forward, table.cells_f64[cell].forward);
   }
   // ForwardArgs for a forward of these weights, the call's arrays left to the caller.
   template <class Real>
@@ -126,7 +110,7 @@ class PackedWeights {
     return p;
   }
   std::string repr() const {
-    return std::string("<fastrnn._core.PackedWeights ") + cell.name + " " +
+    return std::string("<fastrnn._core.PackedWeights ") + traits.name + " " +
            precision_name(precision) + " I=" + std::to_string(I) + " H=" + std::to_string(H) +
            ", " + std::to_string(packed_bytes + bias_bytes) + " bytes for " + table.isa + ">";
   }
@@ -144,7 +128,8 @@ constexpr size_t kInt8MaxDepth = (2147483647ull) / (255 * 127);
 Packed pack_entry(const std::string& cell_name, py::object w_ih_obj, py::object w_hh_obj,
                   py::object b_ih_obj, py::object b_hh_obj, const std::string& precision_text,
                   py::object s_ih_obj, py::object s_hh_obj) {
-  const FrozenCell& cell = frozen_cell(cell_name);
+  const size_t cell = frozen_cell(cell_name);
+  const CellTraits& traits = kCells[cell];
   const Precision precision = precision_named(precision_text);
   const bool int8 = precision == Precision::int8;
   const py::dtype dt = int8 ? py::dtype::of<float>() : float_dtype_of(w_ih_obj, "w_ih");
@@ -152,10 +137,10 @@ Packed pack_entry(const std::string& cell_name, py::object w_ih_obj, py::object 
     throw py::type_error("precision 'bf16' takes float32 weights");
   const py::dtype wt = int8 ? py::dtype::of<int8_t>() : dt;
   const py::array w_ih = checked(w_ih_obj, "w_ih", wt, {kAnySize, kAnySize});
-  const size_t GH = w_ih.shape(0), I = w_ih.shape(1), G = cell.traits.G;
+  const size_t GH = w_ih.shape(0), I = w_ih.shape(1), G = traits.G;
   if (GH == 0 || GH % G != 0)
     throw py::value_error("w_ih must have G*H rows (G = " + std::to_string(G) + " for " +
-                          cell.name + "), got " + shape_str(w_ih));
+                          traits.name + "), got " + shape_str(w_ih));
   const size_t H = GH / G;
   const py::array w_hh = checked(w_hh_obj, "w_hh", wt, {GH, H});
   const py::array b_ih = checked(b_ih_obj, "b_ih", dt, {GH});
@@ -171,22 +156,16 @@ Packed pack_entry(const std::string& cell_name, py::object w_ih_obj, py::object 
   const KernelTable& table = kernels();
   return with_real_type(dt, [&](auto zero) -> Packed {
     using Real = decltype(zero);
-    // The kernels take b = b_ih + b_hh where the cell sums its biases.
-    std::vector<Real> summed;
-    if (!cell.traits.separate_biases) {
-      summed.resize(GH);
-      for (size_t j = 0; j < GH; ++j) summed[j] = ptr<Real>(b_ih)[j] + ptr<Real>(b_hh)[j];
-    }
     PackArgs<Real> a{I, H, precision,
                      int8 ? nullptr : ptr<Real>(w_ih), int8 ? nullptr : ptr<Real>(w_hh),
                      int8 ? ptr<int8_t>(w_ih) : nullptr, int8 ? ptr<int8_t>(w_hh) : nullptr,
                      int8 ? ptr<float>(s_ih) : nullptr, int8 ? ptr<float>(s_hh) : nullptr,
-                     summed.empty() ? ptr<Real>(b_ih) : summed.data(), ptr<Real>(b_hh),
+                     ptr<Real>(b_ih), ptr<Real>(b_hh),
                      nullptr, nullptr, nullptr, nullptr};
     size_t packed_bytes = 0, bias_count = 0;
     a.packed_bytes = &packed_bytes;
     a.bias_count = &bias_count;
-    const auto pack = table_entry<Real>(table.*cell.pack_f32, table.*cell.pack_f64);
+    const auto pack = table_entry<Real>(table.cells_f32[cell].pack, table.cells_f64[cell].pack);
     pack(a);  // the sizes
     auto out = std::make_shared<PackedWeights>(cell, dt, precision, I, H, table, packed_bytes,
                                                bias_count);
@@ -205,10 +184,10 @@ Packed pack_entry(const std::string& cell_name, py::object w_ih_obj, py::object 
 py::tuple frozen_forward_entry(const Packed& weights, py::object x_obj, py::object h0_obj,
                                py::object c0_obj, py::object batch_sizes, py::object threads) {
   const PackedWeights& w = *weights;
-  const CellTraits& cell = w.cell.traits;
+  const CellTraits& cell = w.traits;
   py::dtype dt;
   Sizes s;
-  const py::array x = checked_x(x_obj, batch_sizes, h0_obj, cell.G, 0, dt, s);
+  const StepView x = checked_x(x_obj, batch_sizes, h0_obj, cell, dt, s);
   if (!dt.equal(w.dt))
     throw py::type_error("x has dtype " + std::string(py::str(dt)) + ", these weights take " +
                          std::string(py::str(w.dt)));
@@ -230,13 +209,11 @@ py::tuple frozen_forward_entry(const Packed& weights, py::object x_obj, py::obje
     ForwardArgs<Real> p = w.args<Real>();
     p.T = s.T;
     p.B = s.B;
-    p.x_step = s.x_step;
-    p.x_row = s.x_row;
-    p.x = ptr<Real>(x);
+    p.x = {ptr<Real>(x.array), x.step, x.row};
     p.h0 = ptr<Real>(h0);
     p.c0 = cell.cell_state ? ptr<Real>(c0) : nullptr;
     p.offsets = s.offsets_or_null();
-    p.y = out_ptr<Real>(y);
+    p.y = {out_ptr<Real>(y), ptrdiff_t(s.B * s.H), s.H};
     p.cT = cell.cell_state ? out_ptr<Real>(cT) : nullptr;
     p.threads = nt;
     run_kernel(w.forward<Real>(), p);
@@ -252,7 +229,7 @@ class Stream {
   Stream(const std::vector<Packed>& layers, size_t B, py::object head_weight,
          py::object head_bias)
       : layers_(checked_stack(layers)), B_(B), H_(layers_[0]->H), L_(layers_.size()),
-        lstm_(layers_[0]->cell.traits.cell_state), dt_(layers_[0]->dt),
+        lstm_(layers_[0]->traits.cell_state), dt_(layers_[0]->dt),
         item_(size_t(dt_.itemsize())), h_{Bytes(L_ * B * H_ * item_), Bytes(L_ * B * H_ * item_)},
         c_(lstm_ ? L_ * B * H_ * item_ : 0) {
     if (B == 0) throw py::value_error("batch_size must be at least 1");
@@ -392,15 +369,13 @@ class Stream {
       ForwardArgs<Real> p = w.args<Real>();
       p.T = 1;
       p.B = B_;
-      p.x_step = B_ * x_row;
-      p.x_row = x_row;
-      p.x = input;
+      p.x = {input, ptrdiff_t(B_ * x_row), x_row};
       p.h0 = h_in + k * plane;
       p.c0 = p.cT = c ? c + k * plane : nullptr;
-      p.y = h_out + k * plane;
+      p.y = {h_out + k * plane, ptrdiff_t(plane), H_};
       p.threads = 1;
       w.forward<Real>()(p);
-      input = p.y;
+      input = p.y.data;
       x_row = H_;
     }
     current_ = next;
@@ -523,7 +498,7 @@ void register_frozen(py::module_& m) {
   py::class_<PackedWeights, Packed>(
       m, "PackedWeights",
       "One layer direction's weights prepared once for a frozen model (opaque).")
-      .def_property_readonly("cell", [](const PackedWeights& w) { return w.cell.name; })
+      .def_property_readonly("cell", [](const PackedWeights& w) { return w.traits.name; })
       .def_property_readonly("precision",
                              [](const PackedWeights& w) { return precision_name(w.precision); })
       .def_property_readonly("kernel_path", [](const PackedWeights& w) { return w.table.isa; })

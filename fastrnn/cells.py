@@ -1,8 +1,10 @@
 """The cells fastrnn runs, in one table: everything about a cell but its math.
 
-The math is the kernels' (csrc/, fastrnn/_numba.py, fastrnn/_reference.py). What the rest
-of the package needs to know of a cell (its gates, its states, how it holds its biases,
-its torch module, its ONNX operator, what its diagnostics plot) is written once, here: the
+The math is the kernels' (csrc/, fastrnn/_numba.py, fastrnn/_reference.py), and so is
+how a cell holds its biases: every kernel takes b_ih and b_hh and adds them where its
+cell sums them. What the rest of the package needs to know of a cell (its gates, its
+states, its torch module, its ONNX operator, what its diagnostics plot) is written once,
+here: the
 layers, the model, checkpoints, ONNX export, diagnostics, the command line, the bench and
 the tests read `CELLS`. A new cell is its kernels and one entry below.
 """
@@ -37,8 +39,6 @@ class Cell(NamedTuple):
     states: tuple         # what the recurrence carries: ("h",) or ("h", "c")
     kernels: dict         # nonlinearity -> kernel name: backend functions <name>_forward,
                           # <name>_backward
-    folds_biases: bool    # b_ih and b_hh appear only as b_ih + b_hh, so they may be folded
-                          # into one bias; the GRU's reset gate scales b_hn alone
     layer_options: tuple  # the layer's keyword options beyond those every cell has
     saved_width: int      # BPTT's record beyond x and y, per row and step, in units of H
                           # (memory estimates read it)
@@ -58,19 +58,18 @@ class Cell(NamedTuple):
 CELLS = {cell.name: cell for cell in (
     Cell("rnn", "RNN", "RNN",
          gates=("h",), states=("h",), kernels={"tanh": "rnn", "relu": "rnn_relu"},
-         folds_biases=True, layer_options=("nonlinearity",), saved_width=0,
+         layer_options=("nonlinearity",), saved_width=0,      # BPTT reads h from y
          onnx=OnnxOperator("RNN", (0,), {}),
          saturation=Saturation("h", "|h_t| > 0.99")),     # h_t = tanh(...) itself
     Cell("lstm", "LSTM", "LSTM",
          gates=("i", "f", "g", "o"), states=("h", "c"), kernels={"tanh": "lstm"},
-         folds_biases=True, layer_options=("forget_bias",),
-         saved_width=5,                                        # c_t and 4 gates
+         layer_options=("forget_bias",), saved_width=5,      # c_t and 4 gates
          onnx=OnnxOperator("LSTM", (0, 3, 1, 2), {}),          # ONNX i, o, f, c
          # tanh(c_t), on the output path h_t = o tanh(c_t)
          saturation=Saturation("tanh(c)", "|tanh(c_t)| > 0.99")),
     Cell("gru", "GRU", "GRU",
          gates=("r", "z", "n"), states=("h",), kernels={"tanh": "gru"},
-         folds_biases=False, layer_options=(), saved_width=4,  # 3 gates and hn
+         layer_options=(), saved_width=4,                    # 3 gates and hn
          # ONNX z, r, h; linear_before_reset: r scales (h W_hn^T + b_hn), as in torch
          onnx=OnnxOperator("GRU", (1, 0, 2), {"linear_before_reset": 1}),
          # The candidate n_t, the one tanh between h_{t-1} W_hh and h_t; but dL/dh_{t-1}

@@ -54,11 +54,12 @@ def _gates_over_time(layer, x):
     cell, (T, B) = CELLS[layer.cell], x.shape[1::-1]
     H = layer.hidden_size
     stack = _stack.Stack(_reference, layer.kernel, num_layers=1, num_directions=1,
-                         hidden_size=H, folds_biases=cell.folds_biases)
+                         hidden_size=H)
     zeros = tuple(np.zeros((1, B, H), dtype=layer.dtype) for _ in cell.states)
     _, _, tape = _stack.forward(stack, layer.parameters(), x.transpose(1, 0, 2), zeros,
                                 _stack.PADDED, True)
-    gates = next(saved for saved in tape.workspace(0, 0) if saved.shape == (T, B, cell.G * H))
+    gates = next(saved for saved in tape.workspace(0, 0).arrays
+                 if saved.shape == (T, B, cell.G * H))
     return {name: gates[:, :, g * H:(g + 1) * H] for g, name in enumerate(cell.gates)}
 
 

@@ -62,16 +62,15 @@ class _Packed:
 
 
 class _Float:
-    """Float weights as a backend's kernels take them, copied (and b_ih + b_hh summed)
-    once; with quantize="bf16" the kernels' precision="bf16"."""
+    """Float weights as a backend's kernels take them, copied once; with quantize="bf16"
+    the kernels' precision="bf16"."""
 
-    def __init__(self, backend, kernel, w_ih, w_hh, b_ih, b_hh, folds_biases, quantize=None):
+    def __init__(self, backend, kernel, w_ih, w_hh, b_ih, b_hh, quantize=None):
         self._options = {"precision": "bf16"} if quantize == "bf16" else {}
         self._kernel = getattr(backend, f"{kernel}_forward")
         # threads= is the compiled backend's alone
         self._takes_threads = getattr(backend, "concurrent_single_thread_calls", False)
-        self._weights = (w_ih.copy(), w_hh.copy(),
-                         *((b_ih + b_hh,) if folds_biases else (b_ih.copy(), b_hh.copy())))
+        self._weights = tuple(w.copy() for w in (w_ih, w_hh, b_ih, b_hh))
         self.nbytes = sum(w.nbytes for w in self._weights)
 
     def forward(self, x, *states, batch_sizes=None, threads=None):
@@ -97,11 +96,21 @@ class _Int8:
         return (y, *finals[1:], None)
 
 
-def _prepared_forward(x, *args, **options):
+def _prepared_forward(x, *args, reverse=False, out=None, **options):
     """The frozen stack's forward kernel: args are the states, the prepared weights of
-    one layer direction and `training` (always False here)."""
+    one layer direction and `training` (always False here). The prepared forwards run
+    forward in time into arrays of their own: a reverse direction's x is reversed for
+    them (a copy) and y reversed back into `out`."""
     *states, prepared, _ = args
-    return prepared.forward(x, *states, **options)
+    if reverse:
+        x = np.ascontiguousarray(x[::-1])
+    y, *rest = prepared.forward(x, *states, **options)
+    if reverse:
+        y = y[::-1]
+    if out is not None:
+        out[...] = y
+        y = out
+    return (y, *rest)
 
 
 class _FrozenStack(_stack.Stack):
@@ -116,13 +125,12 @@ class _FrozenStack(_stack.Stack):
         self.num_layers = layer.num_layers
         self.num_directions = layer.num_directions
         self.hidden_size = layer.hidden_size
-        self.folds_biases = layer._cell.folds_biases
         self.one_layer = layer._stack.one_layer
         self.keys = layer._stack.keys
         self.kernel_options = {}   # the prepared weights know their precision
-        # The compiled forward reads x through its strides and runs one-thread calls
-        # side by side, as the layer's kernels do.
-        self.reads_x_views = self.concurrent_calls = compiled
+        # The compiled forward runs one-thread calls side by side, as the layer's
+        # kernels do.
+        self.concurrent_calls = compiled
 
     def kernel_weights(self, params, k, direction):
         return (params[k, direction],)
@@ -163,8 +171,7 @@ class FrozenLayer:
                 elif quantize == "int8":
                     prepared = _Int8(layer.kernel, *weights)
                 else:
-                    prepared = _Float(backend, layer.kernel, *weights,
-                                      layer._cell.folds_biases, quantize)
+                    prepared = _Float(backend, layer.kernel, *weights, quantize)
                 self._prepared[k, d] = prepared
         self._stack = _FrozenStack(layer, self._core is not None)
 

@@ -26,12 +26,14 @@ class _WeightsSeen:
 
     NumPy arrays have no version counter, as torch's tensors do, so backward compares
     the live matrices with this copy, bit for bit: certain where a checksum could miss a
-    change, and cheap next to a step (a copy and a compare of the weights, against
+    change, and cheap next to a step (a copy and a memcmp of the weights, against
     BPTT's record of every time step).
     """
 
     def __init__(self):
         self._copies = {}
+        core = _backends.compiled_module()
+        self._same_bytes = core.same_bytes if core is not None else _same_bits
 
     def keep(self, params):
         for key, value in params.items():
@@ -43,12 +45,12 @@ class _WeightsSeen:
     def changed(self, params):
         """The keys of the matrices that differ now from the copy, in state_dict order."""
         return [key for key, copy in self._copies.items()
-                if not np.array_equal(_bits(params[key]), _bits(copy))]
+                if not self._same_bytes(params[key], copy)]
 
 
-def _bits(array):
-    """A float array's bits as unsigned integers: NaN equals NaN, -0.0 differs from 0.0."""
-    return array.view(f"u{array.itemsize}")
+def _same_bits(a, b):
+    """Whether two float arrays hold the same bits: NaN equals NaN, -0.0 differs from 0.0."""
+    return np.array_equal(a.view(f"u{a.itemsize}"), b.view(f"u{b.itemsize}"))
 
 
 class _Recurrent:
@@ -56,7 +58,7 @@ class _Recurrent:
 
     A subclass names its cell (`class LSTM(_Recurrent, cell="lstm")`); what the layer
     needs of it comes from the table of cells: its name, gate count G, state names, its
-    kernel (of the default nonlinearity) and whether its biases fold.
+    kernel (of the default nonlinearity).
     """
 
     def __init_subclass__(cls, *, cell=None, **kwargs):
@@ -110,7 +112,7 @@ class _Recurrent:
     def _stack_config(self):
         return _stack.Stack(self._backend, self.kernel, num_layers=self.num_layers,
                             num_directions=self.num_directions, hidden_size=self.hidden_size,
-                            folds_biases=self._cell.folds_biases, precision=self.precision)
+                            precision=self.precision)
 
     @property
     def backend(self):

@@ -39,8 +39,8 @@ def memory_needed(config, batch_size, T):
     D = 2 if config["bidirectional"] else 1
     P = parameter_count(cell.G, I, H, L, config["bidirectional"]) \
         + config["num_classes"] * (D * H + 1)
-    # What a training forward keeps for BPTT per row and step: each layer's input (the
-    # reverse direction's a reversed copy), and each direction's y and the cell's record.
+    # What a training forward keeps for BPTT per row and step: each direction's copy of
+    # its layer's input (in its workspace), and each direction's y and the cell's record.
     kept = D * (I + (L - 1) * D * H) + L * D * H * (1 + cell.saved_width)
     return {"parameters": 4 * P,
             "their gradients and Adam's two moments": 3 * 4 * P,

@@ -12,20 +12,38 @@ import numpy as np
 from fastrnn import _core as core
 
 core.set_num_threads(2)
+
+
 def problem(cell, T, B, I, H):
     G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
     rng = np.random.default_rng(0)
-    f = lambda *s: rng.uniform(-.1, .1, s).astype(np.float32)
-    return dict(x=rng.standard_normal((T, B, I)).astype(np.float32), h0=f(B, H), c0=f(B, H),
-                w_ih=f(G*H, I), w_hh=f(G*H, H), b=f(G*H), dy=f(T, B, H), dh=f(B, H))
+
+    def uniform(*shape):
+        return rng.uniform(-.1, .1, shape).astype(np.float32)
+
+    return dict(x=rng.standard_normal((T, B, I)).astype(np.float32), h0=uniform(B, H),
+                c0=uniform(B, H), w_ih=uniform(G * H, I), w_hh=uniform(G * H, H),
+                b_ih=uniform(G * H), b_hh=uniform(G * H), dy=uniform(T, B, H),
+                dh=uniform(B, H))
+
+
+def states(cell, a, *names):
+    return [a[name] for name in names[:2 if cell == "lstm" else 1]]
+
+
 def fwd(cell, a, prec, training=True):
-    if cell == "lstm": return core.lstm_forward(a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b"], training, precision=prec)
-    if cell == "gru": return core.gru_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b"], a["b"], training, precision=prec)
-    return core.rnn_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b"], training, precision=prec)
+    return getattr(core, f"{cell}_forward")(a["x"], *states(cell, a, "h0", "c0"), a["w_ih"],
+                                            a["w_hh"], a["b_ih"], a["b_hh"], training,
+                                            precision=prec)
+
+
 def bwd(cell, a, out, prec):
-    if cell == "lstm": return core.lstm_backward(out[2], a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], out[0], a["dy"], a["dh"], a["dh"], True, precision=prec)
-    if cell == "gru": return core.gru_backward(out[1], a["x"], a["h0"], a["w_ih"], a["w_hh"], out[0], a["dy"], a["dh"], True, precision=prec)
-    return core.rnn_backward(out[1], a["x"], a["h0"], a["w_ih"], a["w_hh"], out[0], a["dy"], a["dh"], True, precision=prec)
+    return getattr(core, f"{cell}_backward")(out[-1], *states(cell, a, "h0", "c0"), a["w_ih"],
+                                             a["w_hh"], out[0], a["dy"],
+                                             *states(cell, a, "dh", "dh"), True,
+                                             precision=prec)
+
+
 def best(f, rounds):
     t = []
     for _ in range(rounds):

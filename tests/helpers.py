@@ -206,14 +206,12 @@ def assert_same_results(got, want, dtype):
 # -- the raw kernels ----------------------------------------------------------------
 
 GATES = {kernel: cell.G for kernel, cell in KERNELS.items()}
+KERNEL_CELLS = list(GATES)
 
 
 def make_kernel_args(cell, T, B, I, H, dtype, *, seed=0, scale=1.0):
-    """Kernel arguments: time-major x, torch-like weights, nonzero states, loss on every step.
-
-    b stands for b_ih + b_hh, so it spans twice torch's init bound. The GRU's kernels take
-    b_ih and b_hh apart (its reset gate multiplies b_hn): each spans that range too.
-    """
+    """Kernel arguments: time-major x, torch-like weights and biases, nonzero states, a
+    loss on every step."""
     rng = np.random.default_rng(seed)
     G = GATES[cell]
     k = 1.0 / np.sqrt(H)
@@ -227,60 +225,93 @@ def make_kernel_args(cell, T, B, I, H, dtype, *, seed=0, scale=1.0):
         "c0": uniform((B, H), 1.0),
         "w_ih": uniform((G * H, I), k),
         "w_hh": uniform((G * H, H), k),
-        "b": uniform((G * H,), 2 * k),
-    }
-    if cell == "gru":  # drawn in place of b, so the RNN's and LSTM's arrays stay as they were
-        args["b_ih"] = args.pop("b")
-        args["b_hh"] = uniform((G * H,), 2 * k)
-    args.update({
+        "b_ih": uniform((G * H,), k),
+        "b_hh": uniform((G * H,), k),
         "dy": rng.standard_normal((T, B, H)).astype(dtype),
         "dhT": rng.standard_normal((B, H)).astype(dtype),
         "dcT": rng.standard_normal((B, H)).astype(dtype),
-    })
+    }
     if cell != "lstm":
         del args["c0"], args["dcT"]
     return args
 
 
-GRAD_NAMES = {"rnn": ["dx", "dh0", "dw_ih", "dw_hh", "db"],
-              "rnn_relu": ["dx", "dh0", "dw_ih", "dw_hh", "db"],
-              "lstm": ["dx", "dh0", "dc0", "dw_ih", "dw_hh", "db"],
-              "gru": ["dx", "dh0", "dw_ih", "dw_hh", "db_ih", "db_hh"]}
+GRAD_NAMES = {cell: ["dx", "dh0"] + (["dc0"] if cell == "lstm" else []) +
+              ["dw_ih", "dw_hh", "db_ih", "db_hh"] for cell in GATES}
+
+
+def initial_states(cell, a):
+    return [a["h0"], a["c0"]] if cell == "lstm" else [a["h0"]]
+
+
+def final_state_grads(cell, a):
+    return [a["dhT"], a["dcT"]] if cell == "lstm" else [a["dhT"]]
 
 
 def kernel_forward(kernels, cell, a, training=True, **options):
-    """One forward of `kernels` (a backend module) on the arguments `a`: (outputs, saved).
-    options: the kernels' keywords (precision=, threads=)."""
-    if cell in ("rnn", "rnn_relu"):
-        forward = getattr(kernels, f"{cell}_forward")
-        y, saved = forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b"], training, **options)
-        return [y], saved
-    if cell == "gru":
-        y, saved = kernels.gru_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b_ih"],
-                                       a["b_hh"], training, **options)
-        return [y], saved
-    y, cT, saved = kernels.lstm_forward(a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b"],
-                                        training, **options)
-    return [y, cT], saved
+    """One forward of `kernels` (a backend module) on the arguments `a`: (outputs, saved),
+    outputs [y] or [y, cT]; options: batch_sizes, reverse, out, precision, threads."""
+    *outputs, saved = getattr(kernels, f"{cell}_forward")(
+        a["x"], *initial_states(cell, a), a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], training,
+        **options)
+    return outputs, saved
 
 
 def kernel_backward(kernels, cell, saved, a, outputs, *, with_dy=True, need_dx=True,
                     **options):
-    """The gradients of one backward through a forward's `saved` and `outputs`."""
-    dy = a["dy"] if with_dy else None
-    if cell != "lstm":
-        backward = getattr(kernels, f"{cell}_backward")
-        return list(backward(saved, a["x"], a["h0"], a["w_ih"], a["w_hh"], outputs[0], dy,
-                             a["dhT"], need_dx, **options))
-    return list(kernels.lstm_backward(saved, a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"],
-                                      outputs[0], dy, a["dhT"], a["dcT"], need_dx, **options))
+    """The gradients (GRAD_NAMES order) of one backward through a forward's `saved` and
+    `outputs`; options: batch_sizes, reverse, precision, threads."""
+    return list(getattr(kernels, f"{cell}_backward")(
+        saved, *initial_states(cell, a), a["w_ih"], a["w_hh"], outputs[0],
+        a["dy"] if with_dy else None, *final_state_grads(cell, a), need_dx, **options))
 
 
-def run_kernels(kernels, cell, a, *, with_dy=True, need_dx=True):
+def run_kernels(kernels, cell, a, *, with_dy=True, need_dx=True, **options):
     """Training forward then backward on one backend: (forward outputs, gradients)."""
-    outputs, saved = kernel_forward(kernels, cell, a)
+    outputs, saved = kernel_forward(kernels, cell, a, **options)
+    options.pop("out", None)
     return outputs, kernel_backward(kernels, cell, saved, a, outputs, with_dy=with_dy,
-                                    need_dx=need_dx)
+                                    need_dx=need_dx, **options)
+
+
+TORCH_MODULES = {"rnn": ("RNN", {"nonlinearity": "tanh"}),
+                 "rnn_relu": ("RNN", {"nonlinearity": "relu"}),
+                 "lstm": ("LSTM", {}), "gru": ("GRU", {})}
+
+
+def torch_kernel_results(cell, a, lengths=None, with_dy=True):
+    """What the kernels compute for the time-major problem `a`, from torch's module of
+    `cell` holding a's weights: {y, hT, [cT,] dx, dh0, [dc0,] dw_ih, dw_hh, db_ih, db_hh}.
+    With lengths, the padded batch goes through pack_padded_sequence(...,
+    enforce_sorted=False) and pad_packed_sequence(..., total_length=T)."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+    T, _, I = a["x"].shape
+    H = a["h0"].shape[1]
+    name, options = TORCH_MODULES[cell]
+    module = getattr(torch.nn, name)(I, H, **options).to(torch.from_numpy(a["x"]).dtype)
+    with torch.no_grad():
+        for key in ("w_ih", "w_hh", "b_ih", "b_hh"):
+            kind = "weight" if key.startswith("w") else "bias"
+            getattr(module, f"{kind}_{key[2:]}_l0").copy_(torch.from_numpy(a[key]))
+    x = torch.tensor(a["x"], requires_grad=True)
+    state0 = [torch.tensor(s[None], requires_grad=True) for s in initial_states(cell, a)]
+    data = x if lengths is None else pack_padded_sequence(
+        x, torch.from_numpy(np.asarray(lengths)), enforce_sorted=False)
+    out, final = module(data, tuple(state0) if cell == "lstm" else state0[0])
+    y = out if lengths is None else pad_packed_sequence(out, total_length=T)[0]
+    finals = list(final) if cell == "lstm" else [final]
+    loss = sum((s[0] * torch.from_numpy(ds)).sum()
+               for s, ds in zip(finals, final_state_grads(cell, a)))
+    if with_dy:
+        loss = loss + (y * torch.from_numpy(a["dy"])).sum()
+    loss.backward()
+    params = dict(module.named_parameters())
+    result = {"y": y, "hT": finals[0][0], "dx": x.grad, "dh0": state0[0].grad[0],
+              "dw_ih": params["weight_ih_l0"].grad, "dw_hh": params["weight_hh_l0"].grad,
+              "db_ih": params["bias_ih_l0"].grad, "db_hh": params["bias_hh_l0"].grad}
+    if cell == "lstm":
+        result.update(cT=finals[1][0], dc0=state0[1].grad[0])
+    return {name: value.detach().numpy() for name, value in result.items()}
 
 
 # -- models -------------------------------------------------------------------------

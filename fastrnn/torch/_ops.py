@@ -79,8 +79,7 @@ def _find(handle):
 def _stack_of(backend_name, kernel, num_layers, bidirectional, hidden_size):
     backend = _backends.get_backend(backend_name)
     stack = _stack.Stack(backend, kernel, num_layers=num_layers,
-                         num_directions=2 if bidirectional else 1, hidden_size=hidden_size,
-                         folds_biases=KERNELS[kernel].folds_biases)
+                         num_directions=2 if bidirectional else 1, hidden_size=hidden_size)
     if _threads.share_torch_openmp():
         # The two directions side by side would take a thread beside torch's team
         # (see _threads): on the team they run one after the other.

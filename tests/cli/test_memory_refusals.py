@@ -133,8 +133,8 @@ def test_the_estimate_counts_what_a_training_step_keeps(cell, stack):
     x = np.random.default_rng(0).random((6, 7, 3), dtype=np.float32)
     model.loss_and_grads(x, np.arange(6) % 4)
     kept = sum(array.nbytes for _, records in model.layer._tape.layers
-               for x, _, _, y, saved in records
-               for array in (x, y, *(saved or ())))
+               for _, _, y, saved in records
+               for array in (saved.x, y, *saved.arrays))
     assert list(needs.values())[2] == kept
 
 

@@ -251,7 +251,7 @@ def test_arrays_past_two_to_the_31_elements_are_indexed_in_full():
     one, zero = np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32)
     # W_hh = 0: every step is y_t = tanh(x_t), whatever came before.
     y, _ = core.rnn_forward(x, np.zeros((B, 1), np.float32), one, zero,
-                            np.zeros(1, np.float32), False)
+                            np.zeros(1, np.float32), np.zeros(1, np.float32), False)
     del x
     for t in (0, T // 2, T - 1):
         expected = np.tanh((np.float32(t) / np.float32(T) - np.float32(0.5)).astype(np.float64))
