@@ -314,7 +314,7 @@ class Stream {
       if (!layers[k] || !layers[0]) throw py::value_error("a stream's layers must be PackedWeights");
       const PackedWeights& w = *layers[k];
       const PackedWeights& first = *layers[0];
-      if (&w.cell != &first.cell || w.precision != first.precision || !w.dt.equal(first.dt) ||
+      if (w.cell != first.cell || w.precision != first.precision || !w.dt.equal(first.dt) ||
           w.H != first.H || (k > 0 && w.I != first.H))
         throw py::value_error("a stream's layers must be one cell, precision, dtype and H, "
                               "each reading the one below (layer " + std::to_string(k) +

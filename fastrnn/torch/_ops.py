@@ -98,10 +98,11 @@ def _contiguous_array(tensor):
     return np.ascontiguousarray(tensor.detach().numpy())
 
 
-def _input_array(x):
-    """_array of x, whose rows the kernels read contiguous: any other strides are fine
-    (the compiled backend reads a batch-first view as it is)."""
-    array = _array(x)
+def _step_array(tensor):
+    """_array of a per-step tensor (x, dy), whose rows the kernels read contiguous: any
+    other strides are fine (the compiled backend reads a batch-first view as it is), a
+    broadcast view (dy of y.sum(), say) is copied."""
+    array = _array(tensor)
     return array if array.strides[-1] == array.itemsize else np.ascontiguousarray(array)
 
 
@@ -186,7 +187,7 @@ def _forward(x: Tensor, h0: Optional[Tensor], c0: Optional[Tensor], weights: lis
     _threads.follow_torch()
     H = weights[1].shape[1]
     stack = _stack_of(None, kernel, num_layers, bidirectional, H)
-    x_array = _input_array(x)
+    x_array = _step_array(x)
     dtype = x_array.dtype
     params = _parameters(weights, bias, num_layers, bidirectional)
     if batch_sizes is None:
@@ -218,7 +219,7 @@ def _backward(handle: Tensor, dy: Optional[Tensor], dh_n: Optional[Tensor],
     dstates = tuple(_arrays.zeros(record.state_shape, record.dtype) if d is None
                     else _contiguous_array(d) for d in (dh_n, dc_n)[:record.num_states])
     dx, dstates0, grads = _stack.backward(record.stack, record.tape,
-                                          None if dy is None else _array(dy), dstates,
+                                          None if dy is None else _step_array(dy), dstates,
                                           need_dx)
     keys = [key for key in grads if bias or key.startswith("weight")]
     return (torch.from_numpy(dx) if need_dx else _nothing(y.dtype),

@@ -142,12 +142,13 @@ def test_one_bf16_rnn_step_is_float64_math_on_rounded_operands():
     a = bf16_kernel_args("rnn", 1, 4, 6, 5, seed=2)
     (y,), _ = run_reference("rnn", a, "bf16")
     r = {k: round_to_bf16(a[k]).astype(np.float64) for k in ("x", "h0", "w_ih", "w_hh")}
-    pre = r["x"][0] @ r["w_ih"].T + r["h0"] @ r["w_hh"].T + a["b"]
+    b = a["b_ih"] + a["b_hh"]   # summed in float32 by the kernels
+    pre = r["x"][0] @ r["w_ih"].T + r["h0"] @ r["w_hh"].T + b
     K = 6 + 5
     # float32 sums (gamma_K of the magnitudes), one rounding of the bias sum and of
     # tanh, whose slope is at most 1
     bound = (K + 2) * U32 * (np.abs(r["x"][0]) @ np.abs(r["w_ih"].T)
-                             + np.abs(r["h0"]) @ np.abs(r["w_hh"].T) + np.abs(a["b"])) + U32
+                             + np.abs(r["h0"]) @ np.abs(r["w_hh"].T) + np.abs(b)) + U32
     assert np.all(np.abs(y[0] - np.tanh(pre)) <= bound)
 
 
@@ -416,7 +417,8 @@ def test_the_bf16_lstm_matches_torchs_bf16_lstm_at_bfloat16_precision(bf16_kerne
                                     torch.tensor(c0)[None].bfloat16()))
     w = {k: v.detach().float().numpy() for k, v in module.named_parameters()}
     y, cT, _ = bf16_kernels.lstm_forward(x, h0, c0, w["weight_ih_l0"], w["weight_hh_l0"],
-                                         w["bias_ih_l0"], False, precision="bf16")
+                                         w["bias_ih_l0"], w["bias_hh_l0"], False,
+                                         precision="bf16")
     for got, want in ((y, y_t), (y[-1], hT_t[0]), (cT, cT_t[0])):
         difference = np.abs(round_to_bf16(got) - want.float().numpy())
         assert difference.max() <= 2.0 ** -6
