@@ -33,35 +33,140 @@ the saved arrays and the call's cell, dtype, sizes and batch_sizes, against
 which its backward checks the call it is given.
 """
 
+import math
+
 import numba
 import numpy as np
 # SciPy's BLAS, which Numba's matrix products call, loaded now so that
 # set_num_threads can limit its threads.
 import scipy.linalg.cython_blas  # noqa: F401
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic, overload
 
 from . import _blas
 from ._reference import checked_offsets
 
 name = "numba"
 
-_jit = njit(cache=True, nogil=True, error_model="numpy")
+# fastmath "contract" alone: a * b + c may become one fused multiply-add (one
+# rounding instead of two); nothing is reordered. Without it every step of the
+# activations' polynomials takes two instructions.
+_JIT_OPTIONS = {"nogil": True, "error_model": "numpy", "fastmath": {"contract"}}
+_jit = njit(cache=True, **_JIT_OPTIONS)
 
 
-# Gate activations. libm's tanh and exp are scalar calls that stop LLVM from
-# vectorizing the fused gate loop (libm tanh alone costs ~5x NumPy's SIMD tanh
-# here), so both come from the branch-free expm1 below: multiplies and adds
-# only, vectorized with the rest of the loop. Computed in float64, they are
-# correctly rounded for float32 and within ~1e-15 relative for float64.
-# error_model="numpy" (in _jit) matters as much: Python's ZeroDivisionError
-# check on every division also blocks vectorization.
-_HALVINGS = 9               # expm1 evaluated at y / 2**9, then doubled back
-_TANH_SATURATES = 20.0      # tanh(x) rounds to +-1 beyond this, even in float64
-_SIGMOID_SATURATES = 110.0  # float32 sigmoid(-x) underflows to 0 beyond this
 # _ONE is float32 so that float32 arithmetic stays float32 (a Python float
 # literal would promote it to float64); in float64 kernels it is exact.
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
+_TWO = np.float32(2.0)
+
+
+# Gate activations. libm's tanh and exp are scalar calls that stop LLVM from
+# vectorizing the fused gate loop (libm tanh alone costs ~5x NumPy's SIMD tanh
+# here), so ours are multiplies, adds and one division, vectorized with the
+# rest of the loop. error_model="numpy" (in _jit) matters as much: Python's
+# ZeroDivisionError check on every division also blocks vectorization.
+# _tanh and _sigmoid compile to the version for their argument's type: float32
+# computes in float32 (within 3 ulp; twice the SIMD lanes of float64, which
+# made the old float64-only version 3-4x slower than NumPy's float32 tanh),
+# float64 in float64 (within 5e-14 relative). NaN passes through as NaN.
+
+
+def _tanh(x):
+    """tanh(x): a stub that only compiled code can call (it gets _tanh32 or _tanh64)."""
+    raise NotImplementedError("_tanh runs inside the Numba kernels only")
+
+
+def _sigmoid(a):
+    """1 / (1 + exp(-a)): a stub that only compiled code can call (_sigmoid32 or _sigmoid64)."""
+    raise NotImplementedError("_sigmoid runs inside the Numba kernels only")
+
+
+@overload(_tanh, jit_options=_JIT_OPTIONS)
+def _tanh_of_type(x):
+    return (_tanh32 if x == types.float32 else _tanh64).py_func
+
+
+@overload(_sigmoid, jit_options=_JIT_OPTIONS)
+def _sigmoid_of_type(a):
+    return (_sigmoid32 if a == types.float32 else _sigmoid64).py_func
+
+
+# float32: exp(x) = 2**n exp(r), n = round(x / ln 2), |r| <= ln(2) / 2, exp(r)
+# from its Taylor polynomial (degree 7: truncation below 0.1 ulp), 2**n made
+# by moving n into a float's exponent bits. Constants are float32, as _ONE is.
+_F32 = np.float32
+_EXP_MIN32 = _F32(-87.6)             # x / ln 2 > -126.4: n >= -126, 2**n a normal float
+_LOG2E32 = _F32(1.4426950408889634)
+# Adding 1.5 * 2**23 rounds x / ln 2 to an integer n in the low mantissa bits;
+# the 127 more there is the exponent bias, so those bits shifted up are 2**n.
+_ROUNDS32 = _F32(1.5 * 2 ** 23 + 127)
+_LN2_HI32 = _F32(0.693359375)        # ln 2 in 9 bits, so n * _LN2_HI32 is exact,
+_LN2_LO32 = _F32(-2.12194440e-4)     # and the rest of it
+_EXP_TAYLOR32 = tuple(_F32(1 / math.factorial(k)) for k in range(8))
+# tanh(x) near 0, where (1 - e) / (1 + e) would lose bits: its odd Taylor series
+# x + x^3 (-1/3 + x^2 (2/15 + ...)) to x^11, truncated below 0.01 ulp for |x| < 0.3.
+_TANH_SERIES_BELOW32 = _F32(0.3)
+_TANH_TAYLOR32 = (_F32(-1 / 3), _F32(2 / 15), _F32(-17 / 315), _F32(62 / 2835),
+                  _F32(-1382 / 155925))
+
+
+@intrinsic
+def _exponent_bits_to_power_of_two(typingctx, rounded):
+    """2**n from float32 `rounded` = x / ln 2 + _ROUNDS32, whose low mantissa
+    bits hold n + 127 (1 <= n + 127 <= 254): those bits moved into the exponent field."""
+    if rounded != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        bits = builder.bitcast(args[0], ir.IntType(32))
+        exponent = builder.shl(bits, ir.Constant(ir.IntType(32), 23))
+        return builder.bitcast(exponent, ir.FloatType())
+    return types.float32(types.float32), codegen
+
+
+@_jit
+def _exp_nonpositive32(x):
+    # exp(x) for x <= 0, within 1 ulp down to the least normal float32 (x = -87.34),
+    # subnormal down to _EXP_MIN32, 0 below.
+    rounded = x * _LOG2E32 + _ROUNDS32
+    n = rounded - _ROUNDS32
+    r = (x - n * _LN2_HI32) - n * _LN2_LO32
+    p = _EXP_TAYLOR32[7]
+    for k in range(6, -1, -1):
+        p = p * r + _EXP_TAYLOR32[k]
+    # `<` is false for NaN, which so reaches p and comes out NaN.
+    return _ZERO if x < _EXP_MIN32 else p * _exponent_bits_to_power_of_two(rounded)
+
+
+@_jit
+def _tanh32(x):
+    # (1 - e) / (1 + e) with e = exp(-2|x|) <= 1 (nothing overflows), the series near 0.
+    ax = abs(x)
+    e = _exp_nonpositive32(-_TWO * ax)
+    far = (_ONE - e) / (_ONE + e)
+    x2 = x * x
+    p = _TANH_TAYLOR32[4]
+    for k in range(3, -1, -1):
+        p = p * x2 + _TANH_TAYLOR32[k]
+    near = ax + ax * x2 * p
+    t = near if ax < _TANH_SERIES_BELOW32 else far
+    return t if x >= 0 else -t
+
+
+@_jit
+def _sigmoid32(a):
+    # From e = exp(-|a|) <= 1: 1 / (1 + e) for a >= 0, e / (1 + e) below.
+    e = _exp_nonpositive32(-abs(a))
+    return (_ONE if a >= 0 else e) / (_ONE + e)
+
+
+# float64: both from expm1 (below), which is computed at y / 2**9 and doubled back.
+_HALVINGS = 9               # expm1 evaluated at y / 2**9, then doubled back
+_TANH_SATURATES = 20.0      # tanh(x) rounds to +-1 beyond this, even in float64
+_SIGMOID_SATURATES = 110.0  # sigmoid(-x) < 2e-48 beyond this: clamped, so exp cannot overflow
 
 
 @_jit
@@ -89,7 +194,7 @@ def _expm1(y):
 
 
 @_jit
-def _tanh(x):
+def _tanh64(x):
     # From expm1(2|x|), which keeps full relative precision for tiny x.
     # Clamped by `>`, which is false for NaN, so NaN passes through as NaN.
     ax = abs(x)
@@ -99,7 +204,7 @@ def _tanh(x):
 
 
 @_jit
-def _sigmoid(a):
+def _sigmoid64(a):
     # 1 / (1 + exp(-a)) from exp(|a|) alone, so nothing overflows for large |a|.
     aa = abs(a)
     big = 1.0 + _expm1(_SIGMOID_SATURATES if aa > _SIGMOID_SATURATES else aa)
