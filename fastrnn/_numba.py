@@ -45,6 +45,7 @@ from numba import njit, types
 from numba.extending import intrinsic, overload
 
 from . import _blas
+from ._numba_blas import gemm
 from ._reference import checked_offsets
 
 name = "numba"
@@ -213,8 +214,8 @@ def _sigmoid64(a):
 
 @_jit
 def _dot_bt(a, b, out):
-    """out = a @ b.T for C-ordered a (M, K), b (N, K); b.T is a free F-ordered view."""
-    np.dot(a, b.T, out)
+    """out = a @ b.T for a (M, K), b (N, K)."""
+    gemm(a, False, b, True, out, 0)
 
 
 @_jit
@@ -294,7 +295,7 @@ def _rnn_backward(x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx, offsets, relu)
             else:
                 for j in range(H):
                     dak[j] = dhk[j] * (_ONE - yk[j] * yk[j])
-        np.dot(da[row0:row0 + n_t], w_hh, dh[:n_t])                 # (3)
+        gemm(da[row0:row0 + n_t], False, w_hh, False, dh[:n_t], 0)  # (3)
     dw_ih, dw_hh, db = _weight_grads(da, x, h0, y, offsets)
     dx = _input_grad(da, w_ih, need_dx)
     return dx, dh, dw_ih, dw_hh, db
@@ -310,20 +311,23 @@ def _weight_grads(da, x, h0, y, offsets):
 @_jit
 def _input_weight_grad(da, x):
     """dW_ih = sum_t da_t^T x_t, over the N rows."""
-    # Computed as (x^T da)^T: OpenBLAS runs this orientation of the long-K GEMM
-    # ~1.5x faster than da^T x here.
-    return np.ascontiguousarray(np.dot(x.T, da).T)
+    # da^T x straight into dW_ih's layout: 5-20% faster than (x^T da)^T here
+    # (OpenBLAS 0.3.30 and 0.3.31), and no transposed copy follows.
+    dw_ih = np.empty((da.shape[1], x.shape[1]), dtype=da.dtype)
+    gemm(da, True, x, False, dw_ih, 0)
+    return dw_ih
 
 
 @_jit
 def _recurrent_weight_grad(da, h0, y, offsets):
     """dW_hh = sum_t da_t^T h_{t-1}, over the N rows."""
     B = h0.shape[0]
-    # h_{t-1} is h0 for t = 1, else y's rows of step t-1: two GEMMs.
-    dw_hh = np.dot(h0.T, da[:B])
+    # h_{t-1} is h0 for t = 1, else y's rows of step t-1: two GEMMs, one sum.
+    dw_hh = np.empty((da.shape[1], h0.shape[1]), dtype=da.dtype)
+    gemm(da[:B], True, h0, False, dw_hh, 0)
     if _num_steps(offsets) > 1:
-        dw_hh += np.dot(_rows_before(y, offsets).T, da[B:])
-    return np.ascontiguousarray(dw_hh.T)
+        gemm(da[B:], True, _rows_before(y, offsets), False, dw_hh, 1)
+    return dw_hh
 
 
 @_jit
@@ -357,7 +361,9 @@ def _input_grad(da, w_ih, need_dx):
     """dx_t = da_t W_ih of every row in one GEMM, or an empty array when not wanted."""
     if not need_dx:
         return np.empty((0, 0), dtype=da.dtype)
-    return np.dot(da, w_ih)
+    dx = np.empty((da.shape[0], w_ih.shape[1]), dtype=da.dtype)
+    gemm(da, False, w_ih, False, dx, 0)
+    return dx
 
 
 # ---------------------------------------------------------------------- LSTM
@@ -460,7 +466,7 @@ def _lstm_backward(c, tanh_c, gates, x, h0, c0, w_ih, w_hh, y, dy, has_dy, dhT, 
                 df[j] = dck[j] * cp[j] * f[j] * (_ONE - f[j])
             for j in range(H):                                      # (6)
                 dck[j] *= f[j]
-        np.dot(da[row0:row0 + n_t], w_hh, dh[:n_t])                 # (8)
+        gemm(da[row0:row0 + n_t], False, w_hh, False, dh[:n_t], 0)  # (8)
     dw_ih, dw_hh, db = _weight_grads(da, x, h0, y, offsets)
     dx = _input_grad(da, w_ih, need_dx)
     return dx, dh, dc, dw_ih, dw_hh, db
@@ -536,7 +542,6 @@ def _gru_backward(gates, hn, x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx, off
     da_in = np.empty((N, 3 * H), dtype=y.dtype)
     da_rec = np.empty((N, 3 * H), dtype=y.dtype)
     dh = dhT.copy()        # row k: dhT[k] until BPTT reaches sequence k's last step
-    dh_recurrent = np.empty((B, H), dtype=y.dtype)
     s3 = gates.reshape(N, 3, H)
     di3 = da_in.reshape(N, 3, H)
     dr3 = da_rec.reshape(N, 3, H)
@@ -561,11 +566,12 @@ def _gru_backward(gates, hn, x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx, off
                 dar[j] = dan[j] * hns[j] * r[j] * (_ONE - r[j])
             for j in range(H):                                      # (5)
                 dhn[j] = dan[j] * r[j]
-            da_rec[row, :2 * H] = da_in[row, :2 * H]
+            din, drec = da_in[row], da_rec[row]
+            for j in range(2 * H):                                  # r and z: the same sums
+                drec[j] = din[j]
             for j in range(H):                                      # (8)
                 dhs[j] *= z[j]
-        np.dot(da_rec[row0:row0 + n_t], w_hh, dh_recurrent[:n_t])   # (9)
-        dh[:n_t] += dh_recurrent[:n_t]
+        gemm(da_rec[row0:row0 + n_t], False, w_hh, False, dh[:n_t], 1)  # (9), added to (8)
     dw_ih = _input_weight_grad(da_in, x)                            # (10)
     dw_hh = _recurrent_weight_grad(da_rec, h0, y, offsets)          # (11)
     db_ih, db_hh = _bias_grad(da_in), _bias_grad(da_rec)            # (10), (11)
