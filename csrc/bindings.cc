@@ -1,6 +1,7 @@
 // fastrnn._core: the compiled backend. The module registers its areas
-// (register_recurrent.cc: the cells' kernels; register_training.cc: Adam and
-// the classifier head) and, here, what describes the build and the threads.
+// (register_recurrent.cc: the cells' kernels and their workspace;
+// register_training.cc: Adam and the classifier head) and, here, what
+// describes the build and the threads.
 // Each entry point converts and checks its arguments with the shared checker
 // (checks.h), allocates the outputs, releases the GIL and calls the kernels of
 // the ISA path chosen by dispatch.cc. The kernel contract is the one written
@@ -24,8 +25,6 @@ namespace py = pybind11;
 
 namespace fastrnn {
 namespace {
-
-constexpr int kMaxThreads = 1024;
 
 py::dict build_info() {
   py::dict d;
@@ -75,8 +74,9 @@ PYBIND11_MODULE(_core, m) {
   m.attr("name") = "cpp";
   register_recurrent(m);
   register_training(m);
+  m.attr("max_threads") = kMaxThreads;
   m.def("set_num_threads", &set_num_threads, py::arg("n"),
-        "Threads the kernels use (1 to 1024).");
+        ("Threads the kernels use (1 to " + std::to_string(kMaxThreads) + ").").c_str());
   m.def("get_num_threads", &get_pool_threads);
   m.def("build_info", &build_info, "Facts about this build and the kernel path chosen.");
   m.def("release_cached_memory", &release_cached_memory,

@@ -1,6 +1,9 @@
 #include "checks.h"
 
 #include "memory.h"
+#include "parallel.h"
+
+#include <utility>
 
 namespace fastrnn {
 namespace {
@@ -74,10 +77,8 @@ bool plain_array(const py::handle& obj, const py::dtype& dt, bool writeable) {
          (!writeable || (flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_));
 }
 
-namespace {
-
-// A packed batch's offsets from batch_sizes (T,) int64, checked; B is h0's rows.
-std::vector<size_t> packed_offsets(const py::handle& obj, size_t B) {
+std::vector<size_t> checked_offsets(const py::handle& obj, size_t B) {
+  if (obj.is_none()) return {};
   if (py::isinstance<py::array>(obj) && py::reinterpret_borrow<py::array>(obj).ndim() != 1)
     throw py::value_error("batch_sizes must be 1-D (T,), got shape " +
                           shape_str(py::reinterpret_borrow<py::array>(obj)));
@@ -99,24 +100,54 @@ std::vector<size_t> packed_offsets(const py::handle& obj, size_t B) {
   return offsets;
 }
 
-}  // namespace
+StepView checked_steps(const py::handle& obj, const char* name, const py::dtype& dt,
+                       const Sizes& s, size_t n, bool writeable) {
+  const bool packed = !s.offsets.empty();
+  const std::vector<size_t> shape =
+      packed ? std::vector<size_t>{s.rows(), n} : std::vector<size_t>{s.T, s.B, n};
+  if (!py::isinstance<py::array>(obj))
+    throw py::type_error(std::string(name) + " must be a numpy.ndarray, got " + type_name(obj));
+  auto a = py::reinterpret_borrow<py::array>(obj);
+  if (!a.dtype().equal(dt))
+    throw py::type_error(std::string(name) + " has dtype " + std::string(py::str(a.dtype())) +
+                         ", expected " + std::string(py::str(dt)));
+  bool same = a.ndim() == py::ssize_t(shape.size());
+  for (size_t d = 0; same && d < shape.size(); ++d) same = size_t(a.shape(d)) == shape[d];
+  if (!same)
+    throw py::value_error(std::string(name) + " must have shape " + expected_str(shape) +
+                          ", got " + shape_str(a));
+  // An axis of one entry is never stepped along: its stride is unused.
+  const py::ssize_t item = dt.itemsize(), last = a.ndim() - 1;
+  auto elements = [&](py::ssize_t d) { return a.shape(d) > 1 ? a.strides(d) / item : 0; };
+  bool readable = a.size() == 0 || a.shape(last) <= 1 || a.strides(last) == item;
+  for (py::ssize_t d = 0; d < last && a.size() > 0; ++d)
+    readable = readable && (a.shape(d) <= 1 || (a.strides(d) >= 0 && a.strides(d) % item == 0));
+  if (!readable)
+    throw py::value_error(std::string(name) + " must have a contiguous last axis and "
+                          "non-negative strides (numpy.ascontiguousarray)");
+  const int flags = array_flags(a);
+  if (!(flags & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+    throw py::value_error(std::string(name) + " must be aligned (numpy.ascontiguousarray)");
+  if (writeable && !(flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_))
+    throw py::value_error(std::string(name) + " must be writeable");
+  if (packed) return StepView{a, 0, size_t(elements(0))};
+  return StepView{a, ptrdiff_t(elements(0)), size_t(elements(1))};
+}
 
-py::array checked_x(const py::handle& obj, const py::handle& batch_sizes, const py::handle& h0_obj,
-                    size_t G, size_t saved_per_unit, py::dtype& dt, Sizes& s) {
+StepView checked_x(const py::handle& obj, const py::handle& batch_sizes, const py::handle& h0_obj,
+                   const CellTraits& cell, py::dtype& dt, Sizes& s) {
   dt = float_dtype_of(obj);
   auto x = py::reinterpret_borrow<py::array>(obj);
-  const py::ssize_t item = dt.itemsize();
   if (!batch_sizes.is_none()) {
     if (x.ndim() != 2)
       throw py::value_error("a packed x must be 2-D (sum of batch_sizes, I), got shape " +
                             shape_str(x));
-    checked(x, "x", dt, {kAnySize, kAnySize});
     if (py::isinstance<py::array>(h0_obj) && py::reinterpret_borrow<py::array>(h0_obj).ndim() != 2)
       throw py::value_error("h0 must be 2-D (B, H), got shape " +
                             shape_str(py::reinterpret_borrow<py::array>(h0_obj)));
     py::array h0 = checked(h0_obj, "h0", dt, {kAnySize, kAnySize});
-    s = Sizes{0, size_t(h0.shape(0)), size_t(x.shape(1)), size_t(h0.shape(1)), 0,
-              size_t(x.shape(1)), packed_offsets(batch_sizes, size_t(h0.shape(0)))};
+    const size_t B = size_t(h0.shape(0));
+    s = Sizes{0, B, size_t(x.shape(1)), size_t(h0.shape(1)), checked_offsets(batch_sizes, B)};
     s.T = s.offsets.size() - 1;
     if (s.rows() != size_t(x.shape(0)))
       throw py::value_error("a packed x must have sum(batch_sizes) = " +
@@ -124,18 +155,7 @@ py::array checked_x(const py::handle& obj, const py::handle& batch_sizes, const 
   } else {
     if (x.ndim() != 3)
       throw py::value_error("x must be 3-D (T, B, I), got shape " + shape_str(x));
-    bool strided = x.size() > 0 && x.shape(2) > 1 && x.strides(2) != item;
-    for (int d = 0; d < 2 && x.size() > 0; ++d)
-      strided = strided || (x.shape(d) > 1 && (x.strides(d) < 0 || x.strides(d) % item != 0));
-    if (strided)
-      throw py::value_error("x must have a contiguous last axis and non-negative strides "
-                            "(numpy.ascontiguousarray)");
-    if (!(array_flags(x) & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
-      throw py::value_error("x must be aligned (numpy.ascontiguousarray)");
-    // An axis of one entry is never stepped along: its stride is unused.
-    auto elements = [&](int d) { return x.shape(d) > 1 ? size_t(x.strides(d) / item) : 0; };
-    s = Sizes{size_t(x.shape(0)), size_t(x.shape(1)), size_t(x.shape(2)), 0, elements(0),
-              elements(1), {}};
+    s = Sizes{size_t(x.shape(0)), size_t(x.shape(1)), size_t(x.shape(2)), 0, {}};
     if (s.T == 0 || s.B == 0)
       throw py::value_error("x (T, B, I) needs at least one time step and one sequence, got " +
                             shape_str(x));
@@ -146,11 +166,45 @@ py::array checked_x(const py::handle& obj, const py::handle& batch_sizes, const 
   if (s.B == 0) throw py::value_error("h0 must have at least one sequence (row)");
   // The largest buffers a kernel sizes: da of every step (G+1 groups at
   // most), the workspace, x's copy, the packed weights.
-  const size_t rows = s.offsets.empty() ? checked_mul(s.T, s.B) : s.rows();
+  const size_t G = cell.G, rows = s.offsets.empty() ? checked_mul(s.T, s.B) : s.rows();
   checked_mul(checked_mul(rows, G + 1), s.H);
-  checked_mul(rows, checked_mul(saved_per_unit, s.H) + s.I);
+  checked_mul(rows, checked_mul(cell.saved_per_unit, s.H) + s.I);
   checked_mul(checked_mul(G + 1, s.H), s.I + s.H);
-  return x;
+  return checked_steps(x, "x", dt, s, s.I);
+}
+
+namespace {
+
+// [first, last) bytes of an array's elements.
+std::pair<const char*, const char*> memory_bounds(const py::array& a) {
+  const char* first = static_cast<const char*>(a.data());
+  const char* last = first;
+  for (py::ssize_t d = 0; d < a.ndim(); ++d) {
+    if (a.shape(d) == 0) return {first, first};
+    const py::ssize_t span = (a.shape(d) - 1) * a.strides(d);
+    (span < 0 ? first : last) += span;
+  }
+  return {first, last + a.itemsize()};
+}
+
+}  // namespace
+
+bool may_overlap(const py::array& a, const py::array& b) {
+  const auto [a0, a1] = memory_bounds(a);
+  const auto [b0, b1] = memory_bounds(b);
+  return a0 < a1 && b0 < b1 && a0 < b1 && b0 < a1;
+}
+
+int checked_call_threads(const py::handle& obj) {
+  const int pool = get_pool_threads();
+  if (obj.is_none()) return pool;
+  if (py::isinstance<py::bool_>(obj) || !py::isinstance<py::int_>(obj))
+    throw py::type_error("threads must be an int or None");
+  const long long n = obj.cast<long long>();
+  if (n < 1 || n > pool)
+    throw py::value_error("threads must be between 1 and the pool's " + std::to_string(pool) +
+                          " (fastrnn.set_num_threads), got " + std::to_string(n));
+  return int(n);
 }
 
 py::array new_array(const py::dtype& dt, std::vector<py::ssize_t> shape) {

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "common.h"
+
 namespace fastrnn {
 
 namespace py = pybind11;
@@ -33,27 +35,50 @@ py::array checked(const py::handle& obj, const char* name, const py::dtype& dt,
 // for the entry points that fall back to NumPy rather than raise.
 bool plain_array(const py::handle& obj, const py::dtype& dt, bool writeable);
 
-// The sizes every recurrent kernel call shares, read from x (T, B, I) and
-// h0 (B, H), and x's strides in elements (see ForwardArgs). For a packed
-// batch, offsets holds T + 1 row offsets (see ForwardArgs), else nothing.
+// The sizes every recurrent kernel call shares: T, B, I, H, and for a packed
+// batch T + 1 row offsets (see ForwardArgs), else no offsets.
 struct Sizes {
   size_t T, B, I, H;
-  size_t x_step, x_row;
   std::vector<size_t> offsets;
   size_t rows() const { return offsets.empty() ? T * B : offsets.back(); }
   const size_t* offsets_or_null() const { return offsets.empty() ? nullptr : offsets.data(); }
 };
 
+// A per-step array as checked: the array and its strides in elements
+// (StepArray in common.h; step is 0 for a packed batch's rows).
+struct StepView {
+  py::array array;
+  ptrdiff_t step;
+  size_t row;
+};
+
 // x of float32 or float64, whose dtype becomes dt, and the sizes, with h0's
-// H, checking that every buffer a kernel of G gates and saved_per_unit
-// workspace values per unit sizes fits 64 bits.
-// Without batch_sizes (None), x is (T, B, I), and only its last axis must be
-// contiguous: the first two may have any non-negative strides, so a
-// batch-first (B, T, I) array transposed to (T, B, I) is read where it lies.
-// With batch_sizes (T,) int64, non-increasing from B = h0's rows down to at
-// least 1, x is a packed batch (sum of batch_sizes, I), C-contiguous.
-py::array checked_x(const py::handle& obj, const py::handle& batch_sizes, const py::handle& h0,
-                    size_t G, size_t saved_per_unit, py::dtype& dt, Sizes& sizes);
+// H, checking that every buffer a kernel of this cell sizes fits 64 bits.
+// Without batch_sizes (None), x is (T, B, I), read through its strides as
+// checked_steps says: a batch-first (B, T, I) array transposed to (T, B, I)
+// is read where it lies. With batch_sizes (T,) int64, non-increasing from
+// B = h0's rows down to at least 1, x is a packed batch (sum of batch_sizes, I).
+StepView checked_x(const py::handle& obj, const py::handle& batch_sizes, const py::handle& h0,
+                   const CellTraits& cell, py::dtype& dt, Sizes& sizes);
+
+// obj as a per-step array of dtype dt with n values per row: (T, B, n), or
+// (rows, n) for a packed batch, whose last axis is contiguous and whose other
+// strides are non-negative (any gaps, e.g. one half of a (T, B, 2n) array);
+// writeable if asked. TypeError or ValueError naming `name` and the fix.
+StepView checked_steps(const py::handle& obj, const char* name, const py::dtype& dt,
+                       const Sizes& sizes, size_t n, bool writeable = false);
+
+// A packed batch's T + 1 row offsets from batch_sizes (T,) int64, checked
+// against B sequences; no offsets for None.
+std::vector<size_t> checked_offsets(const py::handle& batch_sizes, size_t B);
+
+// Whether the memory two arrays span intersects (their bounds, as
+// numpy.may_share_memory: views with gaps between them may count).
+bool may_overlap(const py::array& a, const py::array& b);
+
+// A call's own thread count: None keeps the pool's, else an int from 1 to
+// the pool's (fastrnn.set_num_threads).
+int checked_call_threads(const py::handle& threads);
 
 // A C-contiguous output array. Its memory comes from aligned_malloc, so the
 // large ones (y, dx) are reused from call to call like the kernels' buffers.

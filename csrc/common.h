@@ -3,10 +3,14 @@
 // Sizes legend (single capitals everywhere, as in fastrnn/_reference.py):
 //   T time steps, B batch, I input size, H hidden size, G gates (1 for the
 //   RNN; 4 for the LSTM, gate order i, f, g, o; 3 for the GRU, order r, z, n).
-// Kernels are time-major: x (T, B, I), y (T, B, H), where x may also be a
-// strided view such as a batch-first array transposed (x_step, x_row below).
-// Weights use torch's layout: w_ih (G*H, I), w_hh (G*H, H). Every index and
-// size is size_t, so T*B*G*H beyond 2^31 cannot overflow.
+// The driver's own letters (recurrence.h, gemm.h): MR x NR the register tile,
+// HB = ceil(H/NR) blocks of hidden units, Q = G*HB unit panels, P gate panels
+// per block, E the gates whose input and recurrent sums stay apart; a SIMD
+// vector holds kLanes values.
+// Kernels are time-major: x (T, B, I), y (T, B, H), each read and written
+// through strides (StepArray below). Weights use torch's layout: w_ih (G*H, I),
+// w_hh (G*H, H). Every index and size is size_t (strides ptrdiff_t), so
+// T*B*G*H beyond 2^31 cannot overflow.
 //
 // The first half of this file is ISA-independent (plain structs, no inline
 // code). The second half, compiled only into the kernel copies, lives inside
@@ -19,50 +23,70 @@
 #include <cstdint>
 #include <cstring>
 
+#include "cells.h"
+
 namespace fastrnn {
 
+// A per-step array of the caller (x, y; dy and dx in backward), (T, B, n)
+// with its n values of a row adjacent: step t's row b is at
+//   data + t*step + b*row   (elements),
+// t counted in the order the recurrence runs. A C-order (T, B, n) array has
+// step = B*n, row = n; a batch-first (B, T, n) one transposed, step = n,
+// row = T*n; one half of a (T, B, 2H) output, step = 2B*H, row = 2H. A
+// reverse run (reverse=True) points data at time T-1 and steps back through
+// a negative step: the kernels read x backwards in time and write y in x's
+// order, and nothing is copied. A packed batch (offsets below) has its step t
+// at rows [offsets[t], offsets[t+1]): row r at data + r*row; step is unused.
+template <class Ptr>
+struct StepArray {
+  Ptr data;
+  ptrdiff_t step;
+  size_t row;
+};
+
 // Arguments of a forward kernel.
-// b is the bias: b_ih + b_hh (G*H,) for the RNN and LSTM; the GRU, whose n
-// gate keeps its two biases apart, takes b_ih in b and b_hh in b_hh.
+// b_ih and b_hh (G*H,) are torch's two biases; the driver folds them once per
+// call where a cell sums them (recurrence.h, fold_panel_biases).
 // c0 and cT are the LSTM's cell state (B, H), null for the other cells.
-// saved is the cell's workspace for BPTT (its layout is the cell file's:
-// Cell::saved_columns(H) values per (t, b) row) and x_saved (T, B, I) a
-// contiguous copy of x; both null when not training.
-// x_t is at x + t*x_step and its row b at x_t + b*x_row (elements; a row's
-// I values are adjacent): x_step = B*I, x_row = I for a C-order (T, B, I)
-// array, x_step = I, x_row = T*I for a C-order (B, T, I) one.
+// saved is the cell's workspace for BPTT (saved_per_unit values per (t, b)
+// row and unit, laid out as its cell file says) and x_saved (T, B, I) a
+// contiguous copy of x in the order the recurrence read it; both null when
+// not training.
 // offsets, when not null, makes the batch a packed one (sequences of
 // different lengths, rows sorted longest first): step t runs rows [0, n_t)
 // with n_t = offsets[t+1] - offsets[t] non-increasing, n_0 = B, and every
 // per-step array (x, y, the workspace; dy and dx in backward) holds step t's
 // rows at rows [offsets[t], offsets[t+1]) of an (offsets[T], .) array; x is
-// then contiguous (x_row = I). cT holds each row's state after its own last
-// step.
+// then contiguous (x.row = I). cT holds each row's state after its own last
+// step. Packed batches run forward in time only (the layer reverses each
+// sequence within its length itself).
 template <class Real>
 struct ForwardArgs {
   size_t T, B, I, H;
-  size_t x_step, x_row;
-  const Real* x;
+  const size_t* offsets;
+  StepArray<const Real*> x;
   const Real* h0;
   const Real* c0;
   const Real* w_ih;
   const Real* w_hh;
-  const Real* b;
+  const Real* b_ih;
   const Real* b_hh;
-  const size_t* offsets;
-  Real* y;
+  StepArray<Real*> y;
   Real* cT;
   Real* saved;
   Real* x_saved;
   int threads;
 };
 
-// Arguments of a backward kernel. dy may be null (no loss on y), dx is null
-// when the input gradient is not wanted; the c* entries are LSTM-only. db_ih
-// is null for the cells whose two bias gradients are one (RNN, LSTM: db_hh
-// is then the gradient of both). BPTT reads x from x_saved, the forward's
-// contiguous copy, and the cell's workspace from saved. offsets as in
-// ForwardArgs: dhT (and dcT) is then the gradient of each row's last state.
+// Arguments of a backward kernel. y is the forward's output (BPTT reads h_t
+// and h_{t-1} from it), dy its gradient or null data (no loss on y), both
+// with the forward's strides and direction; dx is null data when the input
+// gradient is not wanted, else a C-order (T, B, I) array whose step is
+// negative (data at time T-1) for a reverse run; the c* entries are
+// LSTM-only. BPTT reads x from x_saved, the forward's contiguous copy, and the
+// cell's workspace from saved. db_ih and db_hh differ only in the gates whose
+// two sums stay apart (the GRU's n). offsets as in ForwardArgs: dhT (and dcT)
+// is then the gradient of each row's last state.
 template <class Real>
 struct BackwardArgs {
   size_t T, B, I, H;
@@ -71,13 +95,13 @@ struct BackwardArgs {
   const Real* c0;
   const Real* w_ih;
   const Real* w_hh;
-  const Real* y;
-  const Real* dy;
+  StepArray<const Real*> y;
+  StepArray<const Real*> dy;
   const Real* dhT;
   const Real* dcT;
   const Real* saved;
   const Real* x_saved;
-  Real* dx;
+  StepArray<Real*> dx;
   Real* dh0;
   Real* dc0;
   Real* dw_ih;
@@ -87,20 +111,27 @@ struct BackwardArgs {
   int threads;
 };
 
-// What the binding and the kernels both know of each cell: its gates, the
-// values its saved workspace keeps per (t, b) row and hidden unit (the
-// layout is the cell file's), and its extra state and biases.
+// What the binding and the kernels both know of each cell (cells.h).
 struct CellTraits {
   const char* name;
   size_t G;
   size_t saved_per_unit;
-  bool cell_state;       // c0, cT, dcT, dc0 (the LSTM)
-  bool separate_biases;  // b_ih and b_hh apart, and their two gradients (the GRU)
+  bool cell_state;  // c0, cT, dcT, dc0 (the LSTM)
 };
-constexpr CellTraits kRnnTraits{"rnn", 1, 0, false, false};
-constexpr CellTraits kRnnReluTraits{"rnn_relu", 1, 0, false, false};
-constexpr CellTraits kLstmTraits{"lstm", 4, 5, true, false};
-constexpr CellTraits kGruTraits{"gru", 3, 4, false, true};
+
+namespace cells {
+#define FASTRNN_CELL_TRAITS(name, G, saved_per_unit, cell_state) \
+  inline constexpr CellTraits name{#name, G, saved_per_unit, cell_state};
+FASTRNN_CELLS(FASTRNN_CELL_TRAITS)
+#undef FASTRNN_CELL_TRAITS
+}  // namespace cells
+
+// Every cell's traits, in the order of the list: a cell's index here is its
+// index in KernelTable::cells.
+#define FASTRNN_CELL_TRAITS_ENTRY(name, ...) cells::name,
+inline constexpr CellTraits kCells[] = {FASTRNN_CELLS(FASTRNN_CELL_TRAITS_ENTRY)};
+#undef FASTRNN_CELL_TRAITS_ENTRY
+constexpr size_t kCellCount = sizeof(kCells) / sizeof(kCells[0]);
 
 // One step of Adam on one parameter array p with gradient g and moments m,
 // v (n elements each, g overlapping none of the others); the scalars are
@@ -131,25 +162,26 @@ struct HeadArgs {
   Real* db;
 };
 
-// Every compiled kernel, once: X(name, Args) for a kernel taking Args<Real>.
-// The table, its declarations and its filling are generated from this list,
-// so adding a kernel is one line here (and its definition).
-#define FASTRNN_KERNELS(X)        \
-  X(rnn_forward, ForwardArgs)     \
-  X(rnn_backward, BackwardArgs)   \
-  X(rnn_relu_forward, ForwardArgs) \
-  X(rnn_relu_backward, BackwardArgs) \
-  X(lstm_forward, ForwardArgs)    \
-  X(lstm_backward, BackwardArgs)  \
-  X(gru_forward, ForwardArgs)     \
-  X(gru_backward, BackwardArgs)   \
-  X(adam_update, AdamArgs)        \
+// A cell's two kernels in one precision.
+template <class Real>
+struct CellKernels {
+  void (*forward)(const ForwardArgs<Real>&);
+  void (*backward)(const BackwardArgs<Real>&);
+};
+
+// The compiled kernels besides the cells': X(name, Args) for a kernel taking
+// Args<Real>. The table, its declarations and its filling come from this list
+// and from the list of cells.
+#define FASTRNN_KERNELS(X) \
+  X(adam_update, AdamArgs) \
   X(classifier_head, HeadArgs)
 
 // One ISA's compiled kernels, a float32 and a float64 entry each; dispatch.cc
 // picks the table.
 struct KernelTable {
   const char* isa;
+  CellKernels<float> cells_f32[kCellCount];
+  CellKernels<double> cells_f64[kCellCount];
 #define FASTRNN_TABLE_ENTRY(name, Args) \
   void (*name##_f32)(const Args<float>&); \
   void (*name##_f64)(const Args<double>&);
@@ -192,13 +224,13 @@ struct Simd;
 template <>
 struct Simd<float> {
   typedef float V __attribute__((vector_size(kVecBytes)));
-  static constexpr size_t L = kVecBytes / sizeof(float);
+  static constexpr size_t kLanes = kVecBytes / sizeof(float);
 };
 
 template <>
 struct Simd<double> {
   typedef double V __attribute__((vector_size(kVecBytes)));
-  static constexpr size_t L = kVecBytes / sizeof(double);
+  static constexpr size_t kLanes = kVecBytes / sizeof(double);
 };
 
 // memcpy compiles to one unaligned vector move and keeps strict aliasing happy.
@@ -252,7 +284,7 @@ inline void stream_fence() {
 #endif
 }
 
-// All lanes = s. Spelled as an initializer list of L copies, which compilers
+// All lanes = s. Spelled as an initializer list of kLanes copies, which compilers
 // turn into one broadcast; a lane-by-lane loop becomes a chain of inserts,
 // and V{} + s keeps a scalar add for the sake of -0.0.
 template <class V, class Real, size_t... Lane>
@@ -331,14 +363,14 @@ struct Act<float> {
 template <>
 struct Act<double> {
   using V = Simd<double>::V;
-  static constexpr size_t L = Simd<double>::L;
+  static constexpr size_t kLanes = Simd<double>::kLanes;
 
   static inline V sigmoid(V a) {
-    for (size_t l = 0; l < L; ++l) a[l] = sigmoid_scalar(a[l]);
+    for (size_t l = 0; l < kLanes; ++l) a[l] = sigmoid_scalar(a[l]);
     return a;
   }
   static inline V tanh(V a) {
-    for (size_t l = 0; l < L; ++l) a[l] = tanh_scalar(a[l]);
+    for (size_t l = 0; l < kLanes; ++l) a[l] = tanh_scalar(a[l]);
     return a;
   }
 };

@@ -21,8 +21,8 @@ namespace FASTRNN_ISA_NS {
 // AVX2's 16 registers for accumulators; AVX-512 has 32, so 8x32.
 template <class Real>
 struct Tile {
-  static constexpr size_t L = Simd<Real>::L;
-  static constexpr size_t NR = 2 * L;
+  static constexpr size_t kLanes = Simd<Real>::kLanes;
+  static constexpr size_t NR = 2 * kLanes;
 #if defined(__AVX512F__)
   static constexpr size_t MR = 8;
 #else
@@ -45,7 +45,7 @@ template <class Real, int M, int P, ALayout Layout, class V>
 __attribute__((always_inline)) inline void accumulate(V (&acc)[M][P][2], size_t K, const Real* a,
                                                       size_t lda, const Real* b,
                                                       size_t panel_stride) {
-  constexpr size_t L = Tile<Real>::L, NR = Tile<Real>::NR, MR = Tile<Real>::MR;
+  constexpr size_t kLanes = Tile<Real>::kLanes, NR = Tile<Real>::NR, MR = Tile<Real>::MR;
   if constexpr (Layout == ALayout::Panels) {  // NR-wide row-major slabs, lda apart
     for (size_t s = 0; s < K; s += NR) {
       const Real* slab = a + (s / NR) * lda;
@@ -61,7 +61,7 @@ __attribute__((always_inline)) inline void accumulate(V (&acc)[M][P][2], size_t 
     V b0[P], b1[P];
     for (int p = 0; p < P; ++p) {
       b0[p] = vload<V>(b + p * panel_stride + k * NR);
-      b1[p] = vload<V>(b + p * panel_stride + k * NR + L);
+      b1[p] = vload<V>(b + p * panel_stride + k * NR + kLanes);
     }
     for (int m = 0; m < M; ++m) {
       const V am = broadcast<V>(Layout == ALayout::Rows ? a[m * lda + k] : a[k * lda + m]);
@@ -86,19 +86,19 @@ __attribute__((noinline)) void micro_kernel(size_t K1, const Real* a1, size_t ld
                                             size_t panel_stride, Real* tile, size_t ldt,
                                             bool add) {
   using V = typename Simd<Real>::V;
-  constexpr size_t L = Tile<Real>::L, NR = Tile<Real>::NR;
+  constexpr size_t kLanes = Tile<Real>::kLanes, NR = Tile<Real>::NR;
   V acc[M][P][2];
   for (int m = 0; m < M; ++m)
     for (int p = 0; p < P; ++p) {
       acc[m][p][0] = add ? vload<V>(tile + m * ldt + p * NR) : V{};
-      acc[m][p][1] = add ? vload<V>(tile + m * ldt + p * NR + L) : V{};
+      acc[m][p][1] = add ? vload<V>(tile + m * ldt + p * NR + kLanes) : V{};
     }
   accumulate<Real, M, P, Layout>(acc, K1, a1, lda1, b, panel_stride);
   if (K2 != 0) accumulate<Real, M, P, Layout>(acc, K2, a2, lda2, b + K1 * NR, panel_stride);
   for (int m = 0; m < M; ++m)
     for (int p = 0; p < P; ++p) {
       vstore(tile + m * ldt + p * NR, acc[m][p][0]);
-      vstore(tile + m * ldt + p * NR + L, acc[m][p][1]);
+      vstore(tile + m * ldt + p * NR + kLanes, acc[m][p][1]);
     }
 }
 

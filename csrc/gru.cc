@@ -8,10 +8,11 @@
 //
 // r multiplies the recurrent part of n, bias included, so n's input and
 // recurrent sums are kept apart: four gate panels per block of units, r and z
-// reading [x_t | h_{t-1}], then n's x_t part and its h_{t-1} part. Their
-// biases are folded once per call into one H-row per panel: b_ir + b_hr,
-// b_iz + b_hz, b_in, b_hn. The saved workspace, per (t, b) row: the activated
-// gates [r | z | n] (3H), then, after all T*B of those, every hn (T, B, H).
+// reading [x_t | h_{t-1}], then n's x_t part and its h_{t-1} part (n is the
+// gate apart, recurrence.h). The driver folds their biases once per call into
+// one H-row per panel: b_ir + b_hr, b_iz + b_hz, b_in, b_hn. The saved
+// workspace, per (t, b) row: the activated gates [r | z | n] (3H), then,
+// after all T*B of those, every hn (T, B, H): kGates and kHn.
 #include "kernels.h"
 #include "recurrence.h"
 
@@ -22,42 +23,29 @@ template <class Real>
 struct GruCell : CellBase<Real> {
   using typename CellBase<Real>::V;
   using typename CellBase<Real>::A;
-  using CellBase<Real>::L;
+  using CellBase<Real>::kLanes;
   using CellBase<Real>::NR;
-  static constexpr size_t G = kGruTraits.G;
+  using CellBase<Real>::saved_at;
+  static constexpr size_t G = cells::gru.G;
+  // BPTT's da groups: [da_n (input side) | da_r, da_z, da_hn (recurrent side)].
   static constexpr GatePanel kPanels[] = {
       {0, Reads::x_and_h}, {1, Reads::x_and_h}, {2, Reads::x}, {2, Reads::h}};
-  // BPTT's da groups: [da_n (input side) | da_r, da_z, da_hn (recurrent side)].
-  static constexpr size_t kInputOnlyGates = 1;
-  static constexpr bool kFoldsBiases = true, kCarriesDh = true;
-
-  template <class Args>
-  static auto gates(const Args& p) { return CellBase<Real>::saved_group(p, 0); }
-  template <class Args>
-  static auto hn_all(const Args& p) { return CellBase<Real>::saved_group(p, 3); }
-
-  static const Real* panel_biases(const ForwardArgs<Real>& p, Real* out) {
-    const size_t H = p.H;
-    for (size_t u = 0; u < 2 * H; ++u) out[u] = p.b[u] + p.b_hh[u];
-    std::memcpy(out + 2 * H, p.b + 2 * H, H * sizeof(Real));
-    std::memcpy(out + 3 * H, p.b_hh + 2 * H, H * sizeof(Real));
-    return out;
-  }
+  static constexpr bool kCarriesDh = true;
+  static constexpr SavedGroup kGates{0, G}, kHn{G, 1};
 
   FASTRNN_CELL_ROW void forward_row(const ForwardArgs<Real>& p, const ForwardRow<Real>& r, IO& io) {
-    const size_t H = p.H, row = r.row * H + r.u0;
     const bool training = p.saved != nullptr;
     const Real* h_prev = io.in(r.h_prev);
-    Real* h_out = io.out(p.y + row);
+    Real* h_out = io.out(r.y);
     Real* saved_out[4] = {};  // r, z, n, hn
     if (training) {
       for (size_t gate = 0; gate < G; ++gate)
-        saved_out[gate] = io.out(gates(p) + r.row * G * H + gate * H + r.u0);
-      saved_out[3] = io.out(hn_all(p) + row);
+        saved_out[gate] = io.out(saved_at(p, kGates, r.row, gate, r.u0));
+      saved_out[3] = io.out(saved_at(p, kHn, r.row, 0, r.u0));
     }
     // Read again only by BPTT, after the whole forward: past the caches.
     constexpr bool stream = IO::kFull;
-    for (size_t l = 0; l < NR; l += L) {
+    for (size_t l = 0; l < NR; l += kLanes) {
       V rg = A::sigmoid(vload<V>(r.sums + 0 * NR + l) + vload<V>(r.bias[0] + l));
       V z = A::sigmoid(vload<V>(r.sums + 1 * NR + l) + vload<V>(r.bias[1] + l));
       V hn = vload<V>(r.sums + 3 * NR + l) + vload<V>(r.bias[3] + l);
@@ -90,16 +78,15 @@ struct GruCell : CellBase<Real> {
   }
 
   FASTRNN_CELL_ROW void backward_row(const BackwardArgs<Real>& p, const BackwardRow<Real>& r,
-                           IO& io) {
-    const size_t H = p.H, row = r.row * H + r.u0;
+                                     IO& io) {
     const Real* saved_in[4];  // r, z, n, hn
     for (size_t gate = 0; gate < G; ++gate)
-      saved_in[gate] = io.in(gates(p) + r.row * G * H + gate * H + r.u0);
-    saved_in[3] = io.in(hn_all(p) + row);
+      saved_in[gate] = io.in(saved_at(p, kGates, r.row, gate, r.u0));
+    saved_in[3] = io.in(saved_at(p, kHn, r.row, 0, r.u0));
     const Real* h_prev = io.in(r.h_prev);
-    const Real* dy_in = p.dy != nullptr ? io.in(p.dy + row) : nullptr;
-    Real* carried = io.in_out(p.dh0 + r.b * H + r.u0);
-    for (size_t l = 0; l < NR; l += L) {
+    const Real* dy_in = r.dy != nullptr ? io.in(r.dy) : nullptr;
+    Real* carried = io.in_out(p.dh0 + r.b * p.H + r.u0);
+    for (size_t l = 0; l < NR; l += kLanes) {
       V rg = vload<V>(saved_in[0] + l), z = vload<V>(saved_in[1] + l);
       V n = vload<V>(saved_in[2] + l), hn = vload<V>(saved_in[3] + l);
       V dh_t = vload<V>(r.dh + l) + vload<V>(carried + l);                          // (9), (8)

@@ -13,16 +13,16 @@ namespace FASTRNN_ISA_NS {
 template <class Real>
 static Real dot(const Real* a, const Real* b, size_t n) {
   using V = typename Simd<Real>::V;
-  constexpr size_t L = Simd<Real>::L;
+  constexpr size_t kLanes = Simd<Real>::kLanes;
   V acc[2] = {};
   size_t k = 0;
-  for (; k + 2 * L <= n; k += 2 * L) {
+  for (; k + 2 * kLanes <= n; k += 2 * kLanes) {
     acc[0] += vload<V>(a + k) * vload<V>(b + k);
-    acc[1] += vload<V>(a + k + L) * vload<V>(b + k + L);
+    acc[1] += vload<V>(a + k + kLanes) * vload<V>(b + k + kLanes);
   }
   const V both = acc[0] + acc[1];
   Real sum = 0;
-  for (size_t l = 0; l < L; ++l) sum += both[l];
+  for (size_t l = 0; l < kLanes; ++l) sum += both[l];
   for (; k < n; ++k) sum += a[k] * b[k];
   return sum;
 }

@@ -8,9 +8,9 @@
 // Four gate panels per block of units, each reading [x_t | h_{t-1}], so a
 // thread computes i, f, g, o of its units for a row panel as one tile. The
 // saved workspace, per (t, b) row: the activated gates [i | f | g | o] (4H),
-// then, after all T*B of those, every c_t (T, B, H). Inference keeps only the
-// running cell state, in cT itself. Backward carries dc in dc0: after step 1
-// it is the answer.
+// then, after all T*B of those, every c_t (T, B, H): kGates and kCellStates.
+// Inference keeps only the running cell state, in cT itself. Backward carries
+// dc in dc0: after step 1 it is the answer.
 #include "kernels.h"
 #include "recurrence.h"
 
@@ -21,16 +21,13 @@ template <class Real>
 struct LstmCell : CellBase<Real> {
   using typename CellBase<Real>::V;
   using typename CellBase<Real>::A;
-  using CellBase<Real>::L;
+  using CellBase<Real>::kLanes;
   using CellBase<Real>::NR;
-  static constexpr size_t G = kLstmTraits.G;
+  using CellBase<Real>::saved_at;
+  static constexpr size_t G = cells::lstm.G;
   static constexpr GatePanel kPanels[] = {
       {0, Reads::x_and_h}, {1, Reads::x_and_h}, {2, Reads::x_and_h}, {3, Reads::x_and_h}};
-
-  template <class Args>
-  static auto gates(const Args& p) { return CellBase<Real>::saved_group(p, 0); }
-  template <class Args>
-  static auto c_all(const Args& p) { return CellBase<Real>::saved_group(p, 4); }
+  static constexpr SavedGroup kGates{0, G}, kCellStates{G, 1};
 
   static void forward_begin(const ForwardArgs<Real>& p) {
     if (p.saved == nullptr) std::memcpy(p.cT, p.c0, p.B * p.H * sizeof(Real));
@@ -40,25 +37,26 @@ struct LstmCell : CellBase<Real> {
     if (p.saved == nullptr) return;
     for (size_t t = 0; t < p.T; ++t)
       for (size_t b = step_batch(p, t + 1); b < step_batch(p, t); ++b)
-        std::memcpy(p.cT + b * p.H, c_all(p) + (step_offset(p, t) + b) * p.H, p.H * sizeof(Real));
+        std::memcpy(p.cT + b * p.H, saved_at(p, kCellStates, step_offset(p, t) + b, 0, 0),
+                    p.H * sizeof(Real));
   }
 
   FASTRNN_CELL_ROW void forward_row(const ForwardArgs<Real>& p, const ForwardRow<Real>& r, IO& io) {
-    const size_t H = p.H, row = r.row * H + r.u0, state = r.b * H + r.u0;
+    const size_t state = r.b * p.H + r.u0;
     const bool training = p.saved != nullptr;
     const Real* c_prev = !training ? p.cT + state
                          : r.first ? p.c0 + state
-                                   : c_all(p) + r.prev_row * H + r.u0;
+                                   : saved_at(p, kCellStates, r.prev_row, 0, r.u0);
     const Real* c_in = io.in(c_prev);
-    Real* c_out = io.out(training ? c_all(p) + row : p.cT + state);
-    Real* h_out = io.out(p.y + row);
+    Real* c_out = io.out(training ? saved_at(p, kCellStates, r.row, 0, r.u0) : p.cT + state);
+    Real* h_out = io.out(r.y);
     Real* gates_out[G] = {};
     if (training)
       for (size_t gate = 0; gate < G; ++gate)
-        gates_out[gate] = io.out(gates(p) + r.row * G * H + gate * H + r.u0);
+        gates_out[gate] = io.out(saved_at(p, kGates, r.row, gate, r.u0));
     // Read again only by BPTT, after the whole forward: past the caches.
     constexpr bool stream = IO::kFull;
-    for (size_t l = 0; l < NR; l += L) {
+    for (size_t l = 0; l < NR; l += kLanes) {
       V i = A::sigmoid(vload<V>(r.sums + 0 * NR + l) + vload<V>(r.bias[0] + l));
       V f = A::sigmoid(vload<V>(r.sums + 1 * NR + l) + vload<V>(r.bias[1] + l));
       V g = A::tanh(vload<V>(r.sums + 2 * NR + l) + vload<V>(r.bias[2] + l));
@@ -89,17 +87,17 @@ struct LstmCell : CellBase<Real> {
   }
 
   FASTRNN_CELL_ROW void backward_row(const BackwardArgs<Real>& p, const BackwardRow<Real>& r,
-                           IO& io) {
-    const size_t H = p.H, row = r.row * H + r.u0;
+                                     IO& io) {
+    const size_t state = r.b * p.H + r.u0;
     const Real* gates_in[G];
     for (size_t gate = 0; gate < G; ++gate)
-      gates_in[gate] = io.in(gates(p) + r.row * G * H + gate * H + r.u0);
-    const Real* c_in = io.in(c_all(p) + row);
+      gates_in[gate] = io.in(saved_at(p, kGates, r.row, gate, r.u0));
+    const Real* c_in = io.in(saved_at(p, kCellStates, r.row, 0, r.u0));
     const Real* c_prev_in =
-        io.in(r.first ? p.c0 + r.b * H + r.u0 : c_all(p) + r.prev_row * H + r.u0);
-    const Real* dy_in = p.dy != nullptr ? io.in(p.dy + row) : nullptr;
-    Real* dc = io.in_out(p.dc0 + r.b * H + r.u0);
-    for (size_t l = 0; l < NR; l += L) {
+        io.in(r.first ? p.c0 + state : saved_at(p, kCellStates, r.prev_row, 0, r.u0));
+    const Real* dy_in = r.dy != nullptr ? io.in(r.dy) : nullptr;
+    Real* dc = io.in_out(p.dc0 + state);
+    for (size_t l = 0; l < NR; l += kLanes) {
       V i = vload<V>(gates_in[0] + l), f = vload<V>(gates_in[1] + l);
       V g = vload<V>(gates_in[2] + l), o = vload<V>(gates_in[3] + l);
       V dh_t = vload<V>(r.dh + l);

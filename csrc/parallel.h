@@ -27,7 +27,10 @@ void parallel_run(int nthreads, TaskFn fn, void* context);
 // Inside a job: waits until every thread of the job has arrived.
 void parallel_barrier();
 
-// Threads the kernels use (the pool has that many minus the caller).
+// Threads the kernels use (the pool has that many minus the caller), 1 to
+// kMaxThreads: the one limit, which fastrnn.set_num_threads checks
+// (bindings.cc; the module exports it as max_threads).
+constexpr int kMaxThreads = 1024;
 void set_pool_threads(int n);
 int get_pool_threads();
 

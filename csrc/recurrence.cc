@@ -25,7 +25,7 @@ void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t sl
       for (size_t c = 0; c < units; ++c) {
         const size_t j = gate * H + u0 + c;
         p.db_hh[j] = db_hh_padded[q * NR + c];
-        if (p.db_ih != nullptr) p.db_ih[j] = db_ih_source[q * NR + c];
+        p.db_ih[j] = db_ih_source[q * NR + c];
         const Real* column = dw_transposed + q * NR + c;
         for (size_t i = 0; i < I; ++i) p.dw_ih[j * I + i] = column[i * Q * NR];
         for (size_t i = 0; i < H; ++i) p.dw_hh[j * H + i] = column[(I + i) * Q * NR];
@@ -34,7 +34,7 @@ void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t sl
   };
   run_parallel(static_cast<int>(min_size(size_t(p.threads), Q)), finish);
 
-  if (p.dx != nullptr && I > 0) {  // (with I = 0, dx is empty)
+  if (p.dx.data != nullptr && I > 0) {  // (with I = 0, dx is empty)
     // dx = da_ih W_ih over the W_ih side's groups [0, G) of da, whose gates
     // run G - E .. G - 1, then 0 .. G - E - 1: W_ih's rows padded in that order.
     Buffer<Real> w_pad(Q * NR * I);
@@ -45,7 +45,9 @@ void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t sl
                   units * I * sizeof(Real));
       std::memset(w_pad.data() + (q * NR + units) * I, 0, (NR - units) * I * sizeof(Real));
     }
-    Gemm<Real> inputs_grad{rows, I, Q * NR, da, 0, 0, w_pad.data(), I, 1, p.dx, I};
+    // dx's rows from the first in memory: step T - 1's of a reverse run.
+    Real* dx = p.dx.step < 0 ? p.dx.data + ptrdiff_t(p.T - 1) * p.dx.step : p.dx.data;
+    Gemm<Real> inputs_grad{rows, I, Q * NR, da, 0, 0, w_pad.data(), I, 1, dx, I};
     inputs_grad.a_slabs = slabs;
     gemm(inputs_grad, p.threads);
   }

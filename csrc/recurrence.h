@@ -25,7 +25,7 @@
 //   da[k, group, u]  at  da[((group*HB + u/NR)*rows + k)*NR + u%NR].
 // Groups are gates: the W_hh side of BPTT (the recurrence, dW_hh, db_hh,
 // dh0) reads the G groups [E, E + G) in the cell's gate order, the W_ih side
-// (dW_ih, db_ih, dx) the G groups [0, G). E = Cell::kInputOnlyGates is 0 for
+// (dW_ih, db_ih, dx) the G groups [0, G). E = gates_apart<Cell>() is 0 for
 // cells whose gates see x and h through one sum (RNN, LSTM: both sides read
 // the same groups) and 1 for the GRU, whose n gate has a gradient for its
 // input part (group 0) and another for its recurrent part (group E + G - 1):
@@ -34,6 +34,14 @@
 // (ALayout::Panels), and the step's share of the weight gradients reads them
 // as packed B panels: nothing is repacked. Only dx = da W_ih, after the loop,
 // needs every step's slabs; without it two steps take turns in them.
+//
+// Direction and layout: the caller's per-step arrays (x, y, dy) are read and
+// written through their strides (StepArray in common.h), so the driver runs
+// its steps t = 0..T-1 over any view, a reverse run's included, whose
+// arrays step back from time T-1: a layer's two directions read one input
+// and write their halves of one output, and nothing is copied. The
+// workspace, x's saved copy and da keep the order the steps ran in (da of a
+// reverse run with dx: dx's order, da_rows_of_step).
 //
 // Lengths: a packed batch (ForwardArgs::offsets; the layer sorts the rows by
 // length and, for the reverse direction, reverses each sequence within its
@@ -150,14 +158,35 @@ inline size_t step_batch(const Args& p, size_t t) {
 template <class Args>
 inline size_t total_rows(const Args& p) { return step_offset(p, p.T); }
 
-// One row b of one block of units at step t, as the driver hands it to a
-// cell: `row` indexes the step-major arrays (y, the workspace, dy), as does
-// prev_row, the same sequence's row at step t - 1 (unused at t = 0).
+// Row 0 of step t of a caller's per-step array (StepArray in common.h).
+template <class Args, class Ptr>
+inline Ptr step_rows(const Args& p, const StepArray<Ptr>& a, size_t t) {
+  return p.offsets != nullptr ? a.data + p.offsets[t] * a.row : a.data + ptrdiff_t(t) * a.step;
+}
+
+// h_{t-1} of step t's rows: h0 (B, H) at the first step, else y of step t - 1.
+template <class Real>
+struct PreviousState {
+  const Real* h;
+  size_t row;  // between rows: H for h0, y's row stride after
+};
+
+template <class Real, class Args>
+inline PreviousState<Real> previous_state(const Args& p, size_t t) {
+  if (t == 0) return {p.h0, p.H};
+  return {step_rows(p, p.y, t - 1), p.y.row};
+}
+
+// One row b of one block of units [u0, u0 + NR) at step t, as the driver
+// hands it to a cell: `row` indexes the workspace, as does prev_row, the same
+// sequence's row at step t - 1 (unused at t = 0); the caller's arrays come as
+// pointers to this row's units.
 template <class Real>
 struct ForwardRow {
   size_t row, prev_row, b, u0;
   bool first;           // t == 0: the previous state is the initial one
   const Real* h_prev;   // h_{t-1}[b, u0..]
+  Real* y;              // h_t[b, u0..], the cell's output
   const Real* sums;     // the row's gate sums: panel p at sums + p*NR
   const Real* const* bias;  // panel p's bias for these units, NR lanes
 };
@@ -167,6 +196,8 @@ struct BackwardRow {
   size_t row, prev_row, b, u0;
   bool first;
   const Real* h_prev;   // h_{t-1}[b, u0..]
+  const Real* y;        // h_t[b, u0..]
+  const Real* dy;       // dy_t[b, u0..], null without a loss on y
   const Real* dh;       // da_{t+1} W_hh for these units, or dh_T at its last step
   Real* const* da;      // group g's NR lanes of da_t for this row
 };
@@ -184,6 +215,12 @@ inline void store_saved(Real* p, V v, bool stream) {
   else vstore(p, v);
 }
 
+// A group of a cell's workspace: `width` values per unit for every (t, b)
+// row, after `first` values per unit of every row in the groups before it.
+struct SavedGroup {
+  size_t first, width;
+};
+
 // What every cell starts from: its vector types and the defaults of the
 // interface (see "Cell interface" below), which a cell overrides where it
 // differs. Static members only: the driver calls Cell::name(...).
@@ -192,18 +229,17 @@ struct CellBase {
   using Real = Real_;
   using V = typename Simd<Real>::V;
   using A = Act<Real>;
-  static constexpr size_t L = Simd<Real>::L, NR = Tile<Real>::NR;
-  static constexpr size_t kInputOnlyGates = 0;
-  static constexpr bool kFoldsBiases = false, kCarriesDh = false, kRowsApart = false;
+  static constexpr size_t kLanes = Simd<Real>::kLanes, NR = Tile<Real>::NR;
+  static constexpr bool kCarriesDh = false, kRowsApart = false;
 
-  // The workspace: saved_per_unit values per (t, b) row and unit (common.h),
-  // group after group of (rows, H) arrays; a cell names its groups.
+  // The workspace, as oneDNN's ws_gates: value `index` of group g (a gate,
+  // or 0) for units u0.. of workspace row `row`. Its groups are (rows,
+  // width*H) arrays one after the other; a cell names its groups.
   template <class Args>
-  static auto saved_group(const Args& p, size_t first_column) {
-    return p.saved + total_rows(p) * first_column * p.H;
+  static auto saved_at(const Args& p, SavedGroup g, size_t row, size_t index, size_t u0) {
+    return p.saved + (total_rows(p) * g.first + row * g.width + index) * p.H + u0;
   }
 
-  static const Real* panel_biases(const ForwardArgs<Real>& p, Real*) { return p.b; }
   static void forward_begin(const ForwardArgs<Real>&) {}
   static void forward_end(const ForwardArgs<Real>&) {}
   static void backward_begin(const BackwardArgs<Real>&) {}
@@ -232,34 +268,35 @@ inline int step_threads(int threads, size_t B, size_t K, size_t N, size_t hidden
   return static_cast<int>(n);
 }
 
-// A training forward keeps x as it read it, contiguous and time-major, in
-// p.x_saved: BPTT reads x again, and by then the caller's array may have
-// changed (or be a strided view). Thread tid of n copies its share of rows.
+// A training forward keeps x as it read it, contiguous and in the order of
+// its steps, in p.x_saved: BPTT reads x again, and by then the caller's array
+// may have changed (or be a strided view). Thread tid of n copies its share
+// of rows.
 template <class Real>
 inline void save_inputs(const ForwardArgs<Real>& p, int tid, int n) {
   if (p.x_saved == nullptr) return;
   size_t r0, r1;
   split_range(total_rows(p), tid, n, r0, r1);
-  // A packed x, or a C-order (T, B, I) one, is contiguous already.
-  if (p.offsets != nullptr || (p.x_row == p.I && p.x_step == p.B * p.I)) {
-    std::memcpy(p.x_saved + r0 * p.I, p.x + r0 * p.I, (r1 - r0) * p.I * sizeof(Real));
+  // A packed x, or a C-order (T, B, I) one read forward in time, is contiguous already.
+  if (p.offsets != nullptr || (p.x.row == p.I && p.x.step == ptrdiff_t(p.B * p.I))) {
+    std::memcpy(p.x_saved + r0 * p.I, p.x.data + r0 * p.I, (r1 - r0) * p.I * sizeof(Real));
     return;
   }
   // Saved row r is sequence r % B at step r / B: walk (t, b) from r0 rather
   // than divide at every row. Rows are short (28 values at the origin): copied
   // by vectors here, since a memcpy call per row measured 2% of the origin's
-  // training forward. A row of at least L values ends with one vector that
-  // overlaps the one before it, rather than with a scalar tail.
+  // training forward. A row of at least kLanes values ends with one vector
+  // that overlaps the one before it, rather than with a scalar tail.
   using V = typename Simd<Real>::V;
-  constexpr size_t L = Simd<Real>::L;
-  const size_t I = p.I, whole = I / L * L;
+  constexpr size_t kLanes = Simd<Real>::kLanes;
+  const size_t I = p.I, whole = I / kLanes * kLanes;
   size_t t = r0 / p.B, b = r0 % p.B;
   for (size_t r = r0; r < r1; ++r) {
-    const Real* src = p.x + t * p.x_step + b * p.x_row;
+    const Real* src = p.x.data + ptrdiff_t(t) * p.x.step + b * p.x.row;
     Real* dst = p.x_saved + r * I;
-    for (size_t k = 0; k < whole; k += L) vstore(dst + k, vload<V>(src + k));
+    for (size_t k = 0; k < whole; k += kLanes) vstore(dst + k, vload<V>(src + k));
     if (whole < I) {
-      if (I > L) vstore(dst + I - L, vload<V>(src + I - L));
+      if (I > kLanes) vstore(dst + I - kLanes, vload<V>(src + I - kLanes));
       else for (size_t k = 0; k < I; ++k) dst[k] = src[k];
     }
     if (++b == p.B) b = 0, ++t;
@@ -303,11 +340,11 @@ inline size_t step_inputs_size(size_t B, size_t I, size_t H) {
 }
 
 template <class Real>
-inline void pack_step_inputs(size_t B, size_t I, size_t H, const Real* x_t, const Real* h_prev,
-                             Real* out) {
+inline void pack_step_inputs(size_t B, size_t I, size_t H, const Real* x_t,
+                             const PreviousState<Real>& h_prev, Real* out) {
   constexpr size_t MR = Tile<Real>::MR;
   pack_a_block(I, B, x_t, 1, I, out);
-  pack_a_block(H, B, h_prev, 1, H, out + ceil_div(I, MR) * MR * B);
+  pack_a_block(H, B, h_prev.h, 1, h_prev.row, out + ceil_div(I, MR) * MR * B);
 }
 
 // sum over rows of n unit panels of B rows each (slab_stride apart) into
@@ -316,10 +353,10 @@ template <class Real>
 inline void sum_unit_panels(size_t B, const Real* panels, size_t slab_stride, size_t n, Real* db,
                             bool add) {
   using V = typename Simd<Real>::V;
-  constexpr size_t L = Tile<Real>::L, NR = Tile<Real>::NR;
+  constexpr size_t kLanes = Tile<Real>::kLanes, NR = Tile<Real>::NR;
   for (size_t q = 0; q < n; ++q) {
     const Real* slab = panels + q * slab_stride;
-    for (size_t l = 0; l < NR; l += L) {
+    for (size_t l = 0; l < NR; l += kLanes) {
       V sum = add ? vload<V>(db + q * NR + l) : V{};
       for (size_t b = 0; b < B; ++b) sum += vload<V>(slab + b * NR + l);
       vstore(db + q * NR + l, sum);
@@ -356,7 +393,7 @@ inline void step_weight_grads(size_t B, size_t I, size_t H, const Real* inputs,
 }
 
 // The last product of BPTT, dh0 (+)= da_1 W_hh, for hidden blocks [hb0, hb1):
-// da_1 from the unit panels (Q slabs, slabs apart), w the blocks' packed
+// da_1 (the first step's rows) from the unit panels (Q slabs, slabs apart), w the blocks' packed
 // panels from pack_panel_weights, Q*NR*NR elements each. `add` keeps what a
 // cell already carried into dh0 (the GRU's z * dh).
 template <class Real>
@@ -378,11 +415,21 @@ inline void initial_state_grad(size_t B, size_t H, size_t Q, const Real* da, siz
   }
 }
 
+// The first row of step t's da when every step's da is kept for dx = da W_ih:
+// the rows of dx's step t, so that the product is one GEMM into dx's
+// contiguous rows, whichever way the recurrence ran through them (common.h:
+// a reverse run's dx.step is negative).
+template <class Real>
+inline size_t da_rows_of_step(const BackwardArgs<Real>& p, size_t t) {
+  return p.dx.step < 0 ? (p.T - 1 - t) * p.B : step_offset(p, t);
+}
+
 // After the BPTT time loop: dW_ih, dW_hh, db_hh and db_ih from what
 // step_weight_grads summed (dw_transposed, db_hh_padded and db_ih_padded, in
 // the padded unit order; db_ih_padded null where both sides share their
 // groups), and dx = da W_ih when p.dx is wanted, from the W_ih side's G
-// groups of da (slabs apart, every step kept). E as in the file header.
+// groups of da (slabs apart, every step kept, in dx's row order: see
+// da_rows_of_step). E as in the file header.
 template <class Real>
 void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t slabs, size_t G,
                           size_t E, const Real* dw_transposed, const Real* db_hh_padded,
@@ -396,9 +443,6 @@ void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t sl
 //   backward_row(p, BackwardRow, IO&): one row's elementwise BPTT step
 //   (templates on IO: InPlaceRow or StagedRow);
 // and where it differs from CellBase's defaults:
-//   kInputOnlyGates (E above);
-//   kFoldsBiases, panel_biases(p, Real* out): one H-row of bias per panel,
-//     built in out (room for P*H) when folded, else p.b as it is;
 //   forward_begin(p) / forward_end(p): before and after the time loop;
 //   backward_begin(p): before the loop (carried state set up);
 //   kCarriesDh: the cell adds its own part of dh_{t-1} into p.dh0 (GRU);
@@ -409,6 +453,38 @@ void bptt_parameter_grads(const BackwardArgs<Real>& p, const Real* da, size_t sl
 //     shape's forward was 2-4% slower. In their own call the constants are
 //     loaded once per row panel. The LSTM's and GRU's forwards measured the
 //     same either way.
+// The biases and their gradients follow from kPanels (gates_apart).
+
+// E: the gates whose x_t and h_{t-1} sums stay apart, a panel reading x_t
+// alone and one reading h_{t-1} alone (the GRU's n, which r multiplies by its
+// recurrent sum). Their b_ih and b_hh are not folded, and BPTT gives their
+// two sides different gradients (db_ih != db_hh there); the other gates sum
+// both biases once. They must be the cell's last gates (the order of BPTT's
+// da groups, in the file header).
+template <class Cell>
+constexpr size_t gates_apart() {
+  size_t E = 0;
+  for (const GatePanel& panel : Cell::kPanels) E += panel.reads == Reads::x;
+  for (const GatePanel& panel : Cell::kPanels)
+    if (panel.reads != Reads::x_and_h && panel.gate + E < Cell::G) return size_t(-1);
+  return E;
+}
+
+// One H-row of bias per gate panel, folded once per call: a panel reading
+// [x_t | h_{t-1}] takes b_ih + b_hh, one reading x_t alone b_ih, h_{t-1}
+// alone b_hh (P*H values in out).
+template <class Cell>
+void fold_panel_biases(const ForwardArgs<typename Cell::Real>& p, typename Cell::Real* out) {
+  const size_t H = p.H;
+  for (const GatePanel& panel : Cell::kPanels) {
+    const auto* b_ih = p.b_ih + panel.gate * H;
+    const auto* b_hh = p.b_hh + panel.gate * H;
+    for (size_t u = 0; u < H; ++u)
+      out[u] = panel.reads == Reads::x ? b_ih[u] : panel.reads == Reads::h ? b_hh[u]
+                                                                            : b_ih[u] + b_hh[u];
+    out += H;
+  }
+}
 
 // x (T, B, I) -> y (T, B, H) and the cell's state; when training also the
 // cell's saved workspace and p.x_saved.
@@ -417,12 +493,13 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
   using Real = typename Cell::Real;
   constexpr size_t MR = Tile<Real>::MR, NR = Tile<Real>::NR;
   constexpr size_t P = std::size(Cell::kPanels);
+  static_assert(gates_apart<Cell>() != size_t(-1), "a cell's gates apart come last");
   const size_t T = p.T, B = p.B, I = p.I, H = p.H, K = I + H;
 
   size_t block_depth = 0;  // the packed weights of one block: every panel's K rows of NR
   for (const GatePanel& panel : Cell::kPanels) block_depth += panel_depth(panel.reads, I, H);
-  Buffer<Real> folded_biases(Cell::kFoldsBiases ? P * H : 0);
-  const Real* biases = Cell::panel_biases(p, folded_biases.data());
+  Buffer<Real> biases(P * H);
+  fold_panel_biases<Cell>(p, biases.data());
   Cell::forward_begin(p);
 
   const size_t hidden_blocks = ceil_div(H, NR);
@@ -457,21 +534,23 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
     for (size_t t = 0; t < T; ++t) {
       const size_t Bt = step_batch(p, t), row0 = step_offset(p, t);
       const size_t prev0 = t == 0 ? 0 : step_offset(p, t - 1);
-      const Real* x_t = p.offsets != nullptr ? p.x + row0 * I : p.x + t * p.x_step;
-      const Real* h_prev = t == 0 ? p.h0 : p.y + prev0 * H;
+      const Real* x_t = step_rows(p, p.x, t);
+      Real* y_t = step_rows(p, p.y, t);
+      const PreviousState<Real> h_prev = previous_state<Real>(p, t);
       // Rows r0.. of [x_t | h_{t-1}], columns [k0, k1): a part of x_t, then of h_{t-1}.
       auto step_inputs = [&](size_t r0, size_t k0, size_t k1) {
         const size_t x_end = min_size(k1, I), h_begin = k0 > I ? k0 : I;
         const bool in_x = x_end > k0, in_h = k1 > h_begin;
-        return TileA<Real>{in_x ? x_end - k0 : 0, in_x ? x_t + r0 * p.x_row + k0 : x_t, p.x_row,
+        return TileA<Real>{in_x ? x_end - k0 : 0, in_x ? x_t + r0 * p.x.row + k0 : x_t, p.x.row,
                            in_h ? k1 - h_begin : 0,
-                           in_h ? h_prev + r0 * H + (h_begin - I) : h_prev, H};
+                           in_h ? h_prev.h + r0 * h_prev.row + (h_begin - I) : h_prev.h,
+                           h_prev.row};
       };
       for (size_t hb = hb0; hb < hb1; ++hb) {
         const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
         const Real* bias[P];
         for (size_t pp = 0; pp < P; ++pp) {
-          bias[pp] = biases + pp * H + u0;
+          bias[pp] = biases.data() + pp * H + u0;
           if (nu < NR) {
             StagedRow<Real>::stage(edge_bias[pp], bias[pp], nu);
             bias[pp] = edge_bias[pp];
@@ -489,8 +568,15 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
         // forward measured 3% slower.)
         auto update_rows = [&](size_t r0, size_t m) __attribute__((always_inline)) {
           auto update = [&](size_t b, auto& io) {
-            const ForwardRow<Real> row{row0 + b, prev0 + b, b, u0, t == 0,
-                                       h_prev + b * H + u0, tiles + b * P * NR, bias};
+            const ForwardRow<Real> row{row0 + b,
+                                       prev0 + b,
+                                       b,
+                                       u0,
+                                       t == 0,
+                                       h_prev.h + b * h_prev.row + u0,
+                                       y_t + b * p.y.row + u0,
+                                       tiles + b * P * NR,
+                                       bias};
             Cell::forward_row(p, row, io);
           };
           if (nu == NR) {
@@ -548,14 +634,14 @@ template <class Cell>
 void recurrence_backward(const BackwardArgs<typename Cell::Real>& p) {
   using Real = typename Cell::Real;
   constexpr size_t MR = Tile<Real>::MR, NR = Tile<Real>::NR;
-  constexpr size_t G = Cell::G, E = Cell::kInputOnlyGates;
+  constexpr size_t G = Cell::G, E = gates_apart<Cell>();
   const size_t T = p.T, B = p.B, I = p.I, H = p.H;
 
   const size_t hidden_blocks = ceil_div(H, NR), Q = G * hidden_blocks;
   // da of every step is kept only for dx; otherwise steps t and t + 1 take turns.
-  const bool keep_all = p.dx != nullptr;
+  const bool keep_all = p.dx.data != nullptr;
   const size_t slabs = (keep_all ? total_rows(p) : 2 * B) * NR;
-  auto step_rows = [&](size_t t) { return keep_all ? step_offset(p, t) : (t % 2) * B; };
+  auto da_rows = [&](size_t t) { return keep_all ? da_rows_of_step(p, t) : (t % 2) * B; };
   Buffer<Real> da_panels((G + E) * hidden_blocks * slabs);
   Real* da = da_panels.data();
   Real* da_hh = da + E * hidden_blocks * slabs;  // the W_hh side's groups
@@ -581,14 +667,16 @@ void recurrence_backward(const BackwardArgs<typename Cell::Real>& p) {
       // Rows below `carried` go on to step t + 1 and take dh from da_{t+1};
       // the others end at t and start from dh_T.
       const size_t carried = step_batch(p, t + 1);
-      const Real* h_prev = t == 0 ? p.h0 : p.y + prev0 * H;
+      const PreviousState<Real> h_prev = previous_state<Real>(p, t);
+      const Real* y_t = step_rows(p, p.y, t);
+      const Real* dy_t = p.dy.data != nullptr ? step_rows(p, p.dy, t) : nullptr;
       for (size_t hb = hb0; hb < hb1; ++hb) {
         const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
         for (size_t r0 = 0; r0 < Bt; r0 += MR) {
           const size_t m = min_size(MR, Bt - r0);
           const size_t from_next = carried > r0 ? min_size(m, carried - r0) : 0;
           if (from_next > 0)
-            panels_tile(from_next, Q, da_hh + (step_rows(t + 1) + r0) * NR, slabs,
+            panels_tile(from_next, Q, da_hh + (da_rows(t + 1) + r0) * NR, slabs,
                         w + (hb - hb0) * Q * NR * NR, TileOut<Real>{tile, NR, false});
           for (size_t r = from_next; r < m; ++r)
             StagedRow<Real>::stage(tile + r * NR, p.dhT + (r0 + r) * H + u0, nu);
@@ -596,9 +684,17 @@ void recurrence_backward(const BackwardArgs<typename Cell::Real>& p) {
             const size_t b = r0 + r;
             Real* da_out[G + E];
             for (size_t group = 0; group < G + E; ++group)
-              da_out[group] = da + (group * hidden_blocks + hb) * slabs + (step_rows(t) + b) * NR;
-            const BackwardRow<Real> row{row0 + b, prev0 + b, b, u0, t == 0,
-                                        h_prev + b * H + u0, tile + r * NR, da_out};
+              da_out[group] = da + (group * hidden_blocks + hb) * slabs + (da_rows(t) + b) * NR;
+            const BackwardRow<Real> row{row0 + b,
+                                        prev0 + b,
+                                        b,
+                                        u0,
+                                        t == 0,
+                                        h_prev.h + b * h_prev.row + u0,
+                                        y_t + b * p.y.row + u0,
+                                        dy_t != nullptr ? dy_t + b * p.dy.row + u0 : nullptr,
+                                        tile + r * NR,
+                                        da_out};
             with_row_io<Real>(nu, [&](auto& io) { Cell::backward_row(p, row, io); });
           }
         }
@@ -606,7 +702,7 @@ void recurrence_backward(const BackwardArgs<typename Cell::Real>& p) {
       // This thread's units of da_t are complete: their share of the weight
       // gradients now, while they are in cache.
       pack_step_inputs(Bt, I, H, p.x_saved + row0 * I, h_prev, inputs);
-      const size_t panel0 = step_rows(t) * NR;
+      const size_t panel0 = da_rows(t) * NR;
       for (size_t gate = 0; gate < G; ++gate) {
         // The W_ih side reads gate g from group E + g, or, for its last E
         // (input-only) gates, from group g - (G - E).
@@ -621,7 +717,8 @@ void recurrence_backward(const BackwardArgs<typename Cell::Real>& p) {
       }
       parallel_barrier();
     }
-    initial_state_grad(B, H, Q, da_hh, slabs, w, hb0, hb1, p.dh0, Cell::kCarriesDh);
+    initial_state_grad(B, H, Q, da_hh + da_rows(0) * NR, slabs, w, hb0, hb1, p.dh0,
+                       Cell::kCarriesDh);
   };
   run_parallel(nt, task);
 

@@ -15,12 +15,6 @@ namespace {
 
 // ------------------------------------------------------------------- Adam
 
-bool overlaps(const py::array& a, const py::array& b) {
-  const char* a0 = static_cast<const char*>(a.data());
-  const char* b0 = static_cast<const char*>(b.data());
-  return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
-}
-
 // Adam's update of one parameter in one pass, when the arrays allow it:
 // param, exp_avg, exp_avg_sq writeable, all four of one dtype (float32 or
 // float64) and size, C-contiguous, the gradient apart from the other three.
@@ -40,8 +34,8 @@ bool adam_update_entry(py::object param, py::object grad, py::object exp_avg,
   auto v = py::reinterpret_borrow<py::array>(exp_avg_sq);
   const py::ssize_t n = p.size();
   if (g.size() != n || m.size() != n || v.size() != n) return false;
-  if (overlaps(g, p) || overlaps(g, m) || overlaps(g, v) || overlaps(p, m) || overlaps(p, v) ||
-      overlaps(m, v))
+  if (may_overlap(g, p) || may_overlap(g, m) || may_overlap(g, v) || may_overlap(p, m) ||
+      may_overlap(p, v) || may_overlap(m, v))
     return false;
   with_real_type(dt, [&](auto zero) {
     using Real = decltype(zero);

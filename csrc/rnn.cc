@@ -17,16 +17,16 @@ enum class Nonlinearity { tanh, relu };
 template <class Real, Nonlinearity kAct>
 struct RnnCell : CellBase<Real> {
   using typename CellBase<Real>::V;
-  using CellBase<Real>::L;
+  using CellBase<Real>::kLanes;
   using CellBase<Real>::NR;
-  static constexpr size_t G = kRnnTraits.G;
+  static constexpr size_t G = cells::rnn.G;
   static constexpr GatePanel kPanels[] = {{0, Reads::x_and_h}};
   static constexpr bool kRowsApart = true;  // see CellBase
 
   // y (T, B, H) <- h_t.
-  FASTRNN_CELL_ROW void forward_row(const ForwardArgs<Real>& p, const ForwardRow<Real>& r, IO& io) {
-    Real* h = io.out(p.y + r.row * p.H + r.u0);
-    for (size_t l = 0; l < NR; l += L) {
+  FASTRNN_CELL_ROW void forward_row(const ForwardArgs<Real>&, const ForwardRow<Real>& r, IO& io) {
+    Real* h = io.out(r.y);
+    for (size_t l = 0; l < NR; l += kLanes) {
       const V a = vload<V>(r.sums + l) + vload<V>(r.bias[0] + l);
       // relu keeps NaN, as torch's does: a < 0 is false for it.
       vstore(h + l, kAct == Nonlinearity::tanh ? Act<Real>::tanh(a) : (a < Real(0) ? V{} : a));
@@ -39,12 +39,11 @@ struct RnnCell : CellBase<Real> {
   //   da_t = dh_t * [h_t > 0]     (relu)
   //   dh   = da_t W_hh           (carried to t-1)        (3)  the driver
 
-  FASTRNN_CELL_ROW void backward_row(const BackwardArgs<Real>& p, const BackwardRow<Real>& r,
-                           IO& io) {
-    const size_t row = r.row * p.H + r.u0;
-    const Real* h_in = io.in(p.y + row);
-    const Real* dy_in = p.dy != nullptr ? io.in(p.dy + row) : nullptr;
-    for (size_t l = 0; l < NR; l += L) {
+  FASTRNN_CELL_ROW void backward_row(const BackwardArgs<Real>&, const BackwardRow<Real>& r,
+                                     IO& io) {
+    const Real* h_in = io.in(r.y);
+    const Real* dy_in = r.dy != nullptr ? io.in(r.dy) : nullptr;
+    for (size_t l = 0; l < NR; l += kLanes) {
       V dh = vload<V>(r.dh + l);
       if (dy_in != nullptr) dh += vload<V>(dy_in + l);                      // (1)
       V h = vload<V>(h_in + l);
@@ -52,7 +51,6 @@ struct RnnCell : CellBase<Real> {
         vstore(r.da[0] + l, dh * (Real(1) - h * h));                        // (2)
       else
         vstore(r.da[0] + l, h > Real(0) ? dh : V{});
-
     }
   }
 };

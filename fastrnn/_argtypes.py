@@ -27,6 +27,17 @@ def check_number(value, what, *, positive=False):
     return float(value)
 
 
+def check_dropout(dropout):
+    """`dropout` as a float in [0, 1), else TypeError or ValueError naming the fix."""
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
+        raise TypeError(f"dropout must be a number in [0, 1) (the probability of zeroing "
+                        f"each output between layers), got {dropout!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must lie in [0, 1) (the probability of zeroing each "
+                         f"output between layers), got {dropout!r}")
+    return float(dropout)
+
+
 def _flag_type(parse, check, expected):
     """An argparse type: `parse` the text, then `check` the value."""
     def convert(text):

@@ -10,6 +10,8 @@ import os
 import sys
 import warnings
 
+from . import cells
+
 # Best first: the compiled extension, then Numba, then the NumPy reference.
 BACKEND_MODULES = {
     "cpp": "fastrnn._core",
@@ -17,8 +19,9 @@ BACKEND_MODULES = {
     "numpy": "fastrnn._reference",
 }
 
-KERNELS = ("rnn_forward", "rnn_backward", "rnn_relu_forward", "rnn_relu_backward",
-           "lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "set_num_threads")
+# What a backend module must define: every cell's kernels, and the thread setting.
+KERNELS = tuple(f"{kernel}_{stage}" for kernel in cells.KERNELS
+                for stage in ("forward", "backward")) + ("set_num_threads",)
 
 MAX_THREADS = 1024  # the compiled backend's pool refuses more
 
@@ -77,6 +80,12 @@ def release_cached_memory():
 def compiled_module():
     """fastrnn._core when it loads here, else None (for helpers beside the kernels)."""
     return _try_load("cpp")
+
+
+def optional_kernel(backend, name):
+    """The function `name` of the backend called `backend` where it has one, else None:
+    kernels beside the cells' that only some backends have (the classifier head)."""
+    return getattr(get_backend(backend), name, None)
 
 
 def get_backend(name=None):

@@ -4,8 +4,9 @@ The constructor, a checkpoint being read and a `fastrnn train --resume` all
 take a configuration from outside; each checks it with `check_model_config`.
 """
 
-from ._argtypes import check_int, check_number
-from .layers import CELLS, check_dropout, parameter_shapes as layer_parameter_shapes
+from ._argtypes import check_dropout, check_int, check_number
+from ._stack import parameter_shapes as layer_parameter_shapes
+from .cells import CELLS, check_cell
 
 RECURRENT_INITS = ("uniform", "orthogonal", "identity")
 
@@ -14,12 +15,6 @@ CONFIG_KEYS = ("input_size", "hidden_size", "num_classes", "cell", "num_layers",
                "bidirectional", "dropout", "forget_bias", "recurrent_init")
 # What 0.1 had not: its checkpoints' configs lack these keys and mean these values.
 ADDED_IN_0_2 = {"num_layers": 1, "bidirectional": False, "dropout": 0.0}
-
-
-def check_cell(cell):
-    if cell not in CELLS:
-        raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
-    return cell
 
 
 def check_recurrent_init(recurrent_init):
@@ -65,7 +60,7 @@ def check_model_config(config):
 
 def parameter_shapes(config):
     """{key: shape} of every parameter of a checked config's SequenceClassifier."""
-    shapes = layer_parameter_shapes(CELLS[config["cell"]].gates, config["input_size"],
+    shapes = layer_parameter_shapes(CELLS[config["cell"]].G, config["input_size"],
                                     config["hidden_size"], config["num_layers"],
                                     config["bidirectional"])
     D = 2 if config["bidirectional"] else 1

@@ -27,10 +27,13 @@ Where the time goes, and what is done about it:
 
 The public functions check every shape and batch_sizes with the reference's
 checker (the compiled kernels do no bounds checks, so a mismatch must stop
-there), convert arguments (one dtype, C-ordered rows, dy and need_dx as
-flags) and call the compiled kernels. A training forward returns a Workspace:
-the saved arrays and the call's cell, dtype, sizes and batch_sizes, against
-which its backward checks the call it is given.
+there), convert arguments (one dtype, C-ordered rows in the order the
+recurrence runs, dy and need_dx as flags, b_ih + b_hh summed once where the
+cell sums them) and call the compiled kernels. A training forward returns a
+Workspace: the saved arrays, x, and the call's cell, batch_sizes and
+direction, against which its backward checks the call it is given. reverse=
+and out= cost a copy here (of x, and of y into out): only the compiled
+backend reads and writes through strides.
 """
 
 import math
@@ -44,9 +47,9 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
-from . import _blas
+from . import _blas, _reference
 from ._numba_blas import gemm
-from ._reference import checked_offsets
+from ._reference import checked_offsets, checked_workspace, in_run_order, output_y
 
 name = "numba"
 
@@ -248,7 +251,7 @@ def _previous(s0, s, starts, t, n_t):
 # -------------------------------------------------------- RNN (tanh or relu)
 #   a_t = x_t W_ih^T + h_{t-1} W_hh^T + b
 #   h_t = tanh(a_t)  (rnn_*),  or  h_t = relu(a_t) = max(a_t, 0)  (rnn_relu_*)
-# saved: no arrays (BPTT needs only y), just the call's sizes and batch_sizes.
+# saved: no arrays of its own (BPTT reads h_t from y), x and the call's batch_sizes.
 
 
 @_jit
@@ -582,33 +585,15 @@ def _gru_backward(gates, hn, x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx, off
 # ------------------------------------------------------ the kernel contract
 
 
-class Workspace:
-    """What a training forward keeps for its backward: the cell, dtype, sizes
-    (T, B, I, H) and batch_sizes of the call, so that a backward of another
-    call is refused, and the cell's saved arrays (rows, as the kernels use them)."""
+class Workspace(_reference.Workspace):
+    """The reference's workspace (cell, batch_sizes, direction, x), holding this
+    backend's arrays: rows, as its kernels use them."""
 
-    __slots__ = ("cell", "dtype", "sizes", "batch_sizes", "arrays")
-
-    def __init__(self, cell, dtype, sizes, batch_sizes, arrays):
-        self.cell, self.dtype, self.sizes, self.arrays = cell, dtype, sizes, arrays
-        self.batch_sizes = None if batch_sizes is None else np.array(batch_sizes)
-
-    def __repr__(self):
-        packed = "" if self.batch_sizes is None else " packed"
-        return (f"<fastrnn._numba.Workspace {self.cell} {self.dtype}{packed} "
-                "T={} B={} I={} H={}>".format(*self.sizes))
+    __slots__ = ()
 
 
 def _c_array(a, dtype):
     return np.ascontiguousarray(a, dtype=dtype)
-
-
-def _kernel_dtype(x):
-    """The dtype every array is converted to: x's, if the kernels are compiled for it."""
-    dt = np.asarray(x).dtype
-    if dt not in (np.float32, np.float64):
-        raise TypeError(f"the numba kernels take float32 or float64 arrays, got {dt}")
-    return dt
 
 
 def _rows(a, dtype):
@@ -622,83 +607,91 @@ def _per_step(rows, x):
     return rows.reshape(np.shape(x)[:-1] + rows.shape[-1:])
 
 
-def _sizes(offsets, x, h0):
-    """(T, B, I, H) of a call."""
-    return len(offsets) - 1, np.shape(h0)[0], np.shape(x)[-1], np.shape(h0)[1]
+def _forward_inputs(cell, G, x, h0, w_ih, w_hh, training, batch_sizes, reverse, **more):
+    """(offsets, dtype, x in run order: a copy when training, kept by the workspace;
+    its rows) of a forward call, checked."""
+    offsets = checked_offsets(f"{cell}_forward", G, x, h0, w_ih, w_hh, batch_sizes,
+                              reverse=reverse, **more)
+    x = in_run_order(np.asarray(x), reverse)
+    dt = x.dtype
+    x = np.array(x, dtype=dt, order="C") if training else _c_array(x, dt)
+    return offsets, dt, x, x.reshape(-1, x.shape[-1])
 
 
-def _saved_arrays(fn, cell, saved, dtype, sizes, batch_sizes):
-    """The arrays of `saved`, once it is known to come from this call's forward."""
-    if saved is None:
-        raise ValueError(f"{fn} needs the state saved by a training forward (got None)")
-    if not isinstance(saved, Workspace):
-        raise TypeError(f"{fn}: saved must be the workspace returned by {cell}_forward of "
-                        f"this backend, got {type(saved).__name__}")
-    if saved.cell != cell:
-        raise ValueError(f"{fn}: saved comes from {saved.cell}_forward")
-    if saved.dtype != dtype:
-        raise TypeError(f"{fn}: saved comes from a forward of another dtype ({saved.dtype})")
-    if (saved.batch_sizes is None) != (batch_sizes is None) or (
-            batch_sizes is not None and not np.array_equal(saved.batch_sizes, batch_sizes)):
-        raise ValueError(f"{fn}: batch_sizes differ from those of the forward that saved it")
-    if saved.sizes != sizes:
-        raise ValueError(f"{fn}: saved comes from a forward of other sizes "
-                         f"(T, B, I, H) = {saved.sizes}")
-    return saved.arrays
-
-
-def _dy_flag(dy, y):
-    """(dy as rows, has_dy): the kernels take an unused empty array for None."""
+def _backward_inputs(cell, G, saved, h0, w_ih, w_hh, y, dy, batch_sizes, reverse, **more):
+    """(offsets, dtype, saved, y rows, dy rows, has_dy) of a backward call, checked,
+    in run order (the kernels take an unused empty array for dy=None)."""
+    fn = f"{cell}_backward"
+    saved = checked_workspace(fn, cell, Workspace, saved, h0, batch_sizes, reverse)
+    offsets = checked_offsets(fn, G, saved.x, h0, w_ih, w_hh, batch_sizes, y=y, dy=dy, **more)
+    dt = saved.x.dtype
+    y_rows = _rows(in_run_order(y, reverse), dt)
     if dy is None:
-        return np.empty((0, 0), dtype=y.dtype), False
-    return _rows(dy, y.dtype), True
+        return offsets, dt, saved, y_rows, np.empty((0, 0), dtype=dt), False
+    return offsets, dt, saved, y_rows, _rows(in_run_order(dy, reverse), dt), True
 
 
-def _elman_forward(cell, relu, x, h0, w_ih, w_hh, b, training, batch_sizes):
-    offsets = checked_offsets(f"{cell}_forward", 1, x, h0, w_ih, w_hh, batch_sizes, b=b)
-    dt = _kernel_dtype(x)
-    x_rows = _rows(x, dt)
+def _outputs(y_rows, x, out, reverse):
+    """y as a forward returns it, from its rows in run order."""
+    return output_y(in_run_order(_per_step(y_rows, x), reverse), out)
+
+
+def _input_grad_out(dx, saved, need_dx, reverse):
+    """dx in x's time order, or None."""
+    return in_run_order(_per_step(dx, saved.x), reverse) if need_dx else None
+
+
+def _elman_forward(cell, relu, x, h0, w_ih, w_hh, b_ih, b_hh, training, batch_sizes, reverse,
+                   out):
+    offsets, dt, x, x_rows = _forward_inputs(cell, 1, x, h0, w_ih, w_hh, training,
+                                             batch_sizes, reverse, b_ih=b_ih, b_hh=b_hh,
+                                             out=out)
     y = np.empty((x_rows.shape[0], np.shape(h0)[1]), dtype=dt)
     _rnn_forward(x_rows, _c_array(h0, dt), _c_array(w_ih, dt), _c_array(w_hh, dt),
-                 _c_array(b, dt), offsets, relu, y)
-    saved = Workspace(cell, dt, _sizes(offsets, x, h0), batch_sizes, ()) if training else None
-    return _per_step(y, x), saved
+                 _c_array(np.add(b_ih, b_hh, dtype=dt), dt), offsets, relu, y)
+    saved = Workspace(cell, x, (), batch_sizes, reverse) if training else None
+    return _outputs(y, x, out, reverse), saved
 
 
-def _elman_backward(cell, relu, saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx, batch_sizes):
-    fn = f"{cell}_backward"
-    offsets = checked_offsets(fn, 1, x, h0, w_ih, w_hh, batch_sizes, y=y, dy=dy, dhT=dhT)
-    dt = _kernel_dtype(y)
-    _saved_arrays(fn, cell, saved, dt, _sizes(offsets, x, h0), batch_sizes)
-    dy, has_dy = _dy_flag(dy, y)
+def _elman_backward(cell, relu, saved, h0, w_ih, w_hh, y, dy, dhT, need_dx, batch_sizes,
+                    reverse):
+    offsets, dt, saved, y, dy, has_dy = _backward_inputs(
+        cell, 1, saved, h0, w_ih, w_hh, y, dy, batch_sizes, reverse, dhT=dhT)
     dx, dh0, dw_ih, dw_hh, db = _rnn_backward(
-        _rows(x, dt), _c_array(h0, dt), _c_array(w_ih, dt), _c_array(w_hh, dt),
-        _rows(y, dt), dy, has_dy, _c_array(dhT, dt), bool(need_dx), offsets, relu)
-    return (_per_step(dx, x) if need_dx else None), dh0, dw_ih, dw_hh, db
+        _rows(saved.x, dt), _c_array(h0, dt), _c_array(w_ih, dt), _c_array(w_hh, dt), y, dy,
+        has_dy, _c_array(dhT, dt), bool(need_dx), offsets, relu)
+    return (_input_grad_out(dx, saved, need_dx, reverse), dh0, dw_ih, dw_hh, db, db.copy())
 
 
-def rnn_forward(x, h0, w_ih, w_hh, b, training=True, *, batch_sizes=None):
-    return _elman_forward("rnn", False, x, h0, w_ih, w_hh, b, training, batch_sizes)
+def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training=True, *, batch_sizes=None,
+                reverse=False, out=None):
+    return _elman_forward("rnn", False, x, h0, w_ih, w_hh, b_ih, b_hh, training, batch_sizes,
+                          reverse, out)
 
 
-def rnn_relu_forward(x, h0, w_ih, w_hh, b, training=True, *, batch_sizes=None):
-    return _elman_forward("rnn_relu", True, x, h0, w_ih, w_hh, b, training, batch_sizes)
+def rnn_relu_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training=True, *, batch_sizes=None,
+                     reverse=False, out=None):
+    return _elman_forward("rnn_relu", True, x, h0, w_ih, w_hh, b_ih, b_hh, training,
+                          batch_sizes, reverse, out)
 
 
-def rnn_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_sizes=None):
-    return _elman_backward("rnn", False, saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx,
-                           batch_sizes)
+def rnn_backward(saved, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_sizes=None,
+                 reverse=False):
+    return _elman_backward("rnn", False, saved, h0, w_ih, w_hh, y, dy, dhT, need_dx,
+                           batch_sizes, reverse)
 
 
-def rnn_relu_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_sizes=None):
-    return _elman_backward("rnn_relu", True, saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx,
-                           batch_sizes)
+def rnn_relu_backward(saved, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_sizes=None,
+                      reverse=False):
+    return _elman_backward("rnn_relu", True, saved, h0, w_ih, w_hh, y, dy, dhT, need_dx,
+                           batch_sizes, reverse)
 
 
-def lstm_forward(x, h0, c0, w_ih, w_hh, b, training=True, *, batch_sizes=None):
-    offsets = checked_offsets("lstm_forward", 4, x, h0, w_ih, w_hh, batch_sizes, b=b, c0=c0)
-    dt = _kernel_dtype(x)
-    x_rows = _rows(x, dt)
+def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, training=True, *, batch_sizes=None,
+                 reverse=False, out=None):
+    offsets, dt, x, x_rows = _forward_inputs("lstm", 4, x, h0, w_ih, w_hh, training,
+                                             batch_sizes, reverse, b_ih=b_ih, b_hh=b_hh,
+                                             c0=c0, out=out)
     N, (B, H) = x_rows.shape[0], np.shape(h0)
     y = np.empty((N, H), dtype=dt)
     cT = np.empty((B, H), dtype=dt)
@@ -710,33 +703,31 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, training=True, *, batch_sizes=None):
         c, tanh_c = np.empty((2 * B, H), dtype=dt), np.empty((B, H), dtype=dt)
         c_at, tanh_at = B * (np.arange(len(offsets)) % 2), np.zeros_like(offsets)
     _lstm_forward(x_rows, _c_array(h0, dt), _c_array(c0, dt), _c_array(w_ih, dt),
-                  _c_array(w_hh, dt), _c_array(b, dt), offsets, y, cT, gates,
-                  c, c_at, tanh_c, tanh_at)
-    saved = (Workspace("lstm", dt, _sizes(offsets, x, h0), batch_sizes, (c, tanh_c, gates))
+                  _c_array(w_hh, dt), _c_array(np.add(b_ih, b_hh, dtype=dt), dt), offsets, y,
+                  cT, gates, c, c_at, tanh_c, tanh_at)
+    saved = (Workspace("lstm", x, (c, tanh_c, gates), batch_sizes, reverse)
              if training else None)
-    return _per_step(y, x), cT, saved
+    return _outputs(y, x, out, reverse), cT, saved
 
 
-def lstm_backward(saved, x, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx=True, *,
-                  batch_sizes=None):
-    offsets = checked_offsets("lstm_backward", 4, x, h0, w_ih, w_hh, batch_sizes, c0=c0, y=y,
-                              dy=dy, dhT=dhT, dcT=dcT)
-    dt = _kernel_dtype(y)
-    c, tanh_c, gates = _saved_arrays("lstm_backward", "lstm", saved, dt,
-                                     _sizes(offsets, x, h0), batch_sizes)
-    dy, has_dy = _dy_flag(dy, y)
+def lstm_backward(saved, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx=True, *,
+                  batch_sizes=None, reverse=False):
+    offsets, dt, saved, y, dy, has_dy = _backward_inputs(
+        "lstm", 4, saved, h0, w_ih, w_hh, y, dy, batch_sizes, reverse, c0=c0, dhT=dhT, dcT=dcT)
+    c, tanh_c, gates = saved.arrays
     dx, dh0, dc0, dw_ih, dw_hh, db = _lstm_backward(
-        c, tanh_c, gates, _rows(x, dt), _c_array(h0, dt), _c_array(c0, dt),
-        _c_array(w_ih, dt), _c_array(w_hh, dt), _rows(y, dt), dy, has_dy,
-        _c_array(dhT, dt), _c_array(dcT, dt), bool(need_dx), offsets)
-    return (_per_step(dx, x) if need_dx else None), dh0, dc0, dw_ih, dw_hh, db
+        c, tanh_c, gates, _rows(saved.x, dt), _c_array(h0, dt), _c_array(c0, dt),
+        _c_array(w_ih, dt), _c_array(w_hh, dt), y, dy, has_dy, _c_array(dhT, dt),
+        _c_array(dcT, dt), bool(need_dx), offsets)
+    return (_input_grad_out(dx, saved, need_dx, reverse), dh0, dc0, dw_ih, dw_hh, db,
+            db.copy())
 
 
-def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training=True, *, batch_sizes=None):
-    offsets = checked_offsets("gru_forward", 3, x, h0, w_ih, w_hh, batch_sizes, b_ih=b_ih,
-                              b_hh=b_hh)
-    dt = _kernel_dtype(x)
-    x_rows = _rows(x, dt)
+def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training=True, *, batch_sizes=None,
+                reverse=False, out=None):
+    offsets, dt, x, x_rows = _forward_inputs("gru", 3, x, h0, w_ih, w_hh, training,
+                                             batch_sizes, reverse, b_ih=b_ih, b_hh=b_hh,
+                                             out=out)
     N, (B, H) = x_rows.shape[0], np.shape(h0)
     y = np.empty((N, H), dtype=dt)
     gates = np.empty((N, 3 * H), dtype=dt)
@@ -746,22 +737,19 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training=True, *, batch_sizes=Non
         hn, hn_at = np.empty((B, H), dtype=dt), np.zeros_like(offsets)
     _gru_forward(x_rows, _c_array(h0, dt), _c_array(w_ih, dt), _c_array(w_hh, dt),
                  _c_array(b_ih, dt), _c_array(b_hh, dt), offsets, y, gates, hn, hn_at)
-    saved = (Workspace("gru", dt, _sizes(offsets, x, h0), batch_sizes, (gates, hn))
-             if training else None)
-    return _per_step(y, x), saved
+    saved = Workspace("gru", x, (gates, hn), batch_sizes, reverse) if training else None
+    return _outputs(y, x, out, reverse), saved
 
 
-def gru_backward(saved, x, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_sizes=None):
-    offsets = checked_offsets("gru_backward", 3, x, h0, w_ih, w_hh, batch_sizes, y=y, dy=dy,
-                              dhT=dhT)
-    dt = _kernel_dtype(y)
-    gates, hn = _saved_arrays("gru_backward", "gru", saved, dt, _sizes(offsets, x, h0),
-                              batch_sizes)
-    dy, has_dy = _dy_flag(dy, y)
+def gru_backward(saved, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_sizes=None,
+                 reverse=False):
+    offsets, dt, saved, y, dy, has_dy = _backward_inputs(
+        "gru", 3, saved, h0, w_ih, w_hh, y, dy, batch_sizes, reverse, dhT=dhT)
+    gates, hn = saved.arrays
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _gru_backward(
-        gates, hn, _rows(x, dt), _c_array(h0, dt), _c_array(w_ih, dt), _c_array(w_hh, dt),
-        _rows(y, dt), dy, has_dy, _c_array(dhT, dt), bool(need_dx), offsets)
-    return (_per_step(dx, x) if need_dx else None), dh0, dw_ih, dw_hh, db_ih, db_hh
+        gates, hn, _rows(saved.x, dt), _c_array(h0, dt), _c_array(w_ih, dt),
+        _c_array(w_hh, dt), y, dy, has_dy, _c_array(dhT, dt), bool(need_dx), offsets)
+    return (_input_grad_out(dx, saved, need_dx, reverse), dh0, dw_ih, dw_hh, db_ih, db_hh)
 
 
 def set_num_threads(n):

@@ -1,15 +1,16 @@
 """The `fastrnn` command line: train, eval, export, plot-diagnostics, info."""
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import traceback
 
-from ._argtypes import (_flag_type, check_int, check_number, finite_float, non_negative_int,
-                        positive_float, positive_int)
-from ._config import RECURRENT_INITS, check_bidirectional, check_cell, check_recurrent_init
-from .layers import CELLS, check_dropout
+from ._argtypes import (_flag_type, check_dropout, check_int, check_number, finite_float,
+                        non_negative_int, positive_float, positive_int)
+from ._config import ADDED_IN_0_2, RECURRENT_INITS, check_bidirectional, check_recurrent_init
+from .cells import CELLS, check_cell
 from .optim import SCHEDULES
 
 dropout_probability = _flag_type(float, check_dropout, "a number in [0, 1)")
@@ -31,8 +32,10 @@ ORIGIN_DEFAULTS = {
     "train_limit": None,
 }
 DEFAULT_STEPS = 5000
-# Settings that 0.1's checkpoints lack, with the value they had there.
-ADDED_IN_0_2 = {"layers": 1, "bidirectional": False, "dropout": 0.0}
+# Settings that 0.1's checkpoints lack, with the value they had there: the model
+# configuration's (ADDED_IN_0_2) under the flags' names.
+SETTINGS_ADDED_IN_0_2 = {"layers" if key == "num_layers" else key: value
+                         for key, value in ADDED_IN_0_2.items()}
 
 
 # -- fastrnn info ----------------------------------------------------------------------
@@ -165,13 +168,31 @@ def _read_resume(path):
         raise ValueError(f"{path}: not a training checkpoint (no optimizer state or training "
                          f"progress); write one with `fastrnn train --save PATH`")
     if isinstance(state["settings"], dict):   # a 0.1 run: one layer, one direction
-        state["settings"] = {**ADDED_IN_0_2, **state["settings"]}
+        state["settings"] = {**SETTINGS_ADDED_IN_0_2, **state["settings"]}
     step, steps = state.get("step"), state.get("steps")
     if not _valid_settings(state["settings"]) or not isinstance(step, int) \
             or not isinstance(steps, int) or not 0 <= step <= steps \
             or step != checkpoint.optimizer_state["step"]:
         raise ValueError(f"{path}: malformed training progress in checkpoint")
     return checkpoint
+
+
+@dataclasses.dataclass
+class _Run:
+    """A training run as `fastrnn train` prepares it: its settings, data, batch order,
+    model and optimizer, the step it starts at and the resumed run's training state."""
+
+    settings: dict
+    steps: int
+    x_train: object
+    y_train: object
+    x_test: object
+    y_test: object
+    order: object
+    model: object
+    optimizer: object
+    start: int
+    previous: dict
 
 
 def _prepare_training(args, checkpoint, world):
@@ -195,7 +216,7 @@ def _prepare_training(args, checkpoint, world):
     x_train, y_train, x_test, y_test = _load_data(args)
     if settings["train_limit"]:
         x_train, y_train = x_train[:settings["train_limit"]], y_train[:settings["train_limit"]]
-    BatchOrder(x_train.shape[0], settings["batch_size"], settings["seed"])   # checks the size
+    order = BatchOrder(x_train.shape[0], settings["batch_size"], settings["seed"])
 
     if checkpoint is not None:
         model = SequenceClassifier.from_checkpoint(checkpoint, backend=args.backend)
@@ -215,100 +236,127 @@ def _prepare_training(args, checkpoint, world):
                                    backend=args.backend, seed=settings["seed"])
         optimizer = Adam(model.parameters(), lr=settings["lr"])
         start_step, previous = 0, {}
-    return (settings, steps, (x_train, y_train, x_test, y_test), model, optimizer,
-            start_step, previous)
+    return _Run(settings, steps, x_train, y_train, x_test, y_test, order, model, optimizer,
+                start_step, previous)
 
 
-def _cmd_train(args):
+def _say_what_runs(run, world, say):
+    """The banner: what is trained, how, where; under mpiexec, which pid is which rank."""
     from . import get_num_threads
-    from .diagnostics import plot_runs
-    from .distributed import world as this_world
-    from .training import Progress, train
-
-    world = this_world()
-    say = print if world.rank == 0 else _silent
-    _set_threads(args, world)
-    checkpoint = _read_on_rank0(world, lambda: _read_resume(args.resume) if args.resume
-                                else None)
-    (settings, steps, (x_train, y_train, x_test, y_test), model, optimizer, start_step,
-     previous) = world.agree(lambda: _prepare_training(args, checkpoint, world))
-
+    settings = run.settings
     ranks = (f", ranks {world.size} ({settings['batch_size'] // world.size} rows each)"
              if world.size > 1 else "")
     stack = _stack_words(settings["layers"], settings["bidirectional"], settings["dropout"])
     say(f"fastrnn train: {settings['cell'].upper()} H={settings['hidden']}{stack} on "
-        f"{x_train.shape[0]} images, {steps} steps of {settings['batch_size']}, "
+        f"{run.x_train.shape[0]} images, {run.steps} steps of {settings['batch_size']}, "
         f"Adam lr {settings['lr']} ({settings['lr_schedule']}), clip {settings['clip']}, "
-        f"seed {settings['seed']}, backend {model.backend}, threads {get_num_threads()}"
-        + ranks + (f", resuming at step {start_step}" if start_step else ""), flush=True)
+        f"seed {settings['seed']}, backend {run.model.backend}, threads {get_num_threads()}"
+        + ranks + (f", resuming at step {run.start}" if run.start else ""), flush=True)
     if world.size > 1:
         # mpiexec names a rank that dies by its pid: this line maps pids to ranks.
         say("ranks: " + ", ".join(f"{rank} = pid {pid} on {host}"
                                   for rank, (host, pid) in enumerate(world.processes())),
             flush=True)
-    train_state = {"settings": settings, "steps": steps}
-    diagnostics_batch = (x_train[:100], y_train[:100]) if args.diagnostics else None
-    progress = Progress(steps, start_step, enabled=not args.no_progress,
+
+
+def _train_steps(args, run, world):
+    """The steps of the run (training.train); its summary."""
+    from .training import Progress, StartingPoint, TrainingConfig, train
+    settings = run.settings
+    config = TrainingConfig(
+        steps=run.steps, batch_size=settings["batch_size"], seed=settings["seed"],
+        lr=settings["lr"], lr_schedule=settings["lr_schedule"], clip=settings["clip"],
+        log_every=args.log_every,
+        diagnostics_every=args.diagnostics_every if args.diagnostics else 0,
+        checkpoint_path=args.save if world.rank == 0 else None,
+        checkpoint_every=args.save_every, check_params_every=args.check_params_every)
+    start = StartingPoint(run.start, tuple(run.previous.get("history") or ()),
+                          tuple(run.previous.get("diagnostics") or ()),
+                          {"settings": settings, "steps": run.steps})
+    diagnostics_batch = (run.x_train[:100], run.y_train[:100]) if args.diagnostics else None
+    progress = Progress(run.steps, run.start, enabled=not args.no_progress,
                         quiet=world.rank != 0)
     try:
-        summary = train(
-            model, optimizer, x_train, y_train, steps=steps,
-            batch_size=settings["batch_size"], seed=settings["seed"], lr=settings["lr"],
-            lr_schedule=settings["lr_schedule"], clip=settings["clip"], start_step=start_step,
-            log_every=args.log_every, progress=progress,
-            diagnostics_every=args.diagnostics_every if args.diagnostics else 0,
-            diagnostics_batch=diagnostics_batch,
-            checkpoint_path=args.save if world.rank == 0 else None,
-            checkpoint_every=args.save_every, train_state=train_state,
-            history=previous.get("history"), diagnostics_records=previous.get("diagnostics"),
-            world=world, check_params_every=args.check_params_every)
+        return train(run.model, run.optimizer, run.x_train, run.y_train, config, start=start,
+                     order=run.order, progress=progress, diagnostics_batch=diagnostics_batch,
+                     world=world)
     finally:
         progress.close()
 
-    test_loss, test_accuracy = _evaluate(model, x_test, y_test, world)
-    if world.rank != 0:
-        return 0   # rank 0 alone reports and writes
-    print(f"test loss {test_loss:.4f}  test accuracy {test_accuracy:.4f} "
-          f"({len(y_test)} images)", flush=True)
-    seconds = summary["train_seconds"]
-    total_seconds = previous.get("train_seconds_total", 0.0) + seconds
-    if args.save:
-        model_state = dict(train_state, step=steps, history=summary["history"],
-                           diagnostics=summary["diagnostics"], train_seconds_total=total_seconds)
-        from .checkpoint import save_checkpoint
-        save_checkpoint(args.save, model, optimizer, model_state)
-        print(f"saved {args.save}")
 
-    metrics = {
+def _save_trained(path, run, summary, total_seconds):
+    """The final checkpoint, which `fastrnn train --resume` continues from."""
+    from .checkpoint import save_checkpoint
+    state = {"settings": run.settings, "steps": run.steps, "step": run.steps,
+             "history": summary["history"], "diagnostics": summary["diagnostics"],
+             "train_seconds_total": total_seconds}
+    save_checkpoint(path, run.model, run.optimizer, state)
+    print(f"saved {path}")
+
+
+def _train_metrics(run, summary, test_loss, test_accuracy, total_seconds, world):
+    """What `--metrics-out` writes of a run."""
+    from . import get_num_threads
+    seconds = summary["train_seconds"]
+    return {
         "test_accuracy": test_accuracy,
         "test_loss": test_loss,
-        "test_examples": int(len(y_test)),
-        "steps": steps,
+        "test_examples": int(len(run.y_test)),
+        "steps": run.steps,
         "steps_this_run": summary["steps_run"],
-        "resumed_from_step": start_step,
+        "resumed_from_step": run.start,
         "train_seconds": seconds,
         "train_seconds_total": total_seconds,
         "steps_per_second": summary["steps_run"] / seconds if seconds > 0 else None,
         "final_train_loss": summary["final_loss"],
-        "backend": model.backend,
+        "backend": run.model.backend,
         "threads": get_num_threads(),
         "world_size": world.size,
-        **settings,
-        "train_examples": int(x_train.shape[0]),
+        **run.settings,
+        "train_examples": int(run.x_train.shape[0]),
         "history": summary["history"],
     }
+
+
+def _write_diagnostics(directory, metrics, records):
+    """diagnostics.json and its picture in `directory`; returns the run's record."""
+    from .diagnostics import plot_runs
+    run = {key: metrics[key] for key in ("cell", "lr", "lr_schedule", "clip", "hidden",
+                                         "seed", "recurrent_init", "test_accuracy")}
+    run["records"] = records
+    json_path = os.path.join(directory, "diagnostics.json")
+    _write_json(json_path, run)
+    try:
+        png = plot_runs([json_path], os.path.join(directory, "diagnostics.png"))
+        print(f"diagnostics: {json_path}, {png}")
+    except RuntimeError as exc:   # matplotlib missing: the numbers are still written
+        print(f"diagnostics: {json_path} (no picture: {exc})")
+    return run
+
+
+def _cmd_train(args):
+    from .distributed import world as this_world
+
+    world = this_world()
+    _set_threads(args, world)
+    checkpoint = _read_on_rank0(world, lambda: _read_resume(args.resume) if args.resume
+                                else None)
+    run = world.agree(lambda: _prepare_training(args, checkpoint, world))
+    _say_what_runs(run, world, print if world.rank == 0 else _silent)
+    summary = _train_steps(args, run, world)
+
+    test_loss, test_accuracy = _evaluate(run.model, run.x_test, run.y_test, world)
+    if world.rank != 0:
+        return 0   # rank 0 alone reports and writes
+    print(f"test loss {test_loss:.4f}  test accuracy {test_accuracy:.4f} "
+          f"({len(run.y_test)} images)", flush=True)
+    total_seconds = run.previous.get("train_seconds_total", 0.0) + summary["train_seconds"]
+    if args.save:
+        _save_trained(args.save, run, summary, total_seconds)
+    metrics = _train_metrics(run, summary, test_loss, test_accuracy, total_seconds, world)
     if args.diagnostics:
-        run = {key: metrics[key] for key in ("cell", "lr", "lr_schedule", "clip", "hidden",
-                                             "seed", "recurrent_init", "test_accuracy")}
-        run["records"] = summary["diagnostics"]
-        metrics["diagnostics"] = run
-        json_path = os.path.join(args.diagnostics, "diagnostics.json")
-        _write_json(json_path, run)
-        try:
-            png = plot_runs([json_path], os.path.join(args.diagnostics, "diagnostics.png"))
-            print(f"diagnostics: {json_path}, {png}")
-        except RuntimeError as exc:   # matplotlib missing: the numbers are still written
-            print(f"diagnostics: {json_path} (no picture: {exc})")
+        metrics["diagnostics"] = _write_diagnostics(args.diagnostics, metrics,
+                                                    summary["diagnostics"])
     if args.metrics_out:
         _write_json(args.metrics_out, metrics)
         print(f"metrics: {args.metrics_out}")
@@ -398,15 +446,15 @@ def _add_runtime_flags(p):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="fastrnn", description="Fast CPU RNN, LSTM and GRU kernels: train, evaluate, "
-                                    "inspect.")
+        prog="fastrnn", description=f"Fast CPU {', '.join(c.layer for c in CELLS.values())} "
+                                    f"kernels: train, evaluate, inspect.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser(
         "train", help="train a sequence classifier on MNIST (rows as time steps)",
-        description="Train an LSTM (or a GRU, or a tanh RNN) on MNIST, one image row per time step. "
-                    "Without flags: the original experiment (LSTM, 128 units, batch 100, "
-                    "Adam 0.01, 5000 steps, forget bias 1.0).")
+        description=f"Train a classifier of a recurrent cell ({', '.join(CELLS)}) on MNIST, "
+                    "one image row per time step. Without flags: the original experiment "
+                    "(LSTM, 128 units, batch 100, Adam 0.01, 5000 steps, forget bias 1.0).")
     p.add_argument("--cell", choices=tuple(CELLS), help="recurrent cell (default lstm)")
     p.add_argument("--hidden", type=positive_int, metavar="H", help="hidden units (128)")
     p.add_argument("--layers", type=positive_int, metavar="N",
@@ -508,7 +556,8 @@ def _failed(command, exc):
     the others would wait for it forever. A RankError is known to every rank
     alike: they all return, and rank 0 says why.
     """
-    from .distributed import USER_ERRORS, RankError, current_world
+    from ._failures import USER_ERRORS, RankError
+    from .distributed import current_world
     world = current_world()
     alone = world is None or world.size == 1
     if isinstance(exc, KeyboardInterrupt):

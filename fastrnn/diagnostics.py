@@ -11,16 +11,11 @@ That is O(T^2) cell steps instead of O(T), affordable for T = 28 at a few
 points during training, and it needs no change to the kernel contract and no
 finite differences.
 
-Saturation: for the tanh RNN, the fraction of |h_t| > 0.99 (where
-tanh' = 1 - h^2 < 0.02 chokes the gradient); for the LSTM, the fraction of
-|tanh(c_t)| > 0.99, the same nonlinearity on its output path; for the GRU,
-the fraction of |n_t| > 0.99, its candidate state, the one tanh between
-h_{t-1} W_hh and h_t. A saturated candidate passes less than 2% of the
-gradient, but a GRU unit also has a path around it: dL/dh_{t-1} gets
-z_t * dL/dh_t directly, so the GRU records the mean update gate z_t as well
-(`update_gate`): near 1 the unit keeps its state and passes the gradient back
-undiminished, near 0 the gradient must cross the candidate. The fraction of
-|h_t| > 0.99 is recorded for every cell as well.
+Saturation: the fraction of units whose tanh on the gradient's path back in time has
+|value| > 0.99, where tanh' = 1 - value^2 < 0.02 passes less than 2% of the gradient.
+Which value that is, and which gate's mean is recorded beside it where the cell has a
+path around the tanh, is the cell's `saturation` in the table of cells (fastrnn.cells).
+The fraction of |h_t| > 0.99 is recorded for every cell.
 """
 
 import json
@@ -28,7 +23,8 @@ import os
 
 import numpy as np
 
-from . import _reference
+from . import _reference, _stack
+from .cells import CELLS
 
 SATURATION_THRESHOLD = 0.99
 
@@ -48,18 +44,23 @@ def _states_over_time(layer, x):
     return states
 
 
-def _gru_update_and_candidate(layer, x):
-    """z_t and n_t (T, B, H) each of a one-layer one-way GRU on x (B, T, I), from h_0 = 0.
+def _gates_over_time(layer, x):
+    """{gate name: (T, B, H)} of a one-layer one-way `layer` on x (B, T, I), from zero
+    states.
 
-    The fast kernels keep their gates to themselves, so the reference forward,
-    whose saved gates are r, z, n, computes them again on this one batch.
+    The fast kernels keep their gates to themselves, so the reference forward, whose
+    workspace holds the activated gates (T, B, G*H), computes them again on this batch.
     """
+    cell, (T, B) = CELLS[layer.cell], x.shape[1::-1]
     H = layer.hidden_size
-    x_tm = np.ascontiguousarray(x.transpose(1, 0, 2))
-    h0 = np.zeros((x.shape[0], H), dtype=layer.dtype)
-    _, (gates, _) = _reference.gru_forward(x_tm, h0, layer.weight_ih, layer.weight_hh,
-                                           layer.bias_ih, layer.bias_hh, True)
-    return gates[:, :, H:2 * H], gates[:, :, 2 * H:]
+    stack = _stack.Stack(_reference, layer.kernel, num_layers=1, num_directions=1,
+                         hidden_size=H)
+    zeros = tuple(np.zeros((1, B, H), dtype=layer.dtype) for _ in cell.states)
+    _, _, tape = _stack.forward(stack, layer.parameters(), x.transpose(1, 0, 2), zeros,
+                                _stack.PADDED, True)
+    gates = next(saved for saved in tape.workspace(0, 0).arrays
+                 if saved.shape == (T, B, cell.G * H))
+    return {name: gates[:, :, g * H:(g + 1) * H] for g, name in enumerate(cell.gates)}
 
 
 def _last_layer_direction(model, x, direction):
@@ -134,18 +135,23 @@ def _direction_record(model, x, y, direction):
     }
     if dc is not None:
         record["cell_grad_norm"] = [float(np.linalg.norm(g)) for g in dc]
+    saturation = CELLS[model.cell].saturation
+    if saturation.of == "h":
+        record["saturated"] = record["h_saturated"]
+    elif saturation.of == "tanh(c)":
         record["saturated"] = [float(np.mean(np.abs(np.tanh(c)) > SATURATION_THRESHOLD))
                                for _, c in states]
-    elif model.cell == "gru":
+    else:   # a gate
         view, inputs = _last_layer_direction(model, np.asarray(x, dtype=model.layer.dtype),
                                              direction)
-        z, n = _gru_update_and_candidate(view, inputs)
-        if direction == "reverse":
-            z, n = z[::-1], n[::-1]
-        record["saturated"] = [float(np.mean(np.abs(n_t) > SATURATION_THRESHOLD)) for n_t in n]
-        record["update_gate"] = [float(np.mean(z_t)) for z_t in z]
-    else:
-        record["saturated"] = record["h_saturated"]
+        gates = _gates_over_time(view, inputs)
+        if direction == "reverse":   # in time order
+            gates = {name: values[::-1] for name, values in gates.items()}
+        record["saturated"] = [float(np.mean(np.abs(g_t) > SATURATION_THRESHOLD))
+                               for g_t in gates[saturation.of]]
+        if saturation.mean_gate:
+            gate, key = saturation.mean_gate
+            record[key] = [float(np.mean(g_t)) for g_t in gates[gate]]
     return record
 
 
@@ -201,6 +207,10 @@ def plot_runs(paths, out_path):
         records = run["records"]
         colors = plt.cm.viridis(np.linspace(0.9, 0.0, len(records)))
         top, bottom = axes[0, column], axes[1, column]
+        cell = run.get("cell", "?")
+        saturation = CELLS[cell].saturation if cell in CELLS else None
+        # dashed beside the saturation: the mean of the gate that lets the gradient pass
+        mean_gate = saturation.mean_gate[1] if saturation and saturation.mean_gate else None
         for record, color in zip(records, colors):
             norms = np.asarray(record["grad_norm"], dtype=float)
             t = np.arange(1, norms.size + 1)
@@ -212,9 +222,8 @@ def plot_runs(paths, out_path):
                 top.semilogy(t, np.maximum(record["reverse"]["grad_norm"], 1e-30),
                              color=color, linestyle=":")
                 bottom.plot(t, record["reverse"]["saturated"], color=color, linestyle=":")
-            if "update_gate" in record:   # GRU: how much of dL/dh_t skips the candidate
-                bottom.plot(t, record["update_gate"], color=color, linestyle="--")
-        cell = run.get("cell", "?")
+            if mean_gate in record:
+                bottom.plot(t, record[mean_gate], color=color, linestyle="--")
         title = f"{cell.upper()}  lr {run.get('lr', '?')}"
         if run.get("lr_schedule") not in (None, "constant"):
             title += f" {run['lr_schedule']}"
@@ -229,8 +238,7 @@ def plot_runs(paths, out_path):
             name = os.path.join(os.path.basename(os.path.dirname(os.path.abspath(path))), name)
         top.set_title(f"{title}\n{name}", fontsize=10)
         top.set_ylabel("||dL/dh_t||  (batch, log scale)")
-        what = {"lstm": "|tanh(c_t)| > 0.99",
-                "gru": "|n_t| > 0.99\n(dashed: mean update gate z_t)"}.get(cell, "|h_t| > 0.99")
+        what = saturation.label if saturation is not None else "|h_t| > 0.99"
         bottom.set_ylabel(f"fraction saturated: {what}")
         bottom.set_xlabel("time step t (T = loss)")
         bottom.set_ylim(-0.02, 1.02)

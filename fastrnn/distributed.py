@@ -16,48 +16,23 @@ everywhere.
 
 A process that no MPI launcher started (see `launched_by_mpi`) never imports
 mpi4py: it is a world of one rank, and every collective here returns its input.
-Under mpiexec an exception that nothing catches ends every rank (MPI_Abort)
-rather than leave the others waiting for the rank that left.
+How a failure on some ranks reaches them all is fastrnn/_failures.py's: under
+mpiexec an exception that nothing catches ends every rank (MPI_Abort) rather
+than leave the others waiting for the rank that left.
 """
 
 import os
 import sys
-import time
-import traceback
 import zlib
 
 import numpy as np
 
+from . import _failures
+from ._failures import RankError
+
 # Variables an MPI launcher sets in every process it starts: MPICH's and Intel
 # MPI's Hydra and Slurm's srun (PMI_*), Open MPI (OMPI_*), PMIx launchers (PMIX_*).
 LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
-
-# Messages of these types are meant for the user as they stand; others are bugs,
-# and their type is named.
-USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError)
-
-
-
-# How long a failing rank waits between writing its error and MPI_Abort.
-ABORT_GRACE_SECONDS = 0.5
-
-class RankError(RuntimeError):
-    """Raised alike on every rank (by `World.agree`, `World.check_parameters_agree`):
-    something failed on some ranks, and every rank knows it.
-
-    `failures` maps each rank that failed to its message.
-    """
-
-    def __init__(self, failures, size):
-        self.failures = dict(failures)
-        messages = set(self.failures.values())
-        if len(self.failures) == size and len(messages) == 1:
-            text = messages.pop()   # the same on every rank: say it once, as one process would
-        else:
-            text = "; ".join(f"on rank {rank}: {message}"
-                             for rank, message in sorted(self.failures.items()))
-        super().__init__(text)
-
 
 def launched_by_mpi():
     """Whether this process was started by mpiexec (or srun, mpirun, ...).
@@ -158,8 +133,10 @@ class World:
         loss the mean over an equal share of a batch, the result is the gradient of
         the mean over the whole batch.
         """
+        if self.comm is None:
+            return grads   # a process alone: the sum is its own gradients
         arrays = _gradient_arrays(grads)
-        if self.comm is None or not arrays:
+        if not arrays:
             return grads
         flat, views = self._flat_views(arrays)
         scale = arrays[0].dtype.type(1.0 / self.size if average else 1.0)
@@ -228,34 +205,11 @@ class World:
         waiting in a collective for a rank that has left. `function` must not
         itself call collectives. Collective over the ranks.
         """
-        if self.comm is None:
-            return function()
-        try:
-            result, failure = function(), None
-        except Exception as exc:   # every failure is reported, on every rank
-            if isinstance(exc, USER_ERRORS):
-                failure = str(exc)
-            else:
-                traceback.print_exc()
-                failure = f"{type(exc).__name__}: {exc}"
-            result = None
-        failures = self.comm.allgather(failure)
-        if any(message is not None for message in failures):
-            raise RankError({rank: message for rank, message in enumerate(failures)
-                             if message is not None}, self.size)
-        return result
+        return _failures.agree(self.comm, function)
 
     def abort(self, code):
         """End every rank of the run now with exit code `code` (no clean-up)."""
-        if self.comm is not None:
-            # mpiexec forwards a rank's output on its own schedule, and MPI_Abort
-            # ends the ranks at once: without a moment's wait the error this rank
-            # just wrote can be lost (seen with MPICH: an empty stderr, 1 run in 3).
-            sys.stdout.flush()
-            sys.stderr.flush()
-            time.sleep(ABORT_GRACE_SECONDS)
-            self.comm.Abort(code)
-        raise SystemExit(code)
+        _failures.abort(self.comm, code)
 
 
 def _gradient_arrays(grads):
@@ -287,20 +241,8 @@ def world():
     if _world is None:
         _world = World(_world_communicator() if launched_by_mpi() else None)
         if _world.size > 1:
-            sys.excepthook = _ending_every_rank(sys.excepthook, _world)
+            sys.excepthook = _failures.ending_every_rank(sys.excepthook, _world)
     return _world
-
-
-def _ending_every_rank(excepthook, world):
-    """An excepthook that, after `excepthook` has printed the error, ends every rank:
-    an uncaught exception would otherwise leave the others waiting forever in
-    their next collective (`python -m mpi4py script.py` does the same)."""
-    def hook(kind, value, tb):
-        excepthook(kind, value, tb)
-        sys.stderr.write(f"(on rank {world.rank} of {world.size}: ending every rank)\n")
-        sys.stderr.flush()
-        world.abort(1)
-    return hook
 
 
 def current_world():

@@ -9,7 +9,9 @@ import numpy as np
 from . import _backends
 from ._config import check_model_config
 from .checkpoint import read_checkpoint, save_checkpoint
-from .layers import CELLS, as_real_array, check_lengths, load_parameters
+from ._arrays import as_real_array, check_lengths, load_parameters
+from .cells import CELLS
+from .layers import LAYERS
 
 # predict/evaluate run the test set in chunks of this many sequences, so
 # memory stays bounded (an LSTM forward keeps T*B*4H activations).
@@ -23,7 +25,7 @@ def _log_softmax(logits):
 
 
 class SequenceClassifier:
-    """Recurrent layers (fastrnn.LSTM, fastrnn.GRU or fastrnn.RNN), then logits = h W^T + b
+    """Recurrent layers of a cell (fastrnn.cells), then logits = h W^T + b
     with h (B, D*H) the last layer's final state, both directions, forward first.
 
     `recurrent_init` ("uniform": torch's init; "orthogonal" or "identity": each
@@ -38,9 +40,10 @@ class SequenceClassifier:
             "input_size": input_size, "hidden_size": hidden_size, "num_classes": num_classes,
             "cell": cell, "num_layers": num_layers, "bidirectional": bidirectional,
             "dropout": dropout, "forget_bias": forget_bias, "recurrent_init": recurrent_init})
-        # forget_bias has no meaning for the GRU and the vanilla cell
-        options = {"forget_bias": config["forget_bias"]} if cell == "lstm" else {}
-        self.layer = CELLS[cell](config["input_size"], config["hidden_size"],
+        # forget_bias means something only to a cell whose layer takes it (the LSTM)
+        options = {"forget_bias": config["forget_bias"]} \
+            if "forget_bias" in CELLS[cell].layer_options else {}
+        self.layer = LAYERS[cell](config["input_size"], config["hidden_size"],
                                  config["num_layers"], bidirectional=config["bidirectional"],
                                  dropout=config["dropout"], backend=backend, seed=seed,
                                  **options)
@@ -56,6 +59,9 @@ class SequenceClassifier:
         k = 1.0 / np.sqrt(features)   # torch.nn.Linear's init
         self.fc_weight = rng.uniform(-k, k, (C, features)).astype(self.layer.dtype)
         self.fc_bias = rng.uniform(-k, k, (C,)).astype(self.layer.dtype)
+        # The head in one compiled call where the layer's backend has one: between two
+        # kernels, a dozen small NumPy calls cost more than the arithmetic.
+        self._compiled_head = _backends.optional_kernel(self.layer.backend, "classifier_head")
 
     def _init_recurrent(self, how, rng):
         H = self.layer.hidden_size
@@ -128,18 +134,26 @@ class SequenceClassifier:
     def head_features(self, state_T):
         """The head's input (B, D*H) from a layer's state_T: the last layer's final h,
         both directions side by side, forward first."""
-        h_T = state_T[0] if self.cell == "lstm" else state_T
+        h_T = state_T[0] if isinstance(state_T, tuple) else state_T   # h first, then c
         D = self.layer.num_directions
+        if D == 1:
+            return h_T[-1]
         return np.ascontiguousarray(h_T[-D:].transpose(1, 0, 2)).reshape(h_T.shape[1], -1)
 
     def _state_grad(self, dfeatures):
-        """dL/dstate_T of the layer from dL/d(head features) (B, D*H)."""
+        """dL/dstate_T of the layer from dL/d(head features) (B, D*H): only the last
+        layer's h_T reaches the loss (the LSTM's c_T only through h)."""
         layer = self.layer
         D, H = layer.num_directions, layer.hidden_size
         B = dfeatures.shape[0]
-        dh_T = np.zeros((layer.num_layers * D, B, H), dtype=layer.dtype)
-        dh_T[-D:] = dfeatures.reshape(B, D, H).transpose(1, 0, 2)
-        return (dh_T, None) if self.cell == "lstm" else dh_T
+        last = dfeatures[None] if D == 1 else dfeatures.reshape(B, D, H).transpose(1, 0, 2)
+        if layer.num_layers == 1:
+            dh_T = last
+        else:
+            dh_T = np.zeros((layer.num_layers * D, B, H), dtype=layer.dtype)
+            dh_T[-D:] = last
+        more = len(layer.state_names) - 1
+        return (dh_T,) + (None,) * more if more else dh_T
 
     def _last_hidden(self, x, lengths, training):
         _, state = self.layer.forward(x, lengths=lengths, training=training)
@@ -175,12 +189,11 @@ class SequenceClassifier:
         One compiled call on the cpp backend (between two kernels, a dozen
         small NumPy calls cost more than the arithmetic); NumPy on the others.
         """
-        core = _backends.compiled_module() if self.backend == "cpp" else None
-        if core is not None and hasattr(core, "classifier_head"):
+        if self._compiled_head is not None:
             labels = np.asarray(y)
             if labels.dtype.kind in "iu" and labels.shape == (h_T.shape[0],):
-                return core.classifier_head(h_T, self.fc_weight, self.fc_bias,
-                                            labels.astype(np.int64, copy=False))
+                return self._compiled_head(h_T, self.fc_weight, self.fc_bias,
+                                           labels.astype(np.int64, copy=False))
         loss, predictions, dlogits, dh_T = self._head(h_T, y)
         return loss, predictions, dh_T, dlogits.T @ h_T, dlogits.sum(axis=0)
 
@@ -192,10 +205,8 @@ class SequenceClassifier:
         """
         h_T = self._last_hidden(x, lengths, training=True)
         loss, predictions, dh_T, dweight, dbias = self._head_and_grads(h_T, y)
-        self.layer.backward(dy=None, dstate=self._state_grad(dh_T), need_input_grad=False)
-        grads = dict(self.layer.grads)
-        grads["fc.weight"] = dweight
-        grads["fc.bias"] = dbias
+        self.layer.backward(None, self._state_grad(dh_T), need_input_grad=False)
+        grads = {**self.layer.grads, "fc.weight": dweight, "fc.bias": dbias}
         self.last_hidden = h_T
         self.last_predictions = predictions
         return loss, grads

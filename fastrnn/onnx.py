@@ -5,15 +5,14 @@ The graph (opset OPSET), for x (B, T, I) float32 with B and T dynamic:
     x (B, T, I) -> Transpose -> (T, B, I)
         ONNX Runtime's CPU kernels refuse the batch-first layout (layout=1) of the
         recurrent operators, so the graph turns x time-major once.
-    layer k: LSTM | GRU | RNN node, direction "forward" or "bidirectional"
+    layer k: the cell's operator node (fastrnn.cells), direction "forward" or "bidirectional"
         between layers: Y (T, D, B, H) -> Transpose (T, B, D, H) -> Reshape (T, B, D*H)
     last layer's Y_h (D, B, H) -> Transpose (B, D, H) -> Reshape (B, D*H), forward first
     Gemm with fc.weight^T and fc.bias -> logits (B, num_classes)
 
 Weights come from torch's layout (fastrnn's state_dict): W = weight_ih, R = weight_hh and
-B = [bias_ih, bias_hh], each with its gate blocks reordered to ONNX's order (LSTM: torch's
-i, f, g, o to ONNX's i, o, f, c; GRU: r, z, n to z, r, h) and stacked over directions. The
-GRU node has linear_before_reset=1, because torch applies r to (h W_hn^T + b_hn).
+B = [bias_ih, bias_hh], each with its gate blocks reordered to ONNX's order (the table of
+cells gives each cell's operator, gate order and attributes) and stacked over directions.
 
 Lengths: the graph takes full-length batches, every sequence all T steps. Variable-length
 batches need `lengths_input=True`, which adds a second input `lengths` (B,) int32, each in
@@ -30,6 +29,7 @@ import numpy as np
 
 from ._files import write_atomically
 from ._info import __version__
+from .cells import CELLS
 
 OPSET = 17
 # The IR version that came with opset 17 (onnx 1.12): runtimes of that age and later load
@@ -38,13 +38,7 @@ IR_VERSION = 8
 # protobuf refuses to serialize a message of 2 GiB or more; keep room for the graph itself.
 MAX_PARAMETER_BYTES = 2**31 - 2**24
 
-OPERATORS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
-# For each ONNX gate block, the torch gate block that holds its weights.
-GATE_ORDER = {
-    "lstm": (0, 3, 1, 2),   # ONNX i, o, f, c  <-  torch i, f, g, o
-    "gru": (1, 0, 2),       # ONNX z, r, h     <-  torch r, z, n
-    "rnn": (0,),
-}
+# ONNX's names of a cell's nonlinearities, where the cell has more than one (the RNN).
 ACTIVATIONS = {"tanh": "Tanh", "relu": "Relu"}
 DIRECTION_SUFFIXES = ("", "_reverse")
 
@@ -64,9 +58,9 @@ def _import_onnx():
 
 def _layout(params, cell):
     """(L, D, I, H, C) of a classifier's parameters; refuses anything off torch's layout."""
-    if cell not in OPERATORS:
+    if cell not in CELLS:
         raise ValueError(f"cannot export cell {cell!r} to ONNX: the standard operators are "
-                         f"for {sorted(OPERATORS)}")
+                         f"for {sorted(CELLS)}")
     for key in ("weight_ih_l0", "weight_hh_l0", "fc.weight"):
         if key not in params or np.ndim(params[key]) != 2:
             raise ValueError(f"cannot export: the parameters have no 2-D {key!r}, so they are "
@@ -75,7 +69,7 @@ def _layout(params, cell):
     while f"weight_ih_l{L}" in params:
         L += 1
     D = 2 if "weight_ih_l0_reverse" in params else 1
-    G, H = len(GATE_ORDER[cell]), np.shape(params["weight_hh_l0"])[1]
+    G, H = CELLS[cell].G, np.shape(params["weight_hh_l0"])[1]
     I, C = np.shape(params["weight_ih_l0"])[1], np.shape(params["fc.weight"])[0]
 
     shapes = {}   # in torch's state_dict order
@@ -112,7 +106,7 @@ def _float32(params, key):
 
 def _onnx_gates(array, cell, H):
     """Rows of a (G*H, ...) torch array with its gate blocks in ONNX's order."""
-    return np.concatenate([array[g * H:(g + 1) * H] for g in GATE_ORDER[cell]])
+    return np.concatenate([array[g * H:(g + 1) * H] for g in CELLS[cell].onnx.gate_order])
 
 
 # -- the graph ----------------------------------------------------------------------------------
@@ -127,9 +121,11 @@ def classifier_graph(params, cell, *, nonlinearity="tanh", lengths_input=False):
     """
     onnx, helper, numpy_helper = _import_onnx()
     L, D, I, H, C = _layout(params, cell)
-    if cell == "rnn" and nonlinearity not in ACTIVATIONS:
-        raise ValueError(f"cannot export an RNN with nonlinearity {nonlinearity!r}: ONNX's RNN "
-                         f"operator is exported for {sorted(ACTIVATIONS)}")
+    operator = CELLS[cell].onnx
+    has_activations = len(CELLS[cell].kernels) > 1
+    if has_activations and nonlinearity not in ACTIVATIONS:
+        raise ValueError(f"cannot export an {operator.name} with nonlinearity {nonlinearity!r}: "
+                         f"ONNX's {operator.name} operator is exported for {sorted(ACTIVATIONS)}")
     total = sum(np.asarray(value).size for value in params.values()) * 4
     if total > MAX_PARAMETER_BYTES:
         raise ValueError(f"cannot export: the parameters take {total / 2**30:.2f} GiB as "
@@ -155,15 +151,13 @@ def classifier_graph(params, cell, *, nonlinearity="tanh", lengths_input=False):
             return np.stack([_onnx_gates(_float32(params, f"{name}_l{k}{suffix}"), cell, H)
                              for suffix in DIRECTION_SUFFIXES[:D]])
 
-        attributes = {"hidden_size": H, "direction": direction}
-        if cell == "gru":
-            attributes["linear_before_reset"] = 1
-        if cell == "rnn":
+        attributes = {"hidden_size": H, "direction": direction, **operator.attributes}
+        if has_activations:
             attributes["activations"] = [ACTIVATIONS[nonlinearity]] * D
         last = k == L - 1
         # The last layer's Y (every step) is not needed: only its final state feeds the head.
         outputs = ["" if last else f"layer{k}.Y", f"layer{k}.Y_h"]
-        node(OPERATORS[cell],
+        node(operator.name,
              [sequence, constant(f"layer{k}.W", stacked("weight_ih")),
               constant(f"layer{k}.R", stacked("weight_hh")),
               constant(f"layer{k}.B", np.concatenate([stacked("bias_ih"), stacked("bias_hh")],
@@ -234,7 +228,7 @@ def export_onnx(model, path, *, lengths_input=False):
     The graph's input is x (B, T, I) float32, batch-first, B and T dynamic, and it takes
     full-length batches: every sequence has all T steps. `lengths_input=True` adds a second
     input `lengths` (B,) int32 for variable-length batches. The output is the logits
-    (B, num_classes). Opset OPSET; standard operators only (LSTM, GRU, RNN, Gemm). A
+    (B, num_classes). Opset OPSET; standard operators only (the cell's own, and Gemm). A
     failure at any point leaves `path` as it was.
     """
     data = to_onnx(model, lengths_input=lengths_input).SerializeToString()

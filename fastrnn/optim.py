@@ -10,24 +10,22 @@ import math
 import numpy as np
 
 from . import _backends
+from ._arrays import check_keys
 
 SCHEDULES = ("constant", "cosine", "step")
 
 
-def _check_grads(params, grads):
-    if not hasattr(grads, "keys"):
-        raise TypeError(f"grads must be a dict keyed like the parameters, "
-                        f"got {type(grads).__name__}")
-    missing = sorted(set(params) - set(grads))
-    unexpected = sorted(set(grads) - set(params))
-    if missing or unexpected:
-        raise ValueError(f"grads keys do not match the parameters: missing {missing}, "
-                         f"unexpected {unexpected}")
+def _matching_arrays(params, grads):
+    """{key: grads[key] as an array} (each converted once), checked to match `params`'
+    keys and shapes; else TypeError or ValueError."""
+    check_keys(grads, params, "grads")
+    arrays = {}
     for key, param in params.items():
-        grad = np.asarray(grads[key])
+        grad = arrays[key] = np.asarray(grads[key])
         if grad.shape != param.shape:
             raise ValueError(f"grads[{key!r}] has shape {grad.shape}, "
                              f"the parameter {param.shape}")
+    return arrays
 
 
 def _positive_float(value, what, *, allow_zero=False):
@@ -90,7 +88,7 @@ class Adam:
 
     def step(self, grads):
         """One update of every parameter from `grads` (a dict keyed like params)."""
-        _check_grads(self.params, grads)
+        grads = _matching_arrays(self.params, grads)
         self.step_count += 1
         beta1, beta2 = self.betas
         bias_correction1 = 1.0 - beta1 ** self.step_count
@@ -99,7 +97,9 @@ class Adam:
         fused = self._fused_update
         for key, param in self.params.items():
             dtype = param.dtype.type
-            grad = np.asarray(grads[key], dtype=param.dtype)
+            grad = grads[key]
+            if grad.dtype != param.dtype:
+                grad = grad.astype(param.dtype)
             m, v = self.exp_avg[key], self.exp_avg_sq[key]
             if fused is not None and fused(param, grad, m, v, beta1, beta2, step_size,
                                            bias_correction2_sqrt, self.eps):
@@ -146,9 +146,8 @@ class Adam:
             raise ValueError(f"Adam state step must be a non-negative integer, got {step!r}")
         restored = Adam(self.params, lr=lr, betas=betas, eps=eps)
         for name, moments in (("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
-            _check_grads(self.params, moments)
-            for key, param in self.params.items():
-                value = np.asarray(moments[key])
+            moments = _matching_arrays(self.params, moments)
+            for key, value in moments.items():
                 if not np.issubdtype(value.dtype, np.floating) or not np.all(np.isfinite(value)):
                     raise ValueError(f"Adam state {name}[{key!r}] must be finite floats")
                 getattr(restored, name)[key][...] = value

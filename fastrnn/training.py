@@ -15,6 +15,8 @@ process would take with the whole batch.
 import math
 import sys
 import time
+from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
@@ -127,35 +129,61 @@ class Progress:
         self._clear()
 
 
-def train(model, optimizer, x_train, y_train, *, steps, batch_size, seed, lr, lr_schedule,
-          clip=None, start_step=0, log_every=100, progress=None, diagnostics_every=0,
-          diagnostics_batch=None, checkpoint_path=None, checkpoint_every=0,
-          train_state=None, history=None, diagnostics_records=None, world=None,
-          check_params_every=0):
-    """Run optimizer steps start_step..steps-1; returns a summary dict.
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How a run trains: its steps and batches, Adam's learning rate and schedule, the
+    gradient clipping, and how often it logs, records diagnostics (on the fixed batch
+    given to `train`), writes a checkpoint to `checkpoint_path` (None: never) and checks
+    that all ranks hold the same parameters (0: never)."""
 
-    `train_state` (a dict) is stored in periodic checkpoints with the current
-    step, the log history and the diagnostics so far; `history` and
-    `diagnostics_records` continue those of a resumed run; `diagnostics_batch`
-    (x, y) is the fixed batch the diagnostics are computed on.
+    steps: int
+    batch_size: int
+    seed: int
+    lr: float
+    lr_schedule: str = "constant"
+    clip: Optional[float] = None
+    log_every: int = 100
+    diagnostics_every: int = 0
+    checkpoint_path: Optional[str] = None
+    checkpoint_every: int = 0
+    check_params_every: int = 0
+
+
+@dataclass(frozen=True)
+class StartingPoint:
+    """Where a run starts: step 0 with nothing behind it, or a resumed run's step with
+    its log history and diagnostics so far. `train_state` (a dict) goes into every
+    periodic checkpoint with the step, the history and the diagnostics."""
+
+    step: int = 0
+    history: tuple = ()
+    diagnostics: tuple = ()
+    train_state: dict = field(default_factory=dict)
+
+
+def train(model, optimizer, x_train, y_train, config, *, start=StartingPoint(), order=None,
+          progress=None, diagnostics_batch=None, world=None):
+    """Run optimizer steps start.step .. config.steps - 1; returns a summary dict.
+
+    `order`: the BatchOrder of x_train (default: built from the config's batch size and
+    seed); `diagnostics_batch` (x, y): the fixed batch diagnostics are computed on.
 
     `world` (default: this process alone) trains data-parallel across its ranks;
     the logged loss, accuracy and mean h_T are then the whole batch's, on every
     rank. Which rank writes is the caller's choice: give `checkpoint_path` and
-    a loud `progress` to one rank only. `check_params_every` N > 0 checks every
-    N steps that all ranks hold the same parameters.
+    a loud `progress` to one rank only.
     """
     world = world or World()
-    order = BatchOrder(x_train.shape[0], batch_size, seed)
+    steps, batch_size = config.steps, config.batch_size
+    order = order or BatchOrder(x_train.shape[0], batch_size, config.seed)
     rows = world.local_rows(batch_size)
-    progress = progress or Progress(steps, start_step, enabled=False)
-    history = list(history or [])
-    records = list(diagnostics_records or [])
+    progress = progress or Progress(steps, start.step, enabled=False)
+    history = list(start.history)
+    records = list(start.diagnostics)
     diagnostics_seconds = 0.0
     window_loss, window_correct, window_count = 0.0, 0, 0
-    params = model.parameters()
     started = time.perf_counter()
-    step = start_step
+    step = start.step
     loss = float("nan")
 
     def record_diagnostics(at_step):
@@ -166,23 +194,24 @@ def train(model, optimizer, x_train, y_train, *, steps, batch_size, seed, lr, lr
         diagnostics_seconds += time.perf_counter() - began
         return record
 
-    if diagnostics_every and start_step == 0:
+    diagnostics_every = config.diagnostics_every if diagnostics_batch is not None else 0
+    if diagnostics_every and start.step == 0:
         record_diagnostics(0)
     while step < steps:
         indices = order.indices(step)[rows]
         x, y = x_train[indices], y_train[indices]
-        optimizer.lr = scheduled_lr(lr_schedule, lr, step, steps)
+        optimizer.lr = scheduled_lr(config.lr_schedule, config.lr, step, steps)
         loss, grads = model.loss_and_grads(x, y)
         if not math.isfinite(loss):
             progress.log(f"step {step + 1}: loss is {loss}; training diverged")
         world.allreduce_grads(grads)
-        grad_norm = clip_grad_norm(grads, clip) if clip else None
+        grad_norm = clip_grad_norm(grads, config.clip) if config.clip else None
         optimizer.step(grads)
         step += 1
         window_loss += loss
         window_correct += int((model.last_predictions == y).sum())
         window_count += 1
-        if log_every and (step % log_every == 0 or step == steps):
+        if config.log_every and (step % config.log_every == 0 or step == steps):
             # Each rank's loss and mean h_T are over an equal share of the rows.
             loss_sum, correct, hidden_sum = world.allreduce(
                 [window_loss, window_correct, float(model.last_hidden.mean())])
@@ -191,7 +220,7 @@ def train(model, optimizer, x_train, y_train, *, steps, batch_size, seed, lr, lr
                 "loss": loss_sum / world.size / window_count,
                 "batch_accuracy": int(correct) / (window_count * batch_size),
                 "lr": optimizer.lr,
-                "weight_hh_mean": float(params["weight_hh_l0"].mean()),
+                "weight_hh_mean": float(model.layer.weight_hh.mean()),
                 "h_T_mean": hidden_sum / world.size,
             }
             if grad_norm is not None:
@@ -208,18 +237,18 @@ def train(model, optimizer, x_train, y_train, *, steps, batch_size, seed, lr, lr
             progress.log(f"step {step:5d}  diagnostics: ||dL/dh_1|| {norms[0]:.3e}  "
                          f"||dL/dh_T|| {norms[-1]:.3e}  "
                          f"saturated {np.mean(record['saturated']):.3f}")
-        if check_params_every and step % check_params_every == 0:
-            world.check_parameters_agree(params, step)
-        if checkpoint_path and checkpoint_every and step % checkpoint_every == 0 \
-                and step < steps:
-            save_checkpoint(checkpoint_path, model, optimizer,
-                            dict(train_state or {}, step=step, history=history,
+        if config.check_params_every and step % config.check_params_every == 0:
+            world.check_parameters_agree(model.parameters(), step)
+        if config.checkpoint_path and config.checkpoint_every \
+                and step % config.checkpoint_every == 0 and step < steps:
+            save_checkpoint(config.checkpoint_path, model, optimizer,
+                            dict(start.train_state, step=step, history=history,
                                  diagnostics=records))
         progress.update(step)
     # Diagnostics are measurement, not training: their time is not counted.
     seconds = time.perf_counter() - started - diagnostics_seconds
     return {
-        "steps_run": step - start_step,
+        "steps_run": step - start.step,
         "train_seconds": seconds,
         "final_loss": float(world.allreduce([loss])[0]) / world.size,
         "history": history,

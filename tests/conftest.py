@@ -6,10 +6,11 @@ import pytest
 
 import fastrnn
 from fastrnn import _backends
+from fastrnn.cells import CELLS
 from helpers import FAST_BACKENDS
 
 
-@pytest.fixture(params=["rnn", "lstm", "gru"])
+@pytest.fixture(params=list(CELLS))
 def cell(request):
     return request.param
 

@@ -4,6 +4,7 @@ Imported as a module (`from helpers import ...`; pyproject's pytest `pythonpath`
 puts tests/ on the path). Fixtures live in conftest.py.
 """
 
+import collections
 import gzip
 import json
 import os
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 import fastrnn
+from fastrnn.cells import CELLS, KERNELS
 
 # Every backend comparison uses this table. "output": max absolute error of
 # y and the final state; "grad": max error relative to the largest magnitude
@@ -83,9 +85,9 @@ def assert_close(actual, expected, kind, dtype, what=""):
 # -- layers -----------------------------------------------------------------------
 
 def make_layer(cell, I, H, *, backend, dtype=np.float32, batch_first=True, seed=0):
-    """One layer of `cell` ("rnn", "lstm" or "gru"), one direction."""
-    layer_class = {"rnn": fastrnn.RNN, "lstm": fastrnn.LSTM, "gru": fastrnn.GRU}[cell]
-    return layer_class(I, H, backend=backend, dtype=dtype, batch_first=batch_first, seed=seed)
+    """One layer of `cell` (a name in the table of cells), one direction."""
+    return getattr(fastrnn, CELLS[cell].layer)(I, H, backend=backend, dtype=dtype,
+                                               batch_first=batch_first, seed=seed)
 
 
 def make_problem(cell, T, B, I, H, *, dtype=np.float32, batch_first=True, seed=0, scale=1.0):
@@ -97,7 +99,7 @@ def make_problem(cell, T, B, I, H, *, dtype=np.float32, batch_first=True, seed=0
     state = rng.uniform(-0.5, 0.5, (1, B, H)).astype(dtype)
     dy = rng.standard_normal(shape[:2] + (H,)).astype(dtype)
     dstate = rng.standard_normal((1, B, H)).astype(dtype)
-    if cell == "lstm":
+    if len(CELLS[cell].states) == 2:   # the LSTM's c, drawn after h
         state = (state, rng.uniform(-1, 1, (1, B, H)).astype(dtype))
         dstate = (dstate, rng.standard_normal((1, B, H)).astype(dtype))
     return x, state, dy, dstate
@@ -109,16 +111,20 @@ def flat_state(state):
 
 # -- stacks of layers against torch ---------------------------------------------------
 
-# Every cell a layer has, the ReLU RNN as a cell of its own: (layer class, options).
-CELL_VARIANTS = {"rnn": ("RNN", {}), "relu": ("RNN", {"nonlinearity": "relu"}),
-                 "lstm": ("LSTM", {}), "gru": ("GRU", {})}
+# Every cell a layer has, each nonlinearity but the default as a cell of its own ("relu":
+# the ReLU RNN): (layer class name, layer options, the cell's entry in the table).
+CellVariant = collections.namedtuple("CellVariant", "layer options cell")
+CELL_VARIANTS = {name if nonlinearity == "tanh" else nonlinearity:
+                 CellVariant(cell.layer, {} if nonlinearity == "tanh"
+                             else {"nonlinearity": nonlinearity}, cell)
+                 for name, cell in CELLS.items() for nonlinearity in cell.kernels}
 
 
 def make_stack(variant, I, H, num_layers=1, bidirectional=False, *, backend,
                dtype=np.float64, batch_first=True, dropout=0.0, seed=0):
     """fastrnn's layer of a CELL_VARIANTS entry."""
-    name, options = CELL_VARIANTS[variant]
-    return getattr(fastrnn, name)(I, H, num_layers, bidirectional=bidirectional,
+    layer, options, _ = CELL_VARIANTS[variant]
+    return getattr(fastrnn, layer)(I, H, num_layers, bidirectional=bidirectional,
                                   dropout=dropout, batch_first=batch_first, backend=backend,
                                   dtype=dtype, seed=seed, **options)
 
@@ -128,8 +134,8 @@ def torch_stack(variant, I, H, num_layers=1, bidirectional=False, *, dtype=np.fl
     """torch's module of a CELL_VARIANTS entry, with torch's own init from `seed`."""
     import torch
     torch.manual_seed(seed)
-    name, options = CELL_VARIANTS[variant]
-    module = getattr(torch.nn, name)(I, H, num_layers, bidirectional=bidirectional,
+    _, options, cell = CELL_VARIANTS[variant]
+    module = getattr(torch.nn, cell.torch_module)(I, H, num_layers, bidirectional=bidirectional,
                                      batch_first=batch_first, **options)
     return module.to(torch.float64 if dtype == np.float64 else torch.float32)
 
@@ -143,7 +149,7 @@ def stack_problem(variant, T, B, I, H, num_layers=1, bidirectional=False, *,
     states = [rng.uniform(-0.5, 0.5, (LD, B, H)).astype(dtype) for _ in range(2)]
     dy = rng.standard_normal(x.shape[:2] + (D * H,)).astype(dtype)
     dstates = [rng.standard_normal((LD, B, H)).astype(dtype) for _ in range(2)]
-    if variant == "lstm":
+    if len(CELL_VARIANTS[variant].cell.states) == 2:   # the LSTM's (h, c)
         return x, tuple(states), dy, tuple(dstates)
     return x, states[0], dy, dstates[0]
 
@@ -199,15 +205,13 @@ def assert_same_results(got, want, dtype):
 
 # -- the raw kernels ----------------------------------------------------------------
 
-GATES = {"rnn": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+GATES = {kernel: cell.G for kernel, cell in KERNELS.items()}
+KERNEL_CELLS = list(GATES)
 
 
 def make_kernel_args(cell, T, B, I, H, dtype, *, seed=0, scale=1.0):
-    """Kernel arguments: time-major x, torch-like weights, nonzero states, loss on every step.
-
-    b stands for b_ih + b_hh, so it spans twice torch's init bound. The GRU's kernels take
-    b_ih and b_hh apart (its reset gate multiplies b_hn): each spans that range too.
-    """
+    """Kernel arguments: time-major x, torch-like weights and biases, nonzero states, a
+    loss on every step."""
     rng = np.random.default_rng(seed)
     G = GATES[cell]
     k = 1.0 / np.sqrt(H)
@@ -221,57 +225,93 @@ def make_kernel_args(cell, T, B, I, H, dtype, *, seed=0, scale=1.0):
         "c0": uniform((B, H), 1.0),
         "w_ih": uniform((G * H, I), k),
         "w_hh": uniform((G * H, H), k),
-        "b": uniform((G * H,), 2 * k),
-    }
-    if cell == "gru":  # drawn in place of b, so the RNN's and LSTM's arrays stay as they were
-        args["b_ih"] = args.pop("b")
-        args["b_hh"] = uniform((G * H,), 2 * k)
-    args.update({
+        "b_ih": uniform((G * H,), k),
+        "b_hh": uniform((G * H,), k),
         "dy": rng.standard_normal((T, B, H)).astype(dtype),
         "dhT": rng.standard_normal((B, H)).astype(dtype),
         "dcT": rng.standard_normal((B, H)).astype(dtype),
-    })
+    }
     if cell != "lstm":
         del args["c0"], args["dcT"]
     return args
 
 
-GRAD_NAMES = {"rnn": ["dx", "dh0", "dw_ih", "dw_hh", "db"],
-              "rnn_relu": ["dx", "dh0", "dw_ih", "dw_hh", "db"],
-              "lstm": ["dx", "dh0", "dc0", "dw_ih", "dw_hh", "db"],
-              "gru": ["dx", "dh0", "dw_ih", "dw_hh", "db_ih", "db_hh"]}
+GRAD_NAMES = {cell: ["dx", "dh0"] + (["dc0"] if cell == "lstm" else []) +
+              ["dw_ih", "dw_hh", "db_ih", "db_hh"] for cell in GATES}
 
 
-def kernel_forward(kernels, cell, a, training=True):
-    """One forward of `kernels` (a backend module) on the arguments `a`: (outputs, saved)."""
-    if cell == "rnn":
-        y, saved = kernels.rnn_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b"], training)
-        return [y], saved
-    if cell == "gru":
-        y, saved = kernels.gru_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b_ih"],
-                                       a["b_hh"], training)
-        return [y], saved
-    y, cT, saved = kernels.lstm_forward(a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b"],
-                                        training)
-    return [y, cT], saved
+def initial_states(cell, a):
+    return [a["h0"], a["c0"]] if cell == "lstm" else [a["h0"]]
 
 
-def kernel_backward(kernels, cell, saved, a, outputs, *, with_dy=True, need_dx=True):
-    """The gradients of one backward through a forward's `saved` and `outputs`."""
-    dy = a["dy"] if with_dy else None
-    if cell in ("rnn", "gru"):
-        backward = kernels.rnn_backward if cell == "rnn" else kernels.gru_backward
-        return list(backward(saved, a["x"], a["h0"], a["w_ih"], a["w_hh"], outputs[0], dy,
-                             a["dhT"], need_dx))
-    return list(kernels.lstm_backward(saved, a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"],
-                                      outputs[0], dy, a["dhT"], a["dcT"], need_dx))
+def final_state_grads(cell, a):
+    return [a["dhT"], a["dcT"]] if cell == "lstm" else [a["dhT"]]
 
 
-def run_kernels(kernels, cell, a, *, with_dy=True, need_dx=True):
+def kernel_forward(kernels, cell, a, training=True, **options):
+    """One forward of `kernels` (a backend module) on the arguments `a`: (outputs, saved),
+    outputs [y] or [y, cT]; options: batch_sizes, reverse, out."""
+    *outputs, saved = getattr(kernels, f"{cell}_forward")(
+        a["x"], *initial_states(cell, a), a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], training,
+        **options)
+    return outputs, saved
+
+
+def kernel_backward(kernels, cell, saved, a, outputs, *, with_dy=True, need_dx=True,
+                    **options):
+    """The gradients (GRAD_NAMES order) of one backward through a forward's `saved` and
+    `outputs`; options: batch_sizes, reverse."""
+    return list(getattr(kernels, f"{cell}_backward")(
+        saved, *initial_states(cell, a), a["w_ih"], a["w_hh"], outputs[0],
+        a["dy"] if with_dy else None, *final_state_grads(cell, a), need_dx, **options))
+
+
+def run_kernels(kernels, cell, a, *, with_dy=True, need_dx=True, **options):
     """Training forward then backward on one backend: (forward outputs, gradients)."""
-    outputs, saved = kernel_forward(kernels, cell, a)
+    outputs, saved = kernel_forward(kernels, cell, a, **options)
+    options.pop("out", None)
     return outputs, kernel_backward(kernels, cell, saved, a, outputs, with_dy=with_dy,
-                                    need_dx=need_dx)
+                                    need_dx=need_dx, **options)
+
+
+TORCH_MODULES = {"rnn": ("RNN", {"nonlinearity": "tanh"}),
+                 "rnn_relu": ("RNN", {"nonlinearity": "relu"}),
+                 "lstm": ("LSTM", {}), "gru": ("GRU", {})}
+
+
+def torch_kernel_results(cell, a, lengths=None, with_dy=True):
+    """What the kernels compute for the time-major problem `a`, from torch's module of
+    `cell` holding a's weights: {y, hT, [cT,] dx, dh0, [dc0,] dw_ih, dw_hh, db_ih, db_hh}.
+    With lengths, the padded batch goes through pack_padded_sequence(...,
+    enforce_sorted=False) and pad_packed_sequence(..., total_length=T)."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+    T, _, I = a["x"].shape
+    H = a["h0"].shape[1]
+    name, options = TORCH_MODULES[cell]
+    module = getattr(torch.nn, name)(I, H, **options).to(torch.from_numpy(a["x"]).dtype)
+    with torch.no_grad():
+        for key in ("w_ih", "w_hh", "b_ih", "b_hh"):
+            kind = "weight" if key.startswith("w") else "bias"
+            getattr(module, f"{kind}_{key[2:]}_l0").copy_(torch.from_numpy(a[key]))
+    x = torch.tensor(a["x"], requires_grad=True)
+    state0 = [torch.tensor(s[None], requires_grad=True) for s in initial_states(cell, a)]
+    data = x if lengths is None else pack_padded_sequence(
+        x, torch.from_numpy(np.asarray(lengths)), enforce_sorted=False)
+    out, final = module(data, tuple(state0) if cell == "lstm" else state0[0])
+    y = out if lengths is None else pad_packed_sequence(out, total_length=T)[0]
+    finals = list(final) if cell == "lstm" else [final]
+    loss = sum((s[0] * torch.from_numpy(ds)).sum()
+               for s, ds in zip(finals, final_state_grads(cell, a)))
+    if with_dy:
+        loss = loss + (y * torch.from_numpy(a["dy"])).sum()
+    loss.backward()
+    params = dict(module.named_parameters())
+    result = {"y": y, "hT": finals[0][0], "dx": x.grad, "dh0": state0[0].grad[0],
+              "dw_ih": params["weight_ih_l0"].grad, "dw_hh": params["weight_hh_l0"].grad,
+              "db_ih": params["bias_ih_l0"].grad, "db_hh": params["bias_hh_l0"].grad}
+    if cell == "lstm":
+        result.update(cT=finals[1][0], dc0=state0[1].grad[0])
+    return {name: value.detach().numpy() for name, value in result.items()}
 
 
 # -- models -------------------------------------------------------------------------
@@ -291,7 +331,7 @@ def torch_loss_and_grads(rnn, fc, x, y):
 def torch_classifier(model):
     """torch's recurrent layer and Linear with a SequenceClassifier's weights copied in."""
     import torch
-    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[model.cell]
+    cls = getattr(torch.nn, CELLS[model.cell].torch_module)
     rnn = cls(model.input_size, model.hidden_size, batch_first=True)
     fc = torch.nn.Linear(model.hidden_size, model.num_classes)
     with torch.no_grad():

@@ -4,7 +4,7 @@ Imported by `fastrnn bench` and the suites in bench/ only, never by `import fast
 
     cases.py        the case names, shapes, variants, FLOP counts; what fastrnn must have
     runners.py      each rival's call of a case (fastrnn's backends, torch)
-    onnx_graphs.py  ONNX Runtime's call: one RNN / LSTM / GRU operator
+    onnx_graphs.py  ONNX Runtime's call: one operator of the cell
     timing.py       blocks of calls, rivals taking turns, the SGEMM peak
     isolated.py     the default mode: each rival in its own process, taking turns
     in_process.py   --in-process: every rival in this process

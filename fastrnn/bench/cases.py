@@ -1,7 +1,7 @@
 """The cases: one list of names for `fastrnn bench` and the suites in bench/.
 
 A case is a cell, a mode, a shape and a variant, named `cell-mode-shape[-variant]`:
-`lstm-train-origin`, `gru-inference-medium`, `rnn-latency-batch1`,
+`lstm-train-origin`, `rnn-inference-medium`, `rnn-latency-batch1`,
 `lstm-train-medium-2layer-bidir`, `lstm-train-medium-lengths`.
 
     modes     inference  forward over the whole sequence, nothing kept for BPTT
@@ -13,12 +13,12 @@ A case is a cell, a mode, a shape and a variant, named `cell-mode-shape[-variant
               lengths       one layer, lengths uniform in [T/4, T]; timed beside
                             the same batch padded (the plain case), its twin
 
-A case runs only where the installed fastrnn has what it needs (the GRU, layers
+A case runs only where the installed fastrnn has what it needs (the cell's layer, layers
 that take num_layers / bidirectional / lengths): `missing_features` says what
 is missing, and asking for such a case is an error that names it.
 
 FLOPs count only the matrix products. One forward time step of one direction
-of a layer with G gates (1 RNN, 3 GRU, 4 LSTM) multiplies [x_t, h_{t-1}],
+of a layer with G gates (the cell's, fastrnn.cells) multiplies [x_t, h_{t-1}],
 (B, I_k + H), by the weights, (I_k + H, G*H): 2*B*(I_k + H)*G*H, where I_0 = I
 and a layer above reads both directions, I_k = D*H. A forward is that over
 every step, direction and layer; BPTT does about twice the forward's products
@@ -32,6 +32,8 @@ import difflib
 import functools
 from collections import namedtuple
 
+from ..cells import CELLS as CELL_TABLE
+
 Shape = namedtuple("Shape", "T B I H")
 
 SHAPES = {
@@ -41,10 +43,8 @@ SHAPES = {
     "tiny": Shape(T=3, B=2, I=4, H=5),            # for smoke checks, not for timing
 }
 LATENCY_SHAPE = Shape(T=28, B=1, I=28, H=128)
-CELLS = ("rnn", "lstm", "gru")
+CELLS = tuple(CELL_TABLE)
 MODES = ("inference", "train", "latency")
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-LAYER_CLASSES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 NUM_CLASSES = 10
 
 Variant = namedtuple("Variant", "num_layers bidirectional lengths")
@@ -56,7 +56,7 @@ VARIANTS = {
 
 FLOP_COUNTING = (
     "FLOPs count only the matrix products: 2*B*(I_k+H)*G*H per time step, direction "
-    "and layer k (G=4 LSTM, 3 GRU, 1 RNN; I_0=I, above it I_k=D*H), only inside each "
+    "and layer k (G the cell's gates; I_0=I, above it I_k=D*H), only inside each "
     "sequence's length; BPTT counted as 2x forward, so a training step is 3x forward "
     "(head, loss, Adam and elementwise work left out).")
 
@@ -168,7 +168,7 @@ def sequence_lengths(case, seed=0):
 
 def forward_flops(cell, T, B, I, H):
     """Multiply-adds of a one-layer forward pass, counted as 2 FLOPs each."""
-    return 2 * T * B * (I + H) * GATES[cell] * H
+    return 2 * T * B * (I + H) * CELL_TABLE[cell].G * H
 
 
 def case_flops(case):
@@ -177,7 +177,7 @@ def case_flops(case):
     lengths = sequence_lengths(case)
     steps = int(lengths.sum()) if lengths is not None else T * B   # sequence-steps
     D = case.directions
-    per_step = sum(D * 2 * ((I if k == 0 else D * H) + H) * GATES[case.cell] * H
+    per_step = sum(D * 2 * ((I if k == 0 else D * H) + H) * CELL_TABLE[case.cell].G * H
                    for k in range(case.layout.num_layers))
     forward = steps * per_step
     return 3 * forward if case.mode == "train" else forward
@@ -207,9 +207,9 @@ def _probe(cell, mode, variant):
 
     case = Case(cell, mode, "tiny", SHAPES["tiny"], variant)
     keywords = layer_keywords(case)
-    layer_name = f"fastrnn.{LAYER_CLASSES[cell]}"
+    layer_name = f"fastrnn.{CELL_TABLE[cell].layer}"
     x, labels, lengths = np.zeros((2, 2, 1), np.float32), np.array([0, 1]), np.array([1, 2])
-    layer_class = getattr(fastrnn, LAYER_CLASSES[cell], None)
+    layer_class = getattr(fastrnn, CELL_TABLE[cell].layer, None)
     if layer_class is None:
         return layer_name
     try:

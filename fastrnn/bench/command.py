@@ -40,7 +40,7 @@ def add_arguments(parser):
                              "$FASTRNN_NUM_THREADS or the usable CPUs)")
     parser.add_argument("--cases", type=_case_names, default=None, metavar="NAME,...",
                         help="the cases to time by name, e.g. lstm-train-origin, "
-                             "gru-inference-medium, lstm-train-medium-lengths (see "
+                             "rnn-inference-medium, lstm-train-medium-lengths (see "
                              "--list-cases); instead of --shapes/--cells/--modes/--variants")
     parser.add_argument("--list-cases", action="store_true",
                         help="list every case name and whether it runs here, then stop")
@@ -49,8 +49,8 @@ def add_arguments(parser):
                              "(T64 B128 I64 H256), large (T100 B256 I128 H512), tiny; "
                              "default origin")
     parser.add_argument("--cells", type=lambda s: _choices(s, CELLS, "--cells"),
-                        help="comma-separated from rnn, lstm, gru (default: those this "
-                             "fastrnn has)")
+                        help=f"comma-separated from {', '.join(CELLS)} (default: those "
+                             f"this fastrnn has)")
     parser.add_argument("--modes", type=lambda s: _choices(s, MODES, "--modes"),
                         help="comma-separated from inference, train, latency (default all)")
     parser.add_argument("--variants", type=lambda s: _choices(s, list(VARIANTS), "--variants"),

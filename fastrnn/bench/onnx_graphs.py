@@ -1,18 +1,14 @@
-"""ONNX Runtime as a rival: one RNN, LSTM or GRU operator holding fastrnn's weights.
+"""ONNX Runtime as a rival: one operator of the cell holding fastrnn's weights.
 
 ONNX keeps the two biases apart, B = [Wb, Rb], and orders the gates its own
-way: the LSTM's i, o, f, c where torch and fastrnn have i, f, g, o; the GRU's
-z, r, h where they have r, z, n. The GRU runs with linear_before_reset=1,
-torch's form: r multiplies (h W_hn^T + b_hn), the recurrent sum and its bias.
+way; the table of cells (fastrnn.cells) gives each cell's operator, gate order
+and the attributes that make it compute torch's form of the cell.
 """
 
 import numpy as np
 
+from ..cells import CELLS
 from .cases import make_batch
-
-OPERATORS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
-# ONNX's gate blocks, in fastrnn's (torch's) numbering
-ONNX_GATE_ORDER = {"rnn": [0], "lstm": [0, 3, 1, 2], "gru": [1, 0, 2]}
 
 
 def onnx_model(cell, state_dict):
@@ -24,12 +20,13 @@ def onnx_model(cell, state_dict):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    operator, states = CELLS[cell].onnx, CELLS[cell].states
     weight_ih = np.asarray(state_dict["weight_ih_l0"], dtype=np.float32)
     weight_hh = np.asarray(state_dict["weight_hh_l0"], dtype=np.float32)
     H, I = weight_hh.shape[1], weight_ih.shape[1]
 
     def onnx_order(array):
-        return np.concatenate([array[k * H:(k + 1) * H] for k in ONNX_GATE_ORDER[cell]])
+        return np.concatenate([array[k * H:(k + 1) * H] for k in operator.gate_order])
 
     bias = np.concatenate([onnx_order(np.asarray(state_dict["bias_ih_l0"], np.float32)),
                            onnx_order(np.asarray(state_dict["bias_hh_l0"], np.float32))])
@@ -42,14 +39,13 @@ def onnx_model(cell, state_dict):
     def tensor(name, dims):
         return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
 
-    states = ["initial_h", "initial_c"] if cell == "lstm" else ["initial_h"]
-    finals = ["Y_h", "Y_c"] if cell == "lstm" else ["Y_h"]
-    attributes = {"linear_before_reset": 1} if cell == "gru" else {}
-    node = helper.make_node(OPERATORS[cell], ["X", "W", "R", "B", ""] + states,
-                            ["Y"] + finals, hidden_size=H, **attributes)
+    initial = [f"initial_{state}" for state in states]
+    finals = [f"Y_{state}" for state in states]
+    node = helper.make_node(operator.name, ["X", "W", "R", "B", ""] + initial,
+                            ["Y"] + finals, hidden_size=H, **operator.attributes)
     graph = helper.make_graph(
         [node], f"fastrnn_bench_{cell}",
-        [tensor("X", ["T", "B", I])] + [tensor(name, [1, "B", H]) for name in states],
+        [tensor("X", ["T", "B", I])] + [tensor(name, [1, "B", H]) for name in initial],
         [tensor("Y", ["T", 1, "B", H])] + [tensor(name, [1, "B", H]) for name in finals],
         initializer=initializers)
     # Opset 14 / IR 7: old enough for any ONNX Runtime this code meets.
@@ -77,9 +73,7 @@ def onnxruntime_runner(case, threads, weights, seed=0):
     session = onnx_session(onnx_model(case.cell, weights), threads)
     x, _, _ = make_batch(case, seed, batch_first=False)
     zeros = np.zeros((1, B, H), dtype=np.float32)
-    feeds = {"X": x, "initial_h": zeros}
-    if case.cell == "lstm":
-        feeds["initial_c"] = zeros
+    feeds = {"X": x, **{f"initial_{state}": zeros for state in CELLS[case.cell].states}}
 
     def forward():
         return session.run(["Y"], feeds)[0][:, 0]

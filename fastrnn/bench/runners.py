@@ -1,8 +1,8 @@
 """The rivals: for each, a function that does one call of a case.
 
 Rivals are fastrnn's backends (cpp, numba, the numpy reference) and the peers,
-torch (torch.nn.RNN / LSTM / GRU; pack_padded_sequence for a lengths case) and
-ONNX Runtime (its RNN / LSTM / GRU operators, see onnx_graphs.py). Every rival
+torch (torch.nn's module of the cell; pack_padded_sequence for a lengths case) and
+ONNX Runtime (its operator of the cell, see onnx_graphs.py). Every rival
 of a case starts from the same weights, fastrnn's init for the seed, and reads
 the same batch, so all of them compute the same thing. A training step is
 fastrnn.SequenceClassifier + fastrnn.optim.Adam (the compiled head and Adam
@@ -18,8 +18,8 @@ import fastrnn
 from fastrnn import optim
 
 from .. import _backends
-from .cases import (LAYER_CLASSES, NUM_CLASSES, layer_keywords, make_batch,
-                    require_runnable)
+from ..cells import CELLS
+from .cases import NUM_CLASSES, layer_keywords, make_batch, require_runnable
 
 PEERS = ("torch", "onnxruntime")
 LEARNING_RATE = 1e-3
@@ -70,7 +70,7 @@ def not_applicable(rival, case):
     if rival != "onnxruntime":
         return None
     if case.mode == "train":
-        return "ONNX Runtime's RNN/LSTM/GRU operators do inference only"
+        return "ONNX Runtime's recurrent operators do inference only"
     if case.variant != "plain":
         return "the bench gives ONNX Runtime graphs of one forward layer over full sequences"
     return None
@@ -156,7 +156,7 @@ def _classifier(case, backend, seed):
 
 
 def _layer(case, backend, seed):
-    layer_class = getattr(fastrnn, LAYER_CLASSES[case.cell])   # looked up: fastrnn.GRU may be new
+    layer_class = getattr(fastrnn, CELLS[case.cell].layer)
     return layer_class(case.shape.I, case.shape.H, batch_first=False, backend=backend,
                        seed=seed, **layer_keywords(case))
 
@@ -224,7 +224,7 @@ def torch_runner(case, threads, weights, seed=0):
     torch.manual_seed(seed)
     T, B, I, H = case.shape
     D = case.directions
-    module_class = getattr(torch.nn, LAYER_CLASSES[case.cell])
+    module_class = getattr(torch.nn, CELLS[case.cell].torch_module)
     batch_first = case.mode == "train"
     rnn = module_class(I, H, num_layers=case.layout.num_layers,
                        bidirectional=case.layout.bidirectional, batch_first=batch_first)
@@ -258,7 +258,7 @@ def torch_runner(case, threads, weights, seed=0):
     def train_step():
         adam.zero_grad()
         _, state = run_rnn()
-        h_n = state[0] if case.cell == "lstm" else state
+        h_n = state[0] if isinstance(state, tuple) else state   # h first, then the LSTM's c
         # the last layer's final state, forward direction first: fastrnn's head input
         final = torch.cat(list(h_n[-D:]), dim=1)
         loss = torch.nn.functional.cross_entropy(head(final), labels)

@@ -168,7 +168,7 @@ def test_a_child_names_the_rival_it_cannot_run():
     hello = json.loads(answers.getvalue())
     assert hello["ready"] == [] and hello["skipped"] == [{
         "case": "lstm-train-tiny", "rival": "onnxruntime", "failed": False,
-        "reason": "ONNX Runtime's RNN/LSTM/GRU operators do inference only"}]
+        "reason": "ONNX Runtime's recurrent operators do inference only"}]
 
 
 def test_suites_report_the_timings_of_the_rivals_own_processes(tmp_path):

@@ -18,8 +18,8 @@ import pytest
 import fastrnn
 from helpers import BACKENDS, assert_close, make_layer, make_problem
 from fastrnn.bench import onnx_graphs, runners
-from fastrnn.bench.cases import (CATALOGUE, LAYER_CLASSES, Shape, make_batch,
-                                 missing_features)
+from fastrnn.bench.cases import CATALOGUE, Shape, make_batch, missing_features
+from fastrnn.cells import CELLS
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 # Every tiny case the installed fastrnn runs: the GRU and the layer variants join by themselves.
@@ -136,11 +136,11 @@ def test_onnxruntime_gru_matches_torch(T, B, I, H):
     assert_close(h, h_torch.numpy(), "output", np.float32, "Y_h")
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", list(CELLS))
 def test_torch_reads_a_lengths_batch_through_packed_sequences(cell):
     torch = pytest.importorskip("torch")
     case = CATALOGUE[f"{cell}-inference-medium-lengths"]._replace(shape=Shape(9, 5, 3, 4))
-    module = getattr(torch.nn, LAYER_CLASSES[cell])(3, 4)
+    module = getattr(torch.nn, CELLS[cell].torch_module)(3, 4)
     y = runners.torch_runner(case, 1, torch_weights(module))()
     x, _, lengths = make_batch(case, batch_first=False)
     assert lengths.min() < 9 and y.shape == (9, 5, 4)

@@ -8,44 +8,56 @@ import numpy as np
 import pytest
 
 import fastrnn
+from fastrnn.cells import CELLS
 from fastrnn.cli import main
 from fastrnn.training import BatchOrder, Progress
-from helpers import REAL, have_real, read_json, run_cli as run
+from helpers import BACKENDS, REAL, have_real, read_json, run_cli as run
 
 
 TINY = ["--hidden", 8, "--batch-size", 50, "--no-progress", "--log-every", 2]
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
 @have_real
-def test_train_and_eval_on_real_mnist(tmp_path, capsys):
+def test_train_and_eval_on_real_mnist(cell, backend, tmp_path, capsys):
     ckpt, metrics = tmp_path / "run.npz", tmp_path / "metrics.json"
-    code, out, _ = run(["train", "--steps", 20, "--hidden", 16, "--test-limit", 500,
-                        "--data", REAL, "--save", ckpt, "--metrics-out", metrics], capsys)
-    assert code == 0
+    code, out, err = run(["train", "--cell", cell, "--steps", 20, "--hidden", 32,
+                          "--test-limit", 500, "--data", REAL, "--backend", backend,
+                          "--no-progress", "--save", ckpt, "--metrics-out", metrics], capsys)
+    assert code == 0, err
+    assert out.startswith(f"fastrnn train: {cell.upper()} H=32")
     assert "step    20  loss" in out and "mean W_hh" in out and "mean h_T" in out
     result = read_json(metrics)
     for key in ("test_accuracy", "test_loss", "steps", "train_seconds", "steps_per_second",
                 "backend", "cell", "seed", "threads", "lr", "clip"):
         assert key in result
-    assert result["steps"] == 20 and result["cell"] == "lstm" and result["test_examples"] == 500
+    assert (result["steps"], result["cell"], result["backend"], result["test_examples"]) == \
+        (20, cell, backend, 500)
     assert result["test_accuracy"] > 0.2   # 20 steps: far above chance (0.1) already
 
     evaluated = tmp_path / "eval.json"
-    code, out, _ = run(["eval", ckpt, "--data", REAL, "--test-limit", 500,
-                        "--metrics-out", evaluated], capsys)
-    assert code == 0 and "test accuracy" in out
+    code, out, err = run(["eval", ckpt, "--data", REAL, "--test-limit", 500,
+                          "--backend", backend, "--metrics-out", evaluated], capsys)
+    assert code == 0, err
+    assert out.startswith(f"{ckpt}: {cell.upper()} H=32") and "test accuracy" in out
     again = read_json(evaluated)
+    assert again["cell"] == cell
     assert again["test_accuracy"] == result["test_accuracy"]
     assert again["test_loss"] == result["test_loss"]
     _, _, x_test, y_test = fastrnn.datasets.load_mnist(REAL, download=False)
-    predictions = fastrnn.load(ckpt).predict(x_test[:500])
+    predictions = fastrnn.load(ckpt, backend=backend).predict(x_test[:500])
     assert np.mean(predictions == y_test[:500]) == result["test_accuracy"]
 
 
-def test_same_seed_same_result_and_resume_ends_where_the_run_would(tmp_path, tiny_data,
-                                                                   capsys, monkeypatch):
-    common = ["train", "--data", tiny_data, "--lr-schedule", "cosine", "--clip", 0.5,
-              "--steps", 7, *TINY]
+def test_same_seed_same_result_and_resume_ends_where_the_run_would(cell, backend, tmp_path,
+                                                                   tiny_data, capsys,
+                                                                   monkeypatch):
+    common = ["train", "--data", tiny_data, "--cell", cell, "--backend", backend,
+              "--lr-schedule", "cosine", "--clip", 0.5, "--steps", 7, *TINY]
 
     def train(name, *extra):
         code, out, err = run([*common, "--save", tmp_path / f"{name}.npz",
@@ -73,9 +85,10 @@ def test_same_seed_same_result_and_resume_ends_where_the_run_would(tmp_path, tin
 
     code, out, err = run(["train", "--data", tiny_data, "--resume", tmp_path / "interrupted.npz",
                           "--save", tmp_path / "resumed.npz", "--no-progress",
-                          "--metrics-out", tmp_path / "resumed.json"], capsys)
+                          "--backend", backend, "--metrics-out", tmp_path / "resumed.json"],
+                         capsys)
     assert code == 0, err
-    assert "resuming at step 3" in out
+    assert out.startswith(f"fastrnn train: {cell.upper()} H=8") and "resuming at step 3" in out
     resumed = read_json(tmp_path / "resumed.json")
     assert resumed["resumed_from_step"] == 3 and resumed["steps_this_run"] == 4
     assert resumed["steps"] == 7 and resumed["lr_schedule"] == "cosine"
@@ -153,21 +166,28 @@ def test_runtime_errors_are_clear_messages(tmp_path, tiny_data, capsys):
         assert code == 2 and message in err, (argv, err)
 
 
-def test_diagnostics_and_the_comparison_picture(tmp_path, tiny_data, capsys):
+def test_diagnostics_of_every_cell_and_the_comparison_picture(tmp_path, tiny_data, capsys):
     pytest.importorskip("matplotlib")
-    for cell in ("rnn", "lstm"):
+    for cell, table_entry in CELLS.items():
         code, out, err = run(["train", "--data", tiny_data, "--cell", cell, "--steps", 4,
-                              "--diagnostics", tmp_path / cell, "--diagnostics-every", 2,
+                              "--backend", "numpy", "--diagnostics", tmp_path / cell,
+                              "--diagnostics-every", 2,
                               "--metrics-out", tmp_path / f"{cell}.json", *TINY], capsys)
         assert code == 0, err
         run_json = read_json(tmp_path / cell / "diagnostics.json")
+        assert run_json["cell"] == cell
         assert [r["step"] for r in run_json["records"]] == [0, 2, 4]
-        assert all(len(r["grad_norm"]) == 28 for r in run_json["records"])
+        for record in run_json["records"]:
+            assert len(record["grad_norm"]) == len(record["saturated"]) == 28
+            if table_entry.saturation.mean_gate:   # the GRU's update gate, a mean in (0, 1)
+                gate_means = record[table_entry.saturation.mean_gate[1]]
+                assert len(gate_means) == 28 and all(0.0 < g < 1.0 for g in gate_means)
         assert read_json(tmp_path / f"{cell}.json")["diagnostics"] == run_json
         assert (tmp_path / cell / "diagnostics.png").read_bytes()[:4] == b"\x89PNG"
     out_png = tmp_path / "compare.png"
-    code, out, err = run(["plot-diagnostics", tmp_path / "rnn.json",
-                          tmp_path / "lstm" / "diagnostics.json", "-o", out_png], capsys)
+    others = [tmp_path / cell / "diagnostics.json" for cell in CELLS if cell != "rnn"]
+    code, out, err = run(["plot-diagnostics", tmp_path / "rnn.json", *others, "-o", out_png],
+                         capsys)
     assert code == 0, err
     assert out_png.read_bytes()[:4] == b"\x89PNG"
 

@@ -1,7 +1,9 @@
-"""The compiled module's own contract: in-place strided x, bitwise determinism, argument
-checks and their messages, the workspace object, threads, the ISA paths.
+"""The compiled module's own contract: in-place strided x and out=, bits that do not
+depend on the thread count, argument checks and their messages, the workspace object,
+threads, the ISA paths, the stubs.
 
-Its numerics against the reference, on every ISA path, are in test_kernels.py.
+Its numerics against the reference, on every ISA path, are in test_kernels.py; what
+every backend refuses, a foreign workspace among it, in test_kernel_arguments.py.
 """
 
 import os
@@ -11,14 +13,15 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import OUTSIDE_REPO, make_kernel_args, run_kernels
+from fastrnn import _backends
+from helpers import OUTSIDE_REPO, KERNEL_CELLS, make_kernel_args, run_kernels
 
 core = pytest.importorskip("fastrnn._core")
 
 ISAS = core.build_info()["isa_supported"]
 
 
-def test_bitwise_deterministic_across_runs_and_threads(isa, cell):
+def test_the_bits_do_not_depend_on_the_thread_count(isa, cell):
     a = make_kernel_args(cell, 11, 37, 19, 70, np.float32, seed=2)
     results = []
     for n in (1, 2, 2, 1):
@@ -80,7 +83,7 @@ def test_x_with_unreadable_strides_is_rejected(make_view):
 
 def lstm_args(dtype=np.float32, T=3, B=2, I=4, H=5):
     a = make_kernel_args("lstm", T, B, I, H, dtype)
-    return [a[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "b")]
+    return [a[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")]
 
 
 @pytest.mark.parametrize("position, bad, error, match", [
@@ -95,7 +98,8 @@ def lstm_args(dtype=np.float32, T=3, B=2, I=4, H=5):
     (2, None, TypeError, "c0 must be a numpy.ndarray"),
     (3, np.zeros((20, 3), np.float32), ValueError, r"w_ih must have shape \(20, 4\)"),
     (4, np.zeros((5, 5), np.float32), ValueError, r"w_hh must have shape \(20, 5\)"),
-    (5, np.zeros((20, 1), np.float32), ValueError, r"b must have shape \(20,\)"),
+    (5, np.zeros((20, 1), np.float32), ValueError, r"b_ih must have shape \(20,\)"),
+    (6, np.zeros(19, np.float32), ValueError, r"b_hh must have shape \(20,\)"),
     (3, np.zeros((4, 20), np.float32).T, ValueError, "C-contiguous"),
 ])
 def test_lstm_forward_rejects(position, bad, error, match):
@@ -116,40 +120,23 @@ def test_unaligned_array_is_rejected():
 
 
 def lstm_backward_args(**kw):
-    x, h0, c0, w_ih, w_hh, b = lstm_args(**kw)
-    y, cT, saved = core.lstm_forward(x, h0, c0, w_ih, w_hh, b, True)
-    return [saved, x, h0, c0, w_ih, w_hh, y, None, np.zeros_like(h0), np.zeros_like(c0), True]
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = lstm_args(**kw)
+    y, cT, saved = core.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, True)
+    return [saved, h0, c0, w_ih, w_hh, y, None, np.zeros_like(h0), np.zeros_like(c0), True]
 
 
 def test_lstm_backward_accepts_its_workspace():
     args = lstm_backward_args()
     assert "lstm float32 T=3 B=2 I=4 H=5" in repr(args[0])
-    assert len(core.lstm_backward(*args)) == 6
-
-
-# No workspace, or one of other sizes: test_kernel_arguments.py, for every fast backend.
-@pytest.mark.parametrize("saved, error, match", [
-    ((np.zeros(3), np.zeros(3)), TypeError, "workspace"),
-    ("rnn", ValueError, "rnn_forward"),
-    ("float64", TypeError, "another dtype"),
-])
-def test_lstm_backward_rejects_foreign_saved(saved, error, match):
-    args = lstm_backward_args()
-    if saved == "rnn":
-        a = make_kernel_args("rnn", 3, 2, 4, 5, np.float32)
-        saved = core.rnn_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b"], True)[1]
-    elif saved == "float64":
-        saved = lstm_backward_args(dtype=np.float64)[0]
-    args[0] = saved
-    with pytest.raises(error, match=match):
-        core.lstm_backward(*args)
+    assert len(core.lstm_backward(*args)) == 7
 
 
 @pytest.mark.parametrize("position, bad, match", [
-    (6, np.zeros((3, 2, 6), np.float32), r"y must have shape \(3, 2, 5\)"),
-    (7, np.zeros((3, 2), np.float32), r"dy must have shape \(3, 2, 5\)"),
-    (8, np.zeros((2, 5, 1), np.float32), r"dhT must have shape \(2, 5\)"),
-    (9, np.zeros((1, 5), np.float32), r"dcT must have shape \(2, 5\)"),
+    (5, np.zeros((3, 2, 6), np.float32), r"y must have shape \(3, 2, 5\)"),
+    (6, np.zeros((3, 2), np.float32), r"dy must have shape \(3, 2, 5\)"),
+    (7, np.zeros((2, 5, 1), np.float32), r"dhT must have shape \(2, 5\)"),
+    (8, np.zeros((1, 5), np.float32), r"dcT must have shape \(2, 5\)"),
+    (5, np.zeros((3, 2, 10), np.float32)[:, :, ::2], "y must have a contiguous last axis"),
 ])
 def test_lstm_backward_rejects_bad_arrays(position, bad, match):
     args = lstm_backward_args()
@@ -158,12 +145,31 @@ def test_lstm_backward_rejects_bad_arrays(position, bad, match):
         core.lstm_backward(*args)
 
 
-def test_rnn_backward_rejects_lstm_workspace():
-    a = make_kernel_args("rnn", 3, 2, 4, 5, np.float32)
-    y, _ = core.rnn_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b"], True)
-    saved = lstm_backward_args()[0]
-    with pytest.raises(ValueError, match="lstm_forward"):
-        core.rnn_backward(saved, a["x"], a["h0"], a["w_ih"], a["w_hh"], y, None, a["dhT"], True)
+def test_a_reverse_workspace_says_so():
+    x, *rest = lstm_args()
+    _, _, saved = core.lstm_forward(x, *rest, True, reverse=True)
+    assert "lstm float32 reverse T=3" in repr(saved)
+
+
+@pytest.mark.parametrize("overlapping", ["x", "h0", "w_hh", "b_hh"])
+def test_out_overlapping_an_input_is_refused(overlapping):
+    """The kernel reads its inputs while it writes y: out= must lie apart from them."""
+    args = lstm_args()
+    names = ["x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh"]
+    memory = np.zeros(10_000, np.float32)
+    k = names.index(overlapping)
+    args[k] = memory[:args[k].size].reshape(args[k].shape)
+    args[k][...] = lstm_args()[k]
+    out = memory[args[k].size // 2:][:30].reshape(3, 2, 5)
+    with pytest.raises(ValueError, match="out must not overlap an input"):
+        core.lstm_forward(*args, True, out=out)
+
+
+def test_a_read_only_out_is_refused():
+    out = np.zeros((3, 2, 5), np.float32)
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="out must be writeable"):
+        core.lstm_forward(*lstm_args(), True, out=out)
 
 
 def test_workspace_cannot_be_made_from_python():
@@ -171,11 +177,16 @@ def test_workspace_cannot_be_made_from_python():
         core.Workspace()
 
 
-@pytest.mark.parametrize("n, error", [(0, ValueError), (-1, ValueError), (10**6, ValueError),
-                                      (2.0, TypeError), (True, TypeError), ("2", TypeError)])
+@pytest.mark.parametrize("n, error", [(0, ValueError), (-1, ValueError), (1025, ValueError),
+                                      (10**6, ValueError), (2.0, TypeError), (True, TypeError),
+                                      ("2", TypeError)])
 def test_set_num_threads_rejects(n, error):
-    with pytest.raises(error):
+    with pytest.raises(error, match="number of threads"):
         core.set_num_threads(n)
+
+
+def test_the_thread_limit_is_the_one_the_package_states():
+    assert core.max_threads == _backends.MAX_THREADS == 1024
 
 
 def test_set_num_threads_round_trip():
@@ -233,29 +244,58 @@ def test_fastrnn_isa_error_is_not_a_silent_fallback():
     assert "ValueError: unknown FASTRNN_ISA value 'avx1024'" in done.stderr
 
 
-def test_type_stubs_name_exactly_what_the_module_defines():
+def stub_tree():
     import ast
     import pathlib
     stub = pathlib.Path(core.__file__).with_name("_core.pyi")
     if not stub.exists():  # an editable install keeps the stub in the source tree
         import fastrnn
         stub = pathlib.Path(fastrnn.__file__).with_name("_core.pyi")
-    tree = ast.parse(stub.read_text())
+    return ast.parse(stub.read_text())
+
+
+def test_type_stubs_name_exactly_what_the_module_defines():
+    import ast
+    tree = stub_tree()
     stubbed = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
     stubbed |= {node.target.id for node in tree.body
                 if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)}
-    stubbed.discard("Array")
+    stubbed -= {"Array", "BatchSizes"}
     defined = {name for name in dir(core) if not name.startswith("__")}
     assert stubbed == defined, (sorted(stubbed - defined), sorted(defined - stubbed))
+
+
+@pytest.mark.parametrize("stage", ["forward", "backward"])
+@pytest.mark.parametrize("cell", core.cells)
+def test_the_stubs_give_every_cell_entry_the_module_arguments(cell, stage):
+    """The module's entries come from the C++ list of cells (csrc/cells.h): each needs
+    its stub, with the module's arguments in the module's order."""
+    import ast
+    import re
+    name = f"{cell}_{stage}"
+    stub = next(node for node in stub_tree().body
+                if isinstance(node, ast.FunctionDef) and node.name == name)
+    stubbed = [arg.arg for arg in stub.args.args] + ["*"] + \
+        [arg.arg for arg in stub.args.kwonlyargs]
+    signature = getattr(core, name).__doc__.splitlines()[0]
+    assert signature.startswith(name + "(")
+    defined = [re.match(r"\s*(\*|\w+)", part).group(1)
+               for part in signature[len(name) + 1:signature.rindex(")")].split(",")]
+    assert stubbed == defined
+
+
+def test_every_cell_of_the_list_has_its_kernels():
+    assert set(core.cells) == set(KERNEL_CELLS)
+    for cell in core.cells:
+        assert callable(getattr(core, f"{cell}_forward"))
+        assert callable(getattr(core, f"{cell}_backward"))
 
 
 @pytest.mark.parametrize("threads, error", [(0, ValueError), (10**6, ValueError),
                                             ("2", TypeError), (True, TypeError), (1.0, TypeError)])
 def test_a_calls_thread_count_outside_one_to_the_pools_is_refused(threads, error):
-    a = make_kernel_args("lstm", 3, 2, 4, 5, np.float32)
     with pytest.raises(error, match="threads"):
-        core.lstm_forward(a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b"], True,
-                          threads=threads)
+        core.lstm_forward(*lstm_args(), True, threads=threads)
 
 
 def test_one_thread_calls_from_many_threads_run_at_once_with_the_bits_of_one_at_a_time():
@@ -266,17 +306,8 @@ def test_one_thread_calls_from_many_threads_run_at_once_with_the_bits_of_one_at_
     cells = ["lstm", "rnn"] * 4
 
     def one(i, threads):
-        a = problems[i]
-        if cells[i] == "lstm":
-            y, cT, saved = core.lstm_forward(a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"],
-                                             a["b"], True, threads=threads)
-            grads = core.lstm_backward(saved, a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], y,
-                                       a["dy"], a["dhT"], a["dcT"], True, threads=threads)
-            return [y, cT, *grads]
-        y, saved = core.rnn_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b"], True,
-                                    threads=threads)
-        return [y, *core.rnn_backward(saved, a["x"], a["h0"], a["w_ih"], a["w_hh"], y, a["dy"],
-                                      a["dhT"], True, threads=threads)]
+        outputs, grads = run_kernels(core, cells[i], problems[i], threads=threads)
+        return outputs + grads
 
     expected = [one(i, None) for i in range(len(problems))]
     with ThreadPoolExecutor(4) as pool:

@@ -1,4 +1,4 @@
-"""Packed (variable-length) batches through every backend's kernels, and the ReLU RNN.
+"""Packed (variable-length) batches through every backend's kernels.
 
 The kernels are called directly with batch_sizes, the contract at the top of
 fastrnn/_reference.py: the rows sorted by length, longest first, and step t's
@@ -7,22 +7,22 @@ pack_padded_sequence(..., enforce_sorted=False) and pad_packed_sequence(...,
 total_length=T), so every result is compared in the caller's padded layout
 and original row order. Cells: rnn (tanh), rnn_relu, lstm, gru.
 
-The packing helpers (packing, pack, unpack, unsort) live here: tests/helpers.py
-does not exist on this branch yet.
+The packing helpers (packing, pack, unpack, unsort) are this file's own.
 """
 
 import numpy as np
 import pytest
 
-from helpers import (BACKENDS, FAST_BACKENDS, GATES, GRAD_NAMES, assert_close, needs_torch,
-                     torch)
+from helpers import (BACKENDS, FAST_BACKENDS, GRAD_NAMES, KERNEL_CELLS, assert_close,
+                     kernel_backward, kernel_forward, make_kernel_args, needs_torch, torch,
+                     torch_kernel_results)
 from fastrnn import _backends, _reference as reference
 
 if torch is not None:
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
-CELLS = ["rnn", "rnn_relu", "lstm", "gru"]
+CELLS = KERNEL_CELLS
 DTYPES = [np.float32, np.float64]
 
 # name, T, lengths (B of them), I, H: a length of 1 beside lengths of T (ties
@@ -85,31 +85,10 @@ def unsort(sorted_rows, order):
 # ------------------------------------------------------------- the problems
 
 
-def make_problem(cell, T, B, I, H, dtype, *, seed=0, scale=1.0):
-    """Padded time-major inputs and loss weights, torch-like weights, nonzero states."""
-    rng = np.random.default_rng(seed)
-    G, k = GATES[cell], 1.0 / np.sqrt(H)
-
-    def uniform(shape, bound):
-        return rng.uniform(-bound, bound, shape).astype(dtype)
-
-    return {
-        "x": (scale * rng.standard_normal((T, B, I))).astype(dtype),
-        "h0": uniform((B, H), 0.5),
-        "c0": uniform((B, H), 1.0),
-        "w_ih": uniform((G * H, I), k),
-        "w_hh": uniform((G * H, H), k),
-        "b_ih": uniform((G * H,), k),
-        "b_hh": uniform((G * H,), k),
-        "dy": rng.standard_normal((T, B, H)).astype(dtype),
-        "dhT": rng.standard_normal((B, H)).astype(dtype),
-        "dcT": rng.standard_normal((B, H)).astype(dtype),
-    }
-
-
 def case_problem(cell, case, dtype):
     _, T, lengths, I, H = case
-    return make_problem(cell, T, len(lengths), I, H, dtype, seed=T * 31 + H), np.array(lengths)
+    p = make_kernel_args(cell, T, len(lengths), I, H, dtype, seed=T * 31 + H)
+    return p, np.array(lengths)
 
 
 def sorted_packed(p, lengths):
@@ -119,44 +98,22 @@ def sorted_packed(p, lengths):
     for name in ("x", "dy"):
         packed[name] = pack(p[name], order, batch_sizes)
     for name in ("h0", "c0", "dhT", "dcT"):
-        packed[name] = p[name][order]
+        if name in p:
+            packed[name] = p[name][order]
     return packed, order, batch_sizes
 
 
 # ------------------------------------------------------------ kernel calls
 
 
-def initial_states(cell, a):
-    return [a["h0"], a["c0"]] if cell == "lstm" else [a["h0"]]
-
-
-def final_state_grads(cell, a):
-    return [a["dhT"], a["dcT"]] if cell == "lstm" else [a["dhT"]]
-
-
-def forward(kernels, cell, a, training=True, batch_sizes=None):
-    """(y, cT or None, saved) of `cell`'s forward kernel on the arguments a."""
-    biases = [a["b_ih"], a["b_hh"]] if cell == "gru" else [a["b_ih"] + a["b_hh"]]
-    out = getattr(kernels, f"{cell}_forward")(a["x"], *initial_states(cell, a), a["w_ih"],
-                                              a["w_hh"], *biases, training,
-                                              batch_sizes=batch_sizes)
-    return out if cell == "lstm" else (out[0], None, out[1])
-
-
-def backward(kernels, cell, a, y, saved, need_dx=True, batch_sizes=None, with_dy=True):
-    """{name: gradient} of `cell`'s backward kernel."""
-    grads = getattr(kernels, f"{cell}_backward")(
-        saved, a["x"], *initial_states(cell, a), a["w_ih"], a["w_hh"], y,
-        a["dy"] if with_dy else None, *final_state_grads(cell, a), need_dx, batch_sizes=batch_sizes)
-    return dict(zip(GRAD_NAMES[cell], grads))
-
-
 def run_kernels(kernels, cell, a, batch_sizes, *, need_dx=True, with_dy=True, training=True):
     """Every output of a forward and its backward, by name, as the kernels return them."""
-    y, cT, saved = forward(kernels, cell, a, training, batch_sizes)
-    out = {"y": y, "cT": cT}
+    outputs, saved = kernel_forward(kernels, cell, a, training, batch_sizes=batch_sizes)
+    out = dict(zip(["y", "cT"], outputs))
     if training:
-        out.update(backward(kernels, cell, a, y, saved, need_dx, batch_sizes, with_dy))
+        grads = kernel_backward(kernels, cell, saved, a, outputs, with_dy=with_dy,
+                                need_dx=need_dx, batch_sizes=batch_sizes)
+        out.update(zip(GRAD_NAMES[cell], grads))
     return {name: value for name, value in out.items() if value is not None}
 
 
@@ -172,46 +129,7 @@ def run_in_torch_layout(kernels, cell, p, lengths, with_dy=True):
     for name in ("cT", "dh0", "dc0"):
         if name in out:
             result[name] = unsort(out.pop(name), order)
-    if "db" in out:  # the gradient of both b_ih and b_hh
-        out["db_ih"] = out["db_hh"] = out.pop("db")
     return {**result, **out}
-
-
-TORCH_MODULES = {"rnn": lambda I, H: torch.nn.RNN(I, H, nonlinearity="tanh"),
-                 "rnn_relu": lambda I, H: torch.nn.RNN(I, H, nonlinearity="relu"),
-                 "lstm": lambda I, H: torch.nn.LSTM(I, H),
-                 "gru": lambda I, H: torch.nn.GRU(I, H)}
-
-
-def torch_run(cell, p, lengths, with_dy=True):
-    """The same outputs and gradients from torch holding p's weights: the padded
-    batch packed by lengths (None: every sequence runs T steps)."""
-    T, _, I = p["x"].shape
-    H = p["h0"].shape[1]
-    module = TORCH_MODULES[cell](I, H).to(torch.from_numpy(p["x"]).dtype)
-    with torch.no_grad():
-        for key in ("w_ih", "w_hh", "b_ih", "b_hh"):
-            kind = "weight" if key.startswith("w") else "bias"
-            getattr(module, f"{kind}_{key[2:]}_l0").copy_(torch.from_numpy(p[key]))
-    x = torch.tensor(p["x"], requires_grad=True)
-    state0 = [torch.tensor(s[None], requires_grad=True) for s in initial_states(cell, p)]
-    data = x if lengths is None else pack_padded_sequence(
-        x, torch.from_numpy(np.asarray(lengths)), enforce_sorted=False)
-    out, final = module(data, tuple(state0) if cell == "lstm" else state0[0])
-    y = out if lengths is None else pad_packed_sequence(out, total_length=T)[0]
-    finals = list(final) if cell == "lstm" else [final]
-    loss = sum((s[0] * torch.from_numpy(ds)).sum()
-               for s, ds in zip(finals, final_state_grads(cell, p)))
-    if with_dy:
-        loss = loss + (y * torch.from_numpy(p["dy"])).sum()
-    loss.backward()
-    params = dict(module.named_parameters())
-    result = {"y": y, "hT": finals[0][0], "dx": x.grad, "dh0": state0[0].grad[0],
-              "dw_ih": params["weight_ih_l0"].grad, "dw_hh": params["weight_hh_l0"].grad,
-              "db_ih": params["bias_ih_l0"].grad, "db_hh": params["bias_hh_l0"].grad}
-    if cell == "lstm":
-        result.update(cT=finals[1][0], dc0=state0[1].grad[0])
-    return {name: value.detach().numpy() for name, value in result.items()}
 
 
 def kind_of(name):
@@ -233,24 +151,25 @@ BACKWARD_NAMES = {cell: ["dx", "dh0"] + (["dc0"] if cell == "lstm" else []) +
 def forward_matches_torch(cell, backend, case, dtype):
     p, lengths = case_problem(cell, case, dtype)
     kernels = _backends.get_backend(backend)
-    expected = torch_run(cell, p, lengths)
+    expected = torch_kernel_results(cell, p, lengths)
     check_all(run_in_torch_layout(kernels, cell, p, lengths), expected, dtype,
               FORWARD_NAMES[cell])
     # Inference keeps fewer states (Numba: two slots of c_t): the same outputs.
     a, order, batch_sizes = sorted_packed(p, lengths)
-    y, cT, saved = forward(kernels, cell, a, False, batch_sizes)
+    outputs, saved = kernel_forward(kernels, cell, a, False, batch_sizes=batch_sizes)
     assert saved is None
-    assert_close(unpack(y, order, batch_sizes, p["x"].shape[0]), expected["y"], "output",
-                 dtype, "y (training=False)")
+    assert_close(unpack(outputs[0], order, batch_sizes, p["x"].shape[0]), expected["y"],
+                 "output", dtype, "y (training=False)")
     if cell == "lstm":
-        assert_close(unsort(cT, order), expected["cT"], "output", dtype, "cT (training=False)")
+        assert_close(unsort(outputs[1], order), expected["cT"], "output", dtype,
+                     "cT (training=False)")
 
 
 def backward_matches_torch(cell, backend, case, dtype):
     p, lengths = case_problem(cell, case, dtype)
     kernels = _backends.get_backend(backend)
     for with_dy in (True, False):
-        expected = torch_run(cell, p, lengths, with_dy)
+        expected = torch_kernel_results(cell, p, lengths, with_dy)
         actual = run_in_torch_layout(kernels, cell, p, lengths, with_dy)
         check_all(actual, expected, dtype, BACKWARD_NAMES[cell])
 
@@ -297,39 +216,21 @@ def test_the_packing_helper_lays_rows_out_as_torch_does():
                                   padded.numpy())
 
 
-# ReLU without lengths: nothing else compares rnn_relu_* with torch.
-RELU_SHAPES = [(1, 1, 1, 1), (1, 3, 5, 7), (6, 1, 4, 33), (5, 4, 3, 1), (9, 5, 6, 33)]
-
-
-@needs_torch
-@dtypes
-@pytest.mark.parametrize("T,B,I,H", RELU_SHAPES,
-                         ids=[f"B{B}-T{T}-H{H}" for T, B, I, H in RELU_SHAPES])
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_rnn_relu_matches_torch_without_lengths(backend, T, B, I, H, dtype):
-    p = make_problem("rnn_relu", T, B, I, H, dtype, seed=B + H)
-    kernels = _backends.get_backend(backend)
-    expected = torch_run("rnn_relu", p, None)
-    actual = run_kernels(kernels, "rnn_relu", p, None)
-    actual.update(hT=actual["y"][-1], db_ih=actual["db"], db_hh=actual["db"])
-    check_all(actual, expected, dtype, ["y", "hT"] + BACKWARD_NAMES["rnn_relu"])
-
-
 @needs_torch
 @pytest.mark.parametrize("packed", [False, True], ids=["unpacked", "packed"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_rnn_relu_keeps_nan_as_torch_does(backend, packed):
-    p = make_problem("rnn_relu", 5, 4, 3, 6, np.float64, seed=7)
+    p = make_kernel_args("rnn_relu", 5, 4, 3, 6, np.float64, seed=7)
     p["x"][2, 1, 0] = np.nan   # sequence 1 at step 2
     lengths = np.array([5, 4, 2, 5]) if packed else None
-    expected = torch_run("rnn_relu", p, lengths)["y"]
+    expected = torch_kernel_results("rnn_relu", p, lengths)["y"]
     kernels = _backends.get_backend(backend)
     if packed:
         a, order, batch_sizes = sorted_packed(p, lengths)
-        y, _, _ = forward(kernels, "rnn_relu", a, False, batch_sizes)
+        (y,), _ = kernel_forward(kernels, "rnn_relu", a, False, batch_sizes=batch_sizes)
         y = unpack(y, order, batch_sizes, 5)
     else:
-        y, _, _ = forward(kernels, "rnn_relu", p, False)
+        (y,), _ = kernel_forward(kernels, "rnn_relu", p, False)
     end = lengths[1] if packed else 5   # sequence 1's last step + 1
     assert np.isnan(y[2:end, 1]).all(), "NaN in, NaN out, from step 2 on"
     np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
@@ -358,7 +259,7 @@ def test_packed_kernels_match_the_reference(backend, cell, case, dtype, with_dy)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_packed_with_every_length_T_is_the_unpacked_call(backend, cell):
     T, B = 6, 5
-    p = make_problem(cell, T, B, 4, 19, np.float32, seed=3)
+    p = make_kernel_args(cell, T, B, 4, 19, np.float32, seed=3)
     kernels = _backends.get_backend(backend)
     unpacked = run_kernels(kernels, cell, p, None)
     a, order, batch_sizes = sorted_packed(p, np.full(B, T))
@@ -380,26 +281,12 @@ def test_packed_backward_without_dx_gives_the_same_gradients(backend, cell):
     p, lengths = case_problem(cell, CASES[0], np.float32)
     a, _, batch_sizes = sorted_packed(p, lengths)
     kernels = _backends.get_backend(backend)
-    y, _, saved = forward(kernels, cell, a, True, batch_sizes)
-    with_dx = backward(kernels, cell, a, y, saved, True, batch_sizes)
-    without_dx = backward(kernels, cell, a, y, saved, False, batch_sizes)
-    assert without_dx.pop("dx") is None
-    for name, value in without_dx.items():
-        np.testing.assert_array_equal(value, with_dx[name], err_msg=name)
-
-
-@cells
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_packed_kernels_give_the_same_bits_twice(backend, cell):
-    kernels = _backends.get_backend(backend)
-    lengths = np.random.default_rng(1).integers(3, 13, 17)
-    runs = []
-    for _ in range(2):
-        p = make_problem(cell, 12, 17, 11, 70, np.float32, seed=5)  # fresh arrays each time
-        a, _, batch_sizes = sorted_packed(p, lengths)
-        runs.append(run_kernels(kernels, cell, a, batch_sizes))
-    for name, value in runs[0].items():
-        np.testing.assert_array_equal(value, runs[1][name], err_msg=name)
+    outputs, saved = kernel_forward(kernels, cell, a, batch_sizes=batch_sizes)
+    with_dx, without_dx = (kernel_backward(kernels, cell, saved, a, outputs, need_dx=need_dx,
+                                           batch_sizes=batch_sizes) for need_dx in (True, False))
+    assert without_dx[0] is None
+    for name, value, want in zip(GRAD_NAMES[cell][1:], without_dx[1:], with_dx[1:]):
+        np.testing.assert_array_equal(value, want, err_msg=name)
 
 
 # ------------------------------------------------------------ argument checks
@@ -424,24 +311,33 @@ GOOD_BATCH_SIZES = np.array([3, 2, 1])
 
 def small_packed_args(cell):
     """Packed arguments of 6 rows and B = 3: lengths 3, 2, 1, so GOOD_BATCH_SIZES."""
-    return sorted_packed(make_problem(cell, 3, 3, 2, 4, np.float32), [3, 2, 1])[0]
+    return sorted_packed(make_kernel_args(cell, 3, 3, 2, 4, np.float32), [3, 2, 1])[0]
 
 
-@pytest.mark.parametrize("direction", ["forward", "backward"])
 @pytest.mark.parametrize("bad", BAD_BATCH_SIZES, ids=[b[0] for b in BAD_BATCH_SIZES])
 @cells
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_packed_kernels_refuse_bad_batch_sizes(backend, cell, bad, direction):
+def test_packed_forward_refuses_bad_batch_sizes(backend, cell, bad):
     name, batch_sizes, error, message = bad
     kernels = _backends.get_backend(backend)
     good = small_packed_args(cell)
     a = dict(good, x=good["x"][:, None, :]) if name == "x_not_2d" else good
-    y, _, saved = forward(kernels, cell, good, True, GOOD_BATCH_SIZES)
     with pytest.raises(error, match=message):
-        if direction == "forward":
-            forward(kernels, cell, a, True, batch_sizes)
-        else:
-            backward(kernels, cell, a, y, saved, True, batch_sizes)
+        kernel_forward(kernels, cell, a, batch_sizes=batch_sizes)
+
+
+@pytest.mark.parametrize("bad", BAD_BATCH_SIZES[:-2], ids=[b[0] for b in BAD_BATCH_SIZES[:-2]])
+@cells
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_packed_backward_refuses_bad_batch_sizes(backend, cell, bad):
+    """Backward checks batch_sizes as forward does; sizes that are fine in themselves
+    but not the forward's are a foreign workspace (test_kernel_arguments.py)."""
+    _, batch_sizes, error, message = bad
+    kernels = _backends.get_backend(backend)
+    a = small_packed_args(cell)
+    outputs, saved = kernel_forward(kernels, cell, a, batch_sizes=GOOD_BATCH_SIZES)
+    with pytest.raises(error, match=message):
+        kernel_backward(kernels, cell, saved, a, outputs, batch_sizes=batch_sizes)
 
 
 @cells
@@ -450,46 +346,5 @@ def test_packed_forward_refuses_an_h0_that_is_not_2d(backend, cell):
     kernels = _backends.get_backend(backend)
     good = small_packed_args(cell)
     with pytest.raises(ValueError, match=r"h0 must be 2-D \(B, H\)"):
-        forward(kernels, cell, dict(good, h0=good["h0"][:, 0]), True, GOOD_BATCH_SIZES)
-
-
-@pytest.mark.parametrize("name", ["y", "dy", "dhT"])
-@cells
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_packed_backward_refuses_arrays_of_the_wrong_shape(backend, cell, name):
-    kernels = _backends.get_backend(backend)
-    p, lengths = case_problem(cell, CASES[0], np.float32)
-    a, _, batch_sizes = sorted_packed(p, lengths)
-    y, _, saved = forward(kernels, cell, a, True, batch_sizes)
-    if name == "y":
-        y = y[:-1]   # a row short
-    else:
-        a[name] = a[name][:-1]
-    with pytest.raises(ValueError, match=rf"\b{name} must have shape"):
-        backward(kernels, cell, a, y, saved, True, batch_sizes)
-
-
-@cells
-@pytest.mark.parametrize("backend", FAST_BACKENDS)
-def test_packed_backward_refuses_a_forward_of_other_batch_sizes(backend, cell):
-    """Same T, B and N = 7 rows, other steps: only the sizes themselves tell."""
-    kernels = _backends.get_backend(backend)
-    a, _, batch_sizes = sorted_packed(make_problem(cell, 3, 3, 2, 4, np.float32), [3, 2, 2])
-    np.testing.assert_array_equal(batch_sizes, [3, 3, 1])
-    y, _, saved = forward(kernels, cell, a, True, batch_sizes)
-    with pytest.raises(ValueError, match="batch_sizes differ from those of the forward"):
-        backward(kernels, cell, a, y, saved, True, np.array([3, 2, 2]))
-
-
-@cells
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_packed_backward_refuses_the_saved_state_of_an_unpacked_forward(backend, cell):
-    if backend == "numpy" and cell.startswith("rnn"):
-        pytest.skip("the reference RNN saves nothing (None): there is nothing to refuse")
-    kernels = _backends.get_backend(backend)
-    p = make_problem(cell, 3, 2, 2, 4, np.float32)
-    _, _, saved = forward(kernels, cell, p, True)
-    a, _, batch_sizes = sorted_packed(p, [3, 3])  # the same 6 rows, packed
-    y, _, _ = forward(kernels, cell, a, False, batch_sizes)
-    with pytest.raises(ValueError, match="batch_sizes"):
-        backward(kernels, cell, a, y, saved, True, batch_sizes)
+        kernel_forward(kernels, cell, dict(good, h0=good["h0"][:, 0]),
+                       batch_sizes=GOOD_BATCH_SIZES)

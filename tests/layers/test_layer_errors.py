@@ -1,9 +1,10 @@
-"""Bad input to the layers raises ValueError or TypeError naming the problem."""
+"""Bad input to the layers of every cell raises ValueError or TypeError naming the problem."""
 
 import numpy as np
 import pytest
 
 import fastrnn
+from fastrnn.cells import CELLS
 from helpers import BACKENDS, make_layer
 
 
@@ -12,12 +13,17 @@ def backend(request):
     return request.param
 
 
-def lstm(backend, **kw):
-    return fastrnn.LSTM(3, 4, backend=backend, **kw)
+def layer_of(cell, backend, **kw):
+    return getattr(fastrnn, CELLS[cell].layer)(3, 4, backend=backend, **kw)
 
 
 def x_ok(B=2, T=5, I=3):
     return np.zeros((B, T, I), np.float32)
+
+
+def pair_if_two(cell, h, c):
+    """The state argument of `cell` from its h (and c, for a cell that carries one)."""
+    return (h, c) if len(CELLS[cell].states) == 2 else h
 
 
 @pytest.mark.parametrize("x, match", [
@@ -26,55 +32,61 @@ def x_ok(B=2, T=5, I=3):
     (np.zeros((2, 5, 4), np.float32), "input_size=3"),
     (np.zeros((0, 5, 3), np.float32), "at least one"),
     (np.zeros((2, 0, 3), np.float32), "at least one"),
-])
-def test_forward_rejects_bad_x(backend, x, match):
+], ids=["2-D", "4-D", "wrong_I", "B0", "T0"])
+def test_forward_rejects_bad_x(cell, backend, x, match):
     with pytest.raises(ValueError, match=match):
-        lstm(backend).forward(x)
+        layer_of(cell, backend).forward(x)
 
 
 @pytest.mark.parametrize("x", [np.array([["a"]]), np.zeros((2, 5, 3), bool),
-                               np.zeros((2, 5, 3), complex), object()])
-def test_forward_rejects_non_real_x(backend, x):
+                               np.zeros((2, 5, 3), complex), object()],
+                         ids=["strings", "bool", "complex", "object"])
+def test_forward_rejects_non_real_x(cell, backend, x):
     with pytest.raises(TypeError, match="x must"):
-        lstm(backend).forward(x)
+        layer_of(cell, backend).forward(x)
 
 
-def test_forward_rejects_bad_state(backend):
-    layer = lstm(backend)
+def test_forward_rejects_bad_state(cell, backend):
+    layer = layer_of(cell, backend)
     h = np.zeros((2, 4), np.float32)
     with pytest.raises(ValueError, match=r"h0 must have shape .* = \(1, 2, 4\)"):
-        layer.forward(x_ok(), (np.zeros((3, 4)), h))
-    with pytest.raises(ValueError, match=r"c0 must have shape .* = \(1, 2, 4\)"):
-        layer.forward(x_ok(), (h, np.zeros((2, 5))))
-    with pytest.raises(TypeError, match=r"pair \(h, c\)"):
-        layer.forward(x_ok(), h)
+        layer.forward(x_ok(), pair_if_two(cell, np.zeros((3, 4)), h))
     with pytest.raises(ValueError, match=r"h0 must have shape .* = \(1, 2, 4\)"):
-        fastrnn.RNN(3, 4, backend=backend).forward(x_ok(), np.zeros((2, 4, 1)))
+        layer.forward(x_ok(), pair_if_two(cell, np.zeros((2, 4, 1)), h))
+    if len(CELLS[cell].states) == 2:
+        with pytest.raises(ValueError, match=r"c0 must have shape .* = \(1, 2, 4\)"):
+            layer.forward(x_ok(), (h, np.zeros((2, 5))))
+        with pytest.raises(TypeError, match=r"pair \(h, c\)"):
+            layer.forward(x_ok(), h)
+    else:   # no cell state: a pair is one array of the wrong shape
+        with pytest.raises(ValueError, match=r"h0 must have shape .* = \(1, 2, 4\)"):
+            layer.forward(x_ok(), (h, h))
 
 
-def test_backward_before_forward(backend):
+def test_backward_before_forward(cell, backend):
     with pytest.raises(ValueError, match="forward"):
-        lstm(backend).backward()
+        layer_of(cell, backend).backward()
 
 
-def test_backward_after_inference_forward(backend):
-    layer = lstm(backend)
+def test_backward_after_inference_forward(cell, backend):
+    layer = layer_of(cell, backend)
     layer.forward(x_ok(), training=False)
     with pytest.raises(ValueError, match="training=True"):
         layer.backward()
 
 
-def test_backward_rejects_bad_dy_and_dstate(backend):
-    layer = lstm(backend)
+def test_backward_rejects_bad_dy_and_dstate(cell, backend):
+    layer = layer_of(cell, backend)
     layer.forward(x_ok())
     with pytest.raises(ValueError, match=r"dy must have shape \(2, 5, 4\)"):
         layer.backward(np.zeros((5, 2, 4), np.float32))
-    with pytest.raises(ValueError, match=r"dh_T"):
-        layer.backward(None, (np.zeros((2, 3)), None))
-    with pytest.raises(TypeError, match="dstate"):
-        layer.backward(None, np.zeros((2, 4)))
     with pytest.raises(TypeError, match="dy must hold real numbers"):
         layer.backward(np.full((2, 5, 4), "x"))
+    with pytest.raises(ValueError, match=r"dh_T"):
+        layer.backward(None, pair_if_two(cell, np.zeros((2, 3)), None))
+    if len(CELLS[cell].states) == 2:
+        with pytest.raises(TypeError, match="dstate"):
+            layer.backward(None, np.zeros((2, 4)))
 
 
 def test_state_dict_keys_and_shapes_are_checked(backend, cell):
@@ -90,6 +102,10 @@ def test_state_dict_keys_and_shapes_are_checked(backend, cell):
     wrong = dict(good, bias_hh_l0=np.zeros(5))
     with pytest.raises(ValueError, match="bias_hh_l0.*shape"):
         layer.load_state_dict(wrong)
+    # another cell's weights: G*H rows where this cell has others
+    other_G = next(c.G for c in CELLS.values() if c.G != CELLS[cell].G)
+    with pytest.raises(ValueError, match="weight_ih_l0.*shape"):
+        layer.load_state_dict(dict(good, weight_ih_l0=np.zeros((other_G * 4, 3))))
     with pytest.raises(TypeError, match="mapping"):
         layer.load_state_dict([1, 2])
     # a failed load leaves the parameters as they were
@@ -97,16 +113,23 @@ def test_state_dict_keys_and_shapes_are_checked(backend, cell):
         np.testing.assert_array_equal(value, good[key])
 
 
-@pytest.mark.parametrize("kwargs, error", [
-    (dict(input_size=0, hidden_size=4), ValueError),
-    (dict(input_size=3, hidden_size=-1), ValueError),
-    (dict(input_size=3.5, hidden_size=4), ValueError),
-    (dict(input_size=3, hidden_size=4, dtype=np.int32), ValueError),
-    (dict(input_size=3, hidden_size=4, backend="gpu"), ValueError),
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(input_size=0, hidden_size=4), "input_size"),
+    (dict(input_size=3, hidden_size=-1), "hidden_size"),
+    (dict(input_size=3.5, hidden_size=4), "input_size"),
+    (dict(input_size=3, hidden_size=4, dtype=np.int32), "dtype"),
+    (dict(input_size=3, hidden_size=4, backend="gpu"), "unknown backend 'gpu'"),
 ])
-def test_constructor_rejects_bad_arguments(kwargs, error):
-    with pytest.raises(error):
-        fastrnn.LSTM(**kwargs)
+def test_constructor_rejects_bad_arguments(cell, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        getattr(fastrnn, CELLS[cell].layer)(**kwargs)
+
+
+def test_constructor_refuses_the_other_cells_options(cell):
+    others = {option for other in CELLS.values() for option in other.layer_options}
+    for option in sorted(others - set(CELLS[cell].layer_options)):
+        with pytest.raises(TypeError, match=option):
+            layer_of(cell, "numpy", **{option: 1.0})
 
 
 def test_rnn_nonlinearity_is_tanh_or_relu():
@@ -131,9 +154,9 @@ def test_set_num_threads_validates():
     fastrnn.set_num_threads(n)
 
 
-def test_returned_y_is_protected_and_grads_not_accumulated(backend):
-    layer = lstm(backend)
-    y, _ = layer.forward(x_ok())
+def test_returned_y_is_protected_and_grads_not_accumulated(cell, backend):
+    layer = layer_of(cell, backend)
+    y, _ = layer.forward(x_ok() + 0.5)
     with pytest.raises(ValueError):
         y[0, 0, 0] = 1.0  # y is kept for BPTT
     dy = np.ones(y.shape, np.float32)
@@ -144,8 +167,8 @@ def test_returned_y_is_protected_and_grads_not_accumulated(backend):
         np.testing.assert_array_equal(value, first[key])
 
 
-def test_float64_and_integer_inputs_are_converted(backend):
-    layer = lstm(backend)
+def test_float64_and_integer_inputs_are_converted(cell, backend):
+    layer = layer_of(cell, backend)
     y32, _ = layer.forward(x_ok().astype(np.float64))
     y_int, _ = layer.forward(np.zeros((2, 5, 3), np.int64))
     assert y32.dtype == np.float32 and y_int.dtype == np.float32

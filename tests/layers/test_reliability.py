@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 import fastrnn
 from fastrnn.optim import clip_grad_norm
 
-from helpers import BACKENDS, FAST_BACKENDS, assert_close, flat_state, make_layer, make_problem
+from helpers import (BACKENDS, FAST_BACKENDS, assert_close, fastrnn_results, flat_state,
+                     make_layer, make_problem, make_stack, stack_problem)
 
-CELLS = ["rnn", "lstm", "gru"]
+CELLS = list(fastrnn.cells.CELLS)
 
 
 # -- any array a user may hand over: agree with the reference or raise ------------
@@ -75,8 +76,8 @@ def test_saturating_inputs_give_finite_outputs_and_gradients(cell, backend, dtyp
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_nan_input_propagates_without_crashing(backend):
-    layer = make_layer("lstm", 3, 4, backend=backend)
+def test_nan_input_propagates_without_crashing(cell, backend):
+    layer = make_layer(cell, 3, 4, backend=backend)
     x = np.zeros((2, 5, 3), np.float32)
     x[1, 2, 0] = np.nan
     y, _ = layer.forward(x)
@@ -169,16 +170,26 @@ def test_concurrent_layers_match_sequential_runs(backend):
                 np.testing.assert_array_equal(a, b)
 
 
+# (num_layers, bidirectional, lengths, dropout): one layer over full sequences (the
+# driver's one-layer case), and a stack with every piece of bookkeeping
+DETERMINISM_STACKS = {"one-layer": (1, False, None, 0.0),
+                      "2-layer-bidir-lengths-dropout": (2, True, [9, 1, 4, 9, 2, 7], 0.3)}
+
+
+@pytest.mark.parametrize("stack", DETERMINISM_STACKS)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_results_are_bitwise_deterministic(cell, backend):
-    T, B, I, H = 9, 17, 11, 70
-    x, state, dy, dstate = make_problem(cell, T, B, I, H, seed=5)
+def test_the_same_call_gives_the_same_bits_for_a_thread_count(cell, backend, threads, stack):
+    num_layers, bidirectional, lengths, dropout = DETERMINISM_STACKS[stack]
+    T, B, I, H = 9, 6 if lengths else 17, 11, 70 if num_layers == 1 else 19
+    x, state, dy, dstate = stack_problem(cell, T, B, I, H, num_layers, bidirectional,
+                                         dtype=np.float32, seed=5)
     runs = []
     for _ in range(3):
-        layer = make_layer(cell, I, H, backend=backend, seed=1)
-        y, _ = layer.forward(x, state)
-        dx, _ = layer.backward(dy, dstate)
-        runs.append([np.array(y), dx, *layer.grads.values()])
+        layer = make_stack(cell, I, H, num_layers, bidirectional, backend=backend,
+                           dtype=np.float32, dropout=dropout, seed=1)
+        got = fastrnn_results(layer, x, state, dy, dstate, lengths=lengths)
+        runs.append([got["y"], got["dx"], *got["state_T"], *got["dstate0"],
+                     *got["grads"].values()])
     for other in runs[1:]:
         for a, b in zip(runs[0], other):
             np.testing.assert_array_equal(a, b)
@@ -240,7 +251,7 @@ def test_arrays_past_two_to_the_31_elements_are_indexed_in_full():
     one, zero = np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32)
     # W_hh = 0: every step is y_t = tanh(x_t), whatever came before.
     y, _ = core.rnn_forward(x, np.zeros((B, 1), np.float32), one, zero,
-                            np.zeros(1, np.float32), False)
+                            np.zeros(1, np.float32), np.zeros(1, np.float32), False)
     del x
     for t in (0, T // 2, T - 1):
         expected = np.tanh((np.float32(t) / np.float32(T) - np.float32(0.5)).astype(np.float64))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import fastrnn
+from fastrnn.cells import CELLS
 from helpers import (BACKENDS, CELL_VARIANTS, assert_close, assert_same_results,
                      fastrnn_results, flat_state, make_stack, numeric_gradient, relative_error,
                      stack_problem, torch_results, torch_stack)
@@ -59,6 +60,35 @@ def test_a_torch_state_dict_of_any_stack_loads_unchanged_and_gives_torchs_result
     problem = stack_problem(variant, T, B, I, H, *stack, seed=2)
     assert_same_results(fastrnn_results(layer, *problem), torch_results(module, *problem),
                         np.float64)
+
+
+def test_one_layers_shapes_keys_and_dtypes_follow_the_table_of_cells(cell, backend):
+    B, T, I, H = 3, 4, 5, 7
+    G = CELLS[cell].G
+    for dtype in (np.float32, np.float64):
+        layer = make_stack(cell, I, H, backend=backend, dtype=dtype, seed=0)
+        assert (layer.cell, layer.gates, layer.backend) == (cell, G, backend)
+        assert {k: v.shape for k, v in layer.state_dict().items()} == {
+            "weight_ih_l0": (G * H, I), "weight_hh_l0": (G * H, H),
+            "bias_ih_l0": (G * H,), "bias_hh_l0": (G * H,)}
+        y, final = layer.forward(np.ones((B, T, I)))
+        assert y.shape == (B, T, H) and y.dtype == dtype
+        assert [(s.shape, s.dtype) for s in flat_state(final)] == \
+            [((1, B, H), dtype)] * len(CELLS[cell].states)
+        np.testing.assert_array_equal(flat_state(final)[0][0], y[:, -1])
+        dx, dstate0 = layer.backward(np.ones_like(y))
+        assert dx.shape == (B, T, I) and flat_state(dstate0)[0].shape == (1, B, H)
+        assert {k: (g.shape, g.dtype) for k, g in layer.grads.items()} == \
+            {k: (v.shape, dtype) for k, v in layer.state_dict().items()}
+    assert repr(layer).startswith(f"{CELLS[cell].layer}(5, 7, batch_first=True")
+
+
+def test_a_seed_draws_the_same_weights_on_every_backend(cell):
+    weights = [make_stack(cell, 8, 16, 2, True, backend=name, dtype=np.float32,
+                          seed=3).state_dict() for name in BACKENDS]
+    for other in weights[1:]:
+        for key, value in weights[0].items():
+            np.testing.assert_array_equal(other[key], value)
 
 
 @pytest.mark.parametrize("variant", sorted(CELL_VARIANTS))
@@ -137,19 +167,6 @@ def test_state_is_laid_out_as_torchs_and_one_layer_takes_b_by_h(backend, variant
     np.testing.assert_array_equal(y_flat, y_full)
     for a, b in zip(flat_state(final_flat), flat_state(final_full)):
         assert a.shape == (1, B, H)
-        np.testing.assert_array_equal(a, b)
-
-
-def test_results_are_deterministic_for_a_thread_count(backend, threads):
-    x, state, dy, dstate = stack_problem("lstm", 9, 6, 5, 19, 2, True, dtype=np.float32)
-    runs = []
-    for _ in range(2):
-        layer = make_stack("lstm", 5, 19, 2, True, backend=backend, dtype=np.float32,
-                           dropout=0.3, seed=4)
-        got = fastrnn_results(layer, x, state, dy, dstate, lengths=[9, 1, 4, 9, 2, 7])
-        runs.append([got["y"], got["dx"], *got["state_T"], *got["dstate0"],
-                     *got["grads"].values()])
-    for a, b in zip(*runs):
         np.testing.assert_array_equal(a, b)
 
 
@@ -298,7 +315,7 @@ def test_a_state_of_the_wrong_layout_names_the_expected_one(backend, variant):
 @pytest.mark.skipif("cpp" not in BACKENDS, reason="the compiled backend is not built here")
 def test_two_threads_run_the_directions_side_by_side_with_the_bits_of_one_thread(
         keep_thread_settings, monkeypatch):
-    from fastrnn import layers
+    from fastrnn import _stack
     rng = np.random.default_rng(4)
     x = rng.standard_normal((7, 9, 5)).astype(np.float32)
     lengths = np.array([9, 1, 4, 9, 2, 7, 3])
@@ -312,7 +329,7 @@ def test_two_threads_run_the_directions_side_by_side_with_the_bits_of_one_thread
 
     fastrnn.set_num_threads(1)
     one_thread = run()
-    worker = layers._direction_worker()
+    worker = _stack._direction_worker()
     submitted = []
     monkeypatch.setattr(worker, "submit",
                         lambda fn, **kw: submitted.append(fn) or type(worker).submit(worker, fn, **kw))

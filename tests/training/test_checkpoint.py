@@ -13,11 +13,12 @@ import pytest
 import fastrnn
 from fastrnn.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from fastrnn.optim import Adam
-from helpers import OUTSIDE_REPO, REPO_ROOT
+from fastrnn.cells import CELLS
+from helpers import BACKENDS, OUTSIDE_REPO, REPO_ROOT
 
 
-def trained_model(cell="lstm", seed=0, steps=2, H=6, **options):
-    model = fastrnn.SequenceClassifier(5, H, 3, cell=cell, seed=seed, backend="numpy", **options)
+def trained_model(cell="lstm", seed=0, steps=2, H=6, backend="numpy", **options):
+    model = fastrnn.SequenceClassifier(5, H, 3, cell=cell, seed=seed, backend=backend, **options)
     opt = Adam(model.parameters(), lr=0.01)
     rng = np.random.default_rng(seed)
     for _ in range(steps):
@@ -38,6 +39,39 @@ def test_round_trip_restores_identical_predictions(tmp_path, cell, options):
         np.testing.assert_array_equal(loaded.parameters()[key], value)
     x = np.random.default_rng(5).random((9, 7, 5), dtype=np.float32)
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_more_step_from_the_file_gives_the_bits_of_one_more_step_in_memory(
+        tmp_path, cell, backend):
+    model, optimizer = trained_model(cell, steps=3, backend=backend)
+    path = tmp_path / "run.npz"
+    save_checkpoint(path, model, optimizer, {"step": 3})
+    saved = read_checkpoint(path)
+    resumed = fastrnn.SequenceClassifier.from_checkpoint(saved, backend=backend)
+    assert resumed.config() == model.config() and resumed.backend == backend
+    resumed_optimizer = Adam(resumed.parameters())
+    resumed_optimizer.load_state_dict(saved.optimizer_state)
+    rng = np.random.default_rng(9)
+    x, y = rng.random((4, 7, 5), dtype=np.float32), rng.integers(0, 3, 4)
+    for m, opt in ((model, optimizer), (resumed, resumed_optimizer)):
+        opt.step(m.loss_and_grads(x, y)[1])
+    for key, value in model.parameters().items():
+        np.testing.assert_array_equal(resumed.parameters()[key], value)
+
+
+def test_a_checkpoint_is_not_read_as_a_cell_of_other_gates(tmp_path, cell):
+    model, _ = trained_model(cell, steps=1)
+    path = tmp_path / "model.npz"
+    model.save(path)
+    arrays = dict(np.load(path))
+    # The same arrays under another cell's config: its (G*H, I) weights must be refused.
+    config = model.config()
+    config["cell"] = next(name for name, other in CELLS.items() if other.G != CELLS[cell].G)
+    arrays["config"] = np.frombuffer(json.dumps(config).encode(), np.uint8)
+    np.savez(tmp_path / "relabelled.npz", **arrays)
+    with pytest.raises(ValueError, match="weight_ih_l0"):
+        fastrnn.load(tmp_path / "relabelled.npz")
 
 
 def test_optimizer_and_train_state_round_trip(tmp_path):

@@ -59,8 +59,10 @@ def test_parameters_are_live_and_layer_matches_seeded_layer():
     np.testing.assert_array_equal(again.fc_weight, model.fc_weight)
 
 
-def test_training_steps_reduce_the_loss():
-    model = fastrnn.SequenceClassifier(4, 16, 3, seed=0, backend="numpy")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_training_steps_reduce_the_loss(cell, backend):
+    model = fastrnn.SequenceClassifier(4, 16, 3, cell=cell, seed=0, backend=backend)
+    assert model.layer.cell == cell and model.config()["cell"] == cell
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 32)
     x = rng.normal(0, 0.1, (32, 6, 4)).astype(np.float32)
