@@ -9,17 +9,19 @@ see rows only: x (N, I) and the step offsets o_0..o_T (step t is rows
 batch is the one whose steps all run B sequences, o_t = t * B.
 
 Where the time goes, and what is done about it:
-- Matrix products are BLAS calls (Numba's np.dot goes to SciPy's BLAS): the
+- Matrix products are BLAS gemm calls (`gemm`, fastrnn/_numba_blas.py), in
+  the OpenBLAS NumPy multiplies with when it is found, else SciPy's: the
   input projection of all N rows is one GEMM before the time loop; the
   weight and input gradients are one GEMM each after the BPTT loop, so only
   the recurrent product h_{t-1} W_hh^T (or da_t W_hh) is left inside it,
   on the n_t rows of the sequences still running: the cost follows the tokens.
 - The elementwise gate math of a step is one fused loop writing straight into
-  the saved workspace, with no temporaries. The forward pass keeps tanh(c_t)
+  the saved workspace, with no temporaries, its tanh and sigmoid vectorized
+  with it (float32 ones in float32, below). The forward pass keeps tanh(c_t)
   beside c_t, so BPTT needs no transcendental function at all.
 - Each `_*` kernel compiles lazily, once per dtype, on its first call and is
   cached on disk (cache=True): importing this module compiles nothing.
-- The threads are BLAS's (SciPy's OpenBLAS, which sizes its pool from
+- The threads are BLAS's (OpenBLAS's, which sizes its pool from
   OPENBLAS_NUM_THREADS or the CPU count). No `parallel=True`: OpenBLAS's
   workers keep spinning after each of the T small GEMMs, and a Numba pool
   beside them fights for the same cores (2 here), so the gate loops stay on
@@ -40,8 +42,8 @@ import math
 
 import numba
 import numpy as np
-# SciPy's BLAS, which Numba's matrix products call, loaded now so that
-# set_num_threads can limit its threads.
+# SciPy's BLAS, which the matrix products call when NumPy's is not found,
+# loaded now so that set_num_threads can limit its threads.
 import scipy.linalg.cython_blas  # noqa: F401
 from llvmlite import ir
 from numba import njit, types
