@@ -46,8 +46,12 @@ py::dtype float_dtype_of(const py::handle& x, const char* name) {
   return dt;
 }
 
-py::array checked(const py::handle& obj, const char* name, const py::dtype& dt,
-                  const std::vector<size_t>& shape) {
+namespace {
+
+// obj as an ndarray of dtype dt and this shape (kAnySize entries are free),
+// whatever its layout; else TypeError or ValueError naming `name`.
+py::array shaped(const py::handle& obj, const char* name, const py::dtype& dt,
+                 const std::vector<size_t>& shape) {
   if (!py::isinstance<py::array>(obj))
     throw py::type_error(std::string(name) + " must be a numpy.ndarray, got " + type_name(obj));
   auto a = py::reinterpret_borrow<py::array>(obj);
@@ -60,6 +64,14 @@ py::array checked(const py::handle& obj, const char* name, const py::dtype& dt,
   if (!same)
     throw py::value_error(std::string(name) + " must have shape " + expected_str(shape) +
                           ", got " + shape_str(a));
+  return a;
+}
+
+}  // namespace
+
+py::array checked(const py::handle& obj, const char* name, const py::dtype& dt,
+                  const std::vector<size_t>& shape) {
+  py::array a = shaped(obj, name, dt, shape);
   const int flags = array_flags(a);
   if (!(flags & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_) ||
       !(flags & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
@@ -103,19 +115,8 @@ std::vector<size_t> checked_offsets(const py::handle& obj, size_t B) {
 StepView checked_steps(const py::handle& obj, const char* name, const py::dtype& dt,
                        const Sizes& s, size_t n, bool writeable) {
   const bool packed = !s.offsets.empty();
-  const std::vector<size_t> shape =
-      packed ? std::vector<size_t>{s.rows(), n} : std::vector<size_t>{s.T, s.B, n};
-  if (!py::isinstance<py::array>(obj))
-    throw py::type_error(std::string(name) + " must be a numpy.ndarray, got " + type_name(obj));
-  auto a = py::reinterpret_borrow<py::array>(obj);
-  if (!a.dtype().equal(dt))
-    throw py::type_error(std::string(name) + " has dtype " + std::string(py::str(a.dtype())) +
-                         ", expected " + std::string(py::str(dt)));
-  bool same = a.ndim() == py::ssize_t(shape.size());
-  for (size_t d = 0; same && d < shape.size(); ++d) same = size_t(a.shape(d)) == shape[d];
-  if (!same)
-    throw py::value_error(std::string(name) + " must have shape " + expected_str(shape) +
-                          ", got " + shape_str(a));
+  const py::array a = shaped(obj, name, dt, packed ? std::vector<size_t>{s.rows(), n}
+                                                     : std::vector<size_t>{s.T, s.B, n});
   // An axis of one entry is never stepped along: its stride is unused.
   const py::ssize_t item = dt.itemsize(), last = a.ndim() - 1;
   auto elements = [&](py::ssize_t d) { return a.shape(d) > 1 ? a.strides(d) / item : 0; };

@@ -568,15 +568,9 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
         // forward measured 3% slower.)
         auto update_rows = [&](size_t r0, size_t m) __attribute__((always_inline)) {
           auto update = [&](size_t b, auto& io) {
-            const ForwardRow<Real> row{row0 + b,
-                                       prev0 + b,
-                                       b,
-                                       u0,
-                                       t == 0,
-                                       h_prev.h + b * h_prev.row + u0,
-                                       y_t + b * p.y.row + u0,
-                                       tiles + b * P * NR,
-                                       bias};
+            const ForwardRow<Real> row{row0 + b, prev0 + b, b, u0, t == 0,
+                                       h_prev.h + b * h_prev.row + u0, y_t + b * p.y.row + u0,
+                                       tiles + b * P * NR, bias};
             Cell::forward_row(p, row, io);
           };
           if (nu == NR) {
@@ -685,16 +679,10 @@ void recurrence_backward(const BackwardArgs<typename Cell::Real>& p) {
             Real* da_out[G + E];
             for (size_t group = 0; group < G + E; ++group)
               da_out[group] = da + (group * hidden_blocks + hb) * slabs + (da_rows(t) + b) * NR;
-            const BackwardRow<Real> row{row0 + b,
-                                        prev0 + b,
-                                        b,
-                                        u0,
-                                        t == 0,
-                                        h_prev.h + b * h_prev.row + u0,
-                                        y_t + b * p.y.row + u0,
-                                        dy_t != nullptr ? dy_t + b * p.dy.row + u0 : nullptr,
-                                        tile + r * NR,
-                                        da_out};
+            const BackwardRow<Real> row{
+                row0 + b, prev0 + b, b, u0, t == 0, h_prev.h + b * h_prev.row + u0,
+                y_t + b * p.y.row + u0, dy_t != nullptr ? dy_t + b * p.dy.row + u0 : nullptr,
+                tile + r * NR, da_out};
             with_row_io<Real>(nu, [&](auto& io) { Cell::backward_row(p, row, io); });
           }
         }

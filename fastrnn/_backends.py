@@ -23,7 +23,10 @@ BACKEND_MODULES = {
 KERNELS = tuple(f"{kernel}_{stage}" for kernel in cells.KERNELS
                 for stage in ("forward", "backward")) + ("set_num_threads",)
 
-MAX_THREADS = 1024  # the compiled backend's pool refuses more
+# The compiled backend's pool refuses more (its kMaxThreads, csrc/parallel.h, which it
+# exports as fastrnn._core.max_threads: a test holds the two equal). Checked once, in
+# _thread_count, for every backend.
+MAX_THREADS = 1024
 
 _loaded = {}          # name -> module
 _load_errors = {}     # name -> why it could not be loaded
@@ -130,15 +133,20 @@ def _default_num_threads():
         try:
             n = int(env)
         except ValueError:
-            n = 0
-        if not 1 <= n <= MAX_THREADS:
-            raise ValueError(f"FASTRNN_NUM_THREADS must be an integer from 1 to "
-                             f"{MAX_THREADS}, got {env!r}")
-        return n
+            n = None
+        return _thread_count(n, "FASTRNN_NUM_THREADS", env)
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def _thread_count(n, what, given):
+    """n if it is an int from 1 to MAX_THREADS, else ValueError naming `what` and what
+    was `given`."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"{what} must be an integer from 1 to {MAX_THREADS}, got {given!r}")
+    return n
 
 
 def get_num_threads():
@@ -152,9 +160,6 @@ def get_num_threads():
 def set_num_threads(n):
     """Set the threads every backend uses from now on (1 to MAX_THREADS)."""
     global _num_threads
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
-        raise ValueError(f"number of threads must be an integer from 1 to {MAX_THREADS}, "
-                         f"got {n!r}")
-    _num_threads = n
+    _num_threads = _thread_count(n, "number of threads", n)
     for module in _loaded.values():
         module.set_num_threads(n)

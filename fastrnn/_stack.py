@@ -5,10 +5,17 @@ direction reads layer k-1's output (layer 0's: x) from the first step on, its re
 direction from the last; each direction is one call of the cell's forward kernel, and
 with two threads set the two run at the same time (`_run_directions`). Inside,
 everything is time-major, in one of two batch layouts: `_Padded` (no lengths, or all
-full: a layer's input and output are (T, B, F) arrays and the reverse direction reads
-them backwards in time) or `Packed` (each sequence its own length: the tokens alone,
-packed once per forward). One layer in one direction over a padded batch is the case
-that runs without the stack's bookkeeping.
+full: a layer's input and output are (T, B, F) arrays) or `Packed` (each sequence its
+own length: the tokens alone, packed once per forward). One layer in one direction over
+a padded batch is the case that runs without the stack's bookkeeping.
+
+Over a padded batch nothing is copied between kernels: the reverse direction runs its
+kernels with reverse=True, which read the layer's input backwards in time where it
+lies; both directions write their halves of the layer's one (T, B, 2H) output through
+out=, the next layer's input as it is; backward hands each direction its half of the
+output's gradient as a view and adds the two input gradients once. A packed batch
+reverses each sequence within its own length, which no stride can express: its reverse
+direction gathers its input and scatters its output and gradients (`Packed.reverse`).
 
 The driver keeps no state: `forward` returns a `Tape` that `backward` takes, so any
 number of forwards can be in flight at once. Its caller checks the arguments (the public
@@ -53,7 +60,7 @@ class Stack:
     L, D and H. Holds no arrays."""
 
     __slots__ = ("forward_kernel", "backward_kernel", "num_layers", "num_directions",
-                 "hidden_size", "reads_x_views", "concurrent_calls", "one_layer", "keys")
+                 "hidden_size", "concurrent_calls", "one_layer", "keys")
 
     def __init__(self, backend, kernel, *, num_layers, num_directions, hidden_size):
         for stage in ("forward", "backward"):
@@ -66,8 +73,6 @@ class Stack:
         self.num_layers = num_layers
         self.num_directions = num_directions
         self.hidden_size = hidden_size
-        # The compiled backend reads x through strides and copies what BPTT needs.
-        self.reads_x_views = getattr(backend, "reads_x_views", False)
         self.concurrent_calls = getattr(backend, "concurrent_single_thread_calls", False)
         # One layer in one direction: over full-length sequences, forward and backward
         # run it without the stack's bookkeeping.
@@ -82,10 +87,8 @@ class Stack:
 
 class _Padded:
     """Every sequence runs all T steps: a layer's input and output are (T, B, F) arrays,
-    and the reverse direction reads them backwards in time. Rows keep their order."""
-
-    kernel_options = {}                 # the unpacked kernels, exactly as without layers
-    reverse = slice(None, None, -1)
+    rows in their order. The reverse direction runs its kernels in reverse: it reads the
+    input, writes its output and reads its gradient where they lie, in time order."""
 
     def pack(self, a_tm):
         return a_tm
@@ -93,13 +96,40 @@ class _Padded:
     def unpack(self, a):
         return a
 
-    def final(self, y):
-        return y[-1]
-
     def sort(self, rows):
         return rows
 
     unsort = sort
+
+    def options(self, direction):
+        """The kernels' options for one direction."""
+        return {"reverse": True} if direction else {}
+
+    def reads(self, inputs, direction):
+        """The input a direction's forward kernel reads."""
+        return inputs
+
+    def writes(self, half, direction):
+        """Where a direction's forward kernel writes y (out=), its half of the layer's
+        output; None: y of its own, which `join` puts there."""
+        return half
+
+    def join(self, half, y, direction):
+        """Puts a direction's y into its half of the layer's output, where the kernel did
+        not write it."""
+
+    def final(self, y, direction):
+        """Each row's output after its last step (sorted order): the reverse direction's
+        is at time 0."""
+        return y[0] if direction else y[-1]
+
+    def gradient(self, half, direction):
+        """dy of one direction, from its half of the layer's output gradient."""
+        return half
+
+    def add_input_grad(self, grad, dx, direction):
+        """Adds the reverse direction's input gradient to the forward one's."""
+        grad += dx
 
 
 class Packed:
@@ -109,7 +139,9 @@ class Packed:
     the n_t rows still running, stored after step t-1's, so a layer's input and output
     are (N, F) arrays, N the tokens. The reverse direction's packed row (t, k) is the
     token at time lengths[b] - 1 - t of sequence b = order[k]: the forward direction's
-    rows in the order `reverse`.
+    rows in the order `reverse`. That direction gathers its input and scatters its
+    output and gradients by it (a stride cannot reverse each sequence within its own
+    length); the forward direction writes its half of the output in place.
     """
 
     def __init__(self, lengths, T):
@@ -135,10 +167,6 @@ class Packed:
         out[self._time, self._sequence] = a
         return out
 
-    def final(self, y):
-        """Each row's output at its own last step (sorted order)."""
-        return y[self._last]
-
     def sort(self, rows):
         return rows[self.order]
 
@@ -146,6 +174,30 @@ class Packed:
         out = np.empty_like(rows)
         out[self.order] = rows
         return out
+
+    def options(self, direction):
+        return self.kernel_options
+
+    def reads(self, inputs, direction):
+        return inputs[self.reverse] if direction else inputs
+
+    def writes(self, half, direction):
+        return None if direction else half
+
+    def join(self, half, y, direction):
+        if direction:
+            half[self.reverse] = y
+
+    def final(self, y, direction):
+        """Each row's output at its own last step (sorted order), in either direction's
+        packed order."""
+        return y[self._last]
+
+    def gradient(self, half, direction):
+        return half[self.reverse] if direction else half
+
+    def add_input_grad(self, grad, dx, direction):
+        grad[self.reverse] += dx
 
 
 PADDED = _Padded()
@@ -161,7 +213,8 @@ def batch_layout(lengths, T):
 
 class Tape:
     """What backward needs of one training forward: the batch layout, T and B, and per
-    layer (dropout mask, [per direction (x, states0, weights, y, workspace)])."""
+    layer (dropout mask, [per direction (states0, weights, y, workspace)]); the
+    workspace holds what BPTT reads of x."""
 
     __slots__ = ("batch", "T", "B", "layers")
 
@@ -182,23 +235,17 @@ def _kernel_weights(stack, params, k, direction):
     return [params[key] for key in stack.keys[k][direction]]
 
 
-def _forward_kernel(stack, x, s0, weights, training, batch, **threads):
+def _forward_kernel(stack, x, s0, weights, training, options, out=None, **threads):
     """The cell's forward kernel on one direction of one layer: (y, [c_T,] workspace)."""
-    return stack.forward_kernel(x, *s0, *weights, training, **batch.kernel_options,
-                                **threads)
+    return stack.forward_kernel(x, *s0, *weights, training, out=out, **options, **threads)
 
 
-def _backward_kernel(stack, record, dy, ds, need_dx, batch, **threads):
+def _backward_kernel(stack, record, dy, ds, need_dx, options, **threads):
     """The cell's backward kernel on one direction of one layer's `record`:
     (dx, dstate0s..., dW_ih, dW_hh, db_ih, db_hh)."""
-    _, s0, weights, y, saved = record
-    return stack.backward_kernel(saved, *s0, *weights[:2], y, dy, *ds, need_dx,
-                                 **batch.kernel_options, **threads)
-
-
-def _split_grads(results, n_states):
-    """A backward kernel's results after dx: (dstate0s, [dW_ih, dW_hh, db_ih, db_hh])."""
-    return results[:n_states], list(results[n_states:])
+    s0, weights, y, saved = record
+    return stack.backward_kernel(saved, *s0, *weights[:2], y, dy, *ds, need_dx, **options,
+                                 **threads)
 
 
 @functools.lru_cache(maxsize=None)
@@ -223,6 +270,15 @@ def _run_directions(stack, calls):
     return [forward, reverse.result()]
 
 
+def _halves(stack, joined):
+    """Each direction's (..., H) part of a layer's (..., D*H) output or its gradient, as
+    views; the array itself for one direction."""
+    if stack.num_directions == 1:
+        return [joined]
+    H = stack.hidden_size
+    return [joined[..., :H], joined[..., H:]]
+
+
 # -- forward and backward -------------------------------------------------------------
 
 
@@ -241,8 +297,7 @@ def forward(stack, params, x_tm, states0, batch, training, dropout_mask=None):
     if batch is PADDED and stack.one_layer:
         return _forward_one_layer(stack, params, x_tm, states0, training)
     T, B = x_tm.shape[:2]
-    inputs = _kernel_input(stack, batch.pack(x_tm), x_tm, training)
-    outputs, finals, layers = _forward_layers(stack, params, inputs, states0, batch,
+    outputs, finals, layers = _forward_layers(stack, params, batch.pack(x_tm), states0, batch,
                                               training, dropout_mask)
     y_tm = batch.unpack(outputs)
     # y may be kept for BPTT: hand it out read-only so it cannot be changed under us.
@@ -250,18 +305,10 @@ def forward(stack, params, x_tm, states0, batch, training, dropout_mask=None):
     return y_tm, finals, Tape(batch, T, B, layers) if training else None
 
 
-def _kernel_input(stack, inputs, x_tm, training):
-    """Layer 0's input as the backend takes it: the compiled backend reads views and
-    copies what BPTT needs; the others read contiguous arrays and keep x for BPTT, which
-    must see it as this forward did, not as the caller may leave it."""
-    if not stack.reads_x_views and (not inputs.flags.c_contiguous
-                                    or training and np.may_share_memory(inputs, x_tm)):
-        return np.array(inputs)
-    return inputs
-
-
 def _forward_layers(stack, params, inputs, states0, batch, training, dropout_mask):
-    """forward's (last layer's output in the batch's layout, finals, per-layer tape)."""
+    """forward's (last layer's output in the batch's layout, finals, per-layer tape).
+    Two directions write their halves of one output array, which is the next layer's
+    input."""
     L, D, H = stack.num_layers, stack.num_directions, stack.hidden_size
     B = states0[0].shape[1]
     finals = tuple(np.empty((L * D, B, H), s.dtype) for s in states0)
@@ -272,23 +319,25 @@ def _forward_layers(stack, params, inputs, states0, batch, training, dropout_mas
             mask = dropout_mask(k, inputs.shape)
             if mask is not None:
                 inputs = inputs * mask
-        outputs, records = [], []
-        xs = [inputs if d == 0 else np.ascontiguousarray(inputs[batch.reverse])
-              for d in range(D)]
+        output = None if D == 1 else np.empty(inputs.shape[:-1] + (D * H,), inputs.dtype)
+        halves = [None] if D == 1 else _halves(stack, output)
         s0s = [[batch.sort(s[k * D + d]) for s in states0] for d in range(D)]
         weights = [_kernel_weights(stack, params, k, d) for d in range(D)]
         results = _run_directions(stack, [
-            functools.partial(_forward_kernel, stack, xs[d], s0s[d], weights[d], training,
-                              batch) for d in range(D)])
-        for direction, (y, *more_finals, saved) in enumerate(results):
-            i = k * D + direction
-            for final, rows in zip(finals, (batch.final(y), *more_finals)):
-                final[i] = batch.unsort(rows)
-            outputs.append(y)
+            functools.partial(_forward_kernel, stack, batch.reads(inputs, d), s0s[d],
+                              weights[d], training, batch.options(d),
+                              None if D == 1 else batch.writes(halves[d], d))
+            for d in range(D)])
+        records = []
+        for d, (y, *more_finals, saved) in enumerate(results):
+            for final, rows in zip(finals, (batch.final(y, d), *more_finals)):
+                final[k * D + d] = batch.unsort(rows)
+            if D > 1:
+                batch.join(halves[d], y, d)
             if training:
-                records.append((xs[direction], s0s[direction], weights[direction], y, saved))
+                records.append((s0s[d], weights[d], y, saved))
         layers.append((mask, records))
-        inputs = _join_directions(stack, outputs, batch)
+        inputs = results[0][0] if D == 1 else output
     return inputs, finals, layers
 
 
@@ -296,49 +345,27 @@ def _forward_one_layer(stack, params, x_tm, states0, training):
     """forward of one layer in one direction over full-length sequences: the same kernel
     call and tape as _forward_layers makes, without the stack's bookkeeping (which cost
     a batch-1 RNN forward (T=28, H=128) 3.4 of its 40 µs)."""
-    inputs = x_tm if stack.reads_x_views else _kernel_input(stack, x_tm, x_tm, training)
     weights = _kernel_weights(stack, params, 0, 0)
     s0 = [s[0] for s in states0]
-    y, *more_finals, saved = _forward_kernel(stack, inputs, s0, weights, training, PADDED)
+    y, *more_finals, saved = _forward_kernel(stack, x_tm, s0, weights, training, {})
     y.setflags(write=False)   # as forward's y
     finals = (y[-1:].copy(), *[final[None] for final in more_finals])
     if not training:
         return y, finals, None
     T, B = x_tm.shape[:2]
-    return y, finals, Tape(PADDED, T, B, [(None, [(inputs, s0, weights, y, saved)])])
-
-
-def _join_directions(stack, outputs, batch):
-    """One layer's output (..., D*H), the forward direction's H first."""
-    if len(outputs) == 1:
-        return outputs[0]
-    forward, reverse = outputs
-    H = stack.hidden_size
-    joined = np.empty(forward.shape[:-1] + (2 * H,), dtype=forward.dtype)
-    joined[..., :H] = forward
-    joined[batch.reverse, ..., H:] = reverse
-    return joined
-
-
-def _direction_part(stack, grad, direction, batch):
-    """The gradient of one direction's output, in the order that direction ran."""
-    if stack.num_directions == 1:
-        return grad
-    H = stack.hidden_size
-    if direction == 0:
-        return np.ascontiguousarray(grad[..., :H])
-    return np.ascontiguousarray(grad[batch.reverse, ..., H:])
+    return y, finals, Tape(PADDED, T, B, [(None, [(s0, weights, y, saved)])])
 
 
 def backward(stack, tape, dy_tm, dstates, need_input_grad):
     """BPTT through the forward that returned `tape`: (dx_tm, dstates0, grads).
 
-    dy_tm: (T, B, D*H) (any strides) or None for zeros; dstates: like forward's finals.
-    dx_tm: (T, B, I), zero past each length, None unless need_input_grad; dstates0: like
-    forward's states0; grads: {state_dict key: gradient} in state_dict order.
+    dy_tm: (T, B, D*H) with a contiguous last axis (any other strides) or None for
+    zeros; dstates: like forward's finals. dx_tm: (T, B, I), zero past each length,
+    None unless need_input_grad; dstates0: like forward's states0; grads: {state_dict
+    key: gradient} in state_dict order.
     """
     batch = tape.batch
-    grad = None if dy_tm is None else np.ascontiguousarray(batch.pack(dy_tm))
+    grad = None if dy_tm is None else batch.pack(dy_tm)
     if batch is PADDED and stack.one_layer:
         (_, (record,)), = tape.layers   # (no dropout mask, one direction's record)
         return _backward_one_layer(stack, record, grad, dstates, need_input_grad)
@@ -348,29 +375,25 @@ def backward(stack, tape, dy_tm, dstates, need_input_grad):
     for k in reversed(range(L)):
         mask, records = tape.layers[k]
         need_dx = k > 0 or need_input_grad
-        grad_inputs = None
-        calls = []
-        for direction, record in enumerate(records):
-            i = k * D + direction
-            dy_d = None if grad is None else _direction_part(stack, grad, direction, batch)
-            ds = [batch.sort(s[i]) for s in dstates]
-            calls.append(functools.partial(_backward_kernel, stack, record, dy_d, ds, need_dx,
-                                           batch))
-        for direction, (dx, *rest) in enumerate(_run_directions(stack, calls)):
-            i = k * D + direction
-            ds0, weight_grads = _split_grads(rest, len(records[direction][1]))
-            grads[k, direction] = weight_grads
-            for out, rows in zip(dstates0, ds0):
-                out[i] = batch.unsort(rows)
-            if not need_dx:
-                continue
-            if direction == 0:
-                grad_inputs = dx
-            else:   # both directions read the layer's input: their gradients add up
-                grad_inputs[batch.reverse] += dx
+        dys = [None] * D if grad is None else \
+            [batch.gradient(half, d) for d, half in enumerate(_halves(stack, grad))]
+        calls = [functools.partial(_backward_kernel, stack, record, dys[d],
+                                   [batch.sort(s[k * D + d]) for s in dstates], need_dx,
+                                   batch.options(d))
+                 for d, record in enumerate(records)]
+        grad = None
+        for d, (dx, *rest) in enumerate(_run_directions(stack, calls)):
+            n_states = len(dstates)
+            for out, rows in zip(dstates0, rest[:n_states]):
+                out[k * D + d] = batch.unsort(rows)
+            grads[k, d] = rest[n_states:]
+            if need_dx:  # both directions read the layer's input: their gradients add up
+                if d == 0:
+                    grad = dx
+                else:
+                    batch.add_input_grad(grad, dx, d)
         if mask is not None:
-            grad_inputs = grad_inputs * mask
-        grad = grad_inputs
+            grad = grad * mask
     named = {key: value for k in range(L) for d in range(D)
              for key, value in zip(stack.keys[k][d], grads[k, d])}
     return (batch.unpack(grad) if need_input_grad else None), dstates0, named
@@ -380,6 +403,7 @@ def _backward_one_layer(stack, record, dy, dstates, need_input_grad):
     """backward for one layer in one direction over full-length sequences, as
     _forward_one_layer is to _forward_layers."""
     dx, *rest = _backward_kernel(stack, record, dy, [s[0] for s in dstates],
-                                 need_input_grad, PADDED)
-    ds0, weight_grads = _split_grads(rest, len(dstates))
-    return dx, tuple([d[None] for d in ds0]), dict(zip(stack.keys[0][0], weight_grads))
+                                 need_input_grad, {})
+    n_states = len(dstates)
+    return (dx, tuple([d[None] for d in rest[:n_states]]),
+            dict(zip(stack.keys[0][0], rest[n_states:])))

@@ -15,8 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastrnn import _backends, _reference
-from helpers import (BACKENDS, GATES, KERNEL_CELLS, final_state_grads, initial_states,
-                     kernel_backward, kernel_forward, make_kernel_args)
+from helpers import BACKENDS, GATES, KERNEL_CELLS, kernel_backward, kernel_forward, make_kernel_args
 
 cells = pytest.mark.parametrize("cell", KERNEL_CELLS)
 backends = pytest.mark.parametrize("backend", BACKENDS)
@@ -29,16 +28,9 @@ BACKWARD_ARRAYS = {cell: [name for name in ("h0", "c0", "w_ih", "w_hh", "y", "dy
                    for cell in KERNEL_CELLS}
 
 
-def forward_call(module, cell, a, training=True, **options):
-    return getattr(module, f"{cell}_forward")(
-        a["x"], *initial_states(cell, a), a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], training,
-        **options)
-
-
-def backward_call(module, cell, saved, a, need_dx=True, **options):
-    return getattr(module, f"{cell}_backward")(
-        saved, *initial_states(cell, a), a["w_ih"], a["w_hh"], a["y"], a["dy"],
-        *final_state_grads(cell, a), need_dx, **options)
+def backward_call(module, cell, saved, a, **options):
+    """kernel_backward with the forward's y in a["y"]."""
+    return kernel_backward(module, cell, saved, a, [a["y"]], **options)
 
 
 # ------------------------------------------------------------ random calls
@@ -88,7 +80,7 @@ def raw_forward_calls(draw):
 
 def reference_forward(cell, arrays):
     a = {k: np.asarray(v, np.float64) for k, v in arrays.items()}
-    y, *states, _ = forward_call(_reference, cell, a, False)
+    (y, *states), _ = kernel_forward(_reference, cell, a, False)
     return y, states[-1] if states else y[-1]
 
 
@@ -101,9 +93,9 @@ def test_a_raw_forward_either_agrees_with_the_reference_or_names_the_fault(backe
     if expected is not None and expected[2] in (None, backend):
         error, fragment, _ = expected
         with pytest.raises(error, match=fragment):
-            forward_call(module, cell, a, False)
+            kernel_forward(module, cell, a, False)
         return
-    y, *states, _ = forward_call(module, cell, a, False)
+    (y, *states), _ = kernel_forward(module, cell, a, False)
     last = states[-1] if states else y[-1]
     y_ref, last_ref = reference_forward(cell, a)
     tol = 1e-5 if a["x"].dtype == np.float32 else 1e-12
@@ -162,7 +154,7 @@ def test_raw_kernels_refuse_mismatched_shapes(backend, cell, broken):
     a = make_kernel_args(cell, 2, 3, 2, 1, np.float32)
     a[broken] = np.zeros(broken_shape(cell, broken), np.float32)
     with pytest.raises(ValueError, match=broken):
-        forward_call(module, cell, a)
+        kernel_forward(module, cell, a)
 
 
 @backends
@@ -270,7 +262,7 @@ def test_reverse_with_a_packed_batch_is_refused(backend, cell):
     a = make_kernel_args(cell, 2, 2, 3, 4, np.float32)
     a["x"] = a["x"].reshape(4, 3)
     with pytest.raises(ValueError, match="reverse=True runs full-length sequences only"):
-        forward_call(module, cell, a, batch_sizes=np.array([2, 2]), reverse=True)
+        kernel_forward(module, cell, a, batch_sizes=np.array([2, 2]), reverse=True)
 
 
 @backends
@@ -283,4 +275,4 @@ def test_out_must_be_an_array_like_y(backend, cell, bad):
            "not_an_array": [[[0.0] * 5] * 2] * 3}[bad]
     error = ValueError if bad == "shape" else TypeError
     with pytest.raises(error, match="out"):
-        forward_call(module, cell, a, out=out)
+        kernel_forward(module, cell, a, out=out)

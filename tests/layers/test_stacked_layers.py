@@ -247,6 +247,59 @@ def test_dropout_backward_uses_the_forwards_masks_and_matches_finite_differences
         assert relative_error(analytic[name], numeric_gradient(loss, array)) < 1e-6, name
 
 
+# -- what the kernels are handed --------------------------------------------------
+
+
+def recording(stack, stage):
+    """Replaces the stack's <stage> kernel by one that records each call's arguments."""
+    calls, kernel = [], getattr(stack, f"{stage}_kernel")
+
+    def record(*args, **kwargs):
+        calls.append((args, kwargs))
+        return kernel(*args, **kwargs)
+
+    setattr(stack, f"{stage}_kernel", record)
+    return calls
+
+
+def by_direction(calls):
+    """Recorded calls of a bidirectional stack, each layer's forward direction first (on two
+    threads the two directions run at once and may be recorded either way)."""
+    pairs = [calls[i:i + 2] for i in range(0, len(calls), 2)]
+    return [call for pair in pairs
+            for call in sorted(pair, key=lambda call: call[1].get("reverse", False))]
+
+
+@pytest.mark.parametrize("variant", sorted(CELL_VARIANTS))
+def test_directions_and_layers_over_full_sequences_hand_the_kernels_views_not_copies(
+        backend, variant):
+    """Two layers of two directions: the reverse direction reads the layer's input itself
+    (reverse=True), both write their halves of one output (out=), which the next layer
+    reads as it is; backward hands each direction its half of dy, and y, as views."""
+    T, B, I, H = 4, 3, 5, 6
+    layer = make_stack(variant, I, H, 2, bidirectional=True, backend=backend,
+                       batch_first=False)
+    forwards = recording(layer._stack, "forward")
+    backwards = recording(layer._stack, "backward")
+    x, state, dy, dstate = stack_problem(variant, T, B, I, H, 2, True, batch_first=False)
+    y, _ = layer.forward(x, state)
+    layer.backward(dy, dstate)
+    forwards, backwards = by_direction(forwards), by_direction(backwards)
+    inputs = [args[0] for args, _ in forwards]
+    outs = [kwargs["out"] for _, kwargs in forwards]
+    assert [kwargs.get("reverse", False) for _, kwargs in forwards] == [False, True] * 2
+    assert inputs[0] is x and inputs[1] is x
+    assert outs[0].base is outs[1].base is inputs[2] is inputs[3]
+    assert outs[2].base is outs[3].base is y
+    n = len(flat_state(state))   # backward's arguments: saved, states, w_ih, w_hh, y, dy
+    ys = [args[n + 3] for args, _ in backwards]
+    dys = [args[n + 4] for args, _ in backwards]
+    assert [kwargs.get("reverse", False) for _, kwargs in backwards] == [False, True] * 2
+    assert all(got is want for got, want in zip(ys, [outs[2], outs[3], outs[0], outs[1]]))
+    assert dys[0].base is dys[1].base is dy
+    assert dys[2].base is dys[3].base is not None   # the halves of layer 1's dx
+
+
 # -- step() --------------------------------------------------------------------------
 
 
