@@ -9,17 +9,19 @@ see rows only: x (N, I) and the step offsets o_0..o_T (step t is rows
 batch is the one whose steps all run B sequences, o_t = t * B.
 
 Where the time goes, and what is done about it:
-- Matrix products are BLAS calls (Numba's np.dot goes to SciPy's BLAS): the
+- Matrix products are BLAS gemm calls (`gemm`, fastrnn/_numba_blas.py), in
+  the OpenBLAS NumPy multiplies with when it is found, else SciPy's: the
   input projection of all N rows is one GEMM before the time loop; the
   weight and input gradients are one GEMM each after the BPTT loop, so only
   the recurrent product h_{t-1} W_hh^T (or da_t W_hh) is left inside it,
   on the n_t rows of the sequences still running: the cost follows the tokens.
 - The elementwise gate math of a step is one fused loop writing straight into
-  the saved workspace, with no temporaries. The forward pass keeps tanh(c_t)
+  the saved workspace, with no temporaries, its tanh and sigmoid vectorized
+  with it (float32 ones in float32, below). The forward pass keeps tanh(c_t)
   beside c_t, so BPTT needs no transcendental function at all.
 - Each `_*` kernel compiles lazily, once per dtype, on its first call and is
   cached on disk (cache=True): importing this module compiles nothing.
-- The threads are BLAS's (SciPy's OpenBLAS, which sizes its pool from
+- The threads are BLAS's (OpenBLAS's, which sizes its pool from
   OPENBLAS_NUM_THREADS or the CPU count). No `parallel=True`: OpenBLAS's
   workers keep spinning after each of the T small GEMMs, and a Numba pool
   beside them fights for the same cores (2 here), so the gate loops stay on
@@ -36,36 +38,142 @@ and out= cost a copy here (of x, and of y into out): only the compiled
 backend reads and writes through strides.
 """
 
+import math
+
 import numba
 import numpy as np
-# SciPy's BLAS, which Numba's matrix products call, loaded now so that
-# set_num_threads can limit its threads.
+# SciPy's BLAS, which the matrix products call when NumPy's is not found,
+# loaded now so that set_num_threads can limit its threads.
 import scipy.linalg.cython_blas  # noqa: F401
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic, overload
 
 from . import _blas, _reference
+from ._numba_blas import gemm
 from ._reference import (checked_offsets, checked_precision, checked_workspace, in_run_order,
                          output_y)
 
 name = "numba"
 
-_jit = njit(cache=True, nogil=True, error_model="numpy")
+# fastmath "contract" alone: a * b + c may become one fused multiply-add (one
+# rounding instead of two); nothing is reordered. Without it every step of the
+# activations' polynomials takes two instructions.
+_JIT_OPTIONS = {"nogil": True, "error_model": "numpy", "fastmath": {"contract"}}
+_jit = njit(cache=True, **_JIT_OPTIONS)
 
 
-# Gate activations. libm's tanh and exp are scalar calls that stop LLVM from
-# vectorizing the fused gate loop (libm tanh alone costs ~5x NumPy's SIMD tanh
-# here), so both come from the branch-free expm1 below: multiplies and adds
-# only, vectorized with the rest of the loop. Computed in float64, they are
-# correctly rounded for float32 and within ~1e-15 relative for float64.
-# error_model="numpy" (in _jit) matters as much: Python's ZeroDivisionError
-# check on every division also blocks vectorization.
-_HALVINGS = 9               # expm1 evaluated at y / 2**9, then doubled back
-_TANH_SATURATES = 20.0      # tanh(x) rounds to +-1 beyond this, even in float64
-_SIGMOID_SATURATES = 110.0  # float32 sigmoid(-x) underflows to 0 beyond this
 # _ONE is float32 so that float32 arithmetic stays float32 (a Python float
 # literal would promote it to float64); in float64 kernels it is exact.
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
+_TWO = np.float32(2.0)
+
+
+# Gate activations. libm's tanh and exp are scalar calls that stop LLVM from
+# vectorizing the fused gate loop (libm tanh alone costs ~5x NumPy's SIMD tanh
+# here), so ours are multiplies, adds and one division, vectorized with the
+# rest of the loop. error_model="numpy" (in _jit) matters as much: Python's
+# ZeroDivisionError check on every division also blocks vectorization.
+# _tanh and _sigmoid compile to the version for their argument's type: float32
+# computes in float32 (within 3 ulp; twice the SIMD lanes of float64, which
+# made the old float64-only version 3-4x slower than NumPy's float32 tanh),
+# float64 in float64 (within 5e-14 relative). NaN passes through as NaN.
+
+
+def _tanh(x):
+    """tanh(x): a stub that only compiled code can call (it gets _tanh32 or _tanh64)."""
+    raise NotImplementedError("_tanh runs inside the Numba kernels only")
+
+
+def _sigmoid(a):
+    """1 / (1 + exp(-a)): a stub that only compiled code can call (_sigmoid32 or _sigmoid64)."""
+    raise NotImplementedError("_sigmoid runs inside the Numba kernels only")
+
+
+@overload(_tanh, jit_options=_JIT_OPTIONS)
+def _tanh_of_type(x):
+    return (_tanh32 if x == types.float32 else _tanh64).py_func
+
+
+@overload(_sigmoid, jit_options=_JIT_OPTIONS)
+def _sigmoid_of_type(a):
+    return (_sigmoid32 if a == types.float32 else _sigmoid64).py_func
+
+
+# float32: exp(x) = 2**n exp(r), n = round(x / ln 2), |r| <= ln(2) / 2, exp(r)
+# from its Taylor polynomial (degree 7: truncation below 0.1 ulp), 2**n made
+# by moving n into a float's exponent bits. Constants are float32, as _ONE is.
+_F32 = np.float32
+_EXP_MIN32 = _F32(-87.6)             # x / ln 2 > -126.4: n >= -126, 2**n a normal float
+_LOG2E32 = _F32(1.4426950408889634)
+# Adding 1.5 * 2**23 rounds x / ln 2 to an integer n in the low mantissa bits;
+# the 127 more there is the exponent bias, so those bits shifted up are 2**n.
+_ROUNDS32 = _F32(1.5 * 2 ** 23 + 127)
+_LN2_HI32 = _F32(0.693359375)        # ln 2 in 9 bits, so n * _LN2_HI32 is exact,
+_LN2_LO32 = _F32(-2.12194440e-4)     # and the rest of it
+_EXP_TAYLOR32 = tuple(_F32(1 / math.factorial(k)) for k in range(8))
+# tanh(x) near 0, where (1 - e) / (1 + e) would lose bits: its odd Taylor series
+# x + x^3 (-1/3 + x^2 (2/15 + ...)) to x^11, truncated below 0.01 ulp for |x| < 0.3.
+_TANH_SERIES_BELOW32 = _F32(0.3)
+_TANH_TAYLOR32 = (_F32(-1 / 3), _F32(2 / 15), _F32(-17 / 315), _F32(62 / 2835),
+                  _F32(-1382 / 155925))
+
+
+@intrinsic
+def _exponent_bits_to_power_of_two(typingctx, rounded):
+    """2**n from float32 `rounded` = x / ln 2 + _ROUNDS32, whose low mantissa
+    bits hold n + 127 (1 <= n + 127 <= 254): those bits moved into the exponent field."""
+    if rounded != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        bits = builder.bitcast(args[0], ir.IntType(32))
+        exponent = builder.shl(bits, ir.Constant(ir.IntType(32), 23))
+        return builder.bitcast(exponent, ir.FloatType())
+    return types.float32(types.float32), codegen
+
+
+@_jit
+def _exp_nonpositive32(x):
+    # exp(x) for x <= 0, within 1 ulp down to the least normal float32 (x = -87.34),
+    # subnormal down to _EXP_MIN32, 0 below.
+    rounded = x * _LOG2E32 + _ROUNDS32
+    n = rounded - _ROUNDS32
+    r = (x - n * _LN2_HI32) - n * _LN2_LO32
+    p = _EXP_TAYLOR32[7]
+    for k in range(6, -1, -1):
+        p = p * r + _EXP_TAYLOR32[k]
+    # `<` is false for NaN, which so reaches p and comes out NaN.
+    return _ZERO if x < _EXP_MIN32 else p * _exponent_bits_to_power_of_two(rounded)
+
+
+@_jit
+def _tanh32(x):
+    # (1 - e) / (1 + e) with e = exp(-2|x|) <= 1 (nothing overflows), the series near 0.
+    ax = abs(x)
+    e = _exp_nonpositive32(-_TWO * ax)
+    far = (_ONE - e) / (_ONE + e)
+    x2 = x * x
+    p = _TANH_TAYLOR32[4]
+    for k in range(3, -1, -1):
+        p = p * x2 + _TANH_TAYLOR32[k]
+    near = ax + ax * x2 * p
+    t = near if ax < _TANH_SERIES_BELOW32 else far
+    return t if x >= 0 else -t
+
+
+@_jit
+def _sigmoid32(a):
+    # From e = exp(-|a|) <= 1: 1 / (1 + e) for a >= 0, e / (1 + e) below.
+    e = _exp_nonpositive32(-abs(a))
+    return (_ONE if a >= 0 else e) / (_ONE + e)
+
+
+# float64: both from expm1 (below), which is computed at y / 2**9 and doubled back.
+_HALVINGS = 9               # expm1 evaluated at y / 2**9, then doubled back
+_TANH_SATURATES = 20.0      # tanh(x) rounds to +-1 beyond this, even in float64
+_SIGMOID_SATURATES = 110.0  # sigmoid(-x) < 2e-48 beyond this: clamped, so exp cannot overflow
 
 
 @_jit
@@ -93,7 +201,7 @@ def _expm1(y):
 
 
 @_jit
-def _tanh(x):
+def _tanh64(x):
     # From expm1(2|x|), which keeps full relative precision for tiny x.
     # Clamped by `>`, which is false for NaN, so NaN passes through as NaN.
     ax = abs(x)
@@ -103,7 +211,7 @@ def _tanh(x):
 
 
 @_jit
-def _sigmoid(a):
+def _sigmoid64(a):
     # 1 / (1 + exp(-a)) from exp(|a|) alone, so nothing overflows for large |a|.
     aa = abs(a)
     big = 1.0 + _expm1(_SIGMOID_SATURATES if aa > _SIGMOID_SATURATES else aa)
@@ -135,8 +243,8 @@ def _operand(a, bf16):
 
 @_jit
 def _dot_bt(a, b, out):
-    """out = a @ b.T for C-ordered a (M, K), b (N, K); b.T is a free F-ordered view."""
-    np.dot(a, b.T, out)
+    """out = a @ b.T for a (M, K), b (N, K)."""
+    gemm(a, False, b, True, out, 0)
 
 
 @_jit
@@ -218,7 +326,7 @@ def _rnn_backward(x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx, offsets, relu,
             else:
                 for j in range(H):
                     dak[j] = dhk[j] * (_ONE - yk[j] * yk[j])
-        np.dot(_operand(da[row0:row0 + n_t], bf16), w_hh, dh[:n_t])  # (3)
+        gemm(_operand(da[row0:row0 + n_t], bf16), False, w_hh, False, dh[:n_t], 0)  # (3)
     dw_ih, dw_hh, db = _weight_grads(da, x, h0, y, offsets, bf16)
     dx = _input_grad(da, w_ih, need_dx, bf16)
     return dx, dh, dw_ih, dw_hh, db
@@ -237,20 +345,23 @@ def _weight_grads(da, x, h0, y, offsets, bf16):
 @_jit
 def _input_weight_grad(da, x):
     """dW_ih = sum_t da_t^T x_t, over the N rows."""
-    # Computed as (x^T da)^T: OpenBLAS runs this orientation of the long-K GEMM
-    # ~1.5x faster than da^T x here.
-    return np.ascontiguousarray(np.dot(x.T, da).T)
+    # da^T x straight into dW_ih's layout: 5-20% faster than (x^T da)^T here
+    # (OpenBLAS 0.3.30 and 0.3.31), and no transposed copy follows.
+    dw_ih = np.empty((da.shape[1], x.shape[1]), dtype=da.dtype)
+    gemm(da, True, x, False, dw_ih, 0)
+    return dw_ih
 
 
 @_jit
 def _recurrent_weight_grad(da, h0, y, offsets):
     """dW_hh = sum_t da_t^T h_{t-1}, over the N rows."""
     B = h0.shape[0]
-    # h_{t-1} is h0 for t = 1, else y's rows of step t-1: two GEMMs.
-    dw_hh = np.dot(h0.T, da[:B])
+    # h_{t-1} is h0 for t = 1, else y's rows of step t-1: two GEMMs, one sum.
+    dw_hh = np.empty((da.shape[1], h0.shape[1]), dtype=da.dtype)
+    gemm(da[:B], True, h0, False, dw_hh, 0)
     if _num_steps(offsets) > 1:
-        dw_hh += np.dot(_rows_before(y, offsets).T, da[B:])
-    return np.ascontiguousarray(dw_hh.T)
+        gemm(da[B:], True, _rows_before(y, offsets), False, dw_hh, 1)
+    return dw_hh
 
 
 @_jit
@@ -284,7 +395,9 @@ def _input_grad(da, w_ih, need_dx, bf16):
     """dx_t = da_t W_ih of every row in one GEMM, or an empty array when not wanted."""
     if not need_dx:
         return np.empty((0, 0), dtype=da.dtype)
-    return np.dot(_operand(da, bf16), _operand(w_ih, bf16))
+    dx = np.empty((da.shape[0], w_ih.shape[1]), dtype=da.dtype)
+    gemm(_operand(da, bf16), False, _operand(w_ih, bf16), False, dx, 0)
+    return dx
 
 
 # ---------------------------------------------------------------------- LSTM
@@ -390,7 +503,7 @@ def _lstm_backward(c, tanh_c, gates, x, h0, c0, w_ih, w_hh, y, dy, has_dy, dhT, 
                 df[j] = dck[j] * cp[j] * f[j] * (_ONE - f[j])
             for j in range(H):                                      # (6)
                 dck[j] *= f[j]
-        np.dot(_operand(da[row0:row0 + n_t], bf16), w_hh, dh[:n_t])  # (8)
+        gemm(_operand(da[row0:row0 + n_t], bf16), False, w_hh, False, dh[:n_t], 0)  # (8)
     dw_ih, dw_hh, db = _weight_grads(da, x, h0, y, offsets, bf16)
     dx = _input_grad(da, w_ih, need_dx, bf16)
     return dx, dh, dc, dw_ih, dw_hh, db
@@ -467,7 +580,6 @@ def _gru_backward(gates, hn, x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx, off
     da_in = np.empty((N, 3 * H), dtype=y.dtype)
     da_rec = np.empty((N, 3 * H), dtype=y.dtype)
     dh = dhT.copy()        # row k: dhT[k] until BPTT reaches sequence k's last step
-    dh_recurrent = np.empty((B, H), dtype=y.dtype)
     w_hh = _operand(w_hh, bf16)
     s3 = gates.reshape(N, 3, H)
     di3 = da_in.reshape(N, 3, H)
@@ -493,11 +605,13 @@ def _gru_backward(gates, hn, x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx, off
                 dar[j] = dan[j] * hns[j] * r[j] * (_ONE - r[j])
             for j in range(H):                                      # (5)
                 dhn[j] = dan[j] * r[j]
-            da_rec[row, :2 * H] = da_in[row, :2 * H]
+            din, drec = da_in[row], da_rec[row]
+            for j in range(2 * H):                                  # r and z: the same sums
+                drec[j] = din[j]
             for j in range(H):                                      # (8)
                 dhs[j] *= z[j]
-        np.dot(_operand(da_rec[row0:row0 + n_t], bf16), w_hh, dh_recurrent[:n_t])  # (9)
-        dh[:n_t] += dh_recurrent[:n_t]
+        gemm(_operand(da_rec[row0:row0 + n_t], bf16), False, w_hh, False, dh[:n_t],
+             1)                                                     # (9), added to (8)
     dw_ih = _input_weight_grad(_operand(da_in, bf16), _operand(x, bf16))      # (10)
     dw_hh = _recurrent_weight_grad(_operand(da_rec, bf16), _operand(h0, bf16),
                                    _operand(y, bf16), offsets)                 # (11)
