@@ -196,8 +196,7 @@ bool may_overlap(const py::array& a, const py::array& b) {
   return a0 < a1 && b0 < b1 && a0 < b1 && b0 < a1;
 }
 
-int checked_call_threads(const py::handle& obj) {
-  const int pool = get_pool_threads();
+int checked_threads(const py::handle& obj, int pool) {
   if (obj.is_none()) return pool;
   if (py::isinstance<py::bool_>(obj) || !py::isinstance<py::int_>(obj))
     throw py::type_error("threads must be an int or None");
@@ -208,15 +207,8 @@ int checked_call_threads(const py::handle& obj) {
   return int(n);
 }
 
-int checked_threads(const py::handle& obj, int pool) {
-  if (obj.is_none()) return pool;
-  if (py::isinstance<py::bool_>(obj) || !py::isinstance<py::int_>(obj))
-    throw py::type_error("threads must be an int or None");
-  const long long n = obj.cast<long long>();
-  if (n < 1 || n > pool)
-    throw py::value_error("threads must be between 1 and the pool's " + std::to_string(pool) +
-                          " (fastrnn.set_num_threads), got " + std::to_string(n));
-  return int(n);
+int checked_call_threads(const py::handle& obj) {
+  return checked_threads(obj, get_pool_threads());
 }
 
 py::array new_array(const py::dtype& dt, std::vector<py::ssize_t> shape) {

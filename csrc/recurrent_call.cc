@@ -16,6 +16,17 @@ py::ssize_t dim(size_t n) { return py::ssize_t(n); }
 // py::array would be an empty array.
 py::array missing() { return py::reinterpret_steal<py::array>(py::handle()); }
 
+// What a forward and a backward take alike, checked: the call's thread count and
+// precision, the initial states and the weights.
+struct CallShared {
+  int threads;
+  Precision precision;
+  py::array h0, c0, w_ih, w_hh;
+};
+
+// precision="fp32" or "bf16" (bfloat16 products, float32 arrays only).
+Precision checked_precision(py::handle obj, const py::dtype& dt, const std::string& fn);
+
 // What a forward and a backward check alike, against the call's dtype and sizes.
 struct Arrays {
   const CellTraits& cell;
@@ -33,6 +44,12 @@ struct Arrays {
   }
   py::array bias(const py::handle& obj, const char* name) const {
     return checked(obj, name, dt, {cell.G * s.H});
+  }
+  template <class Call>
+  CallShared call_shared(const Call& c, const std::string& fn) const {
+    return CallShared{checked_call_threads(c.threads), checked_precision(c.precision, dt, fn),
+                      state(c.h0, "h0"), cell.cell_state ? state(c.c0, "c0") : missing(),
+                      w_ih(c.w_ih), w_hh(c.w_hh)};
   }
   // A new state, or a gradient of the weights: rows (G*H or B) of n.
   py::array new_rows(size_t rows, size_t n) const { return new_array(dt, {dim(rows), dim(n)}); }
@@ -74,7 +91,6 @@ void check_direction(const std::string& fn, bool reverse, const Sizes& s) {
                           "packed batch's sequences within their lengths and pass reverse=False");
 }
 
-// precision="fp32" or "bf16" (bfloat16 products, float32 arrays only).
 Precision checked_precision(py::handle obj, const py::dtype& dt, const std::string& fn) {
   const std::string name = py::isinstance<py::str>(obj) ? obj.cast<std::string>() : "";
   if (name != "fp32" && name != "bf16")
@@ -96,12 +112,11 @@ py::tuple run_forward(size_t index, const ForwardCall& c) {
   Sizes s;
   const StepView x = checked_x(c.x, c.batch_sizes, c.h0, cell, dt, s);
   check_direction(fn, c.reverse, s);
-  const int threads = checked_call_threads(c.threads);
-  const Precision precision = checked_precision(c.precision, dt, fn);
   const Arrays arrays{cell, dt, s};
-  const py::array h0 = arrays.state(c.h0, "h0");
-  const py::array c0 = cell.cell_state ? arrays.state(c.c0, "c0") : missing();
-  const py::array w_ih = arrays.w_ih(c.w_ih), w_hh = arrays.w_hh(c.w_hh);
+  const CallShared shared = arrays.call_shared(c, fn);
+  const int threads = shared.threads;
+  const Precision precision = shared.precision;
+  const py::array &h0 = shared.h0, &c0 = shared.c0, &w_ih = shared.w_ih, &w_hh = shared.w_hh;
   const py::array b_ih = arrays.bias(c.b_ih, "b_ih"), b_hh = arrays.bias(c.b_hh, "b_hh");
   StepView y = c.out.is_none() ? arrays.new_steps(s.H)
                                : checked_steps(c.out, "out", dt, s, s.H, true);
@@ -146,12 +161,11 @@ py::tuple run_backward(size_t index, const BackwardCall& c) {
   if (c.reverse != ws.reverse)
     throw py::value_error(fn + ": reverse=" + (c.reverse ? "True" : "False") +
                           ", but the forward that saved it ran the other way");
-  const int threads = checked_call_threads(c.threads);
-  const Precision precision = checked_precision(c.precision, dt, fn);
   const Arrays arrays{cell, dt, s};
-  const py::array h0 = arrays.state(c.h0, "h0");
-  const py::array c0 = cell.cell_state ? arrays.state(c.c0, "c0") : missing();
-  const py::array w_ih = arrays.w_ih(c.w_ih), w_hh = arrays.w_hh(c.w_hh);
+  const CallShared shared = arrays.call_shared(c, fn);
+  const int threads = shared.threads;
+  const Precision precision = shared.precision;
+  const py::array &h0 = shared.h0, &c0 = shared.c0, &w_ih = shared.w_ih, &w_hh = shared.w_hh;
   const StepView y = checked_steps(c.y, "y", dt, s, s.H);
   const StepView dy =
       c.dy.is_none() ? StepView{missing(), 0, 0} : checked_steps(c.dy, "dy", dt, s, s.H);

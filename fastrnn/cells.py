@@ -4,9 +4,8 @@ The math is the kernels' (csrc/, fastrnn/_numba.py, fastrnn/_reference.py), and 
 how a cell holds its biases: every kernel takes b_ih and b_hh and adds them where its
 cell sums them. What the rest of the package needs to know of a cell (its gates, its
 states, its torch module, its ONNX operator, what its diagnostics plot) is written once,
-here: the
-layers, the model, checkpoints, ONNX export, diagnostics, the command line, the bench and
-the tests read `CELLS`. A new cell is its kernels and one entry below.
+here: the layers, the model, checkpoints, ONNX export, diagnostics, the command line, the
+bench and the tests read `CELLS`. A new cell is its kernels and one entry below.
 """
 
 from typing import NamedTuple
