@@ -46,10 +46,15 @@ void gemm_rows(const Gemm<Real>& g, size_t m0, size_t m1, Real* apack, Real* bpa
             if (mr == MR && nr == NR) {  // a whole tile: C is summed in registers
               packed_tile(mr, k, apack + ip * MR * k, bpanel, TileOut<Real>{crow, g.ldc, add});
             } else {
-              packed_tile(mr, k, apack + ip * MR * k, bpanel, TileOut<Real>{tile, NR, false});
+              // An edge tile sums into C staged in a whole one, as a whole tile sums
+              // into C: an element's bits do not depend on where its row lies (the
+              // reverse direction's dx has its rows in another order than its run).
               for (size_t r = 0; r < mr; ++r)
                 for (size_t c = 0; c < nr; ++c)
-                  crow[r * g.ldc + c] = (add ? crow[r * g.ldc + c] : Real(0)) + tile[r * NR + c];
+                  tile[r * NR + c] = add ? crow[r * g.ldc + c] : Real(0);
+              packed_tile(mr, k, apack + ip * MR * k, bpanel, TileOut<Real>{tile, NR, add});
+              for (size_t r = 0; r < mr; ++r)
+                for (size_t c = 0; c < nr; ++c) crow[r * g.ldc + c] = tile[r * NR + c];
             }
           }
         }

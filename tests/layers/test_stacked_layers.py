@@ -344,6 +344,28 @@ def test_directions_and_layers_over_full_sequences_hand_the_kernels_views_not_co
     assert dys[2].base is dys[3].base is not None   # the halves of layer 1's dx
 
 
+@pytest.mark.parametrize("variant", sorted(CELL_VARIANTS))
+def test_the_reverse_direction_is_a_one_way_layer_on_the_reversed_input_to_the_bit(
+        backend, variant):
+    """reverse=True reads x backwards where it lies, and its dx rows come in x's order,
+    not the order the recurrence ran: the results must not depend on it. H = 100 makes
+    BPTT's input gradient a product deeper than one block of the compiled GEMM, whose
+    last rows fall in a partial tile."""
+    T, B, I, H = 5, 7, 3, 100
+    layer = make_stack(variant, I, H, 1, bidirectional=True, backend=backend,
+                       batch_first=False, dtype=np.float32)
+    x, _, dy, _ = stack_problem(variant, T, B, I, H, 1, True, batch_first=False,
+                                dtype=np.float32)
+    dy[..., :H] = 0    # a loss on the reverse direction's outputs only
+    y, _ = layer.forward(x, training=True)
+    dx = layer.backward(dy)[0]
+    reverse = layer.sublayer(range(1), direction=1)
+    y_one_way, _ = reverse.forward(x[::-1].copy(), training=True)
+    dx_one_way = reverse.backward(dy[::-1, :, H:].copy())[0]
+    assert np.array_equal(y[..., H:], y_one_way[::-1])
+    assert np.array_equal(dx, dx_one_way[::-1])   # the forward direction's dx is 0
+
+
 # -- step() --------------------------------------------------------------------------
 
 
