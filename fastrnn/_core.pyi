@@ -1,5 +1,6 @@
 """Type stubs of fastrnn._core, the compiled backend (the module: csrc/bindings.cc;
-its entries: csrc/register_recurrent.cc and csrc/register_training.cc).
+its entries: csrc/register_recurrent.cc, csrc/register_training.cc and
+csrc/register_frozen.cc).
 
 The kernel contract (argument meaning, shapes, the saved workspace) is written
 once, at the top of fastrnn/_reference.py; every backend follows it. The cells
