@@ -76,11 +76,11 @@ def _find(handle):
 # -- the stack's configuration and arrays ----------------------------------------------
 
 @functools.lru_cache(maxsize=None)
-def _stack_of(backend_name, kernel, num_layers, bidirectional, hidden_size):
+def _stack_of(backend_name, kernel, num_layers, bidirectional, hidden_size, precision):
     backend = _backends.get_backend(backend_name)
     stack = _stack.Stack(backend, kernel, num_layers=num_layers,
                          num_directions=2 if bidirectional else 1, hidden_size=hidden_size,
-                         folds_biases=KERNELS[kernel].folds_biases)
+                         folds_biases=KERNELS[kernel].folds_biases, precision=precision)
     if _threads.share_torch_openmp():
         # The two directions side by side would take a thread beside torch's team
         # (see _threads): on the team they run one after the other.
@@ -181,12 +181,12 @@ class _Record:
 
 def _forward(x: Tensor, h0: Optional[Tensor], c0: Optional[Tensor], weights: list[Tensor],
              batch_sizes: Optional[Tensor], kernel: str, num_layers: int,
-             bidirectional: bool, bias: bool, dropout: float, keep_record: bool
-             ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+             bidirectional: bool, bias: bool, dropout: float, precision: str,
+             keep_record: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(y, h_n, c_n, record handle); see `recurrent`."""
     _threads.follow_torch()
     H = weights[1].shape[1]
-    stack = _stack_of(None, kernel, num_layers, bidirectional, H)
+    stack = _stack_of(None, kernel, num_layers, bidirectional, H, precision)
     x_array = _input_array(x)
     dtype = x_array.dtype
     params = _parameters(weights, bias, num_layers, bidirectional)
@@ -237,7 +237,7 @@ _recurrent_backward = torch.library.custom_op(
 
 @_recurrent.register_fake
 def _(x, h0, c0, weights, batch_sizes, kernel, num_layers, bidirectional, bias, dropout,
-      keep_record):
+      precision, keep_record):
     H = weights[1].shape[1]
     D = 2 if bidirectional else 1
     B = h0.shape[1] if h0 is not None else x.shape[1]
@@ -259,7 +259,7 @@ def _(handle, dy, dh_n, dc_n, x, h0, c0, weights, y, bias, need_dx):
 # -- autograd ---------------------------------------------------------------------------
 
 def _setup_context(ctx, inputs, output):
-    x, h0, c0, weights, _, _, _, _, bias, _, _ = inputs
+    x, h0, c0, weights, _, _, _, _, bias, _, _, _ = inputs
     y, _, _, handle = output
     ctx.save_for_backward(handle, x, h0, c0, y, *weights)
     ctx.bias = bias
@@ -281,7 +281,7 @@ def _gradients(ctx, dy, dh_n, dc_n, backward):
 
 
 def _operator_backward(ctx, dy, dh_n, dc_n, _):
-    return (*_gradients(ctx, dy, dh_n, dc_n, _recurrent_backward),) + (None,) * 7
+    return (*_gradients(ctx, dy, dh_n, dc_n, _recurrent_backward),) + (None,) * 8
 
 
 _recurrent.register_autograd(_operator_backward, setup_context=_setup_context)
@@ -326,16 +326,17 @@ def _traced(x):
 
 
 def recurrent(kernel, x, states, weights, batch_sizes, num_layers, bidirectional, bias,
-              dropout):
+              dropout, precision="fp32"):
     """The stack on time-major x (T, B, I) (or a PackedSequence's data (N, I) with
     `batch_sizes`) from `states` (a tuple of (L*D, B, H) tensors, or None for zeros):
-    (y, finals), y (T, B, D*H) or (N, D*H), finals a tuple like `states`. The record for
-    backward is kept only where autograd will ask for it."""
+    (y, finals), y (T, B, D*H) or (N, D*H), finals a tuple like `states`. Every kernel
+    call, forward and backward, runs at `precision` ("fp32" or "bf16": fastrnn's). The
+    record for backward is kept only where autograd will ask for it."""
     h0, c0 = (tuple(states) + (None,))[:2] if states is not None else (None, None)
     keep_record = torch.is_grad_enabled() and (
         x.requires_grad or any(w.requires_grad for w in weights)
         or any(s.requires_grad for s in states or ()))
-    options = (kernel, num_layers, bidirectional, bias, dropout, keep_record)
+    options = (kernel, num_layers, bidirectional, bias, dropout, precision, keep_record)
     if _traced(x):
         y, h_n, c_n, _ = _recurrent(x, h0, c0, weights, batch_sizes, *options)
     else:

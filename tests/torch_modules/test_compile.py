@@ -82,7 +82,7 @@ def test_the_operators_pass_torch_library_opcheck():
     h0 = torch.randn(2, 2, 5, dtype=torch.float64, requires_grad=True)
     module = ft.GRU(3, 5, bidirectional=True, dtype=torch.float64)
     weights = [p for p in module.parameters()]
-    args = (x, h0, None, weights, None, "gru", 1, True, True, 0.0, True)
+    args = (x, h0, None, weights, None, "gru", 1, True, True, 0.0, "fp32", True)
     # The handle output differs between calls by design (each record has its own key),
     # so the comparisons of whole outputs that AOT dispatch makes are left out.
     torch.library.opcheck(torch.ops.fastrnn.recurrent.default, args,
@@ -97,7 +97,7 @@ def test_the_operator_and_its_eager_twin_give_the_same_bits():
     weights = [getattr(module, key) for key in module._flat_weights_names]
     x = torch.randn(6, 4, 3, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(4, 4, 5, dtype=torch.float64, requires_grad=True)
-    options = ("lstm", 2, True, True, 0.5, True)
+    options = ("lstm", 2, True, True, 0.5, "fp32", True)
     results = []
     for call in (lambda: _ops._recurrent(x, h0, None, weights, None, *options),
                  lambda: _ops._Eager.apply(x, h0, None, None, options, *weights)):
