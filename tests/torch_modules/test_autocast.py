@@ -163,14 +163,3 @@ def test_gradients_under_autocast_reach_the_float32_parameters():
     assert module.weight_hh_l0.grad.dtype == torch.float32
     assert front.weight.grad is not None and torch.isfinite(front.weight.grad).all()
 
-
-def test_compile_under_autocast_gives_eager_autocast_outputs():
-    torch.manual_seed(0)
-    module = ft.LSTM(6, 7, 2, batch_first=True, bidirectional=True)
-    x = torch.randn(3, 5, 6)
-    with autocast():
-        eager = module(x)
-        compiled = torch.compile(module, fullgraph=True)(x)
-    y, (h, c) = eager
-    assert y.dtype == BF16
-    assert all(torch.equal(a, b) for a, b in zip([y, h, c], [compiled[0], *compiled[1]]))

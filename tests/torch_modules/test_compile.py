@@ -55,6 +55,23 @@ def test_compile_with_fullgraph_gives_eager_outputs_and_gradients(variant, optio
         assert_close(compiled_grads[key], grad, "grad", np.float64, key)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_compile_under_autocast_gives_eager_autocast_outputs_and_gradients(variant):
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = Classifier(variant, num_layers=2, bidirectional=True)
+    x = torch.randn(4, 6, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        (eager, eager_grads), (compiled, compiled_grads) = eager_and_compiled(model, x)
+    assert compiled.dtype == eager.dtype == torch.bfloat16
+    assert torch.equal(compiled, eager)
+    # Inductor fuses the head's bfloat16 backward its own way: its gradients, and the
+    # recurrent module's from them, agree to bfloat16's precision.
+    for key, grad in eager_grads.items():
+        torch.testing.assert_close(compiled_grads[key], grad, rtol=2 ** -7,
+                                   atol=2 ** -7 * grad.abs().max().item(), msg=key)
+
+
 def test_a_compiled_model_runs_the_inference_kernels_under_no_grad():
     torch._dynamo.reset()
     torch.manual_seed(0)
