@@ -22,9 +22,10 @@ The kernels' share of the fastrnn.torch and numpy-world steps is timed inside th
 wall time of the forward and backward kernel calls).
 Prints each one's median over rounds of the round's median wall time per step, the
 spread of the round medians, and the process's CPU time per step (every thread's,
-spinning included); then torch.nn / fastrnn.torch, and torch.nn / (kernels + torch only):
-the ratio a module with these kernels and no cost of its own would reach beside torch's
-head, loss and Adam.
+spinning included); then, by wall time and by CPU time (with one thread, the figure a
+loaded machine disturbs least; the kernels' CPU is the calling thread's),
+torch.nn / fastrnn.torch, and torch.nn / (kernels + torch only): the ratio a module with
+these kernels and no cost of its own would reach beside torch's head, loss and Adam.
 """
 
 import argparse
@@ -35,7 +36,7 @@ import torch
 
 from fastrnn import _backends
 from fastrnn.bench.cases import case_by_name
-from fastrnn.bench.runners import make_runner
+from fastrnn.bench.runners import limit_threads, make_runner
 from fastrnn.cells import CELLS, KERNELS
 from fastrnn.torch import _ops
 
@@ -113,6 +114,11 @@ def main():
     torch_step = make_runner("torch", case, args.threads)
     fastrnn_step = make_runner("fastrnn.torch", case, args.threads)
     numpy_step = make_runner("cpp", case, args.threads)
+    for step in (torch_step, fastrnn_step, numpy_step):
+        step()
+    # after the runners loaded what they use: the numba backend, loaded to list the
+    # backends, sets the OpenMP threads of the process (torch's too) to fastrnn's count
+    limit_threads(args.threads)
     real_recurrent = _ops.recurrent
 
     def way(replay=False, stand_in=False):
@@ -151,11 +157,13 @@ def main():
         shares = np.median(shares, axis=0) * 1e3
         print(f"  {name}'s kernels (inside its step): {shares[0]:.2f} ms, calling thread's "
               f"CPU {shares[1]:.2f} ms (means per step, medians over rounds)")
-    kernels = np.median(kernel_share["fastrnn.torch"], axis=0)[0] * 1e3
-    print(f"  torch.nn / fastrnn.torch: {med['torch.nn'] / med['fastrnn.torch']:.2f}x; "
-          f"torch.nn / (kernels + torch only): "
-          f"{med['torch.nn'] / (kernels + med['torch only']):.2f}x; "
-          f"torch.nn / numpy world: {med['torch.nn'] / med['numpy world']:.2f}x")
+    kernels = np.median(kernel_share["fastrnn.torch"], axis=0) * 1e3
+    cpu_med = {name: np.median(values) * 1e3 for name, values in cpu.items()}
+    for what, times, kernel_time in (("wall", med, kernels[0]), ("CPU", cpu_med, kernels[1])):
+        print(f"  by {what} time: torch.nn / fastrnn.torch "
+              f"{times['torch.nn'] / times['fastrnn.torch']:.2f}x; torch.nn / (kernels + "
+              f"torch only) {times['torch.nn'] / (kernel_time + times['torch only']):.2f}x; "
+              f"torch.nn / numpy world {times['torch.nn'] / times['numpy world']:.2f}x")
 
 
 if __name__ == "__main__":
