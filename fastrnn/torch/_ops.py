@@ -124,12 +124,12 @@ def _parameters(weights, bias, num_layers, bidirectional):
     return params
 
 
-class _AlreadyPacked:
-    """The batch of a torch PackedSequence, in the layout the stack driver's Packed gives
-    its batches: the data is packed as the kernels take it already (sorted by length,
-    step by step), so packing, unpacking and sorting leave it be, and the layout is
-    read off batch_sizes in O(T + B) (Packed's own bookkeeping, which sorts lengths and
-    lists every token, cost 100-200 us a call at the origin shape)."""
+class _AlreadyPacked(_stack.Packed):
+    """The batch of a torch PackedSequence: its data is packed as the kernels take it
+    already (sorted by length, step by step), so packing, unpacking and sorting leave it
+    be, and the layout Packed's methods read is made from batch_sizes in O(T + B)
+    (Packed's own constructor, which sorts lengths and lists every token, cost 100-200
+    us a call at the origin shape)."""
 
     def __init__(self, batch_sizes, N):
         if batch_sizes.ndim != 1 or batch_sizes.size == 0 or batch_sizes[-1] < 1 \
@@ -140,16 +140,17 @@ class _AlreadyPacked:
                              f"{batch_sizes.tolist()}")
         self.kernel_options = {"batch_sizes": batch_sizes}
         B = int(batch_sizes[0])
+        self.order = np.arange(B)
         # lengths[b]: the steps with more than b rows (non-increasing in b)
         steps_of_size = np.bincount(batch_sizes, minlength=B + 1)
         self._lengths = np.cumsum(steps_of_size[::-1])[::-1][1:]
         self._offsets = np.concatenate([[0], np.cumsum(batch_sizes)])
-        self._last = self._offsets[self._lengths - 1] + np.arange(B)
+        self._last = self._offsets[self._lengths - 1] + self.order
 
     @functools.cached_property
     def reverse(self):
         """Packed.reverse: row (t, b) of the reverse direction reads the token of sequence
-        b at time lengths[b] - 1 - t (needed by bidirectional stacks only)."""
+        b at time lengths[b] - 1 - t (made only where a stack has that direction)."""
         batch_sizes = self.kernel_options["batch_sizes"]
         steps = np.repeat(np.arange(batch_sizes.size), batch_sizes)
         rows = np.arange(steps.size) - self._offsets[steps]
@@ -159,10 +160,6 @@ class _AlreadyPacked:
         return a
 
     unpack = sort = unsort = pack
-
-    def final(self, y):
-        """Each sequence's output at its own last step."""
-        return y[self._last]
 
 
 def _states0(h0, c0, kernel, shape, dtype):
