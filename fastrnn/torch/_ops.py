@@ -76,10 +76,11 @@ def _find(handle):
 # -- the stack's configuration and arrays ----------------------------------------------
 
 @functools.lru_cache(maxsize=None)
-def _stack_of(backend_name, kernel, num_layers, bidirectional, hidden_size):
+def _stack_of(backend_name, kernel, num_layers, bidirectional, hidden_size, precision):
     backend = _backends.get_backend(backend_name)
     stack = _stack.Stack(backend, kernel, num_layers=num_layers,
-                         num_directions=2 if bidirectional else 1, hidden_size=hidden_size)
+                         num_directions=2 if bidirectional else 1, hidden_size=hidden_size,
+                         precision=precision)
     if _threads.share_torch_openmp():
         # The two directions side by side would take a thread beside torch's team
         # (see _threads): on the team they run one after the other.
@@ -126,7 +127,10 @@ def _parameters(weights, bias, num_layers, bidirectional):
 
 class _AlreadyPacked(_stack.Packed):
     """The batch of a torch PackedSequence: its data is packed as the kernels take it
-    already (sorted by length, step by step), so packing and unpacking leave it be."""
+    already (sorted by length, step by step), so packing, unpacking and sorting leave it
+    be, and the layout Packed's methods read is made from batch_sizes in O(T + B)
+    (Packed's own constructor, which sorts lengths and lists every token, cost 100-200
+    us a call at the origin shape)."""
 
     def __init__(self, batch_sizes, N):
         if batch_sizes.ndim != 1 or batch_sizes.size == 0 or batch_sizes[-1] < 1 \
@@ -135,14 +139,28 @@ class _AlreadyPacked(_stack.Packed):
                              f"and sum to the {N} rows of its data (as "
                              f"torch.nn.utils.rnn.pack_padded_sequence makes them), got "
                              f"{batch_sizes.tolist()}")
-        lengths = (batch_sizes[None, :] > np.arange(batch_sizes[0])[:, None]).sum(axis=1)
-        super().__init__(lengths, batch_sizes.size)
+        self.kernel_options = {"batch_sizes": batch_sizes}
+        B = int(batch_sizes[0])
+        self.order = np.arange(B)
+        # lengths[b]: the steps with more than b rows (non-increasing in b)
+        steps_of_size = np.bincount(batch_sizes, minlength=B + 1)
+        self._lengths = np.cumsum(steps_of_size[::-1])[::-1][1:]
+        self._offsets = np.concatenate([[0], np.cumsum(batch_sizes)])
+        self._last = self._offsets[self._lengths - 1] + self.order
+
+    @functools.cached_property
+    def reverse(self):
+        """Packed.reverse: row (t, b) of the reverse direction reads the token of sequence
+        b at time lengths[b] - 1 - t (made only where a stack has that direction)."""
+        batch_sizes = self.kernel_options["batch_sizes"]
+        steps = np.repeat(np.arange(batch_sizes.size), batch_sizes)
+        rows = np.arange(steps.size) - self._offsets[steps]
+        return self._offsets[self._lengths[rows] - 1 - steps] + rows
 
     def pack(self, a):
         return a
 
-    def unpack(self, a):
-        return a
+    unpack = sort = unsort = pack
 
 
 def _states0(h0, c0, kernel, shape, dtype):
@@ -181,12 +199,12 @@ class _Record:
 
 def _forward(x: Tensor, h0: Optional[Tensor], c0: Optional[Tensor], weights: list[Tensor],
              batch_sizes: Optional[Tensor], kernel: str, num_layers: int,
-             bidirectional: bool, bias: bool, dropout: float, keep_record: bool
-             ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+             bidirectional: bool, bias: bool, dropout: float, precision: str,
+             keep_record: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(y, h_n, c_n, record handle); see `recurrent`."""
     _threads.follow_torch()
     H = weights[1].shape[1]
-    stack = _stack_of(None, kernel, num_layers, bidirectional, H)
+    stack = _stack_of(None, kernel, num_layers, bidirectional, H, precision)
     x_array = _step_array(x)
     dtype = x_array.dtype
     params = _parameters(weights, bias, num_layers, bidirectional)
@@ -237,7 +255,7 @@ _recurrent_backward = torch.library.custom_op(
 
 @_recurrent.register_fake
 def _(x, h0, c0, weights, batch_sizes, kernel, num_layers, bidirectional, bias, dropout,
-      keep_record):
+      precision, keep_record):
     H = weights[1].shape[1]
     D = 2 if bidirectional else 1
     B = h0.shape[1] if h0 is not None else x.shape[1]
@@ -259,7 +277,7 @@ def _(handle, dy, dh_n, dc_n, x, h0, c0, weights, y, bias, need_dx):
 # -- autograd ---------------------------------------------------------------------------
 
 def _setup_context(ctx, inputs, output):
-    x, h0, c0, weights, _, _, _, _, bias, _, _ = inputs
+    x, h0, c0, weights, _, _, _, _, bias, _, _, _ = inputs
     y, _, _, handle = output
     ctx.save_for_backward(handle, x, h0, c0, y, *weights)
     ctx.bias = bias
@@ -281,7 +299,7 @@ def _gradients(ctx, dy, dh_n, dc_n, backward):
 
 
 def _operator_backward(ctx, dy, dh_n, dc_n, _):
-    return (*_gradients(ctx, dy, dh_n, dc_n, _recurrent_backward),) + (None,) * 7
+    return (*_gradients(ctx, dy, dh_n, dc_n, _recurrent_backward),) + (None,) * 8
 
 
 _recurrent.register_autograd(_operator_backward, setup_context=_setup_context)
@@ -326,18 +344,21 @@ def _traced(x):
 
 
 def recurrent(kernel, x, states, weights, batch_sizes, num_layers, bidirectional, bias,
-              dropout):
+              dropout, precision="fp32"):
     """The stack on time-major x (T, B, I) (or a PackedSequence's data (N, I) with
     `batch_sizes`) from `states` (a tuple of (L*D, B, H) tensors, or None for zeros):
-    (y, finals), y (T, B, D*H) or (N, D*H), finals a tuple like `states`. The record for
-    backward is kept only where autograd will ask for it."""
+    (y, finals), y (T, B, D*H) or (N, D*H), finals a tuple like `states`. Every kernel
+    call, forward and backward, runs at `precision` ("fp32" or "bf16": fastrnn's). The
+    record for backward is kept only where autograd will ask for it."""
     h0, c0 = (tuple(states) + (None,))[:2] if states is not None else (None, None)
     keep_record = torch.is_grad_enabled() and (
         x.requires_grad or any(w.requires_grad for w in weights)
         or any(s.requires_grad for s in states or ()))
-    options = (kernel, num_layers, bidirectional, bias, dropout, keep_record)
+    options = (kernel, num_layers, bidirectional, bias, dropout, precision, keep_record)
     if _traced(x):
         y, h_n, c_n, _ = _recurrent(x, h0, c0, weights, batch_sizes, *options)
-    else:
+    elif keep_record:
         y, h_n, c_n, _ = _Eager.apply(x, h0, c0, batch_sizes, options, *weights)
+    else:   # nothing to differentiate: no autograd node (whose making costs ~28 us)
+        y, h_n, c_n, _ = _forward(x, h0, c0, weights, batch_sizes, *options)
     return y, ((h_n, c_n) if len(KERNELS[kernel].states) == 2 else (h_n,))

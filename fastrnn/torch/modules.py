@@ -21,9 +21,11 @@ _CELL_OF_MODE = {"RNN_TANH": ("rnn", "tanh"), "RNN_RELU": ("rnn", "relu"),
                  "LSTM": ("lstm", "tanh"), "GRU": ("gru", "tanh")}
 _DTYPES = (torch.float32, torch.float64)
 
-# Under torch.autocast("cpu") torch's LSTM and RNN return the autocast dtype, its GRU
-# the input's dtype (measured with torch 2.13); these modules return the same.
-_AUTOCAST_KEEPS_INPUT_DTYPE = {"GRU"}
+# What torch 2.13's modules return under torch.autocast("cpu", dtype=torch.bfloat16): the
+# RNN, and the LSTM over a padded batch, bfloat16 (autocast runs them in it); the GRU,
+# and the LSTM over a PackedSequence, the dtype of their state (autocast leaves them be).
+_AUTOCAST_RETURNS_ITS_DTYPE = {"RNN_TANH", "RNN_RELU", "LSTM"}
+_AUTOCAST_PADDED_ONLY = {"LSTM"}
 
 
 class _Recurrent(nn.RNNBase):
@@ -67,7 +69,8 @@ class _Recurrent(nn.RNNBase):
             raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected "
                                f"{self.input_size}, got {x.shape[-1]}")
         weights = [getattr(self, key) for key in self._flat_weights_names]
-        compute_dtype, out_dtype = self._dtypes(x, weights)
+        compute_dtype, precision, out_dtype = self._dtypes(x, hx, weights,
+                                                           batch_sizes is not None)
         x = x.to(compute_dtype)
         if batch_sizes is not None:
             B = sorted_indices.numel() if sorted_indices is not None else int(batch_sizes[0])
@@ -82,7 +85,8 @@ class _Recurrent(nn.RNNBase):
                            for _ in range(self._num_states))
         dropout = self.dropout if self.training and self.num_layers > 1 else 0.0
         y, finals = _ops.recurrent(self._kernel, x, states, weights, batch_sizes,
-                                   self.num_layers, self.bidirectional, self.bias, dropout)
+                                   self.num_layers, self.bidirectional, self.bias, dropout,
+                                   precision)
         if out_dtype != compute_dtype:
             y, finals = y.to(out_dtype), tuple(s.to(out_dtype) for s in finals)
         if unsorted_indices is not None:
@@ -95,9 +99,10 @@ class _Recurrent(nn.RNNBase):
             output = y.transpose(0, 1) if self.batch_first else y
         return output, (finals if self._num_states == 2 else finals[0])
 
-    def _dtypes(self, x, weights):
-        """(the dtype the kernels run in, the dtype returned), refusing what fastrnn
-        lacks: devices other than the CPU, dtypes other than float32 and float64."""
+    def _dtypes(self, x, hx, weights, packed):
+        """(the dtype the kernels run in, their precision, the dtype returned), refusing
+        what fastrnn lacks: devices other than the CPU, dtypes other than float32 and
+        float64, float16 autocast."""
         name = type(self).__name__
         for tensor, what in [(x, "input"), (weights[0], "the parameters")]:
             if tensor.device.type != "cpu":
@@ -110,19 +115,35 @@ class _Recurrent(nn.RNNBase):
                             f"parameters are {weight_dtype}: use torch.nn.{name} for "
                             f"{weight_dtype}, or torch.autocast('cpu', "
                             f"dtype=torch.bfloat16) around a float32 module")
-        if torch.is_autocast_enabled("cpu"):
-            # The custom operators do not carry precision="bf16" yet: under autocast the
-            # recurrence runs in the parameters' dtype and its results are cast to
-            # torch's (docs/torch.md says so). This branch is the one place that will
-            # ask for it.
-            if self.mode in _AUTOCAST_KEEPS_INPUT_DTYPE:
-                return weight_dtype, x.dtype
-            return weight_dtype, torch.get_autocast_dtype("cpu")
+        # autocast, as torch's, leaves float64 modules be
+        if weight_dtype == torch.float32 and torch.is_autocast_enabled("cpu"):
+            return (torch.float32, "bf16") + (self._autocast_dtype(x, hx, packed),)
         if x.dtype != weight_dtype:
             raise ValueError(f"RNN input dtype ({x.dtype}) does not match weight dtype "
                              f"({weight_dtype}). Convert input: input.to({weight_dtype}), "
                              f"or convert model: model.to({x.dtype})")
-        return weight_dtype, weight_dtype
+        return weight_dtype, "fp32", weight_dtype
+
+    def _autocast_dtype(self, x, hx, packed):
+        """The dtype torch's module returns under torch.autocast('cpu', bfloat16), where
+        fastrnn's kernels run float32 arrays at precision "bf16"."""
+        name = type(self).__name__
+        autocast_dtype = torch.get_autocast_dtype("cpu")
+        if autocast_dtype != torch.bfloat16:
+            raise TypeError(f"fastrnn.torch.{name} has no {autocast_dtype}: under "
+                            f"torch.autocast('cpu', dtype={autocast_dtype}) use "
+                            f"torch.nn.{name}, or autocast to torch.bfloat16")
+        if x.dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"fastrnn.torch.{name} under autocast takes float32 or "
+                             f"bfloat16 input, got {x.dtype}: convert it with "
+                             f"input.float()")
+        if self.mode in _AUTOCAST_RETURNS_ITS_DTYPE \
+                and not (packed and self.mode in _AUTOCAST_PADDED_ONLY):
+            return autocast_dtype
+        # torch runs these unchanged, in the dtype of their state (hx, or zeros like x)
+        if hx is None:
+            return x.dtype
+        return (hx[0] if isinstance(hx, (tuple, list)) else hx).dtype
 
     def _initial_states(self, hx, batched, B, dtype):
         """hx as a tuple of (L*D, B, H) tensors (h, or h and c), checked as torch checks

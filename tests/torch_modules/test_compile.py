@@ -55,6 +55,23 @@ def test_compile_with_fullgraph_gives_eager_outputs_and_gradients(variant, optio
         assert_close(compiled_grads[key], grad, "grad", np.float64, key)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_compile_under_autocast_gives_eager_autocast_outputs_and_gradients(variant):
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = Classifier(variant, num_layers=2, bidirectional=True)
+    x = torch.randn(4, 6, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        (eager, eager_grads), (compiled, compiled_grads) = eager_and_compiled(model, x)
+    assert compiled.dtype == eager.dtype == torch.bfloat16
+    assert torch.equal(compiled, eager)
+    # Inductor fuses the head's bfloat16 backward its own way: its gradients, and the
+    # recurrent module's from them, agree to bfloat16's precision.
+    for key, grad in eager_grads.items():
+        torch.testing.assert_close(compiled_grads[key], grad, rtol=2 ** -7,
+                                   atol=2 ** -7 * grad.abs().max().item(), msg=key)
+
+
 def test_a_compiled_model_runs_the_inference_kernels_under_no_grad():
     torch._dynamo.reset()
     torch.manual_seed(0)
@@ -82,7 +99,7 @@ def test_the_operators_pass_torch_library_opcheck():
     h0 = torch.randn(2, 2, 5, dtype=torch.float64, requires_grad=True)
     module = ft.GRU(3, 5, bidirectional=True, dtype=torch.float64)
     weights = [p for p in module.parameters()]
-    args = (x, h0, None, weights, None, "gru", 1, True, True, 0.0, True)
+    args = (x, h0, None, weights, None, "gru", 1, True, True, 0.0, "fp32", True)
     # The handle output differs between calls by design (each record has its own key),
     # so the comparisons of whole outputs that AOT dispatch makes are left out.
     torch.library.opcheck(torch.ops.fastrnn.recurrent.default, args,
@@ -97,7 +114,7 @@ def test_the_operator_and_its_eager_twin_give_the_same_bits():
     weights = [getattr(module, key) for key in module._flat_weights_names]
     x = torch.randn(6, 4, 3, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(4, 4, 5, dtype=torch.float64, requires_grad=True)
-    options = ("lstm", 2, True, True, 0.5, True)
+    options = ("lstm", 2, True, True, 0.5, "fp32", True)
     results = []
     for call in (lambda: _ops._recurrent(x, h0, None, weights, None, *options),
                  lambda: _ops._Eager.apply(x, h0, None, None, options, *weights)):
