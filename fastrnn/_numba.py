@@ -40,7 +40,6 @@ backend reads and writes through strides.
 
 import math
 
-import numba
 import numpy as np
 # SciPy's BLAS, which the matrix products call when NumPy's is not found,
 # loaded now so that set_num_threads can limit its threads.
@@ -797,10 +796,10 @@ def gru_backward(saved, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_sizes
 
 
 def set_num_threads(n):
-    """Numba's thread count, clamped to the pool Numba started with, and the BLAS's.
+    """The BLAS's thread count.
 
     The kernels have no parallel regions of their own: their threads are the
-    BLAS library's, which Numba's matrix products call.
+    BLAS library's, which their matrix products call, so Numba's own count is left
+    alone (its OpenMP threading layer shares the OpenMP runtime with torch).
     """
-    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
     _blas.limit_threads(n)
