@@ -55,6 +55,14 @@ struct PanelProducts {
                    const TileOut<Real>& out) {
     compute_tile<Real, ALayout::Rows>(m, P, a, panels, panel_stride, out);
   }
+  // out (+)= rows r0.. of h_{t-1} times the W_hh part of P panels whose W_ih
+  // part is x_depth deep: a step whose input projection out holds already.
+  template <class Real, class Inputs>
+  static void recurrent_tile(size_t m, size_t P, const Inputs& in, size_t r0, size_t x_depth,
+                             const Packed* panels, size_t panel_stride, const TileOut<Real>& out) {
+    tile(m, P, in.rows(r0, false, true), panels + Ops::rows(x_depth) * Tile<Real>::NR,
+         panel_stride, out);
+  }
 };
 
 struct Int8Operands {
@@ -88,6 +96,15 @@ struct Int8Operands {
     k.quantize_rows(B, H, h_prev, h_row, h, int8_row_bytes(H), scales + B);
     return StepInputs{x, scales, int8_row_bytes(I), h, scales + B, int8_row_bytes(H), I, H};
   }
+  static size_t input_scratch(size_t M, size_t I) {
+    return M * (int8_row_bytes(I) + sizeof(float));
+  }
+  static StepInputs input_rows(size_t M, size_t I, const float* x, size_t stride, void* scratch) {
+    float* scales = static_cast<float*>(scratch);
+    uint8_t* codes = reinterpret_cast<uint8_t*>(scales + M);
+    int8_kernel_table()->quantize_rows(M, I, x, stride, codes, int8_row_bytes(I), scales);
+    return StepInputs{codes, scales, int8_row_bytes(I), nullptr, nullptr, 0, I, 0};
+  }
 };
 
 template <>
@@ -109,7 +126,17 @@ struct PanelProducts<Int8Operands> {
   template <class Real>
   static void tile(size_t m, size_t P, const Int8Rows& a, const Packed* panels,
                    size_t panel_stride, const TileOut<Real>& out) {
-    int8_kernel_table()->tile(m, P, a, panels, panel_stride, out.tile, out.ldt);
+    int8_kernel_table()->tile(m, P, a, panels, panel_stride, out.tile, out.ldt, out.add);
+  }
+  // As the dense types': the panels' x_t segment is skipped (Int8Rows::a1 null).
+  template <class Real>
+  static void recurrent_tile(size_t m, size_t P, const Int8Operands::StepInputs& in, size_t r0,
+                             size_t x_depth, const Packed* panels, size_t panel_stride,
+                             const TileOut<Real>& out) {
+    Int8Rows rows = in.rows(r0, false, true);
+    rows.K1 = x_depth;
+    rows.a1 = nullptr;
+    tile(m, P, rows, panels, panel_stride, out);
   }
 };
 
