@@ -48,12 +48,12 @@ struct Int8Columns {
   int32_t correction[2][NR];
 };
 static_assert(sizeof(Int8Columns) % 64 == 0, "codes start on a cache line");
+static_assert(sizeof(Int8Columns) == 2 * NR * (sizeof(float) + sizeof(int32_t)),
+              "int8_panel_bytes counts the head so");
 
 size_t segment_bytes(size_t K) { return ceil_div(K, kGroup) * NR * kGroup; }
 
-size_t panel_bytes(size_t K1, size_t K2) {
-  return ceil_div(sizeof(Int8Columns) + segment_bytes(K1) + segment_bytes(K2), 64) * 64;
-}
+size_t panel_bytes(size_t K1, size_t K2) { return int8_panel_bytes(NR, K1, K2); }
 
 void pack_panel(const Int8PanelSource& src, uint8_t* out) {
   std::memset(out, 0, panel_bytes(src.K1, src.K2));

@@ -85,6 +85,13 @@ struct Int8Kernels {
 // Bytes of a row of K activation codes, padded to whole groups of 4.
 inline size_t int8_row_bytes(size_t K) { return (K + 3) / 4 * 4; }
 
+// Bytes of a packed panel of NR columns and depths K1, K2 (the layout above):
+// inline, as the driver sizes panels at every step.
+inline size_t int8_panel_bytes(size_t NR, size_t K1, size_t K2) {
+  const size_t head = 2 * NR * (sizeof(float) + sizeof(int32_t));  // the Int8Columns
+  return (head + (int8_row_bytes(K1) + int8_row_bytes(K2)) * NR + 63) / 64 * 64;
+}
+
 // The table of the ISA path in use (dispatch.cc).
 const Int8Kernels& int8_kernels();
 

@@ -544,12 +544,12 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
       if (chunk != 0 && t == t0)
         project_inputs<Cell, Ops>(p, t0, min_size(T, t0 + chunk), w, hb0, hb1,
                                   scratch(tid, kSlotPackA), tiles);
-      // [x_t | h_{t-1}] as this operand type's tiles read it.
-      const auto step_inputs = Ops::step_inputs(Bt, I, H, x_t, p.x_row, h_prev, H,
-                                                scratch(tid, kSlotPackA));
+      // [x_t | h_{t-1}] as this operand type's tiles read it (projected: h_{t-1} alone).
+      const auto step_inputs = Ops::step_inputs(Bt, chunk != 0 ? 0 : I, H, x_t, p.x_row, h_prev,
+                                                H, scratch(tid, kSlotPackA));
       for (size_t i = hb0; i < hb1; ++i) {
         // Reading W_hh from L2 bounds a projected step: every other one runs its
-        // blocks backwards, first through the weights still in L1.
+        // blocks (and their panels) backwards, first through the weights still in L1.
         const size_t hb = chunk != 0 && t % 2 == 1 ? hb0 + hb1 - 1 - i : i;
         const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
         Real* sums = chunk != 0
@@ -611,7 +611,7 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
             else if (reads != Reads::x)
               PanelProducts<Ops>::recurrent_tile(m, count, step_inputs, r0,
                                                  reads == Reads::x_and_h ? I : 0,
-                                                 panel_weights[pp], stride, out);
+                                                 panel_weights[pp], stride, out, t % 2 == 1);
             pp += count;
           }
           // (One row is not worth a call: batch 1 measured 3% slower.)
