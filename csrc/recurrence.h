@@ -601,17 +601,15 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
             size_t count = 1;
             while (pp + count < P && Cell::kPanels[pp + count].reads == reads) ++count;
             const size_t stride = panel_elements<Cell, Ops>(reads, I, H);
-            // Projected, x's term is in the sums already (and is all of an x panel's).
-            const TileOut<Real> out{sums + (r0 * P + pp) * NR, P * NR,
-                                    chunk != 0 && reads != Reads::h};
+            Real* out = sums + (r0 * P + pp) * NR;
             if (chunk == 0)
               PanelProducts<Ops>::tile(
                   m, count, step_inputs.rows(r0, reads != Reads::h, reads != Reads::x),
-                  panel_weights[pp], stride, out);
-            else if (reads != Reads::x)
-              PanelProducts<Ops>::recurrent_tile(m, count, step_inputs, r0,
-                                                 reads == Reads::x_and_h ? I : 0,
-                                                 panel_weights[pp], stride, out, t % 2 == 1);
+                  panel_weights[pp], stride, TileOut<Real>{out, P * NR, false});
+            else if (reads != Reads::x)  // x's term is in the sums already
+              PanelProducts<Ops>::recurrent_tile(
+                  m, count, step_inputs, r0, reads == Reads::x_and_h ? I : 0, panel_weights[pp],
+                  stride, TileOut<Real>{out, P * NR, reads != Reads::h}, t % 2 == 1);
             pp += count;
           }
           // (One row is not worth a call: batch 1 measured 3% slower.)
