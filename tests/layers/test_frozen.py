@@ -87,12 +87,13 @@ def test_a_stream_of_t_steps_gives_forwards_outputs_and_final_state_bit_for_bit(
 @pytest.mark.parametrize("variant", CELL_VARIANTS)
 @pytest.mark.parametrize("B", [1, 2])
 def test_small_batches_that_project_their_inputs_first_give_the_steps_bits_on_every_path(
-        isa, quantize, variant, B):
+        isa, threads, quantize, variant, B):
     # A frozen forward of a few rows computes x_t W_ih^T for several steps at once, then
     # each step's h_{t-1} W_hh^T, every other step through its blocks of units in reverse;
     # a stream computes [x_t | h_{t-1}] [W_ih | W_hh]^T one step at a time. T spans
-    # several chunks of projected steps, H several blocks of units, the last one partial.
-    layer, x, state = frozen_problem(variant, T=21, B=B, I=6, H=70)
+    # several chunks of projected steps, H several blocks of units, the last one partial,
+    # and is large enough for the LSTM and GRU to split their units between two threads.
+    layer, x, state = frozen_problem(variant, T=21, B=B, I=28, H=130)
     frozen = layer.freeze(quantize)
     y, final = frozen.forward(x, state)
     stream = frozen.stream(B)
