@@ -48,12 +48,12 @@ struct Int8Columns {
   int32_t correction[2][NR];
 };
 static_assert(sizeof(Int8Columns) % 64 == 0, "codes start on a cache line");
+static_assert(sizeof(Int8Columns) == 2 * NR * (sizeof(float) + sizeof(int32_t)),
+              "int8_panel_bytes counts the head so");
 
 size_t segment_bytes(size_t K) { return ceil_div(K, kGroup) * NR * kGroup; }
 
-size_t panel_bytes(size_t K1, size_t K2) {
-  return ceil_div(sizeof(Int8Columns) + segment_bytes(K1) + segment_bytes(K2), 64) * 64;
-}
+size_t panel_bytes(size_t K1, size_t K2) { return int8_panel_bytes(NR, K1, K2); }
 
 void pack_panel(const Int8PanelSource& src, uint8_t* out) {
   std::memset(out, 0, panel_bytes(src.K1, src.K2));
@@ -288,18 +288,21 @@ __attribute__((always_inline)) inline void dequantize(const int32_t* sums, const
 // Never inlined, like the float32 microkernel: its accumulators fill the registers.
 template <int M, int P>
 __attribute__((noinline)) void micro_kernel(const Int8Rows& a, const uint8_t* panels,
-                                            size_t panel_stride, float* out, size_t ldt) {
+                                            size_t panel_stride, float* out, size_t ldt,
+                                            bool add) {
   alignas(64) int32_t sums[M * P * NR];
   const uint8_t* codes = panels + sizeof(Int8Columns);
-  if (a.K1 != 0) {
+  if (a.K1 != 0 && a.a1 != nullptr) {
     segment_sums<M, P>(a.K1, a.a1, a.lda1, codes, panel_stride, sums);
-    dequantize<M, P>(sums, panels, panel_stride, 0, a.s1, out, ldt, false);
+    dequantize<M, P>(sums, panels, panel_stride, 0, a.s1, out, ldt, add);
+    add = true;
   }
   if (a.K2 != 0) {
     segment_sums<M, P>(a.K2, a.a2, a.lda2, codes + segment_bytes(a.K1), panel_stride, sums);
-    dequantize<M, P>(sums, panels, panel_stride, 1, a.s2, out, ldt, a.K1 != 0);
+    dequantize<M, P>(sums, panels, panel_stride, 1, a.s2, out, ldt, add);
+    add = true;
   }
-  if (a.K1 == 0 && a.K2 == 0)
+  if (!add)
     for (int m = 0; m < M; ++m) std::memset(out + m * ldt, 0, P * NR * sizeof(float));
 }
 
@@ -307,35 +310,36 @@ __attribute__((noinline)) void micro_kernel(const Int8Rows& a, const uint8_t* pa
 // enough independent accumulators to hide vpdpbusd's latency.
 template <int M, int PG>
 void tile_rows(size_t P, const Int8Rows& a, const uint8_t* panels, size_t panel_stride,
-               float* out, size_t ldt) {
+               float* out, size_t ldt, bool add) {
   size_t p = 0;
   for (; p + PG <= P; p += PG)
-    micro_kernel<M, PG>(a, panels + p * panel_stride, panel_stride, out + p * NR, ldt);
-  for (; p < P; ++p) micro_kernel<M, 1>(a, panels + p * panel_stride, panel_stride, out + p * NR, ldt);
+    micro_kernel<M, PG>(a, panels + p * panel_stride, panel_stride, out + p * NR, ldt, add);
+  for (; p < P; ++p)
+    micro_kernel<M, 1>(a, panels + p * panel_stride, panel_stride, out + p * NR, ldt, add);
 }
 
 // m rows of a, in tiles of at most MR rows (callers may pass the float32
 // tile's MR, more than AVX2's int8 tile takes).
 void tile(size_t m, size_t P, const Int8Rows& a, const uint8_t* panels, size_t panel_stride,
-          float* out, size_t ldt) {
+          float* out, size_t ldt, bool add) {
   for (size_t r0 = 0; r0 < m; r0 += MR) {
-    const Int8Rows rows{a.K1, a.K1 ? a.a1 + r0 * a.lda1 : nullptr, a.lda1,
-                        a.K1 ? a.s1 + r0 : nullptr,
+    const bool x = a.K1 != 0 && a.a1 != nullptr;
+    const Int8Rows rows{a.K1, x ? a.a1 + r0 * a.lda1 : nullptr, a.lda1, x ? a.s1 + r0 : nullptr,
                         a.K2, a.K2 ? a.a2 + r0 * a.lda2 : nullptr, a.lda2,
                         a.K2 ? a.s2 + r0 : nullptr};
     float* o = out + r0 * ldt;
     switch (min_size(MR, m - r0)) {
-      case 1: tile_rows<1, 4>(P, rows, panels, panel_stride, o, ldt); break;
-      case 2: tile_rows<2, 2>(P, rows, panels, panel_stride, o, ldt); break;
-      case 3: tile_rows<3, 1>(P, rows, panels, panel_stride, o, ldt); break;
-      case 4: tile_rows<4, 1>(P, rows, panels, panel_stride, o, ldt); break;
+      case 1: tile_rows<1, 4>(P, rows, panels, panel_stride, o, ldt, add); break;
+      case 2: tile_rows<2, 2>(P, rows, panels, panel_stride, o, ldt, add); break;
+      case 3: tile_rows<3, 1>(P, rows, panels, panel_stride, o, ldt, add); break;
+      case 4: tile_rows<4, 1>(P, rows, panels, panel_stride, o, ldt, add); break;
       default:
         if constexpr (MR == 8) {
           switch (m - r0) {
-            case 5: tile_rows<5, 1>(P, rows, panels, panel_stride, o, ldt); break;
-            case 6: tile_rows<6, 1>(P, rows, panels, panel_stride, o, ldt); break;
-            case 7: tile_rows<7, 1>(P, rows, panels, panel_stride, o, ldt); break;
-            default: tile_rows<8, 1>(P, rows, panels, panel_stride, o, ldt); break;
+            case 5: tile_rows<5, 1>(P, rows, panels, panel_stride, o, ldt, add); break;
+            case 6: tile_rows<6, 1>(P, rows, panels, panel_stride, o, ldt, add); break;
+            case 7: tile_rows<7, 1>(P, rows, panels, panel_stride, o, ldt, add); break;
+            default: tile_rows<8, 1>(P, rows, panels, panel_stride, o, ldt, add); break;
           }
         }
         break;

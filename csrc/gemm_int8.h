@@ -34,7 +34,9 @@
 namespace fastrnn {
 
 // One tile's activations: up to two segments of M rows, codes lda bytes apart
-// with one scale per row.
+// with one scale per row. K1 is the depth of the panels' first segment; a1
+// null skips it (its term is in the tile's output already: a step whose input
+// projection was computed before it).
 struct Int8Rows {
   size_t K1;
   const uint8_t* a1;
@@ -73,14 +75,22 @@ struct Int8Kernels {
   // scales[r]. The padding up to int8_row_bytes(K) is written too.
   void (*quantize_rows)(size_t M, size_t K, const float* a, size_t lda, uint8_t* codes,
                         size_t ldc, float* scales);
-  // out (m x P*NR, row stride ldt) = the dequantized gate sums of m <= MR rows
-  // times P consecutive panels, panel_stride bytes apart.
+  // out (m x P*NR, row stride ldt) = the dequantized gate sums of m rows
+  // times P consecutive panels, panel_stride bytes apart; with add, out plus
+  // them (each segment's term added in turn, the first segment's first).
   void (*tile)(size_t m, size_t P, const Int8Rows& a, const uint8_t* panels,
-               size_t panel_stride, float* out, size_t ldt);
+               size_t panel_stride, float* out, size_t ldt, bool add);
 };
 
 // Bytes of a row of K activation codes, padded to whole groups of 4.
 inline size_t int8_row_bytes(size_t K) { return (K + 3) / 4 * 4; }
+
+// Bytes of a packed panel of NR columns and depths K1, K2 (the layout above):
+// inline, as the driver sizes panels at every step.
+inline size_t int8_panel_bytes(size_t NR, size_t K1, size_t K2) {
+  const size_t head = 2 * NR * (sizeof(float) + sizeof(int32_t));  // the Int8Columns
+  return (head + (int8_row_bytes(K1) + int8_row_bytes(K2)) * NR + 63) / 64 * 64;
+}
 
 // The table of the ISA path in use (dispatch.cc).
 const Int8Kernels& int8_kernels();

@@ -18,6 +18,8 @@
 //   pack_unit_weights       BPTT's B panel for da W (the padded unit order)
 //   step_inputs             a forward step's A operand; .rows(r0, x, h) is the
 //                           TileA of rows r0.. over x_t, h_{t-1} or both
+//   input_rows              the A operand of x alone over M rows `stride`
+//                           apart: several steps' inputs projected at once
 //   da_size, round_da, da_operand
 //                           BPTT's da as the products read it (da's layout)
 //   step_inputs_size, pack_step_inputs, weight_grad_panels
@@ -98,6 +100,10 @@ struct NativeOperands {
   static StepInputs step_inputs(size_t, size_t I, size_t H, const Real* x_t, size_t x_row,
                                 const Real* h_prev, size_t h_row, void*) {
     return StepInputs{x_t, x_row, h_prev, h_row, I, H};
+  }
+  static size_t input_scratch(size_t, size_t) { return 0; }
+  static StepInputs input_rows(size_t, size_t I, const Real* x, size_t stride, void*) {
+    return StepInputs{x, stride, nullptr, 0, I, 0};
   }
 
   // BPTT's products read da itself.
@@ -181,6 +187,13 @@ struct Bf16Operands {
       round_row(H, h_prev + b * h_row, out + 2 * (b * ld + IP));
     }
     return StepInputs{as_pairs(out), ld, IP, HP};
+  }
+  static size_t input_scratch(size_t M, size_t I) { return M * pair_count(I) * sizeof(Bf16Pair); }
+  static StepInputs input_rows(size_t M, size_t I, const float* x, size_t stride, void* scratch) {
+    const size_t IP = pair_count(I);
+    uint16_t* out = static_cast<uint16_t*>(scratch);
+    for (size_t r = 0; r < M; ++r) round_row(I, x + r * stride, out + 2 * r * IP);
+    return StepInputs{as_pairs(out), IP, IP, 0};
   }
 
   // A mirror of da rounded, in da's layout: n values (whole slab rows, so n is

@@ -16,6 +16,8 @@
 #include "gemm_int8.h"
 #include "operands.h"
 
+#include <type_traits>
+
 namespace fastrnn {
 namespace FASTRNN_ISA_NS {
 
@@ -55,6 +57,32 @@ struct PanelProducts {
                    const TileOut<Real>& out) {
     compute_tile<Real, ALayout::Rows>(m, P, a, panels, panel_stride, out);
   }
+  // out (+)= rows r0.. of h_{t-1} times the W_hh part of P panels whose W_ih
+  // part is x_depth deep: a step whose input projection out holds already.
+  // `backwards` may take the panels in reverse order (the sums are the same).
+  template <class Real, class Inputs>
+  static void recurrent_tile(size_t m, size_t P, const Inputs& in, size_t r0, size_t x_depth,
+                             const Packed* panels, size_t panel_stride, const TileOut<Real>& out,
+                             bool backwards) {
+    constexpr size_t NR = Tile<Real>::NR;
+    const auto a = in.rows(r0, false, true);
+    const Packed* w = panels + Ops::rows(x_depth) * NR;
+    // One float row streams W_hh from L2: two panels a call read it faster than
+    // four (T=28, H=128 LSTM at batch 1), and taken backwards every other step
+    // they start on the pair the step before read last, still in L1.
+    if constexpr (std::is_same_v<Packed, Real>) {
+      if (m == 1 && P % 2 == 0) {
+        for (size_t i = 0; i < P; i += 2) {
+          const size_t q = backwards ? P - 2 - i : i;
+          micro_kernel<Real, 1, 2, ALayout::Rows>(a.K1, a.a1, a.lda1, a.K2, a.a2, a.lda2,
+                                                 w + q * panel_stride, panel_stride,
+                                                 out.tile + q * NR, out.ldt, out.add);
+        }
+        return;
+      }
+    }
+    tile(m, P, a, w, panel_stride, out);
+  }
 };
 
 struct Int8Operands {
@@ -88,6 +116,15 @@ struct Int8Operands {
     k.quantize_rows(B, H, h_prev, h_row, h, int8_row_bytes(H), scales + B);
     return StepInputs{x, scales, int8_row_bytes(I), h, scales + B, int8_row_bytes(H), I, H};
   }
+  static size_t input_scratch(size_t M, size_t I) {
+    return M * (int8_row_bytes(I) + sizeof(float));
+  }
+  static StepInputs input_rows(size_t M, size_t I, const float* x, size_t stride, void* scratch) {
+    float* scales = static_cast<float*>(scratch);
+    uint8_t* codes = reinterpret_cast<uint8_t*>(scales + M);
+    int8_kernel_table()->quantize_rows(M, I, x, stride, codes, int8_row_bytes(I), scales);
+    return StepInputs{codes, scales, int8_row_bytes(I), nullptr, nullptr, 0, I, 0};
+  }
 };
 
 template <>
@@ -96,7 +133,7 @@ struct PanelProducts<Int8Operands> {
 
   template <class Real>
   static size_t elements(size_t K1, size_t K2) {
-    return int8_kernel_table()->panel_bytes(K1, K2);
+    return int8_panel_bytes(Tile<float>::NR, K1, K2);
   }
   template <class Real>
   static void pack(size_t n, size_t K1, size_t K2, const WeightRows<Real>& w, size_t row,
@@ -109,7 +146,17 @@ struct PanelProducts<Int8Operands> {
   template <class Real>
   static void tile(size_t m, size_t P, const Int8Rows& a, const Packed* panels,
                    size_t panel_stride, const TileOut<Real>& out) {
-    int8_kernel_table()->tile(m, P, a, panels, panel_stride, out.tile, out.ldt);
+    int8_kernel_table()->tile(m, P, a, panels, panel_stride, out.tile, out.ldt, out.add);
+  }
+  // As the dense types': the panels' x_t segment is skipped (Int8Rows::a1 null).
+  template <class Real>
+  static void recurrent_tile(size_t m, size_t P, const Int8Operands::StepInputs& in, size_t r0,
+                             size_t x_depth, const Packed* panels, size_t panel_stride,
+                             const TileOut<Real>& out, bool) {
+    Int8Rows rows = in.rows(r0, false, true);
+    rows.K1 = x_depth;
+    rows.a1 = nullptr;
+    tile(m, P, rows, panels, panel_stride, out);
   }
 };
 

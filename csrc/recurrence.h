@@ -62,6 +62,7 @@
 #include "operands_int8.h"
 #include "parallel.h"
 
+#include <algorithm>
 #include <iterator>
 #include <type_traits>
 
@@ -506,6 +507,65 @@ void pack_frozen_weights(const PackArgs<typename Cell::Real>& a) {
   }
 }
 
+// A frozen model's small batches project their inputs first: the x_t terms of
+// the gate sums of a chunk of steps (at most MR rows) in one product per
+// block, which reads the block's W_ih once for the chunk where each step
+// would read it again for its few rows; a step then reads only W_hh, going
+// on with each panel's sums over h_{t-1} in the order of one pass over
+// [x_t | h_{t-1}], so the sums (and outputs) are the same bits. Steps per
+// chunk, or 0 (no projection) when training, for a single step (a stream's),
+// or when x's rows are not evenly spaced across steps.
+template <class Real>
+size_t projected_steps(const ForwardArgs<Real>& p) {
+  constexpr size_t MR = Tile<Real>::MR;
+  // (Forward in time: a reverse run's x steps back.)
+  const bool evenly_spaced = p.offsets != nullptr ||
+                             (p.x.step > 0 && (p.B == 1 || size_t(p.x.step) == p.B * p.x.row));
+  if (p.packed == nullptr || p.saved != nullptr || p.T < 2 || 2 * p.B > MR || !evenly_spaced)
+    return 0;
+  return MR / p.B;
+}
+
+// Where each gate panel of a block's packed weights starts.
+template <class Cell, class Ops>
+void block_panels(const typename Ops::Packed* block_weights, size_t I, size_t H,
+                  const typename Ops::Packed** panels) {
+  for (size_t pp = 0; pp < std::size(Cell::kPanels); ++pp) {
+    panels[pp] = block_weights;
+    block_weights += panel_elements<Cell, Ops>(Cell::kPanels[pp].reads, I, H);
+  }
+}
+
+// The x_t terms of steps [t0, t1) for blocks [hb0, hb1) of w (see
+// projected_steps): block hb's rows at sums + (hb - hb0) * MR*P*NR, P*NR
+// apart, as a step's tile lays out its gate sums.
+template <class Cell, class Ops>
+void project_inputs(const ForwardArgs<typename Cell::Real>& p, size_t t0, size_t t1,
+                    const typename Ops::Packed* w, size_t hb0, size_t hb1, void* scratch,
+                    typename Cell::Real* sums) {
+  using Real = typename Cell::Real;
+  constexpr size_t MR = Tile<Real>::MR, NR = Tile<Real>::NR, P = std::size(Cell::kPanels);
+  const size_t I = p.I, H = p.H, r0 = step_offset(p, t0), m = step_offset(p, t1) - r0;
+  const Real* x = step_rows(p, p.x, t0);
+  const size_t stride = p.offsets != nullptr ? p.x.row : p.B == 1 ? size_t(p.x.step) : p.x.row;
+  const auto inputs = Ops::input_rows(m, I, x, stride, scratch);
+  const typename Ops::Packed* panels[P];
+  for (size_t hb = hb0; hb < hb1; ++hb) {
+    block_panels<Cell, Ops>(w + (hb - hb0) * block_elements<Cell, Ops>(I, H), I, H, panels);
+    for (size_t pp = 0; pp < P;) {
+      const Reads reads = Cell::kPanels[pp].reads;
+      size_t count = 1;
+      while (pp + count < P && Cell::kPanels[pp + count].reads == reads) ++count;
+      if (reads != Reads::h)
+        PanelProducts<Ops>::tile(m, count, inputs.rows(0, true, false), panels[pp],
+                                 panel_elements<Cell, Ops>(reads, I, H),
+                                 TileOut<Real>{sums + ((hb - hb0) * MR * P + pp) * NR, P * NR,
+                                               false});
+      pp += count;
+    }
+  }
+}
+
 // x (T, B, I) -> y (T, B, H) and the cell's state; when training also the
 // cell's saved workspace and p.x_saved. Ops: the products' operand type
 // (operands.h, operands_int8.h). The weights are packed per call, or read
@@ -528,11 +588,17 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
 
   const size_t hidden_blocks = ceil_div(H, NR);
   const int nt = step_threads(p.threads, B, K, Cell::G * H, hidden_blocks);
+  const size_t blocks_per_thread = ceil_div(hidden_blocks, nt);
+  const size_t chunk = projected_steps(p);
   if (prepared == nullptr)
-    reserve_scratch(nt, kSlotRecurrent, ceil_div(hidden_blocks, nt) * block * sizeof(Packed));
-  // The step's gate sums for every row of one hidden block, (B, P*NR).
-  reserve_scratch(nt, kSlotTiles, ceil_div(B, MR) * MR * P * NR * sizeof(Real));
-  reserve_scratch(nt, kSlotPackA, Ops::step_scratch(B, I, H));
+    reserve_scratch(nt, kSlotRecurrent, blocks_per_thread * block * sizeof(Packed));
+  // The step's gate sums for every row of one hidden block, (B, P*NR); with
+  // projected inputs, a chunk's for every block of the thread.
+  const size_t sums_rows = chunk != 0 ? blocks_per_thread * MR : ceil_div(B, MR) * MR;
+  reserve_scratch(nt, kSlotTiles, sums_rows * P * NR * sizeof(Real));
+  reserve_scratch(nt, kSlotPackA, chunk != 0 ? std::max(Ops::step_scratch(B, I, H),
+                                                        Ops::input_scratch(MR, I))
+                                             : Ops::step_scratch(B, I, H));
 
   auto task = [&](int tid, int n) {
     save_inputs(p, tid, n);
@@ -555,11 +621,21 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
       const Real* x_t = step_rows(p, p.x, t);
       Real* y_t = step_rows(p, p.y, t);
       const PreviousState<Real> h_prev = previous_state<Real>(p, t);
-      // [x_t | h_{t-1}] as this operand type's tiles read it.
-      const auto step_inputs = Ops::step_inputs(Bt, I, H, x_t, p.x.row, h_prev.h, h_prev.row,
-                                                scratch(tid, kSlotPackA));
-      for (size_t hb = hb0; hb < hb1; ++hb) {
+      const size_t t0 = chunk != 0 ? t - t % chunk : t;  // the chunk's first step
+      if (chunk != 0 && t == t0)
+        project_inputs<Cell, Ops>(p, t0, min_size(T, t0 + chunk), w, hb0, hb1,
+                                  scratch(tid, kSlotPackA), tiles);
+      // [x_t | h_{t-1}] as this operand type's tiles read it (projected: h_{t-1} alone).
+      const auto step_inputs = Ops::step_inputs(Bt, chunk != 0 ? 0 : I, H, x_t, p.x.row,
+                                                h_prev.h, h_prev.row, scratch(tid, kSlotPackA));
+      for (size_t i = hb0; i < hb1; ++i) {
+        // Reading W_hh from L2 bounds a projected step: every other one runs its
+        // blocks (and their panels) backwards, first through the weights still in L1.
+        const size_t hb = chunk != 0 && t % 2 == 1 ? hb0 + hb1 - 1 - i : i;
         const size_t u0 = hb * NR, nu = min_size(NR, H - u0);
+        Real* sums = chunk != 0
+                         ? tiles + ((hb - hb0) * MR + row0 - step_offset(p, t0)) * P * NR
+                         : tiles;
         const Real* bias[P];
         for (size_t pp = 0; pp < P; ++pp) {
           bias[pp] = biases + pp * H + u0;
@@ -568,11 +644,7 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
             bias[pp] = edge_bias[pp];
           }
         }
-        const Packed* panel = w + (hb - hb0) * block;
-        for (size_t pp = 0; pp < P; ++pp) {
-          panel_weights[pp] = panel;
-          panel += panel_elements<Cell, Ops>(Cell::kPanels[pp].reads, I, H);
-        }
+        block_panels<Cell, Ops>(w + (hb - hb0) * block, I, H, panel_weights);
         // The cell on rows [r0, r0 + m) once their gate sums are complete, with
         // the IO type chosen once for the block rather than at every row. (Not
         // through a with_row_io that loops over rows: given the row as a
@@ -582,7 +654,7 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
           auto update = [&](size_t b, auto& io) {
             const ForwardRow<Real> row{row0 + b, prev0 + b, b, u0, t == 0,
                                        h_prev.h + b * h_prev.row + u0, y_t + b * p.y.row + u0,
-                                       tiles + b * P * NR, bias};
+                                       sums + b * P * NR, bias};
             Cell::forward_row(p, row, io);
           };
           if (nu == NR) {
@@ -610,10 +682,16 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
             const Reads reads = Cell::kPanels[pp].reads;
             size_t count = 1;
             while (pp + count < P && Cell::kPanels[pp + count].reads == reads) ++count;
-            PanelProducts<Ops>::tile(
-                m, count, step_inputs.rows(r0, reads != Reads::h, reads != Reads::x),
-                panel_weights[pp], panel_elements<Cell, Ops>(reads, I, H),
-                TileOut<Real>{tiles + (r0 * P + pp) * NR, P * NR, false});
+            const size_t stride = panel_elements<Cell, Ops>(reads, I, H);
+            Real* out = sums + (r0 * P + pp) * NR;
+            if (chunk == 0)
+              PanelProducts<Ops>::tile(
+                  m, count, step_inputs.rows(r0, reads != Reads::h, reads != Reads::x),
+                  panel_weights[pp], stride, TileOut<Real>{out, P * NR, false});
+            else if (reads != Reads::x)  // x's term is in the sums already
+              PanelProducts<Ops>::recurrent_tile(
+                  m, count, step_inputs, r0, reads == Reads::x_and_h ? I : 0, panel_weights[pp],
+                  stride, TileOut<Real>{out, P * NR, reads != Reads::h}, t % 2 == 1);
             pp += count;
           }
           // (One row is not worth a call: batch 1 measured 3% slower.)

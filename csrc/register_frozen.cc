@@ -484,7 +484,7 @@ py::array products_entry(py::object q_x, py::object s_x, py::object q_ih, py::ob
                       h.K, a_h.data(), int8_row_bytes(h.K), h.K ? ptr<float>(h.s_a) : nullptr};
   {
     py::gil_scoped_release release;
-    k.tile(M, panels, rows, packed.data(), panel_bytes, tile.data(), ldt);
+    k.tile(M, panels, rows, packed.data(), panel_bytes, tile.data(), ldt, false);
   }
   py::array_t<float> out({py::ssize_t(M), py::ssize_t(N)});
   for (size_t r = 0; r < M; ++r)

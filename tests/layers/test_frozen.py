@@ -84,6 +84,38 @@ def test_a_stream_of_t_steps_gives_forwards_outputs_and_final_state_bit_for_bit(
 
 
 @pytest.mark.parametrize("quantize", QUANTIZE)
+@pytest.mark.parametrize("variant", CELL_VARIANTS)
+@pytest.mark.parametrize("B", [1, 2])
+def test_small_batches_that_project_their_inputs_first_give_the_steps_bits_on_every_path(
+        isa, threads, quantize, variant, B):
+    # A frozen forward of a few rows computes x_t W_ih^T for several steps at once, then
+    # each step's h_{t-1} W_hh^T, every other step through its blocks of units in reverse;
+    # a stream computes [x_t | h_{t-1}] [W_ih | W_hh]^T one step at a time. T spans
+    # several chunks of projected steps, H several blocks of units, the last one partial,
+    # and is large enough for the LSTM and GRU to split their units between two threads.
+    layer, x, state = frozen_problem(variant, T=21, B=B, I=28, H=130)
+    frozen = layer.freeze(quantize)
+    y, final = frozen.forward(x, state)
+    stream = frozen.stream(B)
+    stream.reset(state)
+    for t in range(x.shape[1]):
+        assert np.array_equal(stream.step(np.ascontiguousarray(x[:, t])), y[:, t]), t
+    assert same_bits(stream.state, final)
+    if quantize is None:
+        want = layer.forward(x, state, training=False)
+        assert np.array_equal(y, want[0]) and same_bits(final, want[1])
+    # Packed by length: the chunks hold fewer rows as sequences end.
+    lengths = np.array([21, 8])[:B]
+    y, final = frozen.forward(x, state, lengths=lengths)
+    for b, length in enumerate(lengths):
+        alone = frozen.forward(x[b:b + 1, :length], [s[:, b:b + 1] for s in flat_state(state)]
+                               if isinstance(state, tuple) else state[:, b:b + 1])
+        assert np.array_equal(y[b, :length], alone[0][0])
+        assert all(np.array_equal(f[:, b], a[:, 0])
+                   for f, a in zip(flat_state(final), flat_state(alone[1])))
+
+
+@pytest.mark.parametrize("quantize", QUANTIZE)
 def test_reset_and_state_round_trip(quantize):
     layer, x, state = frozen_problem("lstm", T=8, B=2)
     stream = layer.freeze(quantize).stream(2)
