@@ -11,9 +11,12 @@ What peak means: the rate of one 2048x2048x2048 float32 matrix product in
 NumPy (its OpenBLAS), measured in a fresh subprocess with the same thread
 count and without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, so OpenBLAS picks
 this CPU's best kernels; median of several runs. It is what a good SGEMM
-achieves here, not the CPU's theoretical peak.
+achieves here, not the CPU's theoretical peak. The bf16 cases are held to the
+bf16 peak instead: the same product in torch.bfloat16 (oneDNN, which takes
+AMX, AVX512_BF16 or neither, as the CPU has), measured the same way.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -25,6 +28,9 @@ import numpy as np
 PEAK_MEANING = (
     "peak = median rate of a {n}^3 float32 numpy matmul ({blas}) in a subprocess "
     "with the same threads and without OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE.")
+BF16_PEAK_MEANING = (
+    "% peak of a bf16 case = of the bf16 peak: median rate of a {n}^3 torch.bfloat16 "
+    "matmul ({library}) in a subprocess with the same threads.")
 
 
 def one_call_seconds(run):
@@ -147,3 +153,40 @@ def measure_peak(threads, size=2048, repeats=5, timeout=300):
                            for lib in blas)
     return {"gflops": 2.0 * size ** 3 / median / 1e9, "times": measured["times"],
             "size": size, "threads": threads, "kernel": kernel, "blas": blas}
+
+
+BF16_PEAK_SCRIPT = r"""
+import json, sys, time
+import torch
+threads, n, repeats = (int(v) for v in sys.argv[1:4])
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+a = torch.randn(n, n).to(torch.bfloat16)
+b = torch.randn(n, n).to(torch.bfloat16)
+a @ b
+times = []
+for _ in range(repeats):
+    start = time.perf_counter()
+    a @ b
+    times.append(time.perf_counter() - start)
+print(json.dumps({"times": times, "library": f"torch {torch.__version__}, oneDNN"}))
+"""
+
+
+def measure_bf16_peak(threads, size=2048, repeats=5, timeout=300):
+    """bfloat16 GEMM rate of torch here (oneDNN), measured in a fresh subprocess; None
+    without torch. A dict: gflops (median), times, size, threads, library."""
+    if importlib.util.find_spec("torch") is None:
+        return None
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", BF16_PEAK_SCRIPT, str(threads), str(size), str(repeats)],
+            capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise OSError(f"the bf16 peak measurement took over {timeout} s") from None
+    if done.returncode != 0:
+        raise OSError(f"the bf16 peak measurement failed: {done.stderr.strip()[-500:]}")
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    median = float(np.median(measured["times"]))
+    return {"gflops": 2.0 * size ** 3 / median / 1e9, "times": measured["times"],
+            "size": size, "threads": threads, "library": measured["library"]}
