@@ -380,7 +380,7 @@ def test_vdpbf16ps_and_the_portable_products_give_the_same_bits(on_isa, cell, sh
 def test_build_info_names_the_bf16_path_of_the_kernel_path(on_isa):
     for isa in BUILD["isa_supported"]:
         on_isa(isa)
-        want = "avx512_bf16" if isa == "avx512_bf16" else "portable"
+        want = isa if isa in ("avx512_bf16", "amx_bf16") else "portable"
         assert _core.build_info()["bf16_path"] == want
 
 
