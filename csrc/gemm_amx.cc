@@ -53,6 +53,18 @@ void configure(size_t M, size_t tail) {
   if (std::memcmp(&now, &want, sizeof want) != 0) _tile_loadconfig(&want);
 }
 
+// Output tiles 0 and 1 += A tile `A` (from a) times B tiles `B0` and `B1`, the
+// two halves of a panel's pair rows from `rows`. A macro: GCC's intrinsics
+// name the tile registers by their tokens, so not even a template argument.
+#define FASTRNN_MULTIPLY_CHUNK(A, B0, B1, a, a_stride, rows, b_stride) \
+  do {                                                                 \
+    _tile_loadd(A, a, a_stride);                                       \
+    _tile_loadd(B0, rows, b_stride);                                   \
+    _tile_loadd(B1, (rows) + kColumns, b_stride);                      \
+    _tile_dpbf16ps(0, A, B0);                                          \
+    _tile_dpbf16ps(1, A, B1);                                          \
+  } while (0)
+
 }  // namespace
 
 bool amx_tile(size_t M, size_t P, ALayout layout, size_t K1, const Bf16Pair* a, size_t lda,
@@ -88,27 +100,17 @@ bool amx_tile(size_t M, size_t P, ALayout layout, size_t K1, const Bf16Pair* a, 
       _tile_zero(0);
       _tile_zero(1);
     }
-    for (size_t c = 0; c < full; ++c) {
-      const Bf16Pair* rows = panel + c * kPairs * NR;
-      _tile_loadd(2, a_chunk(c), a_stride);
-      _tile_loadd(4, rows, b_stride);
-      _tile_loadd(5, rows + kColumns, b_stride);
-      _tile_dpbf16ps(0, 2, 4);
-      _tile_dpbf16ps(1, 2, 5);
-    }
-    if (tail != 0) {
-      const Bf16Pair* rows = panel + full * kPairs * NR;
-      _tile_loadd(3, a_chunk(full), a_stride);
-      _tile_loadd(6, rows, b_stride);
-      _tile_loadd(7, rows + kColumns, b_stride);
-      _tile_dpbf16ps(0, 3, 6);
-      _tile_dpbf16ps(1, 3, 7);
-    }
+    for (size_t c = 0; c < full; ++c)
+      FASTRNN_MULTIPLY_CHUNK(2, 4, 5, a_chunk(c), a_stride, panel + c * kPairs * NR, b_stride);
+    if (tail != 0)
+      FASTRNN_MULTIPLY_CHUNK(3, 6, 7, a_chunk(full), a_stride, panel + full * kPairs * NR,
+                             b_stride);
     _tile_stored(0, o, out_stride);
     _tile_stored(1, o + kColumns, out_stride);
   }
   return true;
 }
+#undef FASTRNN_MULTIPLY_CHUNK
 
 }  // namespace FASTRNN_ISA_NS
 }  // namespace fastrnn
