@@ -1,7 +1,7 @@
 // The bf16 register tile on AMX (the amx_bf16 copy only): tdpbf16ps multiplies
 // a tile of A rows (up to 16 rows of 16 pairs) by a tile of B (16 pair rows of
-// 16 columns) into a float32 tile, about 14 times vdpbf16ps's rate on a
-// Sapphire Rapids core. The operands are those of the vdpbf16ps tile
+// 16 columns) into a float32 tile: with the 8-row tiles used here about 14
+// times vdpbf16ps's rate on a Sapphire Rapids core (scripts/amx_peak.c). The operands are those of the vdpbf16ps tile
 // (bf16.h): A rows of pairs, read in place (Rows: a forward step's rounded
 // [x_t | h_{t-1}]; Panels: BPTT's rounded da slabs, 16 pairs a slab row, one
 // tile each), and B panels of NR = 32 columns, pair rows of 128 bytes, which
@@ -10,8 +10,8 @@
 //
 // Sums: each output element is the float32 sum of the same products as on the
 // other bf16 paths, in whatever order and internal precision the tile unit
-// uses (it flushes subnormal sums too); the tests hold it to the reference
-// with the bf16 tolerance that allows any summation order.
+// uses (Intel documents a flush of subnormal results too); the tests hold it
+// to the reference with the bf16 tolerance that allows any summation order.
 //
 // Tile registers: 0, 1 the two 16-column halves of the output, 2 A, 4 and 5 B;
 // 3, 6 and 7 the same for the last K % 16 pairs. Loading a configuration costs
