@@ -2,11 +2,12 @@
 // a tile of A rows (up to 16 rows of 16 pairs) by a tile of B (16 pair rows of
 // 16 columns) into a float32 tile: with the 8-row tiles used here about 14
 // times vdpbf16ps's rate on a Sapphire Rapids core (scripts/amx_peak.c). The
-// operands are those of the vdpbf16ps tile (bf16.h): A rows of pairs, read in place (Rows: a forward step's rounded
-// [x_t | h_{t-1}]; Panels: BPTT's rounded da slabs, 16 pairs a slab row, one
-// tile each), and B panels of NR = 32 columns, pair rows of 128 bytes, which
-// are two B tiles side by side. So nothing is packed for AMX but the weight
-// gradients' A panels (Packed: k-major), turned 16 pairs at a time.
+// operands are those of the vdpbf16ps tile (bf16.h): A rows of pairs, read in
+// place (Rows: a forward step's rounded [x_t | h_{t-1}]; Panels: BPTT's
+// rounded da slabs, 16 pairs a slab row, one tile each), and B panels of
+// NR = 32 columns, pair rows of 128 bytes, which are two B tiles side by side.
+// So nothing is packed for AMX but the weight gradients' A panels (Packed:
+// k-major), turned 16 pairs at a time.
 //
 // Sums: each output element is the float32 sum of the same products as on the
 // other bf16 paths, in whatever order and internal precision the tile unit
