@@ -41,16 +41,21 @@ struct alignas(64) TileConfig {
 };
 
 // M output rows, `tail` pairs in the last, partial step along k (0: none).
+// Without a tail, tiles 3, 6 and 7 keep what they had: a GRU's panels that
+// read x_t alone (a tail) and h_{t-1} alone (often none) then share one
+// configuration.
 void configure(size_t M, size_t tail) {
+  TileConfig now;
+  _tile_storeconfig(&now);
   TileConfig want;
   for (int t : {0, 1, 2}) want.bytes[t] = kRowBytes, want.rows[t] = uint8_t(M);
   for (int t : {4, 5}) want.bytes[t] = kRowBytes, want.rows[t] = kPairs;
   if (tail != 0) {
     want.bytes[3] = uint16_t(4 * tail), want.rows[3] = uint8_t(M);
     for (int t : {6, 7}) want.bytes[t] = kRowBytes, want.rows[t] = uint8_t(tail);
+  } else if (now.palette == 1) {
+    for (int t : {3, 6, 7}) want.bytes[t] = now.bytes[t], want.rows[t] = now.rows[t];
   }
-  TileConfig now;
-  _tile_storeconfig(&now);
   if (std::memcmp(&now, &want, sizeof want) != 0) _tile_loadconfig(&want);
 }
 
