@@ -86,7 +86,7 @@ def not_applicable(rival, case):
         if precision and frozen and rival != "cpp":
             return f"fastrnn's {precision} kernels of frozen models are compiled (the cpp backend)"
         if precision and not frozen and rival == "fastrnn.torch":
-            return "fastrnn.torch's modules compute in float32 (they take no precision= yet)"
+            return "the bench times fastrnn.torch in float32 only"
         return None
     if case.mode == "train":
         return "ONNX Runtime's recurrent operators do inference only"
