@@ -2,7 +2,7 @@
 
 Tests are named `test_case[<case>-<rival>]` with the case names of `fastrnn
 bench`; each case is one pytest-benchmark group (a lengths case shares its
-padded twin's), so its rivals are one table. FLOPs per call are in each
+padded twin's, a bf16 case its float32 twin's), so its rivals are one table. FLOPs per call are in each
 benchmark's extra_info (fastrnn/bench/cases.py says how they are counted).
 """
 

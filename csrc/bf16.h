@@ -22,6 +22,8 @@
 // halves' (each rounded once; bfloat16 products are exact in float32). The
 // portable path does exactly that with float32 arithmetic, so both give the
 // same bits except where vdpbf16ps flushes a subnormal partial sum to zero.
+// The amx_bf16 copy multiplies whole register tiles on AMX (gemm_amx.cc),
+// summing in the tile unit's own order.
 #pragma once
 
 #include "gemm.h"
@@ -88,11 +90,29 @@ inline const Bf16Pair* as_pairs(const uint16_t* row) {
   return reinterpret_cast<const Bf16Pair*>(row);
 }
 
+#if defined(__AMX_BF16__)
+// A whole register tile on AMX, where the layouts allow (gemm_amx.cc): false
+// leaves it to the vector products below.
+bool amx_tile(size_t M, size_t P, ALayout layout, size_t K1, const Bf16Pair* a, size_t lda,
+              size_t K2, const Bf16Pair* b, size_t panel_stride, float* out, size_t ldt,
+              bool add);
+#endif
+
 template <>
 struct Products<float, Bf16Pair> {
   using V = Simd<float>::V;
   using BV = Bf16::VU;
   static constexpr size_t kPerElement = 2;
+#if defined(__AMX_BF16__)
+  static constexpr bool kWholeTiles = true;
+  static bool whole_tile(size_t M, size_t P, ALayout layout, size_t K1, const Bf16Pair* a,
+                         size_t lda, size_t K2, const Bf16Pair* b, size_t panel_stride,
+                         float* out, size_t ldt, bool add) {
+    return amx_tile(M, P, layout, K1, a, lda, K2, b, panel_stride, out, ldt, add);
+  }
+#else
+  static constexpr bool kWholeTiles = false;
+#endif
   static BV broadcast_a(const Bf16Pair* a) {
     uint32_t w;
     std::memcpy(&w, a, sizeof w);
@@ -113,7 +133,9 @@ struct Products<float, Bf16Pair> {
 };
 
 // Which products this copy's bf16 kernels run (fastrnn.info()).
-#if defined(__AVX512BF16__)
+#if defined(__AMX_BF16__)
+constexpr const char* kBf16Products = "amx_bf16";
+#elif defined(__AVX512BF16__)
 constexpr const char* kBf16Products = "avx512_bf16";
 #else
 constexpr const char* kBf16Products = "portable";

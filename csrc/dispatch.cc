@@ -9,6 +9,10 @@
 #include <cpuid.h>
 #define FASTRNN_X86 1
 #endif
+#if defined(FASTRNN_AMX_KERNELS)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace fastrnn {
 
@@ -25,6 +29,9 @@ FASTRNN_DECLARE_TABLES(avx512)
 FASTRNN_DECLARE_TABLES(avx512_vnni)
 FASTRNN_DECLARE_TABLES(avx512_bf16)
 #endif
+#if defined(FASTRNN_AMX_KERNELS)
+FASTRNN_DECLARE_TABLES(amx_bf16)
+#endif
 #undef FASTRNN_DECLARE_TABLES
 
 namespace {
@@ -33,8 +40,20 @@ struct CpuInfo {
   bool avx = false, avx2 = false, fma = false, f16c = false;
   bool avx512f = false, avx512dq = false, avx512bw = false, avx512vl = false;
   bool avx512_vnni = false, avx_vnni = false, avx512_bf16 = false;
+  bool amx_tile = false, amx_bf16 = false;
   bool os_avx = false, os_avx512 = false;  // the OS saves the wider registers (XCR0)
+  bool os_amx = false;                     // ... and the tiles, and lets this process use them
 };
+
+#if defined(FASTRNN_AMX_KERNELS)
+// Linux hands out the 8 KiB of tile state per process on request
+// (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA); without it the first tile
+// instruction is SIGILL. Asked once, on the first look at the CPU.
+bool os_grants_tiles() {
+  constexpr int kReqXcompPerm = 0x1023, kXtileData = 18;
+  return syscall(SYS_arch_prctl, kReqXcompPerm, kXtileData) == 0;
+}
+#endif
 
 #if defined(FASTRNN_X86)
 unsigned long long read_xcr0() {
@@ -57,6 +76,7 @@ CpuInfo detect() {
     const unsigned long long xcr0 = read_xcr0();
     info.os_avx = (xcr0 & 0x6) == 0x6;            // SSE and AVX state
     info.os_avx512 = (xcr0 & 0xe6) == 0xe6;       // plus opmask and both ZMM halves
+    info.os_amx = (xcr0 & 0x60000) == 0x60000;    // XTILECFG and XTILEDATA
   }
   if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
     const unsigned last_subleaf = a;
@@ -66,11 +86,18 @@ CpuInfo detect() {
     info.avx512bw = (b >> 30) & 1;
     info.avx512vl = (b >> 31) & 1;
     info.avx512_vnni = (c >> 11) & 1;
+    info.amx_bf16 = (d >> 22) & 1;
+    info.amx_tile = (d >> 24) & 1;
     if (last_subleaf >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d)) {
       info.avx_vnni = (a >> 4) & 1;
       info.avx512_bf16 = (a >> 5) & 1;
     }
   }
+#endif
+#if defined(FASTRNN_AMX_KERNELS)
+  info.os_amx = info.os_amx && info.amx_tile && info.amx_bf16 && os_grants_tiles();
+#else
+  info.os_amx = false;
 #endif
   return info;
 }
@@ -89,6 +116,7 @@ bool can_run(const std::string& isa) {
            c.avx512bw && c.avx512vl;
   if (isa == "avx512_vnni") return can_run("avx512") && c.avx512_vnni;
   if (isa == "avx512_bf16") return can_run("avx512_vnni") && c.avx512_bf16;
+  if (isa == "amx_bf16") return can_run("avx512_bf16") && c.os_amx;
   return false;
 }
 
@@ -105,6 +133,9 @@ Tables tables_for(const std::string& isa) {
   if (isa == "avx512_vnni") return {avx512_vnni::kernel_table(), avx512_vnni::int8_kernel_table()};
   if (isa == "avx512_bf16") return {avx512_bf16::kernel_table(), avx512_bf16::int8_kernel_table()};
 #endif
+#if defined(FASTRNN_AMX_KERNELS)
+  if (isa == "amx_bf16") return {amx_bf16::kernel_table(), amx_bf16::int8_kernel_table()};
+#endif
   return {nullptr, nullptr};
 }
 
@@ -119,11 +150,14 @@ std::string joined(const std::vector<std::string>& names) {
 }  // namespace
 
 std::vector<std::string> compiled_isas() {
+  std::vector<std::string> isas{"generic"};
 #if defined(FASTRNN_X86_KERNELS)
-  return {"generic", "avx2", "avx512", "avx512_vnni", "avx512_bf16"};
-#else
-  return {"generic"};
+  isas.insert(isas.end(), {"avx2", "avx512", "avx512_vnni", "avx512_bf16"});
 #endif
+#if defined(FASTRNN_AMX_KERNELS)
+  isas.push_back("amx_bf16");
+#endif
+  return isas;
 }
 
 std::vector<std::string> supported_isas() {
@@ -141,7 +175,8 @@ std::vector<std::string> cpu_features() {
       {"f16c", c.f16c},            {"avx512f", c.avx512f && c.os_avx512},
       {"avx512dq", c.avx512dq && c.os_avx512}, {"avx512bw", c.avx512bw && c.os_avx512},
       {"avx512vl", c.avx512vl && c.os_avx512}, {"avx512_vnni", c.avx512_vnni && c.os_avx512},
-      {"avx_vnni", c.avx_vnni && c.os_avx}, {"avx512_bf16", c.avx512_bf16 && c.os_avx512}};
+      {"avx_vnni", c.avx_vnni && c.os_avx}, {"avx512_bf16", c.avx512_bf16 && c.os_avx512},
+      {"amx_bf16", c.amx_bf16 && c.os_amx}};
   for (const auto& f : flags)
     if (f.second) out.push_back(f.first);
   return out;

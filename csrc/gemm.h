@@ -36,11 +36,14 @@ struct Tile {
 template <class Real, class E>
 struct Products;
 
+// kWholeTiles: the type multiplies whole register tiles itself where it can
+// (whole_tile returns false where it cannot): bfloat16 pairs on AMX.
 template <class Real>
 struct Products<Real, Real> {
   using V = typename Simd<Real>::V;
   using BV = V;  // a B panel's vector, as loaded
   static constexpr size_t kPerElement = 1;
+  static constexpr bool kWholeTiles = false;
   static V broadcast_a(const Real* a) { return broadcast<V>(*a); }
   static BV load_b(const Real* b) { return vload<V>(b); }
   static void madd(V& acc, V a, BV b) { acc += a * b; }
@@ -104,6 +107,11 @@ __attribute__((noinline)) void micro_kernel(size_t K1, const E* a1, size_t lda1,
                                             const E* a2, size_t lda2, const E* b,
                                             size_t panel_stride, Real* tile, size_t ldt,
                                             bool add) {
+  if constexpr (Products<Real, E>::kWholeTiles) {
+    if (Products<Real, E>::whole_tile(M, P, Layout, K1, a1, lda1, K2, b, panel_stride, tile,
+                                      ldt, add))
+      return;
+  }
   using V = typename Simd<Real>::V;
   constexpr size_t kLanes = Tile<Real>::kLanes, NR = Tile<Real>::NR;
   V acc[M][P][2];

@@ -12,7 +12,8 @@ except metadata.PackageNotFoundError:  # running from a source tree
 
 def _cpu_flags():
     """x86 feature flags the kernels care about, from /proc/cpuinfo (Linux)."""
-    wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16")
+    wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16",
+              "amx_bf16")
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

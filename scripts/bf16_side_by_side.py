@@ -3,6 +3,7 @@ backward at the origin (T28 B100 I28 H128) and medium (T64 B128 I64 H256) shapes
 precisions side by side in one process, taking turns; the best of each. On 2 threads.
 
     python scripts/bf16_side_by_side.py            # the kernel path fastrnn picks
+    FASTRNN_ISA=avx512_bf16 python scripts/...     # vdpbf16ps on a CPU with AMX too
     FASTRNN_ISA=avx512 python scripts/...          # bf16 on the portable products
 """
 import time

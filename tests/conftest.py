@@ -43,11 +43,11 @@ def _use_isa(isa):
     return before
 
 
-# The avx512_bf16 copy's float32 kernels are avx512's, compiled again with one more
-# flag (the layer and training tests run them: it is this CPU's default where it has
-# AVX512_BF16); the float32 kernel tests run the paths whose code differs, the bf16 ones
-# (bf16_kernels) every path.
-_FP32_ISAS = [isa for isa in _ISAS if isa != "avx512_bf16"]
+# The avx512_bf16 and amx_bf16 copies' float32 kernels are avx512's, compiled again with
+# more flags (the layer and training tests run them: one is this CPU's default where it
+# has AVX512_BF16); the float32 kernel tests run the paths whose code differs, the bf16
+# ones (bf16_kernels) every path.
+_FP32_ISAS = [isa for isa in _ISAS if isa not in ("avx512_bf16", "amx_bf16")]
 
 
 @pytest.fixture(params=_FP32_ISAS or ["none"])

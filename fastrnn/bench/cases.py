@@ -17,8 +17,12 @@ A case is a cell, a mode, a shape and a variant, named `cell-mode-shape[-variant
               2layer-bidir  two stacked bidirectional layers
               lengths       one layer, lengths uniform in [T/4, T]; timed beside
                             the same batch padded (the plain case), its twin
-              bf16, int8    (frozen and stream) the model frozen with that
-                            quantize=; plain is float32
+              bf16          the products in bfloat16: layers and classifiers with
+                            precision="bf16" (torch: module and input in
+                            torch.bfloat16), a model frozen with quantize="bf16";
+                            an inference or training case is timed beside its
+                            float32 twin (the plain case)
+              int8          (frozen and stream) the model frozen with quantize="int8"
 
 A case runs only where the installed fastrnn has what it needs (the cell's layer, layers
 that take num_layers / bidirectional / lengths): `missing_features` says what
@@ -57,20 +61,27 @@ MODES = ("inference", "train", "latency", "frozen", "stream")
 FROZEN_MODES = ("frozen", "stream")
 NUM_CLASSES = 10
 
-Variant = namedtuple("Variant", "num_layers bidirectional lengths quantize",
+# precision: of the products, None for float32 (a frozen model's quantize=, a layer's precision=)
+Variant = namedtuple("Variant", "num_layers bidirectional lengths precision",
                      defaults=(None,))
 VARIANTS = {
     "plain": Variant(num_layers=1, bidirectional=False, lengths=False),
     "2layer-bidir": Variant(num_layers=2, bidirectional=True, lengths=False),
     "lengths": Variant(num_layers=1, bidirectional=False, lengths=True),
-    "bf16": Variant(num_layers=1, bidirectional=False, lengths=False, quantize="bf16"),
-    "int8": Variant(num_layers=1, bidirectional=False, lengths=False, quantize="int8"),
+    "bf16": Variant(num_layers=1, bidirectional=False, lengths=False, precision="bf16"),
+    "int8": Variant(num_layers=1, bidirectional=False, lengths=False, precision="int8"),
 }
+# The precisions a layer computes in besides float32 (frozen models also take int8).
+LAYER_PRECISIONS = ("bf16",)
 
 
 def variant_applies(mode, variant):
-    """Frozen modes take the quantize variants, the others the layer variants."""
-    return variant == "plain" or (VARIANTS[variant].quantize is not None) == (mode in FROZEN_MODES)
+    """Frozen modes take the precision variants; the others the layer variants and the layers'
+    precisions."""
+    precision = VARIANTS[variant].precision
+    if variant == "plain" or mode in FROZEN_MODES:
+        return variant == "plain" or precision is not None
+    return precision is None or precision in LAYER_PRECISIONS
 
 FLOP_COUNTING = (
     "FLOPs count only the matrix products: 2*B*(I_k+H)*G*H per time step, direction "
@@ -101,6 +112,19 @@ class Case(namedtuple("Case", "cell mode shape_name shape variant")):
     def padded_twin(self):
         """The same batch without lengths, which a lengths case is timed beside (else None)."""
         return self._replace(variant="plain") if self.layout.lengths else None
+
+    @property
+    def fp32_twin(self):
+        """The same case in float32, which a bf16 inference or training case is timed beside
+        (else None)."""
+        if self.layout.precision in LAYER_PRECISIONS and self.mode not in FROZEN_MODES:
+            return self._replace(variant="plain")
+        return None
+
+    @property
+    def twin(self):
+        """The case this one is timed beside: its padded or its float32 twin (else None)."""
+        return self.padded_twin or self.fp32_twin
 
 
 def make_cases(shapes=("origin",), cells=CELLS, modes=MODES, variants=("plain",)):
@@ -142,23 +166,21 @@ def case_by_name(name):
 
 
 def timing_groups(cases, add_twins=True):
-    """The cases in groups timed together: a lengths case with its padded twin, else alone.
+    """The cases in groups timed together: a case with its twin (padded, or float32), else alone.
 
-    With `add_twins` a lengths case's twin joins its group even when not asked for,
-    so every lengths figure has its padded one beside it.
+    With `add_twins` a case's twin joins its group even when not asked for, so every
+    lengths or bf16 figure has its padded or float32 one beside it. A plain case that is
+    the twin of several (lengths and bf16) is timed with all of them.
     """
     asked = {case.name for case in cases}
-    twins = {case.padded_twin.name for case in cases if case.padded_twin is not None}
-    groups = []
+    groups = {}
     for case in cases:
-        if case.name in twins:
-            continue            # timed in its lengths case's group
-        twin = case.padded_twin
+        twin = case.twin
         if twin is not None and (add_twins or twin.name in asked):
-            groups.append([twin, case])
-        else:
-            groups.append([case])
-    return groups
+            groups.setdefault(twin.name, [twin]).append(case)
+        elif case.name not in groups:
+            groups[case.name] = [case]
+    return list(groups.values())
 
 
 # ----------------------------------------------------------------- the batch
@@ -214,8 +236,11 @@ def case_flops(case):
 
 
 def layer_keywords(case):
-    """The layer arguments of `case`'s variant: none for one forward layer."""
+    """The layer arguments of `case`'s variant: none for one forward float32 layer (a frozen
+    case's layer is float32: its precision is the freeze's)."""
     layout = case.layout
+    if layout.precision is not None and case.mode not in FROZEN_MODES:
+        return {"precision": layout.precision}
     if layout.num_layers == 1 and not layout.bidirectional:
         return {}   # a one-layer case asks nothing new of an older fastrnn
     return {"num_layers": layout.num_layers, "bidirectional": layout.bidirectional}
@@ -234,7 +259,7 @@ def _probe(cell, mode, variant):
 
     case = Case(cell, mode, "tiny", SHAPES["tiny"], variant)
     if mode in FROZEN_MODES:
-        return _probe_frozen(cell, case.layout.quantize)
+        return _probe_frozen(cell, case.layout.precision)
     keywords = layer_keywords(case)
     layer_name = f"fastrnn.{CELL_TABLE[cell].layer}"
     x, labels, lengths = np.zeros((2, 2, 1), np.float32), np.array([0, 1]), np.array([1, 2])

@@ -56,7 +56,9 @@ def add_arguments(parser):
     parser.add_argument("--variants", type=lambda s: _choices(s, list(VARIANTS), "--variants"),
                         help="comma-separated from plain (one layer), 2layer-bidir (two "
                              "stacked bidirectional layers), lengths (lengths uniform in "
-                             "[T/4, T], timed beside the padded batch); default plain")
+                             "[T/4, T], timed beside the padded batch), bf16 (bfloat16 "
+                             "products, timed beside float32; torch in torch.bfloat16), "
+                             "int8 (frozen models); default plain")
     parser.add_argument("--rivals", default=None,
                         type=lambda s: _choices(s, known_rivals(), "--rivals"),
                         help="comma-separated subset of the fastrnn backends, torch, "
@@ -146,6 +148,9 @@ def run_from_args(args):
     if not args.no_peak:
         progress(f"measuring the SGEMM peak on {threads} thread(s) ...")
         peak = timing.measure_peak(threads, repeats=repeats)
+        if any(case.layout.precision == "bf16" for case in cases):
+            progress(f"measuring the bf16 GEMM peak on {threads} thread(s) ...")
+            peak["bf16"] = timing.measure_bf16_peak(threads, repeats=repeats)
     if args.in_process:
         timed = in_process.run_in_process(cases, rivals, threads, budget, min_rounds, peak,
                                           progress)

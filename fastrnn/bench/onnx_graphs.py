@@ -93,7 +93,7 @@ def onnxruntime_runner(case, threads, weights, seed=0):
     """ONNX Runtime's forward of a plain inference, latency or frozen case from zero state,
     or for a stream case one frame with the state of the call before."""
     T, B, I, H = case.shape
-    session = onnx_session(onnx_model(case.cell, weights, case.layout.quantize), threads)
+    session = onnx_session(onnx_model(case.cell, weights, case.layout.precision), threads)
     x, _, _ = make_batch(case, seed, batch_first=False)
     zeros = np.zeros((1, B, H), dtype=np.float32)
     states = CELLS[case.cell].states

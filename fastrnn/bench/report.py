@@ -5,8 +5,8 @@ import math
 import numpy as np
 
 from .._info import __version__
-from .cases import FLOP_COUNTING, case_flops, sequence_lengths
-from .timing import PEAK_MEANING, machine_load, usable_cpus
+from .cases import FLOP_COUNTING, VARIANTS, case_flops, sequence_lengths
+from .timing import BF16_PEAK_MEANING, PEAK_MEANING, machine_load, usable_cpus
 
 COLUMNS = ("case", "rival", "median", "samples/s", "GFLOP/s", "% peak",
            "vs numpy", "vs torch")
@@ -35,12 +35,21 @@ METHODS = {
 }
 
 
+def case_peak(case, peak):
+    """The peak `case` is held to: the bf16 one (peak["bf16"]) for a bf16 case, else the SGEMM
+    peak; None when not measured."""
+    if peak and case.layout.precision == "bf16":
+        return peak.get("bf16")
+    return peak
+
+
 def case_rows(case, samples, peak):
     """One report row per rival of `case` from {rival: [seconds of each timed call]}."""
     T, B, I, H = case.shape
     flops = case_flops(case)
     lengths = sequence_lengths(case)
     medians = {rival: float(np.median(times)) for rival, times in samples.items()}
+    peak = case_peak(case, peak)
     rows = []
     for rival, median in medians.items():
         gflops = flops / median / 1e9
@@ -54,7 +63,7 @@ def case_rows(case, samples, peak):
             "percent_of_peak": 100.0 * gflops / peak["gflops"] if peak else None,
             "speedup_vs_numpy": medians["numpy"] / median if "numpy" in medians else None,
             "speedup_vs_torch": medians["torch"] / median if "torch" in medians else None,
-            "speedup_vs_padded": None,
+            "speedup_vs_padded": None, "speedup_vs_fp32": None,
         })
     return rows
 
@@ -69,14 +78,17 @@ def group_rows(group, samples, peak):
     return rows
 
 
-def add_padded_speedups(cases, rows):
-    """Fill speedup_vs_padded of each lengths case's rows: its twin's median over its own."""
+def add_twin_speedups(cases, rows):
+    """Fill speedup_vs_padded of each lengths case's rows and speedup_vs_fp32 of each bf16
+    case's: its twin's median over its own, rival by rival."""
     medians = {(row["case"], row["rival"]): row["median_s"] for row in rows}
-    twins = {case.name: case.padded_twin.name for case in cases if case.padded_twin}
+    twins = {case.name: ("speedup_vs_padded" if case.padded_twin else "speedup_vs_fp32",
+                         case.twin.name) for case in cases if case.twin}
     for row in rows:
-        padded = medians.get((twins.get(row["case"]), row["rival"]))
-        if padded is not None:
-            row["speedup_vs_padded"] = padded / row["median_s"]
+        key, twin = twins.get(row["case"], (None, None))
+        twin_median = medians.get((twin, row["rival"]))
+        if twin_median is not None:
+            row[key] = twin_median / row["median_s"]
     return rows
 
 
@@ -89,7 +101,7 @@ def build_report(mode, cases, threads, peak, results, skipped, load_at_start):
         "flop_counting": FLOP_COUNTING,
         "timing": mode,
         "method": METHODS[mode],
-        "results": add_padded_speedups(cases, results),
+        "results": add_twin_speedups(cases, results),
         "skipped": skipped,
         "load": {"cpus": usable_cpus(), "start": load_at_start, "end": machine_load()},
     }
@@ -145,6 +157,9 @@ def format_report(report):
     if peak:
         lines.append(f"peak SGEMM {peak['gflops']:.1f} GFLOP/s "
                      f"(numpy {peak['size']}^3 float32, OpenBLAS kernel: {peak['kernel']})")
+    if peak and peak.get("bf16"):
+        lines.append(f"peak bf16 GEMM {peak['bf16']['gflops']:.1f} GFLOP/s "
+                     f"(torch {peak['bf16']['size']}^3 bfloat16, {peak['bf16']['library']})")
     load = report.get("load")
     if load and load["start"] is not None:
         lines.append(f"load average {load['start']:.1f} at start, {load['end']:.1f} at end, "
@@ -163,11 +178,19 @@ def format_report(report):
             how = " (pack_padded_sequence)" if r["rival"] in ("torch", "fastrnn.torch") else ""
             lines.append(f"{r['case']}: {r['rival']}{how} {r['speedup_vs_padded']:.2f}x as fast "
                          f"as on the same batch padded to T")
+    for r in report["results"]:
+        if r.get("speedup_vs_fp32") is not None:
+            lines.append(f"{r['case']}: {r['rival']} in bf16 {r['speedup_vs_fp32']:.2f}x as fast "
+                         f"as in float32")
     lines.append("")
-    lines.append("samples/s = sequences per second; speedups compare median times in one case.")
+    lines.append("samples/s = sequences per second; speedups compare median times in one case "
+                 "(in a bf16 case torch runs in torch.bfloat16).")
     lines.append(FLOP_COUNTING)
     if peak:
         lines.append(PEAK_MEANING.format(n=peak["size"], blas=f"OpenBLAS {peak['kernel']}"))
+    if peak and peak.get("bf16"):
+        lines.append(BF16_PEAK_MEANING.format(n=peak["bf16"]["size"],
+                                              library=peak["bf16"]["library"]))
     lines.append(report["method"])
     return "\n".join(lines)
 
@@ -196,14 +219,17 @@ def plot_report(report, path):
     for ax, case in zip(axes.flat, cases):
         results = [r for r in report["results"] if r["case"] == case]
         ax.barh([r["rival"] for r in results], [r["gflops"] for r in results])
-        if report["peak"]:
-            ax.axvline(report["peak"]["gflops"], linestyle="--", color="gray")
+        peak = report["peak"]
+        if peak and VARIANTS[results[0]["variant"]].precision == "bf16":
+            peak = peak.get("bf16")
+        if peak:
+            ax.axvline(peak["gflops"], linestyle="--", color="gray")
         ax.set_title(case, fontsize=10)
         ax.set_xlabel("GFLOP/s (matrix products only)")
         ax.invert_yaxis()
     for ax in list(axes.flat)[len(cases):]:
         ax.set_visible(False)
-    peak = ", dashed: SGEMM peak" if report["peak"] else ""
+    peak = ", dashed: SGEMM peak (bf16 cases: bf16 GEMM)" if report["peak"] else ""
     figure.suptitle(f"fastrnn bench, {report['threads']} thread(s), {report['timing']}{peak}")
     figure.tight_layout()
     figure.savefig(path)

@@ -11,7 +11,9 @@ of a case starts from the same weights, fastrnn's init for the seed, and reads
 the same batch, so all of them compute the same thing. A training step is
 fastrnn.SequenceClassifier + fastrnn.optim.Adam (the compiled head and Adam
 on the cpp rival only: the others run as they would without the extension),
-and for torch and fastrnn.torch the same modules with torch.optim.Adam.
+and for torch and fastrnn.torch the same modules with torch.optim.Adam. A bf16
+inference or training case gives fastrnn's layers precision="bf16" and puts torch's
+modules and input in torch.bfloat16.
 """
 
 import sys
@@ -74,18 +76,23 @@ def require_rivals(rivals):
 
 def not_applicable(rival, case):
     """Why `rival` cannot run `case` anywhere (None when it can)."""
-    quantize = case.layout.quantize
+    precision = case.layout.precision
+    frozen = case.mode in FROZEN_MODES
     if rival == "torch":
-        return f"torch's rival here computes in float32, not {quantize}" if quantize else None
+        if precision == "int8":
+            return "torch's rival computes in float32 or bfloat16, not int8"
+        return None
     if rival != "onnxruntime":
-        if quantize and rival != "cpp":
-            return f"fastrnn's {quantize} kernels are compiled ones (the cpp backend)"
+        if precision and frozen and rival != "cpp":
+            return f"fastrnn's {precision} kernels of frozen models are compiled (the cpp backend)"
+        if precision and not frozen and rival == "fastrnn.torch":
+            return "the bench times fastrnn.torch in float32 only"
         return None
     if case.mode == "train":
         return "ONNX Runtime's recurrent operators do inference only"
-    if quantize == "int8" and case.cell != "lstm":
+    if precision == "int8" and case.cell != "lstm":
         return "ONNX Runtime's int8 recurrent operator (DynamicQuantizeLSTM) is the LSTM's only"
-    if quantize == "bf16":
+    if precision == "bf16":
         return "ONNX Runtime's CPU recurrent operators have no bf16 form"
     if case.layout.num_layers != 1 or case.layout.bidirectional or case.layout.lengths:
         return "the bench gives ONNX Runtime graphs of one forward layer over full sequences"
@@ -219,7 +226,7 @@ def fastrnn_runner(backend, case, threads, seed):
     x, _, lengths = make_batch(case, seed, batch_first=False)
     lengths_keyword = _lengths_keyword(lengths)
     if case.mode in FROZEN_MODES:
-        return _frozen_runner(case, layer.freeze(case.layout.quantize), x)
+        return _frozen_runner(case, layer.freeze(case.layout.precision), x)
 
     def forward():
         y, _ = layer.forward(x, training=False, **lengths_keyword)
@@ -251,7 +258,9 @@ def torch_runner(case, threads, weights, seed=0, modules="torch.nn"):
     `modules` is where the recurrent module's class comes from: torch.nn, or fastrnn.torch.
 
     With lengths the batch goes through pack_padded_sequence (enforce_sorted=False),
-    and inference unpacks y to T steps, as torch users do.
+    and inference unpacks y to T steps, as torch users do. A bf16 case puts the modules
+    and the input in torch.bfloat16 (which torch routes to oneDNN's bf16 LSTM), and Adam
+    updates the bfloat16 parameters; outputs come back as float32.
     """
     import importlib
 
@@ -268,8 +277,10 @@ def torch_runner(case, threads, weights, seed=0, modules="torch.nn"):
                        bidirectional=case.layout.bidirectional, batch_first=batch_first)
     rnn.load_state_dict({key: torch.from_numpy(value) for key, value in weights.items()
                          if not key.startswith("fc.")})
+    dtype = torch.bfloat16 if case.layout.precision == "bf16" else torch.float32
+    rnn.to(dtype)
     x, labels, lengths = make_batch(case, seed, batch_first=batch_first)
-    x, labels = torch.from_numpy(x), torch.from_numpy(labels)
+    x, labels = torch.from_numpy(x).to(dtype), torch.from_numpy(labels)
     if lengths is not None:
         lengths = torch.from_numpy(lengths)
 
@@ -287,7 +298,7 @@ def torch_runner(case, threads, weights, seed=0, modules="torch.nn"):
                 t = carried[1]
                 y, carried[0] = rnn(frames[t], carried[0])
                 carried[1] = (t + 1) % T
-            return y[0].numpy()
+            return y[0].float().numpy()
         return step
 
     if case.mode != "train":
@@ -296,12 +307,13 @@ def torch_runner(case, threads, weights, seed=0, modules="torch.nn"):
                 y, _ = run_rnn()
                 if lengths is not None:
                     y, _ = pad_packed_sequence(y, total_length=T)
-            return y.numpy()
+            return y.float().numpy()
         return forward
 
     head = torch.nn.Linear(D * H, NUM_CLASSES)
     head.load_state_dict({"weight": torch.from_numpy(weights["fc.weight"]),
                           "bias": torch.from_numpy(weights["fc.bias"])})
+    head.to(dtype)
     adam = torch.optim.Adam(list(rnn.parameters()) + list(head.parameters()), lr=LEARNING_RATE)
 
     def train_step():

@@ -16,6 +16,7 @@ from .runners import PEERS, not_applicable, peer_unavailable_reason
 
 SHAPES = ("origin", "medium", "large")
 VARIANT_SHAPE = "medium"      # the stacked and lengths cases, at issue 15's shape
+BF16_SHAPES = ("origin", "medium")    # bf16 layers and classifiers, at issue 23's shapes
 CLOCK = "fastrnn.bench.suite.replay_clock"
 
 
@@ -25,6 +26,7 @@ def suite_cases(tiny=False):
     cases += make_cases(["tiny" if tiny else VARIANT_SHAPE], CELLS, ["inference", "train"],
                         ["2layer-bidir", "lengths"])
     cases += make_cases(["tiny" if tiny else "origin"], CELLS, FROZEN_MODES, ["bf16", "int8"])
+    cases += make_cases(["tiny"] if tiny else BF16_SHAPES, CELLS, ["inference", "train"], ["bf16"])
     return [case for case in cases if missing_features(case) is None]
 
 
@@ -35,8 +37,8 @@ def suite_pairs(cases, rivals):
 
 
 def benchmark_group(case):
-    """pytest-benchmark's group: a lengths case shares its padded twin's table."""
-    return (case.padded_twin or case).name
+    """pytest-benchmark's group: a lengths or bf16 case shares its twin's table."""
+    return (case.twin or case).name
 
 
 def extra_info(case, threads, timing):

@@ -11,9 +11,12 @@ What peak means: the rate of one 2048x2048x2048 float32 matrix product in
 NumPy (its OpenBLAS), measured in a fresh subprocess with the same thread
 count and without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, so OpenBLAS picks
 this CPU's best kernels; median of several runs. It is what a good SGEMM
-achieves here, not the CPU's theoretical peak.
+achieves here, not the CPU's theoretical peak. The bf16 cases are held to the
+bf16 peak instead: the same product in torch.bfloat16 (oneDNN, which takes
+AMX, AVX512_BF16 or neither, as the CPU has), measured the same way.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -25,6 +28,9 @@ import numpy as np
 PEAK_MEANING = (
     "peak = median rate of a {n}^3 float32 numpy matmul ({blas}) in a subprocess "
     "with the same threads and without OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE.")
+BF16_PEAK_MEANING = (
+    "% peak of a bf16 case = of the bf16 peak: median rate of a {n}^3 torch.bfloat16 "
+    "matmul ({library}) in a subprocess with the same threads.")
 
 
 def one_call_seconds(run):
@@ -92,6 +98,17 @@ def machine_load():
         return None
 
 
+# The child's timing of a @ b, after its set-up has made a, b and `facts`.
+_TIME_PRODUCT = r"""
+a @ b
+times = []
+for _ in range(repeats):
+    start = time.perf_counter()
+    a @ b
+    times.append(time.perf_counter() - start)
+print(json.dumps({"times": times, **facts}))
+"""
+
 PEAK_SCRIPT = r"""
 import json, sys, time
 import numpy as np
@@ -109,14 +126,33 @@ else:
 rng = np.random.default_rng(0)
 a = rng.standard_normal((n, n), dtype=np.float32)
 b = rng.standard_normal((n, n), dtype=np.float32)
-a @ b
-times = []
-for _ in range(repeats):
-    start = time.perf_counter()
-    a @ b
-    times.append(time.perf_counter() - start)
-print(json.dumps({"times": times, "blas": blas}))
-"""
+facts = {"blas": blas}
+""" + _TIME_PRODUCT
+
+BF16_PEAK_SCRIPT = r"""
+import json, sys, time
+import torch
+threads, n, repeats = (int(v) for v in sys.argv[1:4])
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+a = torch.randn(n, n).to(torch.bfloat16)
+b = torch.randn(n, n).to(torch.bfloat16)
+facts = {"library": f"torch {torch.__version__}, oneDNN"}
+""" + _TIME_PRODUCT
+
+
+def _time_product(script, what, threads, size, repeats, timeout, env=None):
+    """Run a peak script in a fresh subprocess: its JSON, and the GFLOP/s of its median."""
+    try:
+        done = subprocess.run([sys.executable, "-c", script, str(threads), str(size),
+                               str(repeats)], env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise OSError(f"the {what} peak measurement took over {timeout} s") from None
+    if done.returncode != 0:
+        raise OSError(f"the {what} peak measurement failed: {done.stderr.strip()[-500:]}")
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    return measured, 2.0 * size ** 3 / float(np.median(measured["times"])) / 1e9
 
 
 def measure_peak(threads, size=2048, repeats=5, timeout=300):
@@ -130,20 +166,21 @@ def measure_peak(threads, size=2048, repeats=5, timeout=300):
     env = {k: v for k, v in os.environ.items()
            if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     env["OPENBLAS_NUM_THREADS"] = str(threads)
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", PEAK_SCRIPT, str(threads), str(size), str(repeats)],
-            env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise OSError(f"the SGEMM peak measurement took over {timeout} s") from None
-    if done.returncode != 0:
-        raise OSError(f"the SGEMM peak measurement failed: {done.stderr.strip()[-500:]}")
-    measured = json.loads(done.stdout.strip().splitlines()[-1])
-    median = float(np.median(measured["times"]))
+    measured, gflops = _time_product(PEAK_SCRIPT, "SGEMM", threads, size, repeats, timeout, env)
     blas = measured["blas"]
     kernel = "unknown"
     if blas:
         kernel = ", ".join(str(lib.get("architecture") or lib.get("internal_api"))
                            for lib in blas)
-    return {"gflops": 2.0 * size ** 3 / median / 1e9, "times": measured["times"],
+    return {"gflops": gflops, "times": measured["times"],
             "size": size, "threads": threads, "kernel": kernel, "blas": blas}
+
+
+def measure_bf16_peak(threads, size=2048, repeats=5, timeout=300):
+    """bfloat16 GEMM rate of torch here (oneDNN), measured in a fresh subprocess; None
+    without torch. A dict: gflops (median), times, size, threads, library."""
+    if importlib.util.find_spec("torch") is None:
+        return None
+    measured, gflops = _time_product(BF16_PEAK_SCRIPT, "bf16", threads, size, repeats, timeout)
+    return {"gflops": gflops, "times": measured["times"],
+            "size": size, "threads": threads, "library": measured["library"]}

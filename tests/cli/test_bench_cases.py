@@ -204,7 +204,7 @@ def test_frozen_and_stream_cases_take_the_quantize_variants_and_batch_one():
         "lstm-frozen-origin-int8", "lstm-stream-batch1", "lstm-stream-batch1-int8"]
     stream = cases.CATALOGUE["gru-stream-batch1"]
     assert cases.case_flops(stream) == 2 * (28 + 128) * 3 * 128   # one frame
-    assert cases.CATALOGUE["lstm-frozen-origin-int8"].layout.quantize == "int8"
+    assert cases.CATALOGUE["lstm-frozen-origin-int8"].layout.precision == "int8"
 
 
 @pytest.mark.parametrize("quantize", [None, "int8"])
@@ -226,3 +226,45 @@ def test_every_rival_of_a_stream_case_steps_the_same_frames_with_the_state_carri
     tolerance = 0.03 if quantize else 1e-5
     for rival, out in outputs.items():
         assert np.abs(out - outputs["cpp"]).max() <= tolerance, rival
+
+
+def test_bf16_cases_are_layers_and_frozen_models_in_bfloat16_timed_beside_float32():
+    chosen = cases.make_cases(["origin"], ["gru"], ["train", "latency", "frozen"],
+                              ["plain", "bf16"])
+    assert [case.name for case in chosen] == [
+        "gru-train-origin", "gru-train-origin-bf16", "gru-latency-batch1",
+        "gru-frozen-batch1", "gru-frozen-batch1-bf16", "gru-frozen-origin",
+        "gru-frozen-origin-bf16"]
+    train = cases.CATALOGUE["gru-train-origin-bf16"]
+    assert cases.layer_keywords(train) == {"precision": "bf16"}
+    assert train.fp32_twin.name == "gru-train-origin" and train.twin == train.fp32_twin
+    # a frozen model's precision is the freeze's: its layer is float32, and it has no twin
+    frozen = cases.CATALOGUE["gru-frozen-origin-bf16"]
+    assert cases.layer_keywords(frozen) == {} and frozen.twin is None
+    # int8 is for frozen models only
+    assert "gru-train-origin-int8" not in cases.CATALOGUE
+    asked = [cases.CATALOGUE[name] for name in ("lstm-inference-medium-bf16",
+                                                "lstm-inference-medium-lengths", "rnn-train-origin")]
+    groups = [[case.name for case in group] for group in cases.timing_groups(asked)]
+    assert groups == [["lstm-inference-medium", "lstm-inference-medium-bf16",
+                       "lstm-inference-medium-lengths"], ["rnn-train-origin"]]
+
+
+@pytest.mark.parametrize("mode", ["inference", "train"])
+def test_every_rival_of_a_bf16_case_computes_in_bfloat16_from_the_same_weights(mode):
+    pytest.importorskip("torch")
+    case = cases.CATALOGUE[f"lstm-{mode}-tiny-bf16"]
+    for rival in ("fastrnn.torch", "onnxruntime"):
+        assert runners.not_applicable(rival, case) is not None
+    rivals = ["torch"] + fastrnn.available_backends()
+    outputs = {rival: runners.make_runner(rival, case, 1)() for rival in rivals}
+    float32 = runners.make_runner("torch", case.fp32_twin, 1)()
+    # torch's bf16 LSTM keeps its activations in bfloat16 too; its outputs are near
+    # fastrnn's where products alone are rounded, and not equal to float32's
+    assert np.any(np.asarray(outputs["torch"]) != np.asarray(float32))
+    for rival in fastrnn.available_backends():
+        assert np.allclose(outputs[rival], outputs["torch"], atol=0.02), rival
+    if mode == "inference":   # fastrnn's rivals are its layers with precision="bf16"
+        layer = fastrnn.LSTM(4, 5, batch_first=False, seed=0, backend="numpy", precision="bf16")
+        x, _, _ = cases.make_batch(case, batch_first=False)
+        assert np.array_equal(outputs["numpy"], layer.forward(x, training=False)[0])

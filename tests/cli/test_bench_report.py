@@ -273,3 +273,33 @@ def test_busy_machine_warning(start, end, cpus, threads, busy):
     assert report.busy_machine(load, threads) == busy
     built = dict(table_report("isolated"), threads=threads, load=load)
     assert ("warning: other work was running" in report.format_report(built)) == busy
+
+
+def test_bf16_rows_are_held_to_the_bf16_peak_and_compare_with_float32():
+    bf16_case = CATALOGUE["gru-train-origin-bf16"]
+    group = [bf16_case.fp32_twin, bf16_case]
+    samples = {("gru-train-origin", "cpp"): [0.010], ("gru-train-origin", "torch"): [0.030],
+               ("gru-train-origin-bf16", "cpp"): [0.008],
+               ("gru-train-origin-bf16", "torch"): [0.020]}
+    peak = {"gflops": 100.0, "size": 2048, "kernel": "SkylakeX",
+            "bf16": {"gflops": 400.0, "size": 2048, "library": "torch, oneDNN"}}
+    built = report.build_report("isolated", group, 2, peak,
+                                report.group_rows(group, samples, peak), [], None)
+    rows = {(r["case"], r["rival"]): r for r in built["results"]}
+    fast = rows["gru-train-origin-bf16", "cpp"]
+    assert fast["percent_of_peak"] == pytest.approx(100 * fast["gflops"] / 400.0)
+    assert rows["gru-train-origin", "cpp"]["percent_of_peak"] == pytest.approx(
+        100 * rows["gru-train-origin", "cpp"]["gflops"] / 100.0)
+    assert fast["speedup_vs_fp32"] == pytest.approx(1.25)
+    assert fast["speedup_vs_torch"] == pytest.approx(2.5)       # torch in bf16, same case
+    assert rows["gru-train-origin", "cpp"]["speedup_vs_fp32"] is None
+    text = report.format_report(built)
+    assert "peak bf16 GEMM 400.0 GFLOP/s" in text
+    assert "gru-train-origin-bf16: cpp in bf16 1.25x as fast as in float32" in text
+    assert "gru-train-origin-bf16: torch in bf16 1.50x as fast as in float32" in text
+
+
+def test_bf16_peak_measurement_runs_torch_in_bfloat16():
+    pytest.importorskip("torch")
+    peak = timing.measure_bf16_peak(1, size=128, repeats=2)
+    assert peak["gflops"] > 0 and len(peak["times"]) == 2 and "torch" in peak["library"]

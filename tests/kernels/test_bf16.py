@@ -4,8 +4,9 @@ With bf16 every matrix product of a kernel takes both operands rounded to
 bfloat16 and sums in float32 (fastrnn/_reference.py's docstring). The rounding
 is checked bit by bit against a definition of its own here; the reference's
 products against float64 math on the same rounded operands; every fast
-backend, on every kernel path, against the reference, with tolerances derived
-below; the AVX512_BF16 path and the portable one against each other.
+backend, on every kernel path (amx_bf16's tiles included), against the reference,
+with tolerances derived below; the AVX512_BF16 path and the portable one against
+each other.
 """
 
 import numpy as np
@@ -189,7 +190,10 @@ def test_reference_refuses_unknown_precisions_and_float64_with_bf16(kernel):
 # rounded operand is v (1 + d), |d| <= u. A bf16 product sum_k r(a_k) r(b_k)
 # thus differs from the exact one by at most 2u sum_k |a_k b_k| (to first
 # order), plus float32's summation error, at most gamma_K sum_k |r(a_k) r(b_k)|
-# with gamma_K = K u32 / (1 - K u32), u32 = 2^-24, for a sum of K terms.
+# with gamma_K = K u32 / (1 - K u32), u32 = 2^-24, for a sum of K terms. That
+# bound holds for every order of the sum with each addition rounded to float32
+# (or held wider, as a fused pair): vdpbf16ps's and the portable path's order,
+# AMX's tdpbf16ps (the amx_bf16 path) summing its own way, and the reference's.
 #
 # 1. One step (T = 1). Every operand of the forward's products is an input (x,
 #    h0, the weights), rounded to the same bits by every backend: the
@@ -377,11 +381,35 @@ def test_vdpbf16ps_and_the_portable_products_give_the_same_bits(on_isa, cell, sh
         assert np.array_equal(x, y)
 
 
+@pytest.mark.skipif("amx_bf16" not in BUILD.get("isa_supported", []),
+                    reason="this CPU (or OS) gives no AMX tiles")
+@pytest.mark.usefixtures("keep_thread_settings")
+def test_amx_tiles_keep_their_shapes_when_torch_configures_its_own_in_the_same_thread(on_isa):
+    # The amx_bf16 path loads its tile configuration only when the thread's differs;
+    # oneDNN (torch's bfloat16 matmul on this CPU) configures the same registers its
+    # own way (and releases them after). On one thread every tile runs in this thread,
+    # between torch's; an LSTM's panels all read [x_t | h_{t-1}] and with B = 8 (one row
+    # panel) all its forward's tiles take one configuration, so the second forward would
+    # run on torch's if the thread's were not read back.
+    torch = pytest.importorskip("torch")
+    on_isa("amx_bf16")
+    _core.set_num_threads(1)
+    torch.set_num_threads(1)
+    a = make_kernel_args("lstm", 3, 8, 40, 33, np.float32, seed=3)
+    alone, _ = kernel_forward(_core, "lstm", a, False, precision="bf16")
+    m = torch.ones(96, 96, dtype=torch.bfloat16)
+    (m @ m).sum()
+    between, _ = kernel_forward(_core, "lstm", a, False, precision="bf16")
+    for x, y in zip(alone, between):
+        assert np.array_equal(x, y)
+    check_against_the_reference(results(_core, "lstm", a, "bf16"), "lstm", a)
+
+
 @pytest.mark.skipif(_core is None, reason="the compiled backend is not built here")
 def test_build_info_names_the_bf16_path_of_the_kernel_path(on_isa):
     for isa in BUILD["isa_supported"]:
         on_isa(isa)
-        want = "avx512_bf16" if isa == "avx512_bf16" else "portable"
+        want = isa if isa in ("avx512_bf16", "amx_bf16") else "portable"
         assert _core.build_info()["bf16_path"] == want
 
 
