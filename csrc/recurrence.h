@@ -441,13 +441,13 @@ constexpr size_t gates_apart() {
 
 // One H-row of bias per gate panel, folded once per call: a panel reading
 // [x_t | h_{t-1}] takes b_ih + b_hh, one reading x_t alone b_ih, h_{t-1}
-// alone b_hh (P*H values in out).
+// alone b_hh (P*H values in out), from a layer direction's b_ih and b_hh (G*H).
 template <class Cell>
-void fold_panel_biases(const ForwardArgs<typename Cell::Real>& p, typename Cell::Real* out) {
-  const size_t H = p.H;
+void fold_panel_biases(size_t H, const typename Cell::Real* b_ih_all,
+                       const typename Cell::Real* b_hh_all, typename Cell::Real* out) {
   for (const GatePanel& panel : Cell::kPanels) {
-    const auto* b_ih = p.b_ih + panel.gate * H;
-    const auto* b_hh = p.b_hh + panel.gate * H;
+    const auto* b_ih = b_ih_all + panel.gate * H;
+    const auto* b_hh = b_hh_all + panel.gate * H;
     for (size_t u = 0; u < H; ++u)
       out[u] = panel.reads == Reads::x ? b_ih[u] : panel.reads == Reads::h ? b_hh[u]
                                                                             : b_ih[u] + b_hh[u];
@@ -498,13 +498,7 @@ void pack_frozen_weights(const PackArgs<typename Cell::Real>& a) {
     for (size_t hb = 0; hb < hidden_blocks; ++hb)
       pack_block<Cell, Ops>(w, a.I, a.H, hb, out + hb * block);
   }
-  if (a.panel_biases != nullptr) {
-    ForwardArgs<Real> f{};
-    f.H = a.H;
-    f.b_ih = a.b_ih;
-    f.b_hh = a.b_hh;
-    fold_panel_biases<Cell>(f, a.panel_biases);
-  }
+  if (a.panel_biases != nullptr) fold_panel_biases<Cell>(a.H, a.b_ih, a.b_hh, a.panel_biases);
 }
 
 // A frozen model's small batches project their inputs first: the x_t terms of
@@ -585,7 +579,7 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
   const size_t block = block_elements<Cell, Ops>(I, H);
   const Packed* prepared = static_cast<const Packed*>(p.packed);
   Buffer<Real> folded_biases(p.panel_biases == nullptr ? P * H : 0);
-  if (p.panel_biases == nullptr) fold_panel_biases<Cell>(p, folded_biases.data());
+  if (p.panel_biases == nullptr) fold_panel_biases<Cell>(H, p.b_ih, p.b_hh, folded_biases.data());
   const Real* biases = p.panel_biases != nullptr ? p.panel_biases : folded_biases.data();
   Cell::forward_begin(p);
 
