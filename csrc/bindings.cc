@@ -87,19 +87,6 @@ PYBIND11_MODULE(_core, m) {
         ("Threads the kernels use (1 to " + std::to_string(kMaxThreads) + ").").c_str());
   m.def("get_num_threads", &get_pool_threads);
   m.def("build_info", &build_info, "Facts about this build and the kernel path chosen.");
-  // The layers' check that a training forward's weights are unchanged at its
-  // backward: a memcmp without the GIL, where NumPy's array_equal builds a
-  // boolean array (about 7x slower on an LSTM's 320 KB at the origin).
-  m.def("same_bytes",
-        [](const py::array& a, const py::array& b) {
-          if (!a.dtype().equal(b.dtype()) || a.size() != b.size() ||
-              !(a.flags() & py::array::c_style) || !(b.flags() & py::array::c_style))
-            throw py::value_error("same_bytes takes two C-contiguous arrays of one dtype and size");
-          const size_t n = size_t(a.nbytes());
-          py::gil_scoped_release released;
-          return std::memcmp(a.data(), b.data(), n) == 0;
-        },
-        py::arg("a"), py::arg("b"), "Whether two C-contiguous arrays hold the same bytes.");
   m.def("release_cached_memory", &release_cached_memory,
         "Return the freed large buffers kept for reuse to the system; the bytes released.");
   m.def("_use_openmp_runtime",

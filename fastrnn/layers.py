@@ -3,9 +3,9 @@
 A layer holds its parameters (torch's names, shapes and init), checks what the user
 gives it once, on the way in, and hands the work to the stack driver (fastrnn._stack),
 which runs the layers and directions over the backends' kernels; it keeps the last
-training forward's tape for `backward`, with a copy of the weights that forward ran with
-(backward refuses weights changed since), and draws the forward's dropout masks
-(fastrnn._dropout).
+training forward's tape for `backward`, with the copy of the weight matrices that forward
+ran with (so that backward differentiates it whatever is written to the parameters in
+between), and draws the forward's dropout masks (fastrnn._dropout).
 """
 
 import copy
@@ -20,37 +20,34 @@ from ._dropout import dropout_mask
 from .cells import CELLS
 
 
-class _WeightsSeen:
-    """The weight matrices one training forward ran with, which its backward reads again
-    (the biases it does not read: their effect is in the activations it keeps).
+class _WeightsKept:
+    """The layer's own copies of its weight matrices, which a training forward runs with
+    and its record keeps for backward (which reads the matrices again; the biases it does
+    not read: their effect is in the activations kept).
 
-    NumPy arrays have no version counter, as torch's tensors do, so backward compares
-    the live matrices with this copy, bit for bit: certain where a checksum could miss a
-    change, and cheap next to a step (a copy and a memcmp of the weights, against
-    BPTT's record of every time step).
+    So backward differentiates the forward it follows whatever is written to the
+    parameters in between (load_state_dict, an optimizer step): NumPy arrays have no
+    version counter, as torch's tensors do, to tell. The copies are refilled at every
+    training forward (the layer drops the last forward's record first).
     """
 
     def __init__(self):
-        self._copies = {}
-        core = _backends.compiled_module()
-        self._same_bytes = core.same_bytes if core is not None else _same_bits
+        self._params = self._kept = None
+        self._pairs = ()   # (live matrix, its copy)
 
-    def keep(self, params):
-        for key, value in params.items():
-            if key.startswith("weight_"):
-                if key not in self._copies:
-                    self._copies[key] = np.empty_like(value)
-                np.copyto(self._copies[key], value)
-
-    def changed(self, params):
-        """The keys of the matrices that differ now from the copy, in state_dict order."""
-        return [key for key, copy in self._copies.items()
-                if not self._same_bytes(params[key], copy)]
-
-
-def _same_bits(a, b):
-    """Whether two float arrays hold the same bits: NaN equals NaN, -0.0 differs from 0.0."""
-    return np.array_equal(a.view(f"u{a.itemsize}"), b.view(f"u{b.itemsize}"))
+    def copied(self, params):
+        """`params` with each weight matrix replaced by a copy of its value now."""
+        if params is not self._params:   # (the first time: the layer's dict stays)
+            self._kept = dict(params)
+            for key, value in params.items():
+                if key.startswith("weight_"):
+                    self._kept[key] = np.empty_like(value)
+            self._pairs = [(params[key], self._kept[key]) for key in params
+                           if key.startswith("weight_")]
+            self._params = params
+        for live, copy in self._pairs:
+            np.copyto(copy, live)
+        return self._kept
 
 
 class _Recurrent:
@@ -107,7 +104,7 @@ class _Recurrent:
         self.seed_dropout(int(rng.integers(2 ** 63)), step=0)
         self.grads = None
         self._tape = None
-        self._weights_seen = _WeightsSeen()
+        self._weights_kept = _WeightsKept()
 
     def _stack_config(self):
         return _stack.Stack(self._backend, self.kernel, num_layers=self.num_layers,
@@ -151,7 +148,7 @@ class _Recurrent:
             self.num_directions * self.hidden_size
         view.num_layers, view.num_directions = len(layers), len(directions)
         view.bidirectional, view.dropout = len(directions) == 2, 0.0
-        view.grads, view._tape, view._weights_seen = None, None, _WeightsSeen()
+        view.grads, view._tape, view._weights_kept = None, None, _WeightsKept()
         view._stack = view._stack_config()
         view._params = {new: self._params[old]
                         for new_k, k in enumerate(layers)
@@ -231,10 +228,9 @@ class _Recurrent:
         # the compiled backend, reused) instead of living beside the new one.
         self._tape = None
         masks = self._next_dropout_masks(batch, T, B) if self.dropout and training else None
-        y_tm, finals, self._tape = _stack.forward(self._stack, self._params, x_tm, states0,
-                                                  batch, training, masks)
-        if training:
-            self._weights_seen.keep(self._params)
+        params = self._weights_kept.copied(self._params) if training else self._params
+        y_tm, finals, self._tape = _stack.forward(self._stack, params, x_tm, states0, batch,
+                                                  training, masks)
         # y may be kept for BPTT: hand it out read-only so it cannot be changed under us.
         y_tm.flags.writeable = False
         return self._time_major(y_tm), self._user_state(finals)
@@ -297,14 +293,6 @@ class _Recurrent:
         tape = self._tape
         if tape is None:
             raise ValueError("backward() needs a forward(x) with training=True first")
-        changed = self._weights_seen.changed(self._params)
-        if changed:
-            raise RuntimeError(
-                f"{', '.join(changed)} changed after the forward() that backward() "
-                f"differentiates (by load_state_dict, an optimizer step or another in-place "
-                f"write): that forward's record holds activations of the old weights, and "
-                f"gradients mixing them with the new ones would be wrong. Run forward() again "
-                f"with the weights as they are now, then backward() (torch raises here too)")
         dy_tm = None
         if dy is not None:
             dy = as_real_array(dy, self.dtype, "dy")
