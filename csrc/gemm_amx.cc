@@ -84,15 +84,26 @@ bool amx_tile(size_t M, size_t P, ALayout layout, size_t K1, const Bf16Pair* a, 
   configure(M, tail);
   // A's chunk c: 16 pairs of every row, 64 bytes a row. Rows: along the row;
   // Panels: slab c; Packed (k-major, rows lda apart along k): turned into rows
-  // here, a chunk at a time.
-  alignas(64) Bf16Pair turned[16 * kPairs];
+  // here, every chunk once before the panels where they fit (turning a chunk
+  // again for each panel cost more than its two tile products), else a chunk
+  // at a time.
+  constexpr size_t kChunkPairs = 16 * kPairs, kTurnedChunks = 32;  // 32 KB
+  alignas(64) Bf16Pair turned[kTurnedChunks * kChunkPairs];
+  auto turn = [&](size_t c, Bf16Pair* rows) {
+    const size_t k0 = c * kPairs, pairs = min_size(kPairs, K1 - k0);
+    for (size_t k = 0; k < pairs; ++k)
+      for (size_t m = 0; m < M; ++m) rows[m * kPairs + k] = a[(k0 + k) * lda + m];
+  };
+  const size_t chunks = full + (tail != 0);
+  const bool turned_once = layout == ALayout::Packed && chunks <= kTurnedChunks;
+  if (turned_once)
+    for (size_t c = 0; c < chunks; ++c) turn(c, turned + c * kChunkPairs);
   const size_t a_stride = layout == ALayout::Rows ? lda * 4 : kRowBytes;
   auto a_chunk = [&](size_t c) -> const Bf16Pair* {
     if (layout == ALayout::Rows) return a + c * kPairs;
     if (layout == ALayout::Panels) return a + c * lda;
-    const size_t k0 = c * kPairs, pairs = min_size(kPairs, K1 - k0);
-    for (size_t k = 0; k < pairs; ++k)
-      for (size_t m = 0; m < M; ++m) turned[m * kPairs + k] = a[(k0 + k) * lda + m];
+    if (turned_once) return turned + c * kChunkPairs;
+    turn(c, turned);
     return turned;
   };
   const size_t b_stride = NR * sizeof(Bf16Pair), out_stride = ldt * sizeof(float);
