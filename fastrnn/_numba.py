@@ -247,6 +247,14 @@ def _dot_bt(a, b, out):
 
 
 @_jit
+def _recurrent_operand(w_hh, bf16):
+    """W_hh^T (H, G*H), C-ordered, for the forward's h_{t-1} W_hh^T: one copy a
+    call, and every step's product is a plain one, which OpenBLAS runs 14-18%
+    faster than the transposed (h_{t-1} (B, H) by (H, G*H), H 128 to 512)."""
+    return np.ascontiguousarray(_operand(w_hh, bf16).T)
+
+
+@_jit
 def _relu(a):
     # `<` is false for NaN, so NaN passes through as NaN, as in torch's relu.
     return _ZERO if a < 0 else a
@@ -283,21 +291,22 @@ def _previous(s0, s, starts, t, n_t):
 def _rnn_forward(x, h0, w_ih, w_hh, b, offsets, relu, y, bf16):
     # x (N, I), h0 (B, H), w_ih (H, I), w_hh (H, H), b (H,), offsets (T + 1,);
     # y (N, H) filled. bf16: every product on operands rounded to bfloat16.
-    B, H = h0.shape
+    H = h0.shape[1]
     _dot_bt(_operand(x, bf16), _operand(w_ih, bf16), y)   # every step's x_t W_ih^T at once
-    w_hh = _operand(w_hh, bf16)
-    recurrent = np.empty((B, H), dtype=y.dtype)
+    w_hh_t = _recurrent_operand(w_hh, bf16)
     for t in range(_num_steps(offsets)):
         row0, n_t = offsets[t], _step_batch(offsets, t)
-        _dot_bt(_operand(_previous(h0, y, offsets, t, n_t), bf16), w_hh, recurrent[:n_t])
+        a = y[row0:row0 + n_t]
+        # a_t - b = x_t W_ih^T + h_{t-1} W_hh^T: the product added where a_t is made.
+        gemm(_operand(_previous(h0, y, offsets, t, n_t), bf16), False, w_hh_t, False, a, 1)
         for k in range(n_t):
-            yk, rk = y[row0 + k], recurrent[k]
+            ak = a[k]
             if relu:
                 for j in range(H):
-                    yk[j] = _relu(yk[j] + rk[j] + b[j])
+                    ak[j] = _relu(ak[j] + b[j])
             else:
                 for j in range(H):
-                    yk[j] = _tanh(yk[j] + rk[j] + b[j])
+                    ak[j] = _tanh(ak[j] + b[j])
 
 
 @_jit
