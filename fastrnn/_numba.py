@@ -458,18 +458,18 @@ def _lstm_forward(x, h0, c0, w_ih, w_hh, b, offsets, y, cT, gates, c, c_at, tanh
     # into the rows of c and tanh_c from c_at[t] and tanh_at[t] on: training
     # keeps every step (both are the offsets); inference passes two slots of
     # B rows for c, used in turn, and one for tanh(c_t).
-    B, H = h0.shape
+    H = h0.shape[1]
     _dot_bt(_operand(x, bf16), _operand(w_ih, bf16), gates)
-    w_hh = _operand(w_hh, bf16)
-    recurrent = np.empty((B, 4 * H), dtype=y.dtype)
+    w_hh_t = _recurrent_operand(w_hh, bf16)
     # Gates as (.., 4, H): every index below is provably non-negative, so no
     # wraparound selects get in the vectorizer's way.
     a4 = gates.reshape(x.shape[0], 4, H)
-    r4 = recurrent.reshape(B, 4, H)
     b4 = b.reshape(4, H)
     for t in range(_num_steps(offsets)):
         row0, n_t = offsets[t], _step_batch(offsets, t)
-        _dot_bt(_operand(_previous(h0, y, offsets, t, n_t), bf16), w_hh, recurrent[:n_t])
+        # a_t - b = x_t W_ih^T + h_{t-1} W_hh^T: the product added where a_t is made.
+        gemm(_operand(_previous(h0, y, offsets, t, n_t), bf16), False, w_hh_t, False,
+             gates[row0:row0 + n_t], 1)
         c_prev = _previous(c0, c, c_at, t, n_t)
         ct, tct = c[c_at[t]:c_at[t] + n_t], tanh_c[tanh_at[t]:tanh_at[t] + n_t]
         # Short loops over few arrays each: with more pointers than this in one
@@ -477,15 +477,14 @@ def _lstm_forward(x, h0, c0, w_ih, w_hh, b, offsets, y, cT, gates, c, c_at, tanh
         for k in range(n_t):
             row = row0 + k
             ai, af, ag, ao = a4[row, 0], a4[row, 1], a4[row, 2], a4[row, 3]
-            ri, rf, rg, ro = r4[k, 0], r4[k, 1], r4[k, 2], r4[k, 3]
             for j in range(H):
-                ai[j] = _sigmoid(ai[j] + ri[j] + b4[0, j])
+                ai[j] = _sigmoid(ai[j] + b4[0, j])
             for j in range(H):
-                af[j] = _sigmoid(af[j] + rf[j] + b4[1, j])
+                af[j] = _sigmoid(af[j] + b4[1, j])
             for j in range(H):
-                ag[j] = _tanh(ag[j] + rg[j] + b4[2, j])
+                ag[j] = _tanh(ag[j] + b4[2, j])
             for j in range(H):
-                ao[j] = _sigmoid(ao[j] + ro[j] + b4[3, j])
+                ao[j] = _sigmoid(ao[j] + b4[3, j])
             cp, cn, tn, yn = c_prev[k], ct[k], tct[k], y[row]
             for j in range(H):
                 cell = af[j] * cp[j] + ai[j] * ag[j]
@@ -578,7 +577,7 @@ def _gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, offsets, y, gates, hn, hn_at, bf
     # step (hn_at is the offsets), inference one slot of B rows.
     B, H = h0.shape
     _dot_bt(_operand(x, bf16), _operand(w_ih, bf16), gates)
-    w_hh = _operand(w_hh, bf16)
+    w_hh_t = _recurrent_operand(w_hh, bf16)
     recurrent = np.empty((B, 3 * H), dtype=y.dtype)
     # r and z add both biases, summed once here; b_hn stays apart, inside r * hn.
     b3 = b_ih.reshape(3, H).copy()
@@ -590,7 +589,7 @@ def _gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, offsets, y, gates, hn, hn_at, bf
     for t in range(_num_steps(offsets)):
         row0, n_t = offsets[t], _step_batch(offsets, t)
         h_prev = _previous(h0, y, offsets, t, n_t)
-        _dot_bt(_operand(h_prev, bf16), w_hh, recurrent[:n_t])
+        gemm(_operand(h_prev, bf16), False, w_hh_t, False, recurrent[:n_t], 0)
         hnt = hn[hn_at[t]:hn_at[t] + n_t]
         for seq in range(n_t):
             row = row0 + seq
