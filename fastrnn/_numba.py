@@ -12,9 +12,15 @@ Where the time goes, and what is done about it:
 - Matrix products are BLAS gemm calls (`gemm`, fastrnn/_numba_blas.py), in
   the OpenBLAS NumPy multiplies with when it is found, else SciPy's: the
   input projection of all N rows is one GEMM before the time loop; the
-  weight and input gradients are one GEMM each after the BPTT loop, so only
-  the recurrent product h_{t-1} W_hh^T (or da_t W_hh) is left inside it,
-  on the n_t rows of the sequences still running: the cost follows the tokens.
+  weight and input gradients are one GEMM each per chunk of BPTT steps
+  (below), so only the recurrent product h_{t-1} W_hh^T (or da_t W_hh) is
+  left inside the loop, on the n_t rows of the sequences still running: the
+  cost follows the tokens. The forward multiplies by a transposed copy of
+  W_hh, so each step's product is a plain GEMM (faster than a transposed
+  one), added into the rows that hold x_t W_ih^T.
+- BPTT keeps the pre-activation gradients of one chunk of steps at a time
+  and takes the gradients from its rows while they are in cache: no
+  (N, G*H) array, whose pages malloc gave back after every call.
 - The elementwise gate math of a step is one fused loop writing straight into
   the saved workspace, with no temporaries, its tanh and sigmoid vectorized
   with it (float32 ones in float32, below). The forward pass keeps tanh(c_t)
@@ -354,13 +360,14 @@ def _rnn_backward(x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx, offsets, relu,
 
 
 # ------------------------------------------------- gradients, chunk by chunk
-# BPTT keeps the pre-activation gradients of a chunk of steps only, about
-# chunk_numbers (_CHUNK_NUMBERS) numbers, at least one step's. After each chunk the
+# BPTT keeps the pre-activation gradients of one chunk of steps at a time,
+# about _CHUNK_NUMBERS numbers (at least one step's). After each chunk the
 # weight and input gradients take its rows in one GEMM each, while they are
-# still in cache; and a backward allocates no (N, G*H) array beside y, whose
-# pages the allocator gave back to the system and faulted in anew at every
-# call (0.7 ms of a 4.6 ms RNN training step at the origin shape). Read at
-# each call: tests make chunks of one step.
+# still in cache. A whole (N, G*H) array instead went back to the system
+# after every call and its pages faulted in anew at the next (0.7 ms of a
+# 4.6 ms RNN training step at the origin shape). From 2^13 to 2^17 numbers
+# the backwards ran alike; 2^19 and more, 5-40% slower. The kernels take it
+# as an argument (chunk_numbers), so tests can make chunks of one step.
 _CHUNK_NUMBERS = 1 << 17
 
 
