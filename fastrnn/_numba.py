@@ -351,9 +351,9 @@ def _rnn_backward(x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx, offsets, relu,
                         dak[j] = dhk[j] * (_ONE - yk[j] * yk[j])
             gemm(_operand(da[row0 - base:row0 - base + n_t], bf16), False, w_hh, False,
                  dh[:n_t], 0)                                       # (3)
-        n = offsets[end] - base
-        operand = _operand(da[:n], bf16)
-        _add_input_grads(operand, da[:n], x_operand, w_ih, offsets, start, end, chunk == 0,
+        da_chunk = da[:offsets[end] - base]
+        operand = _operand(da_chunk, bf16)
+        _add_input_grads(operand, da_chunk, x_operand, w_ih, offsets, start, end, chunk == 0,
                          dx, dw_ih, db)                             # (4)
         _add_recurrent_weight_grad(operand, h0, y, offsets, start, end, chunk == 0, dw_hh, bf16)
     return dx, dh, dw_ih, dw_hh, db
@@ -536,10 +536,9 @@ def _lstm_backward(c, tanh_c, gates, x, h0, c0, w_ih, w_hh, y, dy, has_dy, dhT, 
             row0, n_t = offsets[t], _step_batch(offsets, t)
             c_prev = _previous(c0, c, offsets, t, n_t)
             for k in range(n_t):
-                row = row0 + k
+                row, at = row0 + k, row0 - base + k   # at: the row in the chunk's buffer
                 i, f, g, o = s4[row, 0], s4[row, 1], s4[row, 2], s4[row, 3]
-                di, df, dg, do = (d4[row - base, 0], d4[row - base, 1], d4[row - base, 2],
-                                  d4[row - base, 3])
+                di, df, dg, do = d4[at, 0], d4[at, 1], d4[at, 2], d4[at, 3]
                 dhk, dck, tc, cp = dh[k], dc[k], tanh_c[row], c_prev[k]
                 if has_dy:                                          # (1)
                     dyk = dy[row]
@@ -559,9 +558,9 @@ def _lstm_backward(c, tanh_c, gates, x, h0, c0, w_ih, w_hh, y, dy, has_dy, dhT, 
                     dck[j] *= f[j]
             gemm(_operand(da[row0 - base:row0 - base + n_t], bf16), False, w_hh, False,
                  dh[:n_t], 0)                                       # (8)
-        n = offsets[end] - base
-        operand = _operand(da[:n], bf16)
-        _add_input_grads(operand, da[:n], x_operand, w_ih, offsets, start, end, chunk == 0,
+        da_chunk = da[:offsets[end] - base]
+        operand = _operand(da_chunk, bf16)
+        _add_input_grads(operand, da_chunk, x_operand, w_ih, offsets, start, end, chunk == 0,
                          dx, dw_ih, db)
         _add_recurrent_weight_grad(operand, h0, y, offsets, start, end, chunk == 0, dw_hh, bf16)
     return dx, dh, dc, dw_ih, dw_hh, db
@@ -677,12 +676,12 @@ def _gru_backward(gates, hn, x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx, off
                     dhs[j] *= z[j]
             gemm(_operand(da_rec[row0 - base:row0 - base + n_t], bf16), False, w_hh, False,
                  dh[:n_t], 1)                                       # (9), added to (8)
-        n = offsets[end] - base
-        _add_input_grads(_operand(da_in[:n], bf16), da_in[:n], x_operand, w_ih, offsets,
+        da_in_chunk, da_rec_chunk = da_in[:offsets[end] - base], da_rec[:offsets[end] - base]
+        _add_input_grads(_operand(da_in_chunk, bf16), da_in_chunk, x_operand, w_ih, offsets,
                          start, end, chunk == 0, dx, dw_ih, db_ih)  # (10)
-        _add_recurrent_weight_grad(_operand(da_rec[:n], bf16), h0, y, offsets, start, end,
+        _add_recurrent_weight_grad(_operand(da_rec_chunk, bf16), h0, y, offsets, start, end,
                                    chunk == 0, dw_hh, bf16)         # (11)
-        _add_bias_grad(da_rec[:n], db_hh)
+        _add_bias_grad(da_rec_chunk, db_hh)
     return dx, dh, dw_ih, dw_hh, db_ih, db_hh
 
 
