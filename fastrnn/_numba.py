@@ -12,9 +12,15 @@ Where the time goes, and what is done about it:
 - Matrix products are BLAS gemm calls (`gemm`, fastrnn/_numba_blas.py), in
   the OpenBLAS NumPy multiplies with when it is found, else SciPy's: the
   input projection of all N rows is one GEMM before the time loop; the
-  weight and input gradients are one GEMM each after the BPTT loop, so only
-  the recurrent product h_{t-1} W_hh^T (or da_t W_hh) is left inside it,
-  on the n_t rows of the sequences still running: the cost follows the tokens.
+  weight and input gradients are one GEMM each per chunk of BPTT steps
+  (below), so only the recurrent product h_{t-1} W_hh^T (or da_t W_hh) is
+  left inside the loop, on the n_t rows of the sequences still running: the
+  cost follows the tokens. The forward multiplies by a transposed copy of
+  W_hh, so each step's product is a plain GEMM (faster than a transposed
+  one), added into the rows that hold x_t W_ih^T.
+- BPTT keeps the pre-activation gradients of one chunk of steps at a time
+  and takes the gradients from its rows while they are in cache: no
+  (N, G*H) array, whose pages malloc gave back after every call.
 - The elementwise gate math of a step is one fused loop writing straight into
   the saved workspace, with no temporaries, its tanh and sigmoid vectorized
   with it (float32 ones in float32, below). The forward pass keeps tanh(c_t)
@@ -247,6 +253,14 @@ def _dot_bt(a, b, out):
 
 
 @_jit
+def _recurrent_operand(w_hh, bf16):
+    """W_hh^T (H, G*H), C-ordered, for the forward's h_{t-1} W_hh^T: one copy a
+    call, and every step's product is a plain one, which OpenBLAS runs 14-18%
+    faster than the transposed (h_{t-1} (B, H) by (H, G*H), H 128 to 512)."""
+    return np.ascontiguousarray(_operand(w_hh, bf16).T)
+
+
+@_jit
 def _relu(a):
     # `<` is false for NaN, so NaN passes through as NaN, as in torch's relu.
     return _ZERO if a < 0 else a
@@ -283,120 +297,155 @@ def _previous(s0, s, starts, t, n_t):
 def _rnn_forward(x, h0, w_ih, w_hh, b, offsets, relu, y, bf16):
     # x (N, I), h0 (B, H), w_ih (H, I), w_hh (H, H), b (H,), offsets (T + 1,);
     # y (N, H) filled. bf16: every product on operands rounded to bfloat16.
-    B, H = h0.shape
+    H = h0.shape[1]
     _dot_bt(_operand(x, bf16), _operand(w_ih, bf16), y)   # every step's x_t W_ih^T at once
-    w_hh = _operand(w_hh, bf16)
-    recurrent = np.empty((B, H), dtype=y.dtype)
+    w_hh_t = _recurrent_operand(w_hh, bf16)
     for t in range(_num_steps(offsets)):
         row0, n_t = offsets[t], _step_batch(offsets, t)
-        _dot_bt(_operand(_previous(h0, y, offsets, t, n_t), bf16), w_hh, recurrent[:n_t])
+        a = y[row0:row0 + n_t]
+        # a_t - b = x_t W_ih^T + h_{t-1} W_hh^T: the product added where a_t is made.
+        gemm(_operand(_previous(h0, y, offsets, t, n_t), bf16), False, w_hh_t, False, a, 1)
         for k in range(n_t):
-            yk, rk = y[row0 + k], recurrent[k]
+            ak = a[k]
             if relu:
                 for j in range(H):
-                    yk[j] = _relu(yk[j] + rk[j] + b[j])
+                    ak[j] = _relu(ak[j] + b[j])
             else:
                 for j in range(H):
-                    yk[j] = _tanh(yk[j] + rk[j] + b[j])
+                    ak[j] = _tanh(ak[j] + b[j])
 
 
 @_jit
-def _rnn_backward(x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx, offsets, relu, bf16):
+def _rnn_backward(x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx, offsets, relu, bf16,
+                  chunk_numbers):
     # BPTT, for t = T..1, over the sequences still running at t:
     #   dh_t   = dy_t + dh_t(from t+1)                      (1)
     #   da_t   = dh_t * (1 - h_t^2)      (tanh)             (2)
     #   da_t   = dh_t * [h_t > 0]        (relu)             (2)
     #   dh_{t-1} (from t) = da_t W_hh                       (3)
+    # after each chunk of steps (below), over its rows:
+    #   dW_ih += da^T x,  db += sum da,  dx = da W_ih,  dW_hh += da^T h_{t-1}   (4)
     H = h0.shape[1]
-    da = np.empty((x.shape[0], H), dtype=y.dtype)
-    w_hh = _operand(w_hh, bf16)
+    bounds, rows = _chunks(offsets, H, chunk_numbers)
+    da = np.empty((rows, H), dtype=y.dtype)
+    dx, dw_ih, db = _input_grad_arrays(x, H, need_dx)
+    dw_hh = np.empty((H, H), dtype=y.dtype)
+    x_operand, w_ih, w_hh = _operand(x, bf16), _operand(w_ih, bf16), _operand(w_hh, bf16)
     dh = dhT.copy()        # row k: dhT[k] until BPTT reaches sequence k's last step
-    for t in range(_num_steps(offsets) - 1, -1, -1):
-        row0, n_t = offsets[t], _step_batch(offsets, t)
-        for k in range(n_t):
-            dhk, dak, yk = dh[k], da[row0 + k], y[row0 + k]
-            if has_dy:                                              # (1)
-                dyk = dy[row0 + k]
-                for j in range(H):
-                    dhk[j] += dyk[j]
-            if relu:                                                # (2)
-                for j in range(H):
-                    dak[j] = dhk[j] if yk[j] > 0 else _ZERO
-            else:
-                for j in range(H):
-                    dak[j] = dhk[j] * (_ONE - yk[j] * yk[j])
-        gemm(_operand(da[row0:row0 + n_t], bf16), False, w_hh, False, dh[:n_t], 0)  # (3)
-    dw_ih, dw_hh, db = _weight_grads(da, x, h0, y, offsets, bf16)
-    dx = _input_grad(da, w_ih, need_dx, bf16)
+    for chunk in range(len(bounds) - 1):
+        start, end = bounds[chunk + 1], bounds[chunk]
+        base = offsets[start]
+        for t in range(end - 1, start - 1, -1):
+            row0, n_t = offsets[t], _step_batch(offsets, t)
+            for k in range(n_t):
+                dhk, dak, yk = dh[k], da[row0 - base + k], y[row0 + k]
+                if has_dy:                                          # (1)
+                    dyk = dy[row0 + k]
+                    for j in range(H):
+                        dhk[j] += dyk[j]
+                if relu:                                            # (2)
+                    for j in range(H):
+                        dak[j] = dhk[j] if yk[j] > 0 else _ZERO
+                else:
+                    for j in range(H):
+                        dak[j] = dhk[j] * (_ONE - yk[j] * yk[j])
+            gemm(_operand(da[row0 - base:row0 - base + n_t], bf16), False, w_hh, False,
+                 dh[:n_t], 0)                                       # (3)
+        da_chunk = da[:offsets[end] - base]
+        operand = _operand(da_chunk, bf16)
+        _add_input_grads(operand, da_chunk, x_operand, w_ih, offsets, start, end, chunk == 0,
+                         dx, dw_ih, db)                             # (4)
+        _add_recurrent_weight_grad(operand, h0, y, offsets, start, end, chunk == 0, dw_hh, bf16)
     return dx, dh, dw_ih, dw_hh, db
 
 
-@_jit
-def _weight_grads(da, x, h0, y, offsets, bf16):
-    """dW_ih = sum_t da_t^T x_t, dW_hh = sum_t da_t^T h_{t-1}, db = sum_t da_t
-    (db unrounded: a sum, not a product)."""
-    da_operand = _operand(da, bf16)
-    return (_input_weight_grad(da_operand, _operand(x, bf16)),
-            _recurrent_weight_grad(da_operand, _operand(h0, bf16), _operand(y, bf16), offsets),
-            _bias_grad(da))
+# ------------------------------------------------- gradients, chunk by chunk
+# BPTT keeps the pre-activation gradients of one chunk of steps at a time,
+# about _CHUNK_NUMBERS numbers (at least one step's). After each chunk the
+# weight and input gradients take its rows in one GEMM each, while they are
+# still in cache. A whole (N, G*H) array instead went back to the system
+# after every call and its pages faulted in anew at the next (0.7 ms of a
+# 4.6 ms RNN training step at the origin shape). From 2^13 to 2^17 numbers
+# the backwards ran alike; 2^19 and more, 5-40% slower. The kernels take it
+# as an argument (chunk_numbers), so tests can make chunks of one step.
+_CHUNK_NUMBERS = 1 << 17
 
 
 @_jit
-def _input_weight_grad(da, x):
-    """dW_ih = sum_t da_t^T x_t, over the N rows."""
-    # da^T x straight into dW_ih's layout: 5-20% faster than (x^T da)^T here
-    # (OpenBLAS 0.3.30 and 0.3.31), and no transposed copy follows.
-    dw_ih = np.empty((da.shape[1], x.shape[1]), dtype=da.dtype)
-    gemm(da, True, x, False, dw_ih, 0)
-    return dw_ih
+def _chunks(offsets, GH, numbers):
+    """(bounds, rows): BPTT's chunks of steps, last first, e_0 = T > e_1 > ... >
+    e_m = 0 (chunk c is steps e_{c+1}..e_c - 1), and the most rows one holds,
+    for gradients of GH columns: about `numbers` numbers, at least one step."""
+    rows = max(numbers // GH, _step_batch(offsets, 0))
+    bounds = np.empty(len(offsets), dtype=np.int64)
+    end, m = _num_steps(offsets), 0
+    bounds[0] = end
+    while end > 0:
+        start = end - 1
+        while start > 0 and offsets[end] - offsets[start - 1] <= rows:
+            start -= 1
+        m += 1
+        bounds[m] = end = start
+    return bounds[:m + 1], rows
 
 
 @_jit
-def _recurrent_weight_grad(da, h0, y, offsets):
-    """dW_hh = sum_t da_t^T h_{t-1}, over the N rows."""
-    B = h0.shape[0]
-    # h_{t-1} is h0 for t = 1, else y's rows of step t-1: two GEMMs, one sum.
-    dw_hh = np.empty((da.shape[1], h0.shape[1]), dtype=da.dtype)
-    gemm(da[:B], True, h0, False, dw_hh, 0)
-    if _num_steps(offsets) > 1:
-        gemm(da[B:], True, _rows_before(y, offsets), False, dw_hh, 1)
-    return dw_hh
+def _input_grad_arrays(x, GH, need_dx):
+    """(dx, dW_ih, db) for _add_input_grads to fill: dx (N, I), or empty when
+    not wanted; db zeros."""
+    N, I = x.shape
+    dx = np.empty((N, I) if need_dx else (0, 0), dtype=x.dtype)
+    return dx, np.empty((GH, I), dtype=x.dtype), np.zeros(GH, dtype=x.dtype)
 
 
 @_jit
-def _rows_before(y, offsets):
-    """h_{t-1} of the rows of steps 1..T-1 (N - B, H): y's first N - B rows when
-    every step runs all B sequences (no copy), else gathered step by step."""
-    T, B = _num_steps(offsets), offsets[1]
-    N = offsets[T]
-    if N == T * B:
-        return y[:N - B]
-    before = np.empty((N - B, y.shape[1]), dtype=y.dtype)
-    for t in range(1, T):
-        n_t = _step_batch(offsets, t)
-        before[offsets[t] - B:offsets[t + 1] - B] = y[offsets[t - 1]:offsets[t - 1] + n_t]
-    return before
+def _add_input_grads(da, da_exact, x, w_ih, offsets, start, end, first, dx, dw_ih, db):
+    """Steps start..end-1's share of the input-side gradients, from their rows of
+    pre-activation gradients: da as the products take it (rounded to bfloat16
+    for bf16), da_exact as summed. dW_ih = da^T x on the first chunk (+= after),
+    db += sum da, dx = da W_ih unless dx is empty; x, w_ih as the products take them."""
+    rows = slice(offsets[start], offsets[end])
+    gemm(da, True, x[rows], False, dw_ih, 0 if first else 1)
+    _add_bias_grad(da_exact, db)
+    if dx.size:
+        gemm(da, False, w_ih, False, dx[rows], 0)
 
 
 @_jit
-def _bias_grad(da):
-    """db = sum_t da_t, summed over the batch too."""
-    N, GH = da.shape
-    db = np.zeros(GH, dtype=da.dtype)
-    for r in range(N):
-        for k in range(GH):
+def _add_bias_grad(da, db):
+    """db += sum of da's rows."""
+    for r in range(da.shape[0]):
+        for k in range(da.shape[1]):
             db[k] += da[r, k]
-    return db
 
 
 @_jit
-def _input_grad(da, w_ih, need_dx, bf16):
-    """dx_t = da_t W_ih of every row in one GEMM, or an empty array when not wanted."""
-    if not need_dx:
-        return np.empty((0, 0), dtype=da.dtype)
-    dx = np.empty((da.shape[0], w_ih.shape[1]), dtype=da.dtype)
-    gemm(_operand(da, bf16), False, _operand(w_ih, bf16), False, dx, 0)
-    return dx
+def _add_recurrent_weight_grad(da, h0, y, offsets, start, end, first, dw_hh, bf16):
+    """Steps start..end-1's share of dW_hh = sum_t da_t^T h_{t-1} (= on the first
+    chunk, += after), from their rows da as the product takes them."""
+    beta = 0 if first else 1
+    if start == 0:   # h_{t-1} is h0 for t = 1: a GEMM of its own
+        B = _step_batch(offsets, 0)
+        gemm(da[:B], True, _operand(h0, bf16), False, dw_hh, beta)
+        if end == 1:
+            return
+        da, start, beta = da[B:], 1, 1
+    gemm(da, True, _operand(_rows_before(y, offsets, start, end), bf16), False, dw_hh, beta)
+
+
+@_jit
+def _rows_before(y, offsets, start, end):
+    """h_{t-1} of the rows of steps start..end-1 (start >= 1), from y: the rows
+    before them when each of these steps runs all B sequences (no copy), else
+    gathered step by step."""
+    B, base = _step_batch(offsets, 0), offsets[start]
+    if offsets[end] - base == (end - start) * B:
+        return y[base - B:offsets[end] - B]
+    before = np.empty((offsets[end] - base, y.shape[1]), dtype=y.dtype)
+    for t in range(start, end):
+        n_t = _step_batch(offsets, t)
+        before[offsets[t] - base:offsets[t] - base + n_t] = y[offsets[t - 1]:offsets[t - 1] + n_t]
+    return before
 
 
 # ---------------------------------------------------------------------- LSTM
@@ -416,18 +465,18 @@ def _lstm_forward(x, h0, c0, w_ih, w_hh, b, offsets, y, cT, gates, c, c_at, tanh
     # into the rows of c and tanh_c from c_at[t] and tanh_at[t] on: training
     # keeps every step (both are the offsets); inference passes two slots of
     # B rows for c, used in turn, and one for tanh(c_t).
-    B, H = h0.shape
+    H = h0.shape[1]
     _dot_bt(_operand(x, bf16), _operand(w_ih, bf16), gates)
-    w_hh = _operand(w_hh, bf16)
-    recurrent = np.empty((B, 4 * H), dtype=y.dtype)
+    w_hh_t = _recurrent_operand(w_hh, bf16)
     # Gates as (.., 4, H): every index below is provably non-negative, so no
     # wraparound selects get in the vectorizer's way.
     a4 = gates.reshape(x.shape[0], 4, H)
-    r4 = recurrent.reshape(B, 4, H)
     b4 = b.reshape(4, H)
     for t in range(_num_steps(offsets)):
         row0, n_t = offsets[t], _step_batch(offsets, t)
-        _dot_bt(_operand(_previous(h0, y, offsets, t, n_t), bf16), w_hh, recurrent[:n_t])
+        # a_t - b = x_t W_ih^T + h_{t-1} W_hh^T: the product added where a_t is made.
+        gemm(_operand(_previous(h0, y, offsets, t, n_t), bf16), False, w_hh_t, False,
+             gates[row0:row0 + n_t], 1)
         c_prev = _previous(c0, c, c_at, t, n_t)
         ct, tct = c[c_at[t]:c_at[t] + n_t], tanh_c[tanh_at[t]:tanh_at[t] + n_t]
         # Short loops over few arrays each: with more pointers than this in one
@@ -435,15 +484,14 @@ def _lstm_forward(x, h0, c0, w_ih, w_hh, b, offsets, y, cT, gates, c, c_at, tanh
         for k in range(n_t):
             row = row0 + k
             ai, af, ag, ao = a4[row, 0], a4[row, 1], a4[row, 2], a4[row, 3]
-            ri, rf, rg, ro = r4[k, 0], r4[k, 1], r4[k, 2], r4[k, 3]
             for j in range(H):
-                ai[j] = _sigmoid(ai[j] + ri[j] + b4[0, j])
+                ai[j] = _sigmoid(ai[j] + b4[0, j])
             for j in range(H):
-                af[j] = _sigmoid(af[j] + rf[j] + b4[1, j])
+                af[j] = _sigmoid(af[j] + b4[1, j])
             for j in range(H):
-                ag[j] = _tanh(ag[j] + rg[j] + b4[2, j])
+                ag[j] = _tanh(ag[j] + b4[2, j])
             for j in range(H):
-                ao[j] = _sigmoid(ao[j] + ro[j] + b4[3, j])
+                ao[j] = _sigmoid(ao[j] + b4[3, j])
             cp, cn, tn, yn = c_prev[k], ct[k], tct[k], y[row]
             for j in range(H):
                 cell = af[j] * cp[j] + ai[j] * ag[j]
@@ -457,7 +505,7 @@ def _lstm_forward(x, h0, c0, w_ih, w_hh, b, offsets, y, cT, gates, c, c_at, tanh
 
 @_jit
 def _lstm_backward(c, tanh_c, gates, x, h0, c0, w_ih, w_hh, y, dy, has_dy, dhT, dcT,
-                   need_dx, offsets, bf16):
+                   need_dx, offsets, bf16, chunk_numbers):
     # BPTT, for t = T..1, over the sequences still running at t, with dh, dc
     # carried from step t+1:
     #   dh_t  = dy_t + dh                                   (1)
@@ -468,43 +516,53 @@ def _lstm_backward(c, tanh_c, gates, x, h0, c0, w_ih, w_hh, y, dy, has_dy, dhT, 
     #   dc    = dc_t * f            (carried to t-1)        (6)
     #   da    = [di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)]  (7)
     #   dh    = da W_hh             (carried to t-1)        (8)
-    N = x.shape[0]
+    # after each chunk of steps, the weight and input gradients, as in _rnn_backward.
     H = h0.shape[1]
-    da = np.empty((N, 4 * H), dtype=y.dtype)
-    w_hh = _operand(w_hh, bf16)
+    bounds, rows = _chunks(offsets, 4 * H, chunk_numbers)
+    da = np.empty((rows, 4 * H), dtype=y.dtype)
+    dx, dw_ih, db = _input_grad_arrays(x, 4 * H, need_dx)
+    dw_hh = np.empty((4 * H, H), dtype=y.dtype)
+    x_operand, w_ih, w_hh = _operand(x, bf16), _operand(w_ih, bf16), _operand(w_hh, bf16)
     # Row k: dhT[k] and dcT[k] until BPTT reaches sequence k's last step.
     dh = dhT.copy()
     dc = dcT.copy()
     # Gates as (.., 4, H) and short loops over few arrays, as in _lstm_forward.
-    s4 = gates.reshape(N, 4, H)
-    d4 = da.reshape(N, 4, H)
-    for t in range(_num_steps(offsets) - 1, -1, -1):
-        row0, n_t = offsets[t], _step_batch(offsets, t)
-        c_prev = _previous(c0, c, offsets, t, n_t)
-        for k in range(n_t):
-            row = row0 + k
-            i, f, g, o = s4[row, 0], s4[row, 1], s4[row, 2], s4[row, 3]
-            di, df, dg, do = d4[row, 0], d4[row, 1], d4[row, 2], d4[row, 3]
-            dhk, dck, tc, cp = dh[k], dc[k], tanh_c[row], c_prev[k]
-            if has_dy:                                              # (1)
-                dyk = dy[row]
+    s4 = gates.reshape(x.shape[0], 4, H)
+    d4 = da.reshape(rows, 4, H)
+    for chunk in range(len(bounds) - 1):
+        start, end = bounds[chunk + 1], bounds[chunk]
+        base = offsets[start]
+        for t in range(end - 1, start - 1, -1):
+            row0, n_t = offsets[t], _step_batch(offsets, t)
+            c_prev = _previous(c0, c, offsets, t, n_t)
+            for k in range(n_t):
+                row, at = row0 + k, row0 - base + k   # at: the row in the chunk's buffer
+                i, f, g, o = s4[row, 0], s4[row, 1], s4[row, 2], s4[row, 3]
+                di, df, dg, do = d4[at, 0], d4[at, 1], d4[at, 2], d4[at, 3]
+                dhk, dck, tc, cp = dh[k], dc[k], tanh_c[row], c_prev[k]
+                if has_dy:                                          # (1)
+                    dyk = dy[row]
+                    for j in range(H):
+                        dhk[j] += dyk[j]
+                for j in range(H):                                  # (2), (7)
+                    do[j] = dhk[j] * tc[j] * o[j] * (_ONE - o[j])
+                for j in range(H):                                  # (3)
+                    dck[j] += dhk[j] * o[j] * (_ONE - tc[j] * tc[j])
+                for j in range(H):                                  # (4), (7)
+                    di[j] = dck[j] * g[j] * i[j] * (_ONE - i[j])
                 for j in range(H):
-                    dhk[j] += dyk[j]
-            for j in range(H):                                      # (2), (7)
-                do[j] = dhk[j] * tc[j] * o[j] * (_ONE - o[j])
-            for j in range(H):                                      # (3)
-                dck[j] += dhk[j] * o[j] * (_ONE - tc[j] * tc[j])
-            for j in range(H):                                      # (4), (7)
-                di[j] = dck[j] * g[j] * i[j] * (_ONE - i[j])
-            for j in range(H):
-                dg[j] = dck[j] * i[j] * (_ONE - g[j] * g[j])
-            for j in range(H):                                      # (5), (7)
-                df[j] = dck[j] * cp[j] * f[j] * (_ONE - f[j])
-            for j in range(H):                                      # (6)
-                dck[j] *= f[j]
-        gemm(_operand(da[row0:row0 + n_t], bf16), False, w_hh, False, dh[:n_t], 0)  # (8)
-    dw_ih, dw_hh, db = _weight_grads(da, x, h0, y, offsets, bf16)
-    dx = _input_grad(da, w_ih, need_dx, bf16)
+                    dg[j] = dck[j] * i[j] * (_ONE - g[j] * g[j])
+                for j in range(H):                                  # (5), (7)
+                    df[j] = dck[j] * cp[j] * f[j] * (_ONE - f[j])
+                for j in range(H):                                  # (6)
+                    dck[j] *= f[j]
+            gemm(_operand(da[row0 - base:row0 - base + n_t], bf16), False, w_hh, False,
+                 dh[:n_t], 0)                                       # (8)
+        da_chunk = da[:offsets[end] - base]
+        operand = _operand(da_chunk, bf16)
+        _add_input_grads(operand, da_chunk, x_operand, w_ih, offsets, start, end, chunk == 0,
+                         dx, dw_ih, db)
+        _add_recurrent_weight_grad(operand, h0, y, offsets, start, end, chunk == 0, dw_hh, bf16)
     return dx, dh, dc, dw_ih, dw_hh, db
 
 
@@ -525,7 +583,7 @@ def _gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, offsets, y, gates, hn, hn_at, bf
     # step (hn_at is the offsets), inference one slot of B rows.
     B, H = h0.shape
     _dot_bt(_operand(x, bf16), _operand(w_ih, bf16), gates)
-    w_hh = _operand(w_hh, bf16)
+    w_hh_t = _recurrent_operand(w_hh, bf16)
     recurrent = np.empty((B, 3 * H), dtype=y.dtype)
     # r and z add both biases, summed once here; b_hn stays apart, inside r * hn.
     b3 = b_ih.reshape(3, H).copy()
@@ -537,7 +595,7 @@ def _gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, offsets, y, gates, hn, hn_at, bf
     for t in range(_num_steps(offsets)):
         row0, n_t = offsets[t], _step_batch(offsets, t)
         h_prev = _previous(h0, y, offsets, t, n_t)
-        _dot_bt(_operand(h_prev, bf16), w_hh, recurrent[:n_t])
+        gemm(_operand(h_prev, bf16), False, w_hh_t, False, recurrent[:n_t], 0)
         hnt = hn[hn_at[t]:hn_at[t] + n_t]
         for seq in range(n_t):
             row = row0 + seq
@@ -557,7 +615,8 @@ def _gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, offsets, y, gates, hn, hn_at, bf
 
 
 @_jit
-def _gru_backward(gates, hn, x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx, offsets, bf16):
+def _gru_backward(gates, hn, x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx, offsets, bf16,
+                  chunk_numbers):
     # BPTT, for t = T..1, over the sequences still running at t, with dh
     # carried from step t+1:
     #   dh_t  = dy_t + dh                                   (1)
@@ -569,53 +628,60 @@ def _gru_backward(gates, hn, x, h0, w_ih, w_hh, y, dy, has_dy, dhT, need_dx, off
     #   da_r  = dr * r(1-r),  da_z = dz * z(1-z)            (7)
     #   dh    = dh_t * z            (the direct path)       (8)
     #   dh   += [da_r, da_z, dhn] W_hh   (carried to t-1)   (9)
-    # after the loop, with da_in = [da_r, da_z, da_n] and da_rec = [da_r, da_z, dhn]:
-    #   dW_ih = sum_t da_in_t^T x_t,  db_ih = sum_t da_in_t,  dx_t = da_in_t W_ih   (10)
-    #   dW_hh = sum_t da_rec_t^T h_{t-1},  db_hh = sum_t da_rec_t                  (11)
-    N = x.shape[0]
-    B, H = h0.shape
+    # after each chunk of steps, over its rows, with da_in = [da_r, da_z, da_n] and
+    # da_rec = [da_r, da_z, dhn]:
+    #   dW_ih += da_in^T x,  db_ih += sum da_in,  dx = da_in W_ih             (10)
+    #   dW_hh += da_rec^T h_{t-1},  db_hh += sum da_rec                       (11)
+    H = h0.shape[1]
+    bounds, rows = _chunks(offsets, 3 * H, chunk_numbers)
     # The input and the recurrent sums differ in the n gate only; each is kept
     # whole so that every weight gradient is one GEMM over contiguous rows.
-    da_in = np.empty((N, 3 * H), dtype=y.dtype)
-    da_rec = np.empty((N, 3 * H), dtype=y.dtype)
+    da_in = np.empty((rows, 3 * H), dtype=y.dtype)
+    da_rec = np.empty((rows, 3 * H), dtype=y.dtype)
+    dx, dw_ih, db_ih = _input_grad_arrays(x, 3 * H, need_dx)
+    dw_hh, db_hh = np.empty((3 * H, H), dtype=y.dtype), np.zeros(3 * H, dtype=y.dtype)
+    x_operand, w_ih, w_hh = _operand(x, bf16), _operand(w_ih, bf16), _operand(w_hh, bf16)
     dh = dhT.copy()        # row k: dhT[k] until BPTT reaches sequence k's last step
-    w_hh = _operand(w_hh, bf16)
-    s3 = gates.reshape(N, 3, H)
-    di3 = da_in.reshape(N, 3, H)
-    dr3 = da_rec.reshape(N, 3, H)
-    for t in range(_num_steps(offsets) - 1, -1, -1):
-        row0, n_t = offsets[t], _step_batch(offsets, t)
-        h_prev = _previous(h0, y, offsets, t, n_t)
-        for seq in range(n_t):
-            row = row0 + seq
-            r, z, n = s3[row, 0], s3[row, 1], s3[row, 2]
-            dar, daz, dan = di3[row, 0], di3[row, 1], di3[row, 2]
-            dhn = dr3[row, 2]
-            dhs, hp, hns = dh[seq], h_prev[seq], hn[row]
-            if has_dy:                                              # (1)
-                dys = dy[row]
-                for j in range(H):
-                    dhs[j] += dys[j]
-            for j in range(H):                                      # (2), (4)
-                dan[j] = dhs[j] * (_ONE - z[j]) * (_ONE - n[j] * n[j])
-            for j in range(H):                                      # (3), (7)
-                daz[j] = dhs[j] * (hp[j] - n[j]) * z[j] * (_ONE - z[j])
-            for j in range(H):                                      # (6), (7)
-                dar[j] = dan[j] * hns[j] * r[j] * (_ONE - r[j])
-            for j in range(H):                                      # (5)
-                dhn[j] = dan[j] * r[j]
-            din, drec = da_in[row], da_rec[row]
-            for j in range(2 * H):                                  # r and z: the same sums
-                drec[j] = din[j]
-            for j in range(H):                                      # (8)
-                dhs[j] *= z[j]
-        gemm(_operand(da_rec[row0:row0 + n_t], bf16), False, w_hh, False, dh[:n_t],
-             1)                                                     # (9), added to (8)
-    dw_ih = _input_weight_grad(_operand(da_in, bf16), _operand(x, bf16))      # (10)
-    dw_hh = _recurrent_weight_grad(_operand(da_rec, bf16), _operand(h0, bf16),
-                                   _operand(y, bf16), offsets)                 # (11)
-    db_ih, db_hh = _bias_grad(da_in), _bias_grad(da_rec)                      # (10), (11)
-    dx = _input_grad(da_in, w_ih, need_dx, bf16)                              # (10)
+    s3 = gates.reshape(x.shape[0], 3, H)
+    di3 = da_in.reshape(rows, 3, H)
+    dr3 = da_rec.reshape(rows, 3, H)
+    for chunk in range(len(bounds) - 1):
+        start, end = bounds[chunk + 1], bounds[chunk]
+        base = offsets[start]
+        for t in range(end - 1, start - 1, -1):
+            row0, n_t = offsets[t], _step_batch(offsets, t)
+            h_prev = _previous(h0, y, offsets, t, n_t)
+            for seq in range(n_t):
+                row, at = row0 + seq, row0 - base + seq
+                r, z, n = s3[row, 0], s3[row, 1], s3[row, 2]
+                dar, daz, dan = di3[at, 0], di3[at, 1], di3[at, 2]
+                dhn = dr3[at, 2]
+                dhs, hp, hns = dh[seq], h_prev[seq], hn[row]
+                if has_dy:                                          # (1)
+                    dys = dy[row]
+                    for j in range(H):
+                        dhs[j] += dys[j]
+                for j in range(H):                                  # (2), (4)
+                    dan[j] = dhs[j] * (_ONE - z[j]) * (_ONE - n[j] * n[j])
+                for j in range(H):                                  # (3), (7)
+                    daz[j] = dhs[j] * (hp[j] - n[j]) * z[j] * (_ONE - z[j])
+                for j in range(H):                                  # (6), (7)
+                    dar[j] = dan[j] * hns[j] * r[j] * (_ONE - r[j])
+                for j in range(H):                                  # (5)
+                    dhn[j] = dan[j] * r[j]
+                din, drec = da_in[at], da_rec[at]
+                for j in range(2 * H):                              # r and z: the same sums
+                    drec[j] = din[j]
+                for j in range(H):                                  # (8)
+                    dhs[j] *= z[j]
+            gemm(_operand(da_rec[row0 - base:row0 - base + n_t], bf16), False, w_hh, False,
+                 dh[:n_t], 1)                                       # (9), added to (8)
+        da_in_chunk, da_rec_chunk = da_in[:offsets[end] - base], da_rec[:offsets[end] - base]
+        _add_input_grads(_operand(da_in_chunk, bf16), da_in_chunk, x_operand, w_ih, offsets,
+                         start, end, chunk == 0, dx, dw_ih, db_ih)  # (10)
+        _add_recurrent_weight_grad(_operand(da_rec_chunk, bf16), h0, y, offsets, start, end,
+                                   chunk == 0, dw_hh, bf16)         # (11)
+        _add_bias_grad(da_rec_chunk, db_hh)
     return dx, dh, dw_ih, dw_hh, db_ih, db_hh
 
 
@@ -698,7 +764,7 @@ def _elman_backward(cell, relu, saved, h0, w_ih, w_hh, y, dy, dhT, need_dx, batc
     bf16 = checked_precision(f"{cell}_backward", precision, dt)
     dx, dh0, dw_ih, dw_hh, db = _rnn_backward(
         _rows(saved.x, dt), _c_array(h0, dt), _c_array(w_ih, dt), _c_array(w_hh, dt), y, dy,
-        has_dy, _c_array(dhT, dt), bool(need_dx), offsets, relu, bf16)
+        has_dy, _c_array(dhT, dt), bool(need_dx), offsets, relu, bf16, _CHUNK_NUMBERS)
     return (_input_grad_out(dx, saved, need_dx, reverse), dh0, dw_ih, dw_hh, db, db.copy())
 
 
@@ -759,7 +825,7 @@ def lstm_backward(saved, h0, c0, w_ih, w_hh, y, dy, dhT, dcT, need_dx=True, *,
     dx, dh0, dc0, dw_ih, dw_hh, db = _lstm_backward(
         c, tanh_c, gates, _rows(saved.x, dt), _c_array(h0, dt), _c_array(c0, dt),
         _c_array(w_ih, dt), _c_array(w_hh, dt), y, dy, has_dy, _c_array(dhT, dt),
-        _c_array(dcT, dt), bool(need_dx), offsets, bf16)
+        _c_array(dcT, dt), bool(need_dx), offsets, bf16, _CHUNK_NUMBERS)
     return (_input_grad_out(dx, saved, need_dx, reverse), dh0, dc0, dw_ih, dw_hh, db,
             db.copy())
 
@@ -791,7 +857,8 @@ def gru_backward(saved, h0, w_ih, w_hh, y, dy, dhT, need_dx=True, *, batch_sizes
     gates, hn = saved.arrays
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _gru_backward(
         gates, hn, _rows(saved.x, dt), _c_array(h0, dt), _c_array(w_ih, dt),
-        _c_array(w_hh, dt), y, dy, has_dy, _c_array(dhT, dt), bool(need_dx), offsets, bf16)
+        _c_array(w_hh, dt), y, dy, has_dy, _c_array(dhT, dt), bool(need_dx), offsets, bf16,
+        _CHUNK_NUMBERS)
     return (_input_grad_out(dx, saved, need_dx, reverse), dh0, dw_ih, dw_hh, db_ih, db_hh)
 
 

@@ -289,6 +289,40 @@ def test_packed_backward_without_dx_gives_the_same_gradients(backend, cell):
         np.testing.assert_array_equal(value, want, err_msg=name)
 
 
+# The numba backward takes the weight gradients chunk by chunk of steps, each
+# of at most max(rows, B) rows. The lengths1toT batch, 9, 7, 6, 5, 4, 3 and 2
+# rows a step, runs in chunks of 1, 1, 1, 1 and 3 steps (at most 9 rows) or
+# of 1, 1, 2 and 3 (13); padded to 9 rows a step, in chunks of one step.
+CHUNKS = {(True, 1): 5, (True, 13): 4, (False, 1): 7, (False, 13): 7}
+
+
+@pytest.mark.skipif("numba" not in BACKENDS, reason="numba is not installed")
+@pytest.mark.parametrize("chunk_rows", [1, 13])
+@pytest.mark.parametrize("packed", [False, True], ids=["unpacked", "packed"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@cells
+def test_numba_backward_in_chunks_of_steps_gives_the_gradients_of_one_chunk(
+        monkeypatch, cell, precision, packed, chunk_rows):
+    p, lengths = case_problem(cell, CASES[0], np.float32)
+    if not packed:
+        lengths = np.full(len(lengths), p["x"].shape[0])
+    a, _, batch_sizes = sorted_packed(p, lengths)
+    numba = _backends.get_backend("numba")
+    outputs, saved = kernel_forward(numba, cell, a, batch_sizes=batch_sizes, precision=precision)
+    one_chunk = kernel_backward(numba, cell, saved, a, outputs, batch_sizes=batch_sizes,
+                                precision=precision)
+    GH = p["w_hh"].shape[0]
+    offsets = np.concatenate([[0], np.cumsum(batch_sizes)])
+    assert len(numba._chunks(offsets, GH, numba._CHUNK_NUMBERS)[0]) == 2   # one chunk
+    monkeypatch.setattr(numba, "_CHUNK_NUMBERS", chunk_rows * GH)
+    chunks = len(numba._chunks(offsets, GH, numba._CHUNK_NUMBERS)[0]) - 1
+    assert chunks == CHUNKS[packed, chunk_rows]
+    in_chunks = kernel_backward(numba, cell, saved, a, outputs, batch_sizes=batch_sizes,
+                                precision=precision)
+    for name, value, want in zip(GRAD_NAMES[cell], in_chunks, one_chunk):
+        assert_close(value, want, kind_of(name), np.float32, name)
+
+
 # ------------------------------------------------------------ argument checks
 
 # A packed x of 6 rows and B = 3, with batch_sizes that are wrong in one way each.
