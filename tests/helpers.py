@@ -41,14 +41,17 @@ BACKENDS = fastrnn.available_backends()
 FAST_BACKENDS = [name for name in BACKENDS if name != "numpy"]
 
 
-def relative_error(actual, expected):
+def relative_error(actual, expected, scale=None):
+    """The largest difference over the largest |expected| (or over `scale`, the size
+    of the quantity's neighbours: one parameter's gradient among its layer's)."""
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     if actual.size == 0:
         return 0.0
-    scale = max(float(np.abs(expected).max()), 1e-6)
-    return float(np.abs(actual - expected).max()) / scale
+    if scale is None:
+        scale = float(np.abs(expected).max())
+    return float(np.abs(actual - expected).max()) / max(scale, 1e-6)
 
 
 def numeric_gradient(f, array, eps=1e-6):
@@ -67,7 +70,7 @@ def numeric_gradient(f, array, eps=1e-6):
     return grad
 
 
-def assert_close(actual, expected, kind, dtype, what=""):
+def assert_close(actual, expected, kind, dtype, what="", scale=None):
     tol = TOLERANCES[np.dtype(dtype)][kind]
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
@@ -77,7 +80,7 @@ def assert_close(actual, expected, kind, dtype, what=""):
     if kind == "output":
         err = float(np.abs(actual - expected).max()) if actual.size else 0.0
     else:
-        err = relative_error(actual, expected)
+        err = relative_error(actual, expected, scale)
     assert err <= tol, f"{what}: {kind} error {err:.3g} > {tol:g}"
     return err
 

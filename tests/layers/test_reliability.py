@@ -53,9 +53,16 @@ def test_any_layout_and_dtype_agrees_with_reference(backend, case):
     dy = np.ones(y.shape, np.float32)
     dx, _ = layer.backward(dy)
     dx_ref, _ = ref.backward(dy)
-    assert_close(dx, dx_ref, "grad", np.float32, "dx")
+    # Each gradient against the largest (x's or a parameter's), and no smaller than
+    # 0.01: the loss sums y (|y| < 1), whose float32 rounding leaves every gradient
+    # absolute errors of about 1e-7 times |x| (up to 3) however small it is. With
+    # every gate saturated they can all be tiny (an LSTM with H=1 and |x| near 2.5:
+    # all below 3e-7, the two backends 2e-10 apart), where a relative check fails
+    # two correct float32 implementations.
+    scale = max(max(float(np.abs(g).max()) for g in (dx_ref, *ref.grads.values())), 1e-2)
+    assert_close(dx, dx_ref, "grad", np.float32, "dx", scale)
     for key in ref.grads:
-        assert_close(layer.grads[key], ref.grads[key], "grad", np.float32, key)
+        assert_close(layer.grads[key], ref.grads[key], "grad", np.float32, key, scale)
 
 
 # -- saturation -----------------------------------------------------------------
