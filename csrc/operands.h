@@ -85,7 +85,10 @@ struct NativeOperands {
     }
   }
 
-  // [x_t | h_{t-1}] where they lie.
+  // [x_t | h_{t-1}] where they lie; h_{t-1} copied first where other threads
+  // wrote parts of it (h_shared): read in place, each of its cache lines
+  // came from the other core as the microkernel reached it, and a 2-thread
+  // RNN step at the origin shape took 20.6 us instead of 17.0.
   struct StepInputs {
     const Real* x_t;
     size_t x_row;
@@ -96,10 +99,13 @@ struct NativeOperands {
                          h ? h_prev + r0 * h_row : h_prev, h_row};
     }
   };
-  static size_t step_scratch(size_t, size_t, size_t) { return 0; }
-  static StepInputs step_inputs(size_t, size_t I, size_t H, const Real* x_t, size_t x_row,
-                                const Real* h_prev, size_t h_row, void*) {
-    return StepInputs{x_t, x_row, h_prev, h_row, I, H};
+  static size_t step_scratch(size_t B, size_t, size_t H) { return B * H * sizeof(Real); }
+  static StepInputs step_inputs(size_t B, size_t I, size_t H, const Real* x_t, size_t x_row,
+                                const Real* h_prev, size_t h_row, bool h_shared, void* scratch) {
+    if (!h_shared) return StepInputs{x_t, x_row, h_prev, h_row, I, H};
+    Real* copy = static_cast<Real*>(scratch);
+    for (size_t b = 0; b < B; ++b) std::memcpy(copy + b * H, h_prev + b * h_row, H * sizeof(Real));
+    return StepInputs{x_t, x_row, copy, H, I, H};
   }
   static size_t input_scratch(size_t, size_t) { return 0; }
   static StepInputs input_rows(size_t, size_t I, const Real* x, size_t stride, void*) {
@@ -179,7 +185,7 @@ struct Bf16Operands {
     return B * (pair_count(I) + pair_count(H)) * sizeof(Bf16Pair);
   }
   static StepInputs step_inputs(size_t B, size_t I, size_t H, const float* x_t, size_t x_row,
-                                const float* h_prev, size_t h_row, void* scratch) {
+                                const float* h_prev, size_t h_row, bool, void* scratch) {
     const size_t IP = pair_count(I), HP = pair_count(H), ld = IP + HP;
     uint16_t* out = static_cast<uint16_t*>(scratch);
     for (size_t b = 0; b < B; ++b) {

@@ -107,7 +107,7 @@ struct Int8Operands {
     return B * (int8_row_bytes(I) + int8_row_bytes(H) + 2 * sizeof(float));
   }
   static StepInputs step_inputs(size_t B, size_t I, size_t H, const float* x_t, size_t x_row,
-                                const float* h_prev, size_t h_row, void* scratch) {
+                                const float* h_prev, size_t h_row, bool, void* scratch) {
     const Int8Kernels& k = *int8_kernel_table();
     float* scales = static_cast<float*>(scratch);
     uint8_t* x = reinterpret_cast<uint8_t*>(scales + 2 * B);

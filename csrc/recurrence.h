@@ -624,7 +624,8 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
                                   scratch(tid, kSlotPackA), tiles);
       // [x_t | h_{t-1}] as this operand type's tiles read it (projected: h_{t-1} alone).
       const auto step_inputs = Ops::step_inputs(Bt, chunk != 0 ? 0 : I, H, x_t, p.x.row,
-                                                h_prev.h, h_prev.row, scratch(tid, kSlotPackA));
+                                                h_prev.h, h_prev.row, n > 1 && t > 0,
+                                                scratch(tid, kSlotPackA));
       for (size_t i = hb0; i < hb1; ++i) {
         // Reading W_hh from L2 bounds a projected step: every other one runs its
         // blocks (and their panels) backwards, first through the weights still in L1.
