@@ -43,7 +43,8 @@ def memory_needed(config, batch_size, T):
     # its layer's input (in its workspace), and each direction's y and the cell's record.
     kept = D * (I + (L - 1) * D * H) + L * D * H * (1 + cell.saved_width)
     return {"parameters": 4 * P,
-            "their gradients and Adam's two moments": 3 * 4 * P,
+            # (and the copy of the weight matrices a training forward runs on)
+            "their gradients, Adam's two moments and the forward's copy": 4 * 4 * P,
             f"BPTT's record of {batch_size} sequences of {T} steps": 4 * batch_size * T * kept}
 
 
