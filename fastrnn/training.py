@@ -42,10 +42,12 @@ def memory_needed(config, batch_size, T):
     # What a training forward keeps for BPTT per row and step: each direction's copy of
     # its layer's input (in its workspace), and each direction's y and the cell's record.
     kept = D * (I + (L - 1) * D * H) + L * D * H * (1 + cell.saved_width)
+    weight_matrices = parameter_count(cell.G, I, H, L, config["bidirectional"]) \
+        - L * D * 2 * cell.G * H   # its biases
     return {"parameters": 4 * P,
-            # (and the copy of the weight matrices a training forward runs on)
-            "their gradients, Adam's two moments and the forward's copy": 4 * 4 * P,
-            f"BPTT's record of {batch_size} sequences of {T} steps": 4 * batch_size * T * kept}
+            "their gradients and Adam's two moments": 3 * 4 * P,
+            f"BPTT's record of {batch_size} sequences of {T} steps": 4 * batch_size * T * kept,
+            "the copy of the weight matrices a training forward runs on": 4 * weight_matrices}
 
 
 class TrainingDiverged(RuntimeError):

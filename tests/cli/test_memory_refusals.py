@@ -39,11 +39,14 @@ def test_train_with_10000_layers_ends_in_one_line_naming_the_memory_it_needs(tin
     code, err = fastrnn_limited("train", "--layers", 10000, "--data", tiny_data,
                                 "--no-progress")
     # By hand: LSTM, I = T = 28, H = 128, batch 100, 10 classes. Parameters
-    # 4H(I+H+2) + 9999 * 4H(2H+2) + 10(H+1); BPTT keeps per row and step each layer's
-    # input (I, then H) and y, c and the 4 gates of each (6H).
+    # 4H(I+H+2) + 9999 * 4H(2H+2) + 10(H+1), four times over (themselves, their
+    # gradients, Adam's two moments); BPTT keeps per row and step each layer's input
+    # (I, then H) and y, c and the 4 gates of each (6H); a training forward runs on a
+    # copy of the weight matrices, 4H(I+H) + 9999 * 4H(2H).
     P = 4 * 128 * (28 + 128 + 2) + 9999 * 4 * 128 * (2 * 128 + 2) + 10 * 129
     record = 100 * 28 * (28 + 9999 * 128 + 10000 * 6 * 128)
-    total = 4 * (4 * P + record)
+    weights = 4 * 128 * (28 + 128) + 9999 * 4 * 128 * 2 * 128
+    total = 4 * (4 * P + record + weights)
     assert code == 2 and err.count("\n") == 1, err
     assert err.startswith(f"fastrnn train: error: training this model needs at least "
                           f"{total / 2**30:.1f} GiB of memory (parameters "
@@ -136,6 +139,8 @@ def test_the_estimate_counts_what_a_training_step_keeps(cell, stack):
                for _, _, y, saved in records
                for array in (saved.x, y, *saved.arrays))
     assert list(needs.values())[2] == kept
+    copied = sum(pair[1].nbytes for pair in model.layer._weights_kept._pairs)
+    assert copied > 0 and list(needs.values())[3] == copied
 
 
 def test_a_memory_error_while_training_is_one_line_not_a_traceback(tiny_data, capsys,
