@@ -45,6 +45,7 @@ backend reads and writes through strides.
 """
 
 import math
+import threading
 
 import numpy as np
 # SciPy's BLAS, which the matrix products call when NumPy's is not found,
@@ -705,6 +706,30 @@ def _rows(a, dtype):
     return a.reshape(-1, a.shape[-1])
 
 
+_thread_scratch = threading.local()
+
+
+def _scratch_rows(a, dtype, slot):
+    """_rows of `a` for a backward's own use: where a copy is needed (y and dy in run
+    order for a reverse direction, dy a strided half of a bidirectional layer's),
+    into this thread's buffer `slot`, which its next backward reuses. A fresh array's
+    pages went back to the system after each call and were faulted in anew at the
+    next (a 2-layer bidirectional RNN's step at the origin shape: up to 2900 faults,
+    about 3 µs each on a Sapphire Rapids VM)."""
+    a = np.asarray(a)
+    if a.flags.c_contiguous and a.dtype == dtype:
+        return a.reshape(-1, a.shape[-1])
+    buffers = getattr(_thread_scratch, "buffers", None)
+    if buffers is None:
+        buffers = _thread_scratch.buffers = {}
+    buffer = buffers.get(slot)
+    if buffer is None or buffer.dtype != dtype or buffer.size < a.size:
+        buffer = buffers[slot] = np.empty(a.size, dtype=dtype)
+    rows = buffer[:a.size].reshape(-1, a.shape[-1])
+    np.copyto(rows.reshape(a.shape), a)
+    return rows
+
+
 def _per_step(rows, x):
     """Rows (N, n) laid out as x's steps: (T, B, n), or (N, n) when x is packed."""
     return rows.reshape(np.shape(x)[:-1] + rows.shape[-1:])
@@ -728,10 +753,10 @@ def _backward_inputs(cell, G, saved, h0, w_ih, w_hh, y, dy, batch_sizes, reverse
     saved = checked_workspace(fn, cell, Workspace, saved, h0, batch_sizes, reverse)
     offsets = checked_offsets(fn, G, saved.x, h0, w_ih, w_hh, batch_sizes, y=y, dy=dy, **more)
     dt = saved.x.dtype
-    y_rows = _rows(in_run_order(y, reverse), dt)
+    y_rows = _scratch_rows(in_run_order(y, reverse), dt, "y")
     if dy is None:
         return offsets, dt, saved, y_rows, np.empty((0, 0), dtype=dt), False
-    return offsets, dt, saved, y_rows, _rows(in_run_order(dy, reverse), dt), True
+    return offsets, dt, saved, y_rows, _scratch_rows(in_run_order(dy, reverse), dt, "dy"), True
 
 
 def _outputs(y_rows, x, out, reverse):
