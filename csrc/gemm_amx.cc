@@ -7,7 +7,7 @@
 // rounded da slabs, 16 pairs a slab row, one tile each), and B panels of
 // NR = 32 columns, pair rows of 128 bytes, which are two B tiles side by side.
 // So nothing is packed for AMX but the weight gradients' A panels (Packed:
-// k-major), turned 16 pairs at a time.
+// k-major), turned into tile rows once per call.
 //
 // Sums: each output element is the float32 sum of the same products as on the
 // other bf16 paths, in whatever order and internal precision the tile unit

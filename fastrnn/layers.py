@@ -38,12 +38,10 @@ class _WeightsKept:
     def copied(self, params):
         """`params` with each weight matrix replaced by a copy of its value now."""
         if params is not self._params:   # (the first time: the layer's dict stays)
-            self._kept = dict(params)
-            for key, value in params.items():
-                if key.startswith("weight_"):
-                    self._kept[key] = np.empty_like(value)
-            self._pairs = [(params[key], self._kept[key]) for key in params
-                           if key.startswith("weight_")]
+            copies = {key: np.empty_like(value) for key, value in params.items()
+                      if key.startswith("weight_")}
+            self._kept = {**params, **copies}
+            self._pairs = [(params[key], copy) for key, copy in copies.items()]
             self._params = params
         for live, copy in self._pairs:
             np.copyto(copy, live)

@@ -37,13 +37,12 @@ def memory_needed(config, batch_size, T):
     cell = CELLS[config["cell"]]
     I, H, L = config["input_size"], config["hidden_size"], config["num_layers"]
     D = 2 if config["bidirectional"] else 1
-    P = parameter_count(cell.G, I, H, L, config["bidirectional"]) \
-        + config["num_classes"] * (D * H + 1)
+    layer_parameters = parameter_count(cell.G, I, H, L, config["bidirectional"])
+    P = layer_parameters + config["num_classes"] * (D * H + 1)
     # What a training forward keeps for BPTT per row and step: each direction's copy of
     # its layer's input (in its workspace), and each direction's y and the cell's record.
     kept = D * (I + (L - 1) * D * H) + L * D * H * (1 + cell.saved_width)
-    weight_matrices = parameter_count(cell.G, I, H, L, config["bidirectional"]) \
-        - L * D * 2 * cell.G * H   # its biases
+    weight_matrices = layer_parameters - L * D * 2 * cell.G * H   # less its biases
     return {"parameters": 4 * P,
             "their gradients and Adam's two moments": 3 * 4 * P,
             f"BPTT's record of {batch_size} sequences of {T} steps": 4 * batch_size * T * kept,
