@@ -12,6 +12,10 @@
 #include <thread>
 #include <vector>
 
+#if __has_include(<unistd.h>)
+#include <unistd.h>
+#endif
+
 namespace fastrnn {
 namespace {
 
@@ -243,6 +247,17 @@ void reserve_scratch(int nthreads, int slot, size_t bytes) {
 void* scratch(int tid, int slot) {
   if (in_inline_job) return caller_scratch.scratch.slot[slot].ptr;
   return pool().scratch(tid, slot);
+}
+
+size_t l2_cache_bytes() {
+  static const size_t bytes = [] {
+#if defined(_SC_LEVEL2_CACHE_SIZE)
+    const long reported = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (reported > 0) return static_cast<size_t>(reported);
+#endif
+    return size_t(512) << 10;
+  }();
+  return bytes;
 }
 
 }  // namespace fastrnn

@@ -27,6 +27,10 @@ void parallel_run(int nthreads, TaskFn fn, void* context);
 // Inside a job: waits until every thread of the job has arrived.
 void parallel_barrier();
 
+// Bytes of one core's L2 cache as the OS reports it (512 KiB where it does
+// not): how much of the packed weights a thread can keep near it.
+size_t l2_cache_bytes();
+
 // Threads the kernels use (the pool has that many minus the caller), 1 to
 // kMaxThreads: the one limit, which fastrnn.set_num_threads checks
 // (bindings.cc; the module exports it as max_threads).
