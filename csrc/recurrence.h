@@ -638,7 +638,8 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
     }
     alignas(64) Real edge_bias[P][NR];
     for (size_t t = 0; t < T; ++t) {
-      const size_t row0 = step_offset(p, t), Bt = split_rows ? b1 : step_batch(p, t);
+      // This thread's rows of step t: [b0, rows_end).
+      const size_t row0 = step_offset(p, t), rows_end = split_rows ? b1 : step_batch(p, t);
       const size_t prev0 = t == 0 ? 0 : step_offset(p, t - 1);
       const Real* x_t = step_rows(p, p.x, t);
       Real* y_t = step_rows(p, p.y, t);
@@ -647,11 +648,12 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
       if (chunk != 0 && t == t0)
         project_inputs<Cell, Ops>(p, t0, min_size(T, t0 + chunk), w, hb0, hb1,
                                   scratch(tid, kSlotPackA), tiles);
-      // Rows [b0, Bt) of [x_t | h_{t-1}] as this operand type's tiles read them
+      // Those rows of [x_t | h_{t-1}] as this operand type's tiles read them
       // (projected: h_{t-1} alone).
-      const auto step_inputs = Ops::step_inputs(
-          Bt - b0, chunk != 0 ? 0 : I, H, x_t + b0 * p.x.row, p.x.row, h_prev.h + b0 * h_prev.row,
-          h_prev.row, n > 1 && t > 0 && !split_rows, scratch(tid, kSlotPackA));
+      const auto step_inputs =
+          Ops::step_inputs(rows_end - b0, chunk != 0 ? 0 : I, H, x_t + b0 * p.x.row, p.x.row,
+                           h_prev.h + b0 * h_prev.row, h_prev.row, n > 1 && t > 0 && !split_rows,
+                           scratch(tid, kSlotPackA));
       for (size_t i = hb0; i < hb1; ++i) {
         // Reading W_hh from L2 bounds a projected step: every other one runs its
         // blocks (and their panels) backwards, first through the weights still in L1.
@@ -699,8 +701,8 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
         // One pass over K per row panel: the cell runs while the panel's sums are
         // hot. (Blocking K to keep a panel's weights in L1 measured slower at the
         // medium and large shapes, AVX2 and AVX-512 alike.)
-        for (size_t r0 = b0; r0 < Bt; r0 += MR) {
-          const size_t m = min_size(MR, Bt - r0);
+        for (size_t r0 = b0; r0 < rows_end; r0 += MR) {
+          const size_t m = min_size(MR, rows_end - r0);
           // Consecutive panels that read the same inputs go through one call.
           for (size_t pp = 0; pp < P;) {
             const Reads reads = Cell::kPanels[pp].reads;
@@ -714,8 +716,9 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
                   panel_weights[pp], stride, TileOut<Real>{out, P * NR, false});
             else if (reads != Reads::x)  // x's term is in the sums already
               PanelProducts<Ops>::recurrent_tile(
-                  m, count, step_inputs, r0 - b0, reads == Reads::x_and_h ? I : 0, panel_weights[pp],
-                  stride, TileOut<Real>{out, P * NR, reads != Reads::h}, t % 2 == 1);
+                  m, count, step_inputs, r0 - b0, reads == Reads::x_and_h ? I : 0,
+                  panel_weights[pp], stride, TileOut<Real>{out, P * NR, reads != Reads::h},
+                  t % 2 == 1);
             pp += count;
           }
           // (One row is not worth a call: batch 1 measured 3% slower.)
