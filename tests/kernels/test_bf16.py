@@ -12,8 +12,7 @@ each other.
 import numpy as np
 import pytest
 
-import fastrnn
-from fastrnn import _backends, _reference as reference
+from fastrnn import _reference as reference
 from fastrnn._reference import round_to_bf16
 
 U32 = 2.0 ** -24   # float32's unit roundoff
@@ -327,23 +326,6 @@ def test_bf16_kernels_give_the_same_bits_twice_for_a_thread_count(bf16_kernels, 
     second = results(bf16_kernels, cell, a, "bf16")
     for x, y in zip([*first[0], *first[1]], [*second[0], *second[1]]):
         assert np.array_equal(x, y)
-
-
-@cells
-@pytest.mark.parametrize("B", [37, 5])   # 2 threads split the rows of 37, the units of 5
-def test_compiled_bf16_bits_do_not_depend_on_the_thread_count(isa, cell, B):
-    a = make_kernel_args(cell, 7, B, 20, 130, np.float32, seed=5)
-    before = fastrnn.get_num_threads()
-    try:
-        runs = []
-        for n in (1, 2):
-            fastrnn.set_num_threads(n)
-            runs.append(results(_backends.get_backend("cpp"), cell, a, "bf16"))
-    finally:
-        fastrnn.set_num_threads(before)
-    (outputs_1, grads_1), (outputs_2, grads_2) = runs
-    for x, y in zip([*outputs_1, *grads_1], [*outputs_2, *grads_2]):
-        np.testing.assert_array_equal(x, y)
 
 
 def test_precision_names_and_dtypes_are_checked_by_every_backend(bf16_kernels):

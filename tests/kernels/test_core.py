@@ -23,13 +23,14 @@ ISAS = core.build_info()["isa_supported"]
 
 # 2 threads split a forward's 37 rows between them (19 and 18: uneven, a row panel
 # and a part), and its 5 rows' hidden units.
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("B", [37, 5])
-def test_the_bits_do_not_depend_on_the_thread_count(isa, cell, B):
+def test_the_bits_do_not_depend_on_the_thread_count(isa, cell, B, precision):
     a = make_kernel_args(cell, 11, B, 19, 70, np.float32, seed=2)
     results = []
     for n in (1, 2, 2, 1):
         core.set_num_threads(n)
-        outs, grads = run_kernels(core, cell, a)
+        outs, grads = run_kernels(core, cell, a, precision=precision)
         results.append(outs + grads)
     core.set_num_threads(2)
     for other in results[1:]:
