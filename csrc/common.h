@@ -361,6 +361,9 @@ inline Real tanh_scalar(Real a) {
 template <class Real>
 struct Act;
 
+// The activation a gate takes (Act::activate).
+enum class Fn { sigmoid, tanh };
+
 template <>
 struct Act<float> {
   using S = Simd<float>;
@@ -377,23 +380,45 @@ struct Act<float> {
   // result is thus exactly 0 or inf with no extra select: a saturated sigmoid
   // is exactly 0 or 1 and its derivative exactly 0 (no tiny gradient times a
   // huge x). NaN passes through the clamp and stays NaN.
-  static inline V exp(V x) {
-    const V a = clamp_keeping_nan(x, -88.0f, 89.0f);
+  //
+  // Each of N vectors, in place, one step at a time across all of them: one
+  // exp is a chain of a dozen dependent operations, and a cell that took its
+  // gates one after another left the FP pipes half idle. The same operations
+  // on each value as one at a time, so the same bits.
+  template <size_t N>
+  static inline void exp(V (&x)[N]) {
     // Round to nearest by adding 1.5 * 2^23 + 127: n + 127 lands in the low
     // mantissa bits, and shifting them into the exponent field gives 2^n.
     const float magic = 12582912.0f + 127.0f;
-    V shifted = a * 1.44269504088896341f + magic;
-    V n = shifted - magic;
-    V scale = (V)((VU)shifted << 23);
-    V r = a - n * 0.693145751953125f;  // ln 2 split in two for exactness
-    r = r - n * 1.428606765330187045e-06f;
-    V p = V{} + 1.3814611593e-3f;
-    p = p * r + 8.3687100559e-3f;
-    p = p * r + 4.1668388991e-2f;
-    p = p * r + 1.6666521132e-1f;
-    p = p * r + 4.9999994040e-1f;
-    p = p * r * r + r + 1.0f;
-    return p * scale;
+    V shifted[N], r[N], p[N];
+    for (size_t j = 0; j < N; ++j) x[j] = clamp_keeping_nan(x[j], -88.0f, 89.0f);
+    for (size_t j = 0; j < N; ++j) shifted[j] = x[j] * 1.44269504088896341f + magic;
+    for (size_t j = 0; j < N; ++j) {
+      const V n = shifted[j] - magic;
+      r[j] = x[j] - n * 0.693145751953125f;  // ln 2 split in two for exactness
+      r[j] = r[j] - n * 1.428606765330187045e-06f;
+    }
+    for (size_t j = 0; j < N; ++j) p[j] = r[j] * 1.3814611593e-3f + 8.3687100559e-3f;
+    for (size_t j = 0; j < N; ++j) p[j] = p[j] * r[j] + 4.1668388991e-2f;
+    for (size_t j = 0; j < N; ++j) p[j] = p[j] * r[j] + 1.6666521132e-1f;
+    for (size_t j = 0; j < N; ++j) p[j] = p[j] * r[j] + 4.9999994040e-1f;
+    for (size_t j = 0; j < N; ++j) p[j] = p[j] * r[j] * r[j] + r[j] + 1.0f;
+    for (size_t j = 0; j < N; ++j) x[j] = p[j] * (V)((VU)shifted[j] << 23);
+  }
+
+  // fn[g] of the N vectors of each of G gates, in place, side by side (see
+  // exp): sigmoid(a) = 1 / (1 + exp(-a)), tanh(a) = 1 - 2 / (exp(2a) + 1),
+  // the latter exact 0 at a = 0, |error| ~1e-7 absolute.
+  template <size_t G, size_t N>
+  static inline void activate(V (&a)[G][N], const Fn (&fn)[G]) {
+    V e[G * N];
+    for (size_t g = 0; g < G; ++g)
+      for (size_t j = 0; j < N; ++j) e[g * N + j] = fn[g] == Fn::tanh ? a[g][j] + a[g][j] : -a[g][j];
+    exp(e);
+    for (size_t g = 0; g < G; ++g)
+      for (size_t j = 0; j < N; ++j)
+        a[g][j] = fn[g] == Fn::tanh ? 1.0f - 2.0f / (e[g * N + j] + 1.0f)
+                                    : 1.0f / (1.0f + e[g * N + j]);
   }
 
   // min(max(x, lo), hi), x where it is NaN. The ternaries' compare and blend
@@ -414,11 +439,6 @@ struct Act<float> {
     return x > hi ? V{} + hi : x;
 #endif
   }
-
-  static inline V sigmoid(V a) { return 1.0f / (1.0f + exp(-a)); }
-
-  // tanh(a) = 1 - 2 / (exp(2a) + 1); exact 0 at a = 0, |error| ~1e-7 absolute.
-  static inline V tanh(V a) { return 1.0f - 2.0f / (exp(a + a) + 1.0f); }
 };
 
 template <>
@@ -426,13 +446,12 @@ struct Act<double> {
   using V = Simd<double>::V;
   static constexpr size_t kLanes = Simd<double>::kLanes;
 
-  static inline V sigmoid(V a) {
-    for (size_t l = 0; l < kLanes; ++l) a[l] = sigmoid_scalar(a[l]);
-    return a;
-  }
-  static inline V tanh(V a) {
-    for (size_t l = 0; l < kLanes; ++l) a[l] = tanh_scalar(a[l]);
-    return a;
+  template <size_t G, size_t N>
+  static inline void activate(V (&a)[G][N], const Fn (&fn)[G]) {
+    for (size_t g = 0; g < G; ++g)
+      for (size_t j = 0; j < N; ++j)
+        for (size_t l = 0; l < kLanes; ++l)
+          a[g][j][l] = fn[g] == Fn::tanh ? tanh_scalar(a[g][j][l]) : sigmoid_scalar(a[g][j][l]);
   }
 };
 

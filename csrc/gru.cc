@@ -25,6 +25,7 @@ struct GruCell : CellBase<Real> {
   using typename CellBase<Real>::A;
   using CellBase<Real>::kLanes;
   using CellBase<Real>::NR;
+  using CellBase<Real>::kVectors;
   using CellBase<Real>::saved_at;
   static constexpr size_t G = cells::gru.G;
   // BPTT's da groups: [da_n (input side) | da_r, da_z, da_hn (recurrent side)].
@@ -45,18 +46,28 @@ struct GruCell : CellBase<Real> {
     }
     // Read again only by BPTT, after the whole forward: past the caches.
     constexpr bool stream = IO::kFull;
-    for (size_t l = 0; l < NR; l += kLanes) {
-      V rg = A::sigmoid(vload<V>(r.sums + 0 * NR + l) + vload<V>(r.bias[0] + l));
-      V z = A::sigmoid(vload<V>(r.sums + 1 * NR + l) + vload<V>(r.bias[1] + l));
-      V hn = vload<V>(r.sums + 3 * NR + l) + vload<V>(r.bias[3] + l);
-      V n = A::tanh(vload<V>(r.sums + 2 * NR + l) + vload<V>(r.bias[2] + l) + rg * hn);
+    // Gates side by side over the row's vectors of units (Act::activate).
+    V rz[2][kVectors], n[1][kVectors], hn[kVectors];
+    for (size_t k = 0; k < 2; ++k)
+      for (size_t v = 0; v < kVectors; ++v)
+        rz[k][v] = vload<V>(r.sums + k * NR + v * kLanes) + vload<V>(r.bias[k] + v * kLanes);
+    A::activate(rz, {Fn::sigmoid, Fn::sigmoid});
+    for (size_t v = 0; v < kVectors; ++v) {
+      const size_t l = v * kLanes;
+      hn[v] = vload<V>(r.sums + 3 * NR + l) + vload<V>(r.bias[3] + l);
+      n[0][v] = vload<V>(r.sums + 2 * NR + l) + vload<V>(r.bias[2] + l) + rz[0][v] * hn[v];
+    }
+    A::activate(n, {Fn::tanh});
+    for (size_t v = 0; v < kVectors; ++v) {
+      const size_t l = v * kLanes;
+      const V z = rz[1][v];
       if (training) {
-        store_saved(saved_out[0] + l, rg, stream);
+        store_saved(saved_out[0] + l, rz[0][v], stream);
         store_saved(saved_out[1] + l, z, stream);
-        store_saved(saved_out[2] + l, n, stream);
-        store_saved(saved_out[3] + l, hn, stream);
+        store_saved(saved_out[2] + l, n[0][v], stream);
+        store_saved(saved_out[3] + l, hn[v], stream);
       }
-      vstore(h_out + l, (Real(1) - z) * n + z * vload<V>(h_prev + l));
+      vstore(h_out + l, (Real(1) - z) * n[0][v] + z * vload<V>(h_prev + l));
     }
   }
 

@@ -23,6 +23,7 @@ struct LstmCell : CellBase<Real> {
   using typename CellBase<Real>::A;
   using CellBase<Real>::kLanes;
   using CellBase<Real>::NR;
+  using CellBase<Real>::kVectors;
   using CellBase<Real>::saved_at;
   static constexpr size_t G = cells::lstm.G;
   static constexpr GatePanel kPanels[] = {
@@ -57,21 +58,23 @@ struct LstmCell : CellBase<Real> {
         gates_out[gate] = io.out(saved_at(p, kGates, r.row, gate, r.u0));
     // Read again only by BPTT, after the whole forward: past the caches.
     constexpr bool stream = IO::kFull;
-    for (size_t l = 0; l < NR; l += kLanes) {
-      V i = A::sigmoid(vload<V>(r.sums + 0 * NR + l) + vload<V>(r.bias[0] + l));
-      V f = A::sigmoid(vload<V>(r.sums + 1 * NR + l) + vload<V>(r.bias[1] + l));
-      V g = A::tanh(vload<V>(r.sums + 2 * NR + l) + vload<V>(r.bias[2] + l));
-      V o = A::sigmoid(vload<V>(r.sums + 3 * NR + l) + vload<V>(r.bias[3] + l));
-      V c = f * vload<V>(c_in + l) + i * g;
-      if (training) {
-        store_saved(gates_out[0] + l, i, stream);
-        store_saved(gates_out[1] + l, f, stream);
-        store_saved(gates_out[2] + l, g, stream);
-        store_saved(gates_out[3] + l, o, stream);
-      }
+    // gate[k][v]: gate k (i, f, g, o) of the row's v-th vector of units.
+    V gate[G][kVectors], tanh_c[1][kVectors];
+    for (size_t k = 0; k < G; ++k)
+      for (size_t v = 0; v < kVectors; ++v)
+        gate[k][v] = vload<V>(r.sums + k * NR + v * kLanes) + vload<V>(r.bias[k] + v * kLanes);
+    A::activate(gate, {Fn::sigmoid, Fn::sigmoid, Fn::tanh, Fn::sigmoid});
+    for (size_t v = 0; v < kVectors; ++v) {
+      const size_t l = v * kLanes;
+      const V c = gate[1][v] * vload<V>(c_in + l) + gate[0][v] * gate[2][v];
+      if (training)
+        for (size_t k = 0; k < G; ++k) store_saved(gates_out[k] + l, gate[k][v], stream);
       vstore(c_out + l, c);
-      vstore(h_out + l, o * A::tanh(c));
+      tanh_c[0][v] = c;
     }
+    A::activate(tanh_c, {Fn::tanh});
+    for (size_t v = 0; v < kVectors; ++v)
+      vstore(h_out + v * kLanes, gate[3][v] * tanh_c[0][v]);
   }
 
   // BPTT, for t = T..1, with dh, dc carried from step t+1:
@@ -98,12 +101,16 @@ struct LstmCell : CellBase<Real> {
         io.in(r.first ? p.c0 + state : saved_at(p, kCellStates, r.prev_row, 0, r.u0));
     const Real* dy_in = r.dy != nullptr ? io.in(r.dy) : nullptr;
     Real* dc = io.in_out(p.dc0 + state);
-    for (size_t l = 0; l < NR; l += kLanes) {
+    V tanh_cs[1][kVectors];
+    for (size_t v = 0; v < kVectors; ++v) tanh_cs[0][v] = vload<V>(c_in + v * kLanes);
+    A::activate(tanh_cs, {Fn::tanh});
+    for (size_t v = 0; v < kVectors; ++v) {
+      const size_t l = v * kLanes;
       V i = vload<V>(gates_in[0] + l), f = vload<V>(gates_in[1] + l);
       V g = vload<V>(gates_in[2] + l), o = vload<V>(gates_in[3] + l);
       V dh_t = vload<V>(r.dh + l);
       if (dy_in != nullptr) dh_t += vload<V>(dy_in + l);                            // (1)
-      V tanh_c = A::tanh(vload<V>(c_in + l));
+      V tanh_c = tanh_cs[0][v];
       V d_o = dh_t * tanh_c;                                                         // (2)
       V dc_t = vload<V>(dc + l) + dh_t * o * (Real(1) - tanh_c * tanh_c);            // (3)
       V d_i = dc_t * g, d_g = dc_t * i;                                              // (4)

@@ -240,6 +240,7 @@ struct CellBase {
   using V = typename Simd<Real>::V;
   using A = Act<Real>;
   static constexpr size_t kLanes = Simd<Real>::kLanes, NR = Tile<Real>::NR;
+  static constexpr size_t kVectors = NR / kLanes;  // a block row's vectors of units
   static constexpr bool kCarriesDh = false, kRowsApart = false;
 
   // The workspace, as oneDNN's ws_gates: value `index` of group g (a gate,

@@ -19,6 +19,7 @@ struct RnnCell : CellBase<Real> {
   using typename CellBase<Real>::V;
   using CellBase<Real>::kLanes;
   using CellBase<Real>::NR;
+  using CellBase<Real>::kVectors;
   static constexpr size_t G = cells::rnn.G;
   static constexpr GatePanel kPanels[] = {{0, Reads::x_and_h}};
   static constexpr bool kRowsApart = true;  // see CellBase
@@ -26,10 +27,14 @@ struct RnnCell : CellBase<Real> {
   // y (T, B, H) <- h_t.
   FASTRNN_CELL_ROW void forward_row(const ForwardArgs<Real>&, const ForwardRow<Real>& r, IO& io) {
     Real* h = io.out(r.y);
-    for (size_t l = 0; l < NR; l += kLanes) {
-      const V a = vload<V>(r.sums + l) + vload<V>(r.bias[0] + l);
+    V a[1][kVectors];
+    for (size_t v = 0; v < kVectors; ++v)
+      a[0][v] = vload<V>(r.sums + v * kLanes) + vload<V>(r.bias[0] + v * kLanes);
+    if constexpr (kAct == Nonlinearity::tanh) Act<Real>::activate(a, {Fn::tanh});
+    for (size_t v = 0; v < kVectors; ++v) {
       // relu keeps NaN, as torch's does: a < 0 is false for it.
-      vstore(h + l, kAct == Nonlinearity::tanh ? Act<Real>::tanh(a) : (a < Real(0) ? V{} : a));
+      if constexpr (kAct == Nonlinearity::relu) a[0][v] = a[0][v] < Real(0) ? V{} : a[0][v];
+      vstore(h + v * kLanes, a[0][v]);
     }
   }
 
