@@ -26,6 +26,7 @@ struct GruCell : CellBase<Real> {
   using CellBase<Real>::kLanes;
   using CellBase<Real>::NR;
   using CellBase<Real>::kVectors;
+  using CellBase<Real>::gate_input;
   using CellBase<Real>::saved_at;
   static constexpr size_t G = cells::gru.G;
   // BPTT's da groups: [da_n (input side) | da_r, da_z, da_hn (recurrent side)].
@@ -49,13 +50,11 @@ struct GruCell : CellBase<Real> {
     // Gates side by side over the row's vectors of units (Act::activate).
     V rz[2][kVectors], n[1][kVectors], hn[kVectors];
     for (size_t k = 0; k < 2; ++k)
-      for (size_t v = 0; v < kVectors; ++v)
-        rz[k][v] = vload<V>(r.sums + k * NR + v * kLanes) + vload<V>(r.bias[k] + v * kLanes);
+      for (size_t v = 0; v < kVectors; ++v) rz[k][v] = gate_input(r, k, v);
     A::activate(rz, {Fn::sigmoid, Fn::sigmoid});
     for (size_t v = 0; v < kVectors; ++v) {
-      const size_t l = v * kLanes;
-      hn[v] = vload<V>(r.sums + 3 * NR + l) + vload<V>(r.bias[3] + l);
-      n[0][v] = vload<V>(r.sums + 2 * NR + l) + vload<V>(r.bias[2] + l) + rz[0][v] * hn[v];
+      hn[v] = gate_input(r, 3, v);
+      n[0][v] = gate_input(r, 2, v) + rz[0][v] * hn[v];
     }
     A::activate(n, {Fn::tanh});
     for (size_t v = 0; v < kVectors; ++v) {

@@ -24,6 +24,7 @@ struct LstmCell : CellBase<Real> {
   using CellBase<Real>::kLanes;
   using CellBase<Real>::NR;
   using CellBase<Real>::kVectors;
+  using CellBase<Real>::gate_input;
   using CellBase<Real>::saved_at;
   static constexpr size_t G = cells::lstm.G;
   static constexpr GatePanel kPanels[] = {
@@ -61,8 +62,7 @@ struct LstmCell : CellBase<Real> {
     // gate[k][v]: gate k (i, f, g, o) of the row's v-th vector of units.
     V gate[G][kVectors], tanh_c[1][kVectors];
     for (size_t k = 0; k < G; ++k)
-      for (size_t v = 0; v < kVectors; ++v)
-        gate[k][v] = vload<V>(r.sums + k * NR + v * kLanes) + vload<V>(r.bias[k] + v * kLanes);
+      for (size_t v = 0; v < kVectors; ++v) gate[k][v] = gate_input(r, k, v);
     A::activate(gate, {Fn::sigmoid, Fn::sigmoid, Fn::tanh, Fn::sigmoid});
     for (size_t v = 0; v < kVectors; ++v) {
       const size_t l = v * kLanes;

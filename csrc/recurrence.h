@@ -251,6 +251,11 @@ struct CellBase {
     return p.saved + (total_rows(p) * g.first + row * g.width + index) * p.H + u0;
   }
 
+  // Gate panel k's sum plus its bias, on the v-th vector of a forward row's units.
+  static V gate_input(const ForwardRow<Real>& r, size_t k, size_t v) {
+    return vload<V>(r.sums + k * NR + v * kLanes) + vload<V>(r.bias[k] + v * kLanes);
+  }
+
   static void forward_begin(const ForwardArgs<Real>&) {}
   static void forward_end(const ForwardArgs<Real>&) {}
   static void backward_begin(const BackwardArgs<Real>&) {}

@@ -20,6 +20,7 @@ struct RnnCell : CellBase<Real> {
   using CellBase<Real>::kLanes;
   using CellBase<Real>::NR;
   using CellBase<Real>::kVectors;
+  using CellBase<Real>::gate_input;
   static constexpr size_t G = cells::rnn.G;
   static constexpr GatePanel kPanels[] = {{0, Reads::x_and_h}};
   static constexpr bool kRowsApart = true;  // see CellBase
@@ -28,8 +29,7 @@ struct RnnCell : CellBase<Real> {
   FASTRNN_CELL_ROW void forward_row(const ForwardArgs<Real>&, const ForwardRow<Real>& r, IO& io) {
     Real* h = io.out(r.y);
     V a[1][kVectors];
-    for (size_t v = 0; v < kVectors; ++v)
-      a[0][v] = vload<V>(r.sums + v * kLanes) + vload<V>(r.bias[0] + v * kLanes);
+    for (size_t v = 0; v < kVectors; ++v) a[0][v] = gate_input(r, 0, v);
     if constexpr (kAct == Nonlinearity::tanh) Act<Real>::activate(a, {Fn::tanh});
     for (size_t v = 0; v < kVectors; ++v) {
       // relu keeps NaN, as torch's does: a < 0 is false for it.
