@@ -263,6 +263,16 @@ struct CellBase {
 
 // ------------------------------------------------------------ driver helpers
 
+// Rows [0, n) cut into ceil(n / MR) row panels whose sizes differ by at most
+// one: 50 rows go as 7+7+7+7+7+7+8 rather than 6 x 8 + 2, whose 2-row tile
+// runs at a fraction of the wider tiles' rate. A row's sums do not depend on
+// the panel it falls in.
+struct RowPanels {
+  size_t rows, count;
+  RowPanels(size_t n, size_t mr) : rows(n), count(ceil_div(n, mr)) {}
+  size_t first(size_t i) const { return i * rows / count; }  // panel i: [first(i), first(i + 1))
+};
+
 // Threads worth waking for one time step of the recurrence: a barrier costs
 // about a microsecond, so each thread should get a few microseconds of work
 // (5e4 flops is about one). Batch 1 at H=128 already gains from a second
@@ -707,8 +717,9 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
         // One pass over K per row panel: the cell runs while the panel's sums are
         // hot. (Blocking K to keep a panel's weights in L1 measured slower at the
         // medium and large shapes, AVX2 and AVX-512 alike.)
-        for (size_t r0 = b0; r0 < rows_end; r0 += MR) {
-          const size_t m = min_size(MR, rows_end - r0);
+        const RowPanels row_panels(rows_end - b0, MR);
+        for (size_t i = 0; i < row_panels.count; ++i) {
+          const size_t r0 = b0 + row_panels.first(i), m = row_panels.first(i + 1) + b0 - r0;
           // Consecutive panels that read the same inputs go through one call.
           for (size_t pp = 0; pp < P;) {
             const Reads reads = Cell::kPanels[pp].reads;
