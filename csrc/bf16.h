@@ -15,8 +15,10 @@
 //
 // The rounding is integer arithmetic on the float32 bits, the same on every
 // ISA, and gives the bits AVX512_BF16's vcvtneps2bf16 gives (checked on a
-// Sapphire Rapids for NaN, Inf, overflow, ties and subnormals): nearest, ties
-// to even; NaN quiet with its sign; subnormals to a zero of their sign.
+// Sapphire Rapids for NaN, Inf, overflow, ties and subnormals, and for all
+// 2^32 inputs on a Zen 5): nearest, ties to even; NaN quiet with its sign;
+// subnormals to a zero of their sign. Where the CPU has that instruction,
+// vectors are rounded by it.
 //
 // The product of a pair: vdpbf16ps adds the high halves' product, then the low
 // halves' (each rounded once; bfloat16 products are exact in float32). The
@@ -61,8 +63,20 @@ struct Bf16 {
   }
   static inline uint16_t half(float f) { return uint16_t(round(bits(f)) >> 16); }
 
+  // The bfloat16 of kLanes float32 bits, as 16-bit halves: round()'s bits,
+  // in one instruction on AVX512_BF16.
+  static inline VH halves(VU b) {
+#if defined(__AVX512BF16__)
+    return (VH)_mm512_cvtneps_pbh((__m512)b);
+#else
+    return __builtin_convertvector(round(b) >> 16, VH);
+#endif
+  }
   // Pairs of lanes of two float32 vectors: (even[j], odd[j]) in word j.
-  static inline VU pairs(VU even, VU odd) { return round(odd) | (round(even) >> 16); }
+  static inline VU pairs(VU even, VU odd) {
+    return (__builtin_convertvector(halves(odd), VU) << 16) |
+           __builtin_convertvector(halves(even), VU);
+  }
   static inline Bf16Pair pair(float even, float odd) {
     return Bf16Pair(round(bits(odd)) | (round(bits(even)) >> 16));
   }
@@ -74,17 +88,14 @@ inline void round_row(size_t n, const float* src, uint16_t* dst) {
   constexpr size_t kLanes = Bf16::kLanes;
   size_t k = 0;
   for (; k + kLanes <= n; k += kLanes) {
-    const Bf16::VH h = __builtin_convertvector(Bf16::round(vload<Bf16::VU>(src + k)) >> 16,
-                                               Bf16::VH);
-    vstore(dst + k, h);
+    vstore(dst + k, Bf16::halves(vload<Bf16::VU>(src + k)));
   }
 #if defined(__AVX512BW__)
   // The last partial vector under a mask: a row of 28 inputs (the origin
   // shape's x_t, rounded at every step) is otherwise 12 scalar roundings.
   if (k < n) {
     const __mmask16 lanes = __mmask16((1u << (n - k)) - 1);
-    const Bf16::VU b = (Bf16::VU)_mm512_maskz_loadu_ps(lanes, src + k);
-    const Bf16::VH h = __builtin_convertvector(Bf16::round(b) >> 16, Bf16::VH);
+    const Bf16::VH h = Bf16::halves((Bf16::VU)_mm512_maskz_loadu_ps(lanes, src + k));
     _mm256_mask_storeu_epi16(dst + k, lanes, (__m256i)h);
   }
 #else
