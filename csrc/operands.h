@@ -14,6 +14,7 @@
 //
 // Each has, with Packed its element (kPer values along k each):
 //   rows(K)                 elements along k for K values
+//   finite(w, n)            whether n packed weights hold no NaN or infinity
 //   pack_weights            a forward B panel: n <= NR rows of W over K
 //   pack_unit_weights       BPTT's B panel for da W (the padded unit order)
 //   step_inputs             a forward step's A operand; .rows(r0, x, h) is the
@@ -29,6 +30,8 @@
 
 #include "bf16.h"
 #include "gemm.h"
+
+#include <type_traits>
 
 namespace fastrnn {
 namespace FASTRNN_ISA_NS {
@@ -66,6 +69,19 @@ struct NativeOperands {
   using Packed = Real;
   static constexpr size_t kPer = 1;
   static size_t rows(size_t K) { return K; }
+
+  // Whether n packed weights hold no NaN or infinity.
+  static bool finite(const Real* w, size_t n) {
+    using Bits = std::conditional_t<sizeof(Real) == 4, uint32_t, uint64_t>;
+    constexpr Bits kExponent = sizeof(Real) == 4 ? Bits(0x7F800000u) : Bits(0x7FF0000000000000u);
+    Bits non_finite = 0;
+    for (size_t i = 0; i < n; ++i) {
+      Bits b;
+      std::memcpy(&b, w + i, sizeof b);
+      non_finite |= Bits((b & kExponent) == kExponent);
+    }
+    return non_finite == 0;
+  }
 
   static void pack_weights(size_t n, size_t K, const Real* w, size_t ldw, Real* out) {
     pack_b_panel(n, K, w, 1, ldw, out);
@@ -143,6 +159,17 @@ struct Bf16Operands {
   static constexpr size_t kPer = 2;
   static constexpr size_t MR = Tile<float>::MR, NR = Tile<float>::NR;
   static size_t rows(size_t K) { return pair_count(K); }
+
+  // Whether n packed pairs hold no NaN or infinity (in either half).
+  static bool finite(const Bf16Pair* w, size_t n) {
+    uint32_t non_finite = 0;
+    for (size_t i = 0; i < n; ++i) {
+      uint32_t b;
+      std::memcpy(&b, w + i, sizeof b);
+      non_finite |= uint32_t((b & 0x7F80u) == 0x7F80u) | uint32_t((b & 0x7F800000u) == 0x7F800000u);
+    }
+    return non_finite == 0;
+  }
 
   static void pack_weights(size_t n, size_t K, const float* w, size_t ldw, Bf16Pair* out) {
     pack_weight_pairs(n, K, w, ldw, out);

@@ -87,6 +87,8 @@ struct PanelProducts {
 
 struct Int8Operands {
   using Packed = uint8_t;
+  // Codes and finite scales: quantization refuses NaN and infinite weights.
+  static bool finite(const uint8_t*, size_t) { return true; }
 
   // [x_t | h_{t-1}] quantized: codes and a scale per row of each, in the
   // step's scratch. Each thread quantizes every row: its tiles read them all,
