@@ -667,7 +667,9 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
     // multiplies x_t alone (1/T of the recurrent products; the origin shape's
     // bf16 inference took 0.97x the time). Weights holding NaN or Inf take the
     // product, whose NaN then reaches the outputs as in float32. Checking the
-    // weights costs a pass over them, which a few rows already repay.
+    // weights costs a pass over them, which a register tile of rows repays.
+    // (vdpbf16ps flushes a subnormal partial sum to zero: a gate sum still
+    // subnormal after x_t's terms keeps it here, the only bits that differ.)
     const size_t first_rows = split_rows ? b1 - b0 : step_batch(p, 0);
     const bool zero_start = chunk == 0 && first_rows >= MR &&
                             zero_state(p.h0, b0, b0 + first_rows, H) &&
