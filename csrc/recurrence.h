@@ -665,7 +665,7 @@ void recurrence_forward(const ForwardArgs<typename Cell::Real>& p) {
     // From a zero initial state the first step's h_{-1} W_hh^T adds exactly
     // +0 to every gate sum, as long as the weights are finite: that step then
     // multiplies x_t alone (1/T of the recurrent products; the origin shape's
-    // bf16 inference took 0.97x the time). Weights holding NaN or Inf take the
+    // bf16 inference took 0.96x the time). Weights holding NaN or Inf take the
     // product, whose NaN then reaches the outputs as in float32. Checking the
     // weights costs a pass over them, which a register tile of rows repays.
     // (vdpbf16ps flushes a subnormal partial sum to zero: a gate sum still
